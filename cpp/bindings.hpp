@@ -1,0 +1,7 @@
+// Registration functions: one bind_<concept>.cpp per concept, all called from module.cpp.
+#pragma once
+#include <pybind11/pybind11.h>
+
+namespace hetmtl {
+void bind_moments(pybind11::module_& m);
+}  // namespace hetmtl

@@ -1,0 +1,274 @@
+"""Multi-site data: (y, d, X[, Z]) observed at several sites, validated on entry."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from hetmtl.exceptions import DataValidationError
+
+
+@dataclass(frozen=True)
+class SiteArrays:
+    """The rows of one site."""
+
+    site: object
+    y: np.ndarray
+    d: np.ndarray
+    X: np.ndarray
+    Z: np.ndarray | None
+
+    @property
+    def n(self) -> int:
+        return self.y.shape[0]
+
+
+def _as_float(name: str, a, ndim: int) -> np.ndarray:
+    try:
+        arr = np.asarray(a, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise DataValidationError(f"column(s) {name!r} must be numeric: {exc}") from None
+    if ndim == 1 and arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if ndim == 2 and arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != ndim:
+        raise DataValidationError(f"{name!r} must be {ndim}-dimensional, got shape {arr.shape}")
+    return arr
+
+
+def _rows(idx: np.ndarray, limit: int = 5) -> str:
+    shown = ", ".join(str(int(i)) for i in idx[:limit])
+    return shown + (", ..." if idx.size > limit else "")
+
+
+class MultiSiteData:
+    """Outcome ``y``, treatment ``d``, covariates ``X`` and optional effect modifiers ``Z`` at
+    several sites.
+
+    Build it with :meth:`from_arrays`, :meth:`from_dataframe` (one frame with a site column) or
+    :meth:`from_site_frames` (one frame per site). Every value must be finite; each site needs at
+    least two rows and a treatment that varies. Errors name the site and column at fault.
+    Nothing is dropped: rows with missing values are refused, not removed.
+    """
+
+    def __init__(
+        self,
+        y: np.ndarray,
+        d: np.ndarray,
+        X: np.ndarray,
+        site: Sequence,
+        Z: np.ndarray | None = None,
+        *,
+        x_cols: Sequence[str] | None = None,
+        z_cols: Sequence[str] | None = None,
+        y_col: str = "y",
+        d_col: str = "d",
+    ) -> None:
+        self.y = _as_float(y_col, y, 1)
+        self.d = _as_float(d_col, d, 1)
+        self.X = _as_float("X", X, 2)
+        self.Z = None if Z is None else _as_float("Z", Z, 2)
+        self.y_col, self.d_col = str(y_col), str(d_col)
+        self.x_cols = [f"x{j + 1}" for j in range(self.X.shape[1])] if x_cols is None else [str(c) for c in x_cols]
+        if self.Z is None:
+            self.z_cols: list[str] = []
+        else:
+            self.z_cols = [f"z{j + 1}" for j in range(self.Z.shape[1])] if z_cols is None else [str(c) for c in z_cols]
+        site = np.asarray(site, dtype=object)
+        if site.ndim != 1:
+            raise DataValidationError(f"site labels must be 1-dimensional, got shape {site.shape}")
+        self.site = site
+        self._validate()
+        self.sites: list = list(pd.unique(pd.Series(self.site)))
+        self._index = {s: np.flatnonzero(self.site == s) for s in self.sites}
+        self._validate_sites()
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_arrays(cls, y, d, X, site, Z=None, **kwargs) -> "MultiSiteData":
+        """From arrays: ``y`` (n,), ``d`` (n,), ``X`` (n, p), ``site`` (n,) labels, ``Z`` (n, q)."""
+        return cls(y, d, X, site, Z, **kwargs)
+
+    @classmethod
+    def from_dataframe(
+        cls,
+        df: pd.DataFrame,
+        y_col: str,
+        d_col: str,
+        site_col: str,
+        x_cols: Sequence[str] | None = None,
+        z_cols: Sequence[str] | None = None,
+    ) -> "MultiSiteData":
+        """From one DataFrame with a site column. ``x_cols`` defaults to every other column."""
+        if not isinstance(df, pd.DataFrame):
+            raise TypeError(f"df must be a pandas DataFrame, got {type(df).__name__}")
+        z_cols = list(z_cols) if z_cols is not None else []
+        if x_cols is None:
+            x_cols = [c for c in df.columns if c not in {y_col, d_col, site_col, *z_cols}]
+        x_cols = list(x_cols)
+        missing = [c for c in [y_col, d_col, site_col, *x_cols, *z_cols] if c not in df.columns]
+        if missing:
+            raise DataValidationError(f"column(s) not in the data frame: {missing}")
+        if df[site_col].isna().any():
+            rows = np.flatnonzero(df[site_col].isna().to_numpy())
+            raise DataValidationError(f"column {site_col!r}: missing site label in row(s) {_rows(rows)}")
+        non_numeric = [c for c in [y_col, d_col, *x_cols, *z_cols] if not pd.api.types.is_numeric_dtype(df[c])]
+        if non_numeric:
+            raise DataValidationError(
+                f"column(s) {non_numeric} are not numeric; encode categorical covariates (e.g. pd.get_dummies) first"
+            )
+        return cls(
+            df[y_col].to_numpy(float),
+            df[d_col].to_numpy(float),
+            df[x_cols].to_numpy(float),
+            df[site_col].to_numpy(object),
+            df[z_cols].to_numpy(float) if z_cols else None,
+            x_cols=x_cols,
+            z_cols=z_cols or None,
+            y_col=y_col,
+            d_col=d_col,
+        )
+
+    @classmethod
+    def from_site_frames(
+        cls,
+        frames: Mapping[object, pd.DataFrame],
+        y_col: str,
+        d_col: str,
+        x_cols: Sequence[str] | None = None,
+        z_cols: Sequence[str] | None = None,
+    ) -> "MultiSiteData":
+        """From one DataFrame per site (``{site: frame}``); all sites must have the same covariates."""
+        if not frames:
+            raise DataValidationError("no sites given")
+        first_site, first = next(iter(frames.items()))
+        if x_cols is None:
+            x_cols = [c for c in first.columns if c not in {y_col, d_col, *(z_cols or [])}]
+        reference = set(first.columns)
+        for s, f in frames.items():
+            if set(f.columns) != reference:
+                extra, lacking = sorted(set(f.columns) - reference), sorted(reference - set(f.columns))
+                raise DataValidationError(
+                    f"site {s!r}: columns differ from site {first_site!r} (extra {extra}, missing {lacking})"
+                )
+        site_col = "__site__"
+        df = pd.concat([f.assign(**{site_col: s}) for s, f in frames.items()], ignore_index=True)
+        return cls.from_dataframe(df, y_col, d_col, site_col, x_cols, z_cols)
+
+    # ------------------------------------------------------------------ validation
+    def _validate(self) -> None:
+        n = self.y.shape[0]
+        for name, arr in [(self.d_col, self.d), ("X", self.X), ("site", self.site)] + (
+            [("Z", self.Z)] if self.Z is not None else []
+        ):
+            if arr.shape[0] != n:
+                raise DataValidationError(f"{name!r} has {arr.shape[0]} rows but {self.y_col!r} has {n}")
+        if len(self.x_cols) != self.X.shape[1]:
+            raise DataValidationError(f"x_cols has {len(self.x_cols)} names for {self.X.shape[1]} covariate columns")
+        if self.Z is not None and len(self.z_cols) != self.Z.shape[1]:
+            raise DataValidationError(f"z_cols has {len(self.z_cols)} names for {self.Z.shape[1]} modifier columns")
+        if len(set(self.x_cols)) != len(self.x_cols):
+            raise DataValidationError(f"duplicate covariate names in {self.x_cols}")
+        if pd.isna(pd.Series(self.site)).any():
+            rows = np.flatnonzero(pd.isna(pd.Series(self.site)).to_numpy())
+            raise DataValidationError(f"missing site label in row(s) {_rows(rows)}")
+
+    def _columns(self) -> Iterator[tuple[str, np.ndarray]]:
+        yield self.y_col, self.y
+        yield self.d_col, self.d
+        for j, c in enumerate(self.x_cols):
+            yield c, self.X[:, j]
+        for j, c in enumerate(self.z_cols):
+            yield c, self.Z[:, j]  # type: ignore[index]
+
+    def _validate_sites(self) -> None:
+        for name, col in self._columns():
+            bad = ~np.isfinite(col)
+            if bad.any():
+                first = np.flatnonzero(bad)
+                s = self.site[first[0]]
+                in_site = np.flatnonzero(bad[self._index[s]])
+                raise DataValidationError(
+                    f"site {s!r}, column {name!r}: {int(bad[self._index[s]].sum())} non-finite value(s) "
+                    f"(NaN/inf) at site row(s) {_rows(in_site)}; remove or impute them explicitly"
+                )
+        for s, idx in self._index.items():
+            if idx.size < 2:
+                raise DataValidationError(f"site {s!r}: only {idx.size} row(s)")
+            if np.ptp(self.d[idx]) == 0:
+                raise DataValidationError(
+                    f"site {s!r}, column {self.d_col!r}: treatment is constant ({self.d[idx][0]:g}) in this site"
+                )
+
+    def check_binary_treatment(self) -> None:
+        """Raise unless the treatment is 0/1 at every site (needed for the ATE and BLP scores)."""
+        for s, idx in self._index.items():
+            values = np.unique(self.d[idx])
+            if not np.all(np.isin(values, (0.0, 1.0))):
+                raise DataValidationError(
+                    f"site {s!r}, column {self.d_col!r}: treatment must be binary 0/1 for this model, "
+                    f"found values {values[:6].tolist()}"
+                )
+
+    def check_folds(self, n_folds: int, binary: bool) -> None:
+        """Raise when a site has too few rows (or, for a binary treatment, too few per arm)."""
+        for s, idx in self._index.items():
+            if idx.size < 2 * n_folds:
+                raise DataValidationError(
+                    f"site {s!r}: {idx.size} rows are too few for {n_folds}-fold cross-fitting "
+                    f"(need at least {2 * n_folds})"
+                )
+            if binary:
+                for arm in (0.0, 1.0):
+                    count = int(np.sum(self.d[idx] == arm))
+                    if count < n_folds:
+                        raise DataValidationError(
+                            f"site {s!r}, column {self.d_col!r}: {count} row(s) with treatment {arm:g}, "
+                            f"fewer than the {n_folds} folds"
+                        )
+
+    # ------------------------------------------------------------------ access
+    @property
+    def n_obs(self) -> int:
+        return self.y.shape[0]
+
+    @property
+    def n_sites(self) -> int:
+        return len(self.sites)
+
+    @property
+    def site_sizes(self) -> dict:
+        return {s: idx.size for s, idx in self._index.items()}
+
+    def site_rows(self, site) -> np.ndarray:
+        """Row indices of ``site`` in the stacked arrays."""
+        try:
+            return self._index[site]
+        except KeyError:
+            raise KeyError(f"unknown site {site!r}; sites are {self.sites}") from None
+
+    def site_arrays(self, site) -> SiteArrays:
+        idx = self.site_rows(site)
+        return SiteArrays(site, self.y[idx], self.d[idx], self.X[idx], None if self.Z is None else self.Z[idx])
+
+    def __iter__(self) -> Iterator[SiteArrays]:
+        return (self.site_arrays(s) for s in self.sites)
+
+    def to_dataframe(self, site_col: str = "site") -> pd.DataFrame:
+        df = pd.DataFrame(self.X, columns=self.x_cols)
+        for j, c in enumerate(self.z_cols):
+            df[c] = self.Z[:, j]  # type: ignore[index]
+        df.insert(0, self.d_col, self.d)
+        df.insert(0, self.y_col, self.y)
+        df.insert(0, site_col, self.site)
+        return df
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{s}: {n}" for s, n in self.site_sizes.items())
+        return (
+            f"MultiSiteData({self.n_sites} sites, {self.n_obs} rows, {len(self.x_cols)} covariates, "
+            f"{len(self.z_cols)} modifiers; sizes {sizes})"
+        )

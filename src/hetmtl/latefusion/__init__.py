@@ -1,0 +1,11 @@
+"""Late-fusion multi-task learning for semiparametric inference (seed 000).
+
+What to use when:
+- one site, one DML fit (PLR slope, ATE, linear CATE): :class:`SiteDML`;
+- several sites in one :class:`~hetmtl.data.MultiSiteData`: :class:`MultiSiteDML`, which fits
+  :class:`SiteDML` at every site and exports one :class:`SiteSummary` per site;
+- sites that only share summary files: :meth:`SiteSummary.read_json`, then the fusion step.
+"""
+from hetmtl.latefusion.summary import CVFold, SiteSummary
+
+__all__ = ["CVFold", "SiteSummary"]

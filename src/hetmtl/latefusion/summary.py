@@ -1,0 +1,301 @@
+"""Site summaries: the only thing a site shares in late fusion.
+
+A :class:`SiteSummary` holds aggregates of one site's DML fit — n_k, θ̂_k, Ĵ_k, Ω̂_k — and, for
+tuning the fusion from summaries alone, per-fold statistics (the fold-out fit and the held-out
+quadratic-loss coefficients). No row of data is stored. Summaries travel as versioned JSON with a
+schema and a SHA-256 checksum; :func:`SiteSummary.read_json` refuses malformed, inconsistent or
+edited files. (Never exchange pickles.)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import numpy as np
+
+from hetmtl.exceptions import SummaryValidationError
+
+FORMAT = "hetmtl.site_summary"
+VERSION = 1
+MODELS = ("plr", "ate", "cate", "blp")
+
+_matrix = {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}
+_vector = {"type": "array", "items": {"type": "number"}}
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["format", "version", "payload", "sha256"],
+    "additionalProperties": False,
+    "properties": {
+        "format": {"const": FORMAT},
+        "version": {"const": VERSION},
+        "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        "payload": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["site", "model", "coef_names", "n", "theta", "J", "Omega", "n_folds", "n_rep"],
+            "properties": {
+                "site": {"type": "string", "minLength": 1},
+                "model": {"enum": list(MODELS)},
+                "coef_names": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                "n": {"type": "integer", "minimum": 1},
+                "theta": _vector,
+                "J": _matrix,
+                "Omega": _matrix,
+                "n_folds": {"type": "integer", "minimum": 2},
+                "n_rep": {"type": "integer", "minimum": 1},
+                "basis": {
+                    "type": ["object", "null"],
+                    "additionalProperties": False,
+                    "required": ["names", "center", "scale"],
+                    "properties": {
+                        "names": {"type": "array", "items": {"type": "string"}},
+                        "center": _vector,
+                        "scale": _vector,
+                    },
+                },
+                "cv_folds": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["n_train", "theta", "J", "Omega", "n_test", "A", "b", "c"],
+                        "properties": {
+                            "n_train": {"type": "integer", "minimum": 1},
+                            "theta": _vector,
+                            "J": _matrix,
+                            "Omega": _matrix,
+                            "n_test": {"type": "integer", "minimum": 1},
+                            "A": _matrix,
+                            "b": _vector,
+                            "c": {"type": "number"},
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def _check_matrix(name: str, M: np.ndarray, d: int, where: str, *, symmetric: bool, psd: bool) -> None:
+    if M.shape != (d, d):
+        raise SummaryValidationError(f"{where}: {name} has shape {M.shape}, expected ({d}, {d})")
+    if not np.all(np.isfinite(M)):
+        raise SummaryValidationError(f"{where}: {name} has non-finite entries")
+    if symmetric:
+        scale = max(1.0, float(np.max(np.abs(M))))
+        if np.max(np.abs(M - M.T)) > 1e-8 * scale:
+            raise SummaryValidationError(f"{where}: {name} is not symmetric")
+        if psd:
+            eig = np.linalg.eigvalsh(0.5 * (M + M.T))
+            if eig.min() <= 1e-12 * max(1.0, eig.max()):
+                raise SummaryValidationError(
+                    f"{where}: {name} is not positive definite (smallest eigenvalue {eig.min():.3g})"
+                )
+
+
+@dataclass(frozen=True)
+class CVFold:
+    """Tuning statistics of one fold v: the fit without fold v and the held-out loss on fold v,
+    Q(θ) = c − 2 b'θ + θ' A θ."""
+
+    n_train: int
+    theta: np.ndarray
+    J: np.ndarray
+    Omega: np.ndarray
+    n_test: int
+    A: np.ndarray
+    b: np.ndarray
+    c: float
+
+    @property
+    def vcov(self) -> np.ndarray:
+        Jinv = np.linalg.inv(self.J)
+        return Jinv @ self.Omega @ Jinv.T / self.n_train
+
+    def loss(self, theta: np.ndarray) -> float:
+        theta = np.asarray(theta, float)
+        return float(self.c - 2.0 * self.b @ theta + theta @ self.A @ theta)
+
+
+@dataclass(frozen=True)
+class SiteSummary:
+    """Aggregates of one site's DML fit (see module docs). ``vcov = J⁻¹ Ω J⁻ᵀ / n``."""
+
+    site: str
+    model: str
+    coef_names: list[str]
+    n: int
+    theta: np.ndarray
+    J: np.ndarray
+    Omega: np.ndarray
+    n_folds: int = 5
+    n_rep: int = 1
+    basis: dict | None = None
+    cv_folds: list[CVFold] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "site", str(self.site))
+        for name in ("theta", "J", "Omega"):
+            object.__setattr__(self, name, np.atleast_1d(np.asarray(getattr(self, name), dtype=float)))
+        object.__setattr__(self, "J", np.atleast_2d(self.J))
+        object.__setattr__(self, "Omega", np.atleast_2d(self.Omega))
+        self.validate()
+
+    @property
+    def d(self) -> int:
+        return self.theta.shape[0]
+
+    @property
+    def Sigma(self) -> np.ndarray:
+        Jinv = np.linalg.inv(self.J)
+        S = Jinv @ self.Omega @ Jinv.T
+        return 0.5 * (S + S.T)
+
+    @property
+    def vcov(self) -> np.ndarray:
+        return self.Sigma / self.n
+
+    @property
+    def se(self) -> np.ndarray:
+        return np.sqrt(np.diag(self.vcov))
+
+    def validate(self) -> None:
+        """Check shapes, finiteness, n > 0, invertible J and positive-definite Ω."""
+        s = self.site
+        if self.model not in MODELS:
+            raise SummaryValidationError(f"site {s!r}: unknown model {self.model!r}; expected one of {MODELS}")
+        if not isinstance(self.n, (int, np.integer)) or self.n <= 0:
+            raise SummaryValidationError(f"site {s!r}: n must be a positive integer, got {self.n!r}")
+        d = self.theta.shape[0]
+        if self.theta.ndim != 1 or not np.all(np.isfinite(self.theta)):
+            raise SummaryValidationError(f"site {s!r}: theta must be a finite vector, got {self.theta!r}")
+        if len(self.coef_names) != d:
+            raise SummaryValidationError(f"site {s!r}: {len(self.coef_names)} coef_names for {d} coefficients")
+        _check_matrix("J", self.J, d, f"site {s!r}", symmetric=False, psd=False)
+        if abs(np.linalg.det(self.J)) < 1e-300 or np.linalg.cond(self.J) > 1e12:
+            raise SummaryValidationError(f"site {s!r}: J is singular or ill-conditioned")
+        _check_matrix("Omega", self.Omega, d, f"site {s!r}", symmetric=True, psd=True)
+        for v, f in enumerate(self.cv_folds):
+            where = f"site {s!r}, cv fold {v}"
+            if f.theta.shape != (d,) or not np.all(np.isfinite(f.theta)):
+                raise SummaryValidationError(f"{where}: theta must be a finite vector of length {d}")
+            _check_matrix("J", f.J, d, where, symmetric=False, psd=False)
+            _check_matrix("Omega", f.Omega, d, where, symmetric=True, psd=True)
+            _check_matrix("A", f.A, d, where, symmetric=True, psd=False)
+            if f.b.shape != (d,) or not np.isfinite(f.c):
+                raise SummaryValidationError(f"{where}: b must have length {d} and c be finite")
+
+    # ------------------------------------------------------------------ JSON
+    def _payload(self) -> dict[str, Any]:
+        p: dict[str, Any] = {
+            "site": self.site,
+            "model": self.model,
+            "coef_names": list(self.coef_names),
+            "n": int(self.n),
+            "theta": self.theta.tolist(),
+            "J": self.J.tolist(),
+            "Omega": self.Omega.tolist(),
+            "n_folds": int(self.n_folds),
+            "n_rep": int(self.n_rep),
+        }
+        if self.basis is not None:
+            p["basis"] = {k: (list(map(str, v)) if k == "names" else np.asarray(v, float).tolist()) for k, v in self.basis.items()}
+        if self.cv_folds:
+            p["cv_folds"] = [
+                {
+                    "n_train": int(f.n_train),
+                    "theta": f.theta.tolist(),
+                    "J": f.J.tolist(),
+                    "Omega": f.Omega.tolist(),
+                    "n_test": int(f.n_test),
+                    "A": f.A.tolist(),
+                    "b": f.b.tolist(),
+                    "c": float(f.c),
+                }
+                for f in self.cv_folds
+            ]
+        return p
+
+    @staticmethod
+    def _digest(payload: dict[str, Any]) -> str:
+        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        payload = self._payload()
+        return {"format": FORMAT, "version": VERSION, "payload": payload, "sha256": self._digest(payload)}
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """Serialise to JSON; write it to ``path`` (atomically) when given."""
+        text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
+        if path is not None:
+            path = Path(path)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(text)
+            tmp.replace(path)
+        return text
+
+    @classmethod
+    def from_dict(cls, obj: Any, source: str = "summary") -> "SiteSummary":
+        try:
+            jsonschema.validate(obj, SCHEMA)
+        except jsonschema.ValidationError as exc:
+            where = "/".join(map(str, exc.absolute_path)) or "(top level)"
+            raise SummaryValidationError(f"{source}: does not match the site-summary schema at {where}: {exc.message}") from None
+        payload = obj["payload"]
+        if cls._digest(payload) != obj["sha256"]:
+            raise SummaryValidationError(f"{source}: checksum mismatch — the file was edited or corrupted after export")
+        folds = [
+            CVFold(
+                n_train=f["n_train"],
+                theta=np.asarray(f["theta"], float),
+                J=np.asarray(f["J"], float),
+                Omega=np.asarray(f["Omega"], float),
+                n_test=f["n_test"],
+                A=np.asarray(f["A"], float),
+                b=np.asarray(f["b"], float),
+                c=float(f["c"]),
+            )
+            for f in payload.get("cv_folds", [])
+        ]
+        try:
+            return cls(
+                site=payload["site"],
+                model=payload["model"],
+                coef_names=list(payload["coef_names"]),
+                n=payload["n"],
+                theta=payload["theta"],
+                J=payload["J"],
+                Omega=payload["Omega"],
+                n_folds=payload["n_folds"],
+                n_rep=payload["n_rep"],
+                basis=payload.get("basis"),
+                cv_folds=folds,
+            )
+        except SummaryValidationError as exc:
+            raise SummaryValidationError(f"{source}: {exc}") from None
+        except (ValueError, np.linalg.LinAlgError) as exc:
+            raise SummaryValidationError(f"{source}: inconsistent arrays: {exc}") from None
+
+    @classmethod
+    def read_json(cls, path: str | Path) -> "SiteSummary":
+        """Read and validate a summary file written by :meth:`to_json`."""
+        path = Path(path)
+        try:
+            obj = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise SummaryValidationError(f"{path}: not valid JSON ({exc})") from None
+        return cls.from_dict(obj, source=str(path))
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "summary") -> "SiteSummary":
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SummaryValidationError(f"{source}: not valid JSON ({exc})") from None
+        return cls.from_dict(obj, source=source)

@@ -1,0 +1,96 @@
+"""Shared training utilities for the torch-based families (encoders, blockwise).
+
+- :func:`torch_threads` caps torch/BLAS threads (2 CPU cores is the design target);
+- :func:`seed_all` seeds numpy and torch for reproducible fits;
+- :func:`split_indices` makes train/validation/test index splits shared by every method of a
+  comparison (paired splits);
+- :class:`BatchedEarlyStopping` tracks validation loss for G configurations trained together
+  (weights stacked on a leading config axis), keeps each configuration's best parameters, and
+  says which configurations are still training.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None = None) -> Iterator[None]:
+    """Limit torch intra-op threads and BLAS threads to ``n`` (default: min(2, cores))."""
+    import os
+
+    n = n or min(2, os.cpu_count() or 1)
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        with threadpool_limits(limits=n):
+            yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def seed_all(seed: int | None) -> np.random.Generator:
+    """Seed torch's global generator and return a numpy Generator from the same seed."""
+    if seed is not None:
+        torch.manual_seed(int(seed))
+    return np.random.default_rng(seed)
+
+
+def split_indices(
+    n: int, fractions: Sequence[float] = (0.6, 0.2, 0.2), rng: np.random.Generator | int | None = None
+) -> tuple[np.ndarray, ...]:
+    """Random disjoint index sets with the given fractions (rounded; the last gets the rest)."""
+    fractions = np.asarray(fractions, float)
+    if np.any(fractions <= 0) or not np.isclose(fractions.sum(), 1.0):
+        raise ValueError(f"fractions must be positive and sum to 1, got {fractions.tolist()}")
+    rng = np.random.default_rng(rng)
+    perm = rng.permutation(n)
+    cuts = np.floor(np.cumsum(fractions)[:-1] * n).astype(int)
+    parts = tuple(np.sort(p) for p in np.split(perm, cuts))
+    if any(p.size == 0 for p in parts):
+        raise ValueError(f"{n} rows are too few to split into fractions {fractions.tolist()}")
+    return parts
+
+
+class BatchedEarlyStopping:
+    """Early stopping for ``n_configs`` models trained together.
+
+    Call :meth:`update` once per epoch with the validation loss of every configuration (shape
+    ``(n_configs,)``) and the current parameters (tensors whose first axis is the configuration).
+    A configuration stops after ``patience`` epochs without improving by more than ``min_delta``;
+    its best parameters are kept in :attr:`best_params`.
+    """
+
+    def __init__(self, n_configs: int, patience: int = 30, min_delta: float = 0.0) -> None:
+        self.patience = int(patience)
+        self.min_delta = float(min_delta)
+        self.best_loss = torch.full((n_configs,), float("inf"), dtype=torch.float64)
+        self.best_epoch = torch.full((n_configs,), -1, dtype=torch.long)
+        self.wait = torch.zeros(n_configs, dtype=torch.long)
+        self.active = torch.ones(n_configs, dtype=torch.bool)
+        self.best_params: dict[str, torch.Tensor] = {}
+
+    def update(self, epoch: int, val_loss: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Record one epoch; return the boolean mask of configurations still training."""
+        val_loss = val_loss.detach().to(torch.float64).reshape(-1)
+        improved = self.active & (val_loss < self.best_loss - self.min_delta)
+        self.best_loss = torch.where(improved, val_loss, self.best_loss)
+        self.best_epoch = torch.where(improved, torch.full_like(self.best_epoch, epoch), self.best_epoch)
+        self.wait = torch.where(improved, torch.zeros_like(self.wait), self.wait + self.active.long())
+        for name, p in params.items():
+            p = p.detach()
+            if name not in self.best_params:
+                self.best_params[name] = p.clone()
+                continue
+            mask = improved.view(-1, *([1] * (p.dim() - 1)))
+            self.best_params[name] = torch.where(mask, p, self.best_params[name])
+        self.active = self.active & (self.wait < self.patience)
+        return self.active
+
+    @property
+    def done(self) -> bool:
+        return not bool(self.active.any())
