@@ -30,8 +30,9 @@ install: deps
 	$(PIP) install -q --no-deps --force-reinstall .
 
 # Developer build: compile the extension into build/dev and drop it next to the sources,
-# then run with PYTHONPATH=src.
-dev: deps
+# then run with PYTHONPATH=src. Uses an existing venv (VENV=...) and installs nothing.
+dev:
+	@test -x $(PY) || { echo "no virtualenv at $(VENV): run 'make deps' first"; exit 1; }
 	$(PY) -m cmake -S . -B build/dev -G Ninja -DCMAKE_BUILD_TYPE=Release \
 		-DPython_EXECUTABLE=$(abspath $(PY)) \
 		-Dpybind11_DIR=$$($(PY) -c 'import pybind11; print(pybind11.get_cmake_dir())') >/dev/null

@@ -1,0 +1,1 @@
+"""Plots, one module per method family (matplotlib, Agg-safe: every function returns the Figure)."""
