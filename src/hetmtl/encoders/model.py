@@ -1,0 +1,205 @@
+"""Torch pieces of the dual-encoder model: batched MLP encoders, padded task tensors, losses and
+the coefficient (proximal-gradient) and centre steps. The user-facing estimator is
+:class:`hetmtl.encoders.DualEncoderMTL`.
+
+Every task's encoder is one slice of a stacked weight tensor, so all R task-specific encoders
+(and the shared one) run as single batched matrix products; there are no per-sample loops.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from hetmtl import _core
+from hetmtl.encoders.proximal import prox_to_center_torch, update_center
+
+DTYPE = torch.float64
+
+
+class BatchedMLP(torch.nn.Module):
+    """``n_models`` ReLU MLPs ``d_in -> hidden... -> d_out`` with stacked weights.
+
+    ``forward(X)`` takes ``(n_models, n, d_in)`` and returns ``(n_models, n, d_out)``. The output
+    layer is linear, optionally followed by an affine-free normalisation over the latent
+    coordinates (``"rms"``: divide by the root mean square; ``"layer"``: LayerNorm without
+    affine parameters), which fixes the scale between encodings and coefficients.
+    """
+
+    def __init__(self, n_models: int, d_in: int, hidden: tuple[int, ...], d_out: int, normalize: str | None,
+                 generator: torch.Generator) -> None:
+        super().__init__()
+        self.normalize = normalize
+        dims = [d_in, *hidden, d_out]
+        self.weights = torch.nn.ParameterList()
+        self.biases = torch.nn.ParameterList()
+        for a, b in zip(dims[:-1], dims[1:]):
+            bound = 1.0 / math.sqrt(a)  # PyTorch's default nn.Linear initialisation range
+            w = (torch.rand(n_models, a, b, generator=generator, dtype=DTYPE) * 2 - 1) * bound
+            c = (torch.rand(n_models, 1, b, generator=generator, dtype=DTYPE) * 2 - 1) * bound
+            self.weights.append(torch.nn.Parameter(w))
+            self.biases.append(torch.nn.Parameter(c))
+
+    def _normalise(self, h: torch.Tensor) -> torch.Tensor:
+        if self.normalize == "rms":
+            return h / torch.sqrt(h.pow(2).mean(-1, keepdim=True) + 1e-8)
+        if self.normalize == "layer":
+            h = h - h.mean(-1, keepdim=True)
+            return h / torch.sqrt(h.pow(2).mean(-1, keepdim=True) + 1e-8)
+        return h
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        h = X
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            h = torch.baddbmm(b, h, w)
+            if i < last:
+                h = torch.relu(h)
+        return self._normalise(h)
+
+    def forward_one(self, k: int, X: torch.Tensor) -> torch.Tensor:
+        """Model ``k`` on ``X`` of shape ``(n, d_in)``."""
+        h = X
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            h = torch.addmm(b[k], h, w[k])
+            if i < last:
+                h = torch.relu(h)
+        return self._normalise(h)
+
+    def stacked_state(self) -> dict[str, torch.Tensor]:
+        return {f"w{i}": w for i, w in enumerate(self.weights)} | {f"b{i}": b for i, b in enumerate(self.biases)}
+
+    def load_stacked(self, state: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for i, w in enumerate(self.weights):
+                w.copy_(state[f"w{i}"])
+            for i, b in enumerate(self.biases):
+                b.copy_(state[f"b{i}"])
+
+    def append_models(self, other: "BatchedMLP") -> None:
+        """Concatenate another stack's models (same architecture) after this stack's."""
+        with torch.no_grad():
+            for i in range(len(self.weights)):
+                self.weights[i] = torch.nn.Parameter(torch.cat([self.weights[i], other.weights[i]]))
+                self.biases[i] = torch.nn.Parameter(torch.cat([self.biases[i], other.biases[i]]))
+
+
+@dataclass
+class Padded:
+    """Tasks stacked with zero padding: X (R, n_max, d), y (R, n_max), mask (R, n_max), sizes n_r."""
+
+    X: torch.Tensor
+    y: torch.Tensor
+    mask: torch.Tensor
+    n: torch.Tensor
+
+    @classmethod
+    def from_lists(cls, Xs: list[np.ndarray], ys: list[np.ndarray]) -> "Padded":
+        R, n_max, d = len(Xs), max(x.shape[0] for x in Xs), Xs[0].shape[1]
+        X = torch.zeros(R, n_max, d, dtype=DTYPE)
+        y = torch.zeros(R, n_max, dtype=DTYPE)
+        mask = torch.zeros(R, n_max, dtype=DTYPE)
+        for r, (Xr, yr) in enumerate(zip(Xs, ys)):
+            X[r, : len(yr)] = torch.from_numpy(np.asarray(Xr, float))
+            y[r, : len(yr)] = torch.from_numpy(np.asarray(yr, float))
+            mask[r, : len(yr)] = 1.0
+        return cls(X, y, mask, mask.sum(1))
+
+
+@dataclass
+class Coefficients:
+    """Per-task heads and centres: alpha (R, q), beta (R, p), b (R,), centres (q,), (p,)."""
+
+    alpha: torch.Tensor
+    beta: torch.Tensor
+    b: torch.Tensor
+    alpha_center: torch.Tensor
+    beta_center: torch.Tensor
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"alpha": self.alpha, "beta": self.beta, "b": self.b}
+
+
+def encode(shared: BatchedMLP | None, specific: BatchedMLP | None, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encodings of stacked inputs ``X`` (R, n, d): ``S`` (R, n, q) and ``C`` (R, n, p)."""
+    R, n, _ = X.shape
+    S = specific(X) if specific is not None else X.new_zeros(R, n, 0)
+    C = shared(X.reshape(1, R * n, -1)).reshape(R, n, -1) if shared is not None else X.new_zeros(R, n, 0)
+    return S, C
+
+
+def predict_stacked(S: torch.Tensor, C: torch.Tensor, coef: Coefficients) -> torch.Tensor:
+    return torch.einsum("rnq,rq->rn", S, coef.alpha) + torch.einsum("rnp,rp->rn", C, coef.beta) + coef.b[:, None]
+
+
+def orthogonality(S: torch.Tensor, C: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-task ``||S_bar' C_bar||_F^2`` with column-centred, Frobenius-normalised encodings."""
+    if S.shape[-1] == 0 or C.shape[-1] == 0:
+        return S.new_zeros(S.shape[0])
+    m = mask.unsqueeze(-1)
+    n = mask.sum(1).clamp(min=1.0).view(-1, 1, 1)
+
+    def bar(E: torch.Tensor) -> torch.Tensor:
+        E = (E - (E * m).sum(1, keepdim=True) / n) * m
+        return E / torch.sqrt(E.pow(2).sum((1, 2), keepdim=True) + 1e-12)
+
+    return torch.einsum("rnq,rnp->rqp", bar(S), bar(C)).pow(2).sum((1, 2))
+
+
+def design(S: torch.Tensor, C: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-task design ``[1, S_r, C_r]`` with padding rows zeroed: (R, n, 1 + q + p)."""
+    return torch.cat([torch.ones_like(mask).unsqueeze(-1), S, C], dim=-1) * mask.unsqueeze(-1)
+
+
+def ridge_init(S: torch.Tensor, C: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, ridge: float = 1e-2) -> torch.Tensor:
+    """Per-task ridge fit of y on [1, S, C] (intercept unpenalised): theta (R, 1 + q + p)."""
+    Phi = design(S, C, mask)
+    G = Phi.transpose(1, 2) @ Phi
+    pen = torch.full((G.shape[-1],), ridge, dtype=G.dtype)
+    pen[0] = 1e-10
+    G = G + torch.diag(pen) * mask.sum(1).view(-1, 1, 1)
+    return torch.linalg.solve(G, (Phi.transpose(1, 2) @ (y * mask).unsqueeze(-1))).squeeze(-1)
+
+
+def coefficient_step(S, C, y, mask, coef: Coefficients, *, n_total: float, lam_alpha: torch.Tensor, lam_beta: torch.Tensor,
+                     penalty: str, n_steps: int, backend: str, update_centers: bool, center: str,
+                     center_alpha: bool, center_weights: np.ndarray) -> Coefficients:
+    """``n_steps`` proximal-gradient iterations on (b, alpha, beta) with encodings fixed, then the
+    centre update. Loss (1/N) sum ||y_r - Phi_r theta_r||^2, step 1/L_r with
+    L_r = (2/N) lambda_max(Phi_r' Phi_r) (largest eigenvalues from the C++ core)."""
+    q, p = S.shape[-1], C.shape[-1]
+    Phi = design(S, C, mask)
+    G = Phi.transpose(1, 2) @ Phi
+    h = (Phi.transpose(1, 2) @ (y * mask).unsqueeze(-1)).squeeze(-1)
+    m = G.shape[-1]
+    lip = 2.0 / n_total * torch.from_numpy(_core.batched_max_eigenvalue(np.ascontiguousarray(G.reshape(-1, m).numpy()), m))
+    eta = 1.0 / lip.clamp(min=1e-12)
+    theta = torch.cat([coef.b[:, None], coef.alpha, coef.beta], dim=1)
+    a_c, b_c = coef.alpha_center, coef.beta_center
+    for _ in range(n_steps):
+        grad = 2.0 / n_total * ((G @ theta.unsqueeze(-1)).squeeze(-1) - h)
+        z = theta - eta[:, None] * grad
+        za, zb = z[:, 1 : 1 + q], z[:, 1 + q :]
+        if q and center_alpha:
+            za = _prox(za, a_c, eta * lam_alpha, penalty, backend)
+        if p:
+            zb = _prox(zb, b_c, eta * lam_beta, penalty, backend)
+        theta = torch.cat([z[:, :1], za, zb], dim=1)
+    alpha, beta = theta[:, 1 : 1 + q], theta[:, 1 + q :]
+    if update_centers:
+        if q and center_alpha:
+            a_c = torch.from_numpy(update_center(alpha.numpy(), center_weights, penalty, center))
+        if p:
+            b_c = torch.from_numpy(update_center(beta.numpy(), center_weights, penalty, center))
+    return Coefficients(alpha.contiguous(), beta.contiguous(), theta[:, 0].contiguous(), a_c, b_c)
+
+
+def _prox(Z: torch.Tensor, c: torch.Tensor, t: torch.Tensor, penalty: str, backend: str) -> torch.Tensor:
+    if backend == "cpp":
+        K = Z.shape[0]
+        out = _core.prox_to_center(np.ascontiguousarray(Z.numpy()), c.numpy(), t.numpy(), np.ones(K), np.ones(K), penalty)
+        return torch.from_numpy(out)
+    return prox_to_center_torch(Z, c, t, penalty)
