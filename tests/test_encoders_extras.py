@@ -138,3 +138,22 @@ def test_dual_on_pdxe_like_runs():
         data, _ = pdxe_from_frames(sheets[RNA_SHEET], sheets[METRICS_SHEET], sheets[RAW_SHEET], n_genes=20)
     m = DualEncoderMTL(random_state=0, **FAST).fit(data)
     assert m.score_tasks(data).rmse.notna().all()
+
+
+def test_plots_return_figures():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from hetmtl.plotting.encoders import plot_adaptivity, plot_method_comparison, plot_training_history
+
+    data = simulate_latent(n_tasks=3, n=40, d=3, random_state=2).data
+    m = DualEncoderMTL(random_state=0, **FAST).fit(data)
+    rep = adaptivity_report(m, data)
+    fig = plot_adaptivity(rep)
+    assert len(fig.axes[0].patches) == 2 * 3
+    tr, va, te = data.split(random_state=0)
+    res = compare_methods(tr, va, te, ["dual", "stl"], **FAST)
+    fig2 = plot_method_comparison(res)
+    assert [t.get_text() for t in fig2.axes[0].get_xticklabels()] == res.groupby("method").rmse.mean().sort_values().index.tolist()
+    fig3 = plot_training_history(m)
+    assert len(fig3.axes[0].lines) == 3
