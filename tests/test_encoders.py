@@ -181,3 +181,11 @@ def test_bad_inputs():
         DualEncoderMTL(**FAST).fit(data, validation_data=make_data(R=2))
     with pytest.raises(RuntimeError, match="not fitted"):
         DualEncoderMTL().predict(np.zeros((2, 4)), "t0")
+
+
+def test_per_task_lambda_vector():
+    """lam_beta = [0, big, big]: task t0 keeps its own beta, t1 and t2 are fused to the centre."""
+    data = make_data()
+    m = DualEncoderMTL(lam_alpha=0.0, lam_beta=[0.0, 1e3, 1e3], random_state=0, **FAST).fit(data)
+    dist = torch.linalg.norm(m.coef_.beta - m.coef_.beta_center, dim=1)
+    assert dist[0] > 1e-6 and dist[1] == 0 and dist[2] == 0

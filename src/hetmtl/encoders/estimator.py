@@ -14,6 +14,16 @@ data allow (adaptive integration). Training alternates Adam on the encoders (coe
 proximal-gradient steps on the coefficients (encoders fixed; prox in the C++ core) and a centre
 update (geometric median), with early stopping on the summed validation MSE.
 
+Example::
+
+    from hetmtl.encoders import DualEncoderMTL
+    from hetmtl.encoders.simulate import simulate_latent
+    data = simulate_latent(n_tasks=5, n=100, posterior_drift=1.0, random_state=0).data
+    train, val, test = data.split(random_state=0)
+    model = DualEncoderMTL(random_state=0).fit(train, validation_data=val)
+    model.score_tasks(test)                 # per-task RMSE / R^2
+    model.predict(test["task1"].X, "task1")
+
 Special cases (ablations): ``n_specific=0`` shared encoder only; ``n_shared=0`` task-specific
 only (with ``lam_alpha=0`` this is single-task learning); ``lam_orth=0`` no orthogonality;
 ``lam_alpha=lam_beta=0`` no integration (shared-bottom hard parameter sharing when also
@@ -230,7 +240,8 @@ class DualEncoderMTL(BaseEstimator):
             self.specific_ = BatchedMLP(R, d, hidden, q, self.normalize, gen) if q else None
             tr, va = self._padded(train), self._padded(val)
             coef = self._init_coef(self.shared_, self.specific_, tr, None)
-            center_w = (lam_a + lam_b).numpy() if float((lam_a + lam_b).sum()) > 0 else self.task_weights_
+            # centre step minimises sum_r lam_r w_r ||v_r - c||: weights lam_r w_r (w_r if all lam_r = 0)
+            center_w = tuple(lam.numpy() if float(lam.sum()) > 0 else self.task_weights_ for lam in (lam_a, lam_b))
             self.coef_, self.history_ = self._train(
                 self.shared_, self.specific_, coef, tr, va, lam_a, lam_b, train_shared=True, update_centers=True,
                 center_weights=center_w, rng=rng,
@@ -376,7 +387,7 @@ class DualEncoderMTL(BaseEstimator):
             try:
                 self.early_stopping = "per_task" if self.shared_ is None else "sum"
                 coef, hist = self._train(self.shared_, spec_new, coef, tr, va, lam_a, lam_b, train_shared=False,
-                                         update_centers=False, center_weights=np.ones(1), rng=rng)
+                                         update_centers=False, center_weights=(np.ones(1), np.ones(1)), rng=rng)
             finally:
                 self.early_stopping = stopping
                 if self.shared_ is not None:

@@ -166,10 +166,11 @@ def ridge_init(S: torch.Tensor, C: torch.Tensor, y: torch.Tensor, mask: torch.Te
 
 def coefficient_step(S, C, y, mask, coef: Coefficients, *, n_total: float, lam_alpha: torch.Tensor, lam_beta: torch.Tensor,
                      penalty: str, n_steps: int, backend: str, update_centers: bool, center: str,
-                     center_alpha: bool, center_weights: np.ndarray) -> Coefficients:
+                     center_alpha: bool, center_weights: tuple[np.ndarray, np.ndarray]) -> Coefficients:
     """``n_steps`` proximal-gradient iterations on (b, alpha, beta) with encodings fixed, then the
     centre update. Loss (1/N) sum ||y_r - Phi_r theta_r||^2, step 1/L_r with
-    L_r = (2/N) lambda_max(Phi_r' Phi_r) (largest eigenvalues from the C++ core)."""
+    L_r = (2/N) lambda_max(Phi_r' Phi_r) (largest eigenvalues from the C++ core). ``center_weights``
+    are the (alpha, beta) task weights of the centre update."""
     q, p = S.shape[-1], C.shape[-1]
     Phi = design(S, C, mask)
     G = Phi.transpose(1, 2) @ Phi
@@ -191,9 +192,9 @@ def coefficient_step(S, C, y, mask, coef: Coefficients, *, n_total: float, lam_a
     alpha, beta = theta[:, 1 : 1 + q], theta[:, 1 + q :]
     if update_centers:
         if q and center_alpha:
-            a_c = torch.from_numpy(update_center(alpha.numpy(), center_weights, penalty, center))
+            a_c = torch.from_numpy(update_center(alpha.numpy(), center_weights[0], penalty, center))
         if p:
-            b_c = torch.from_numpy(update_center(beta.numpy(), center_weights, penalty, center))
+            b_c = torch.from_numpy(update_center(beta.numpy(), center_weights[1], penalty, center))
     return Coefficients(alpha.contiguous(), beta.contiguous(), theta[:, 0].contiguous(), a_c, b_c)
 
 
