@@ -67,12 +67,14 @@ CenterResult geometric_median(const Eigen::Ref<const MatrixXd>& V, const Eigen::
     VectorXd num = VectorXd::Zero(V.cols());
     VectorXd resid = VectorXd::Zero(V.cols());  // sum_{k not at y} w_k (v_k - y) / d_k
     double den = 0.0, eta = 0.0;                 // eta: weight sitting exactly at y
+    Eigen::Index at = -1;                         // a data point coinciding with y
     for (Eigen::Index k = 0; k < K; ++k) {
       if (weights(k) == 0.0) continue;
       const VectorXd diff = V.row(k).transpose() - y;
       const double d = diff.norm();
       if (d <= coincide) {
         eta += weights(k);
+        at = k;
         continue;
       }
       num += (weights(k) / d) * V.row(k).transpose();
@@ -80,8 +82,8 @@ CenterResult geometric_median(const Eigen::Ref<const MatrixXd>& V, const Eigen::
       den += weights(k) / d;
     }
     VectorXd y_new;
-    if (den == 0.0) {  // every weighted point sits at y
-      res.center = y;
+    if (den == 0.0) {  // every weighted point sits at y: return that point exactly
+      res.center = V.row(at).transpose();
       res.n_iter = it;
       res.converged = true;
       return res;
@@ -90,8 +92,8 @@ CenterResult geometric_median(const Eigen::Ref<const MatrixXd>& V, const Eigen::
     if (eta > 0.0) {
       // Vardi & Zhang (2000): y is the median iff ||resid|| <= eta; otherwise step away from y.
       const double r = resid.norm();
-      if (r <= eta) {
-        res.center = y;
+      if (r <= eta) {  // the median is the data point itself (returned exactly)
+        res.center = V.row(at).transpose();
         res.n_iter = it;
         res.converged = true;
         return res;

@@ -82,6 +82,10 @@ class DualEncoderMTL(BaseEstimator):
     center : ``"median"`` (geometric / coordinate-wise median: exact centre step) or ``"mean"``.
     center_alpha : penalise alpha_r towards a centre (the S_r are different networks, so this is
         optional; beta_r is always centred when ``lam_beta > 0``).
+    center_step : ``"joint"`` (centres also move inside the proximal-gradient steps, via
+        theta_r = centre + delta_r, then the exact centre update) or ``"block"`` (the literal
+        alternation: centres move only in the exact centre update; can stall when fused tasks
+        would need to move together). See :func:`hetmtl.encoders.model.coefficient_step`.
     task_weights : ``"uniform"``, ``"sqrt_n"`` (w_r = sqrt(n_r / mean n)) or an array (one per task).
     lr, max_epochs, patience, batch_size : Adam learning rate, epoch cap, early-stopping patience,
         per-task mini-batch size (``None``: full batch).
@@ -108,6 +112,7 @@ class DualEncoderMTL(BaseEstimator):
         penalty: str = "group_l2",
         center: str = "median",
         center_alpha: bool = True,
+        center_step: str = "joint",
         task_weights="uniform",
         lr: float = 1e-2,
         max_epochs: int = 500,
@@ -132,6 +137,7 @@ class DualEncoderMTL(BaseEstimator):
         self.penalty = penalty
         self.center = center
         self.center_alpha = center_alpha
+        self.center_step = center_step
         self.task_weights = task_weights
         self.lr = lr
         self.max_epochs = max_epochs
@@ -157,6 +163,8 @@ class DualEncoderMTL(BaseEstimator):
             raise ValueError(f"prox_backend must be 'cpp' or 'torch', got {self.prox_backend!r}")
         if self.normalize not in ("rms", "layer", None):
             raise ValueError(f"normalize must be 'rms', 'layer' or None, got {self.normalize!r}")
+        if self.center_step not in ("joint", "block"):
+            raise ValueError(f"center_step must be 'joint' or 'block', got {self.center_step!r}")
         if self.early_stopping not in ("sum", "per_task"):
             raise ValueError(f"early_stopping must be 'sum' or 'per_task', got {self.early_stopping!r}")
         if int(self.n_shared) < 0 or int(self.n_specific) < 0 or int(self.n_shared) + int(self.n_specific) == 0:
@@ -306,6 +314,7 @@ class DualEncoderMTL(BaseEstimator):
                     S, C, tr.y, tr.mask, coef, n_total=n_total, lam_alpha=lam_a, lam_beta=lam_b, penalty=self.penalty,
                     n_steps=int(self.prox_steps), backend=self.prox_backend, update_centers=update_centers,
                     center=self.center, center_alpha=bool(self.center_alpha), center_weights=center_weights,
+                    center_step=self.center_step,
                 )
                 train_mse = float(((tr.y - predict_stacked(S, C, coef)) * tr.mask).pow(2).sum() / n_total)
                 Sv, Cv = encode(shared, specific, va.X)

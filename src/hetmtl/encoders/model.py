@@ -166,32 +166,81 @@ def ridge_init(S: torch.Tensor, C: torch.Tensor, y: torch.Tensor, mask: torch.Te
 
 def coefficient_step(S, C, y, mask, coef: Coefficients, *, n_total: float, lam_alpha: torch.Tensor, lam_beta: torch.Tensor,
                      penalty: str, n_steps: int, backend: str, update_centers: bool, center: str,
-                     center_alpha: bool, center_weights: tuple[np.ndarray, np.ndarray]) -> Coefficients:
-    """``n_steps`` proximal-gradient iterations on (b, alpha, beta) with encodings fixed, then the
-    centre update. Loss (1/N) sum ||y_r - Phi_r theta_r||^2, step 1/L_r with
-    L_r = (2/N) lambda_max(Phi_r' Phi_r) (largest eigenvalues from the C++ core). ``center_weights``
-    are the (alpha, beta) task weights of the centre update."""
+                     center_alpha: bool, center_weights: tuple[np.ndarray, np.ndarray],
+                     center_step: str = "joint") -> Coefficients:
+    """``n_steps`` proximal-gradient iterations on the heads with encodings fixed, then the exact
+    centre update (``center``: geometric/coordinate median or mean; ``center_weights`` are the
+    (alpha, beta) task weights).
+
+    Loss (1/N) sum_r ||y_r - Phi_r theta_r||^2 with theta_r = (b_r, alpha_r, beta_r), Lipschitz
+    constants l_r = (2/N) lambda_max(Phi_r' Phi_r) (largest eigenvalues from the C++ core).
+
+    - ``center_step="block"`` (the spec's literal Algorithm 1): prox-gradient on theta_r with step
+      1/l_r and the centres fixed; the centres move only in the exact centre update.
+    - ``center_step="joint"`` (default): write theta_r = c + delta_r and take prox-gradient steps
+      on (c, delta_1..R) together (block-diagonal majoriser: step 1/(2 l_r) for delta_r, 1/(2 sum l_r)
+      for c; the prox shrinks delta_r towards 0). A cluster of tasks fused to the centre can then
+      move as a whole; with "block" it cannot (block-coordinate descent stalls there), so "block"
+      may stop short of the optimum of this convex sub-problem (see tests/test_encoders_coef.py).
+    With frozen centres (``update_centers=False``) both reduce to the per-task prox step.
+    """
     q, p = S.shape[-1], C.shape[-1]
     Phi = design(S, C, mask)
     G = Phi.transpose(1, 2) @ Phi
     h = (Phi.transpose(1, 2) @ (y * mask).unsqueeze(-1)).squeeze(-1)
     m = G.shape[-1]
     lip = 2.0 / n_total * torch.from_numpy(_core.batched_max_eigenvalue(np.ascontiguousarray(G.reshape(-1, m).numpy()), m))
-    eta = 1.0 / lip.clamp(min=1e-12)
+    lip = lip.clamp(min=1e-12)
     theta = torch.cat([coef.b[:, None], coef.alpha, coef.beta], dim=1)
     a_c, b_c = coef.alpha_center, coef.beta_center
-    for _ in range(n_steps):
-        grad = 2.0 / n_total * ((G @ theta.unsqueeze(-1)).squeeze(-1) - h)
-        z = theta - eta[:, None] * grad
-        za, zb = z[:, 1 : 1 + q], z[:, 1 + q :]
-        if q and center_alpha:
-            za = _prox(za, a_c, eta * lam_alpha, penalty, backend)
-        if p:
-            zb = _prox(zb, b_c, eta * lam_beta, penalty, backend)
-        theta = torch.cat([z[:, :1], za, zb], dim=1)
+    centred_a = bool(q and center_alpha)
+    # a block whose lambda is 0 for every task is unpenalised: its centre plays no role, and
+    # moving it jointly would only couple otherwise independent tasks
+    joint_a = centred_a and bool((lam_alpha > 0).any())
+    joint_b = bool(p) and bool((lam_beta > 0).any())
+
+    def grad_of(th: torch.Tensor) -> torch.Tensor:
+        return 2.0 / n_total * ((G @ th.unsqueeze(-1)).squeeze(-1) - h)
+
+    if update_centers and center_step == "joint" and (joint_a or joint_b):
+        cmask = torch.zeros(m, dtype=theta.dtype)
+        cmask[1 : 1 + q] = float(joint_a)
+        cmask[1 + q :] = float(joint_b)
+        c = torch.cat([torch.zeros(1, dtype=theta.dtype), a_c if joint_a else torch.zeros(q, dtype=theta.dtype),
+                       b_c if joint_b else torch.zeros(p, dtype=theta.dtype)])
+        delta = theta - c
+        eta_d, eta_c = 0.5 / lip, 0.5 / lip.sum()
+        zq, zp = torch.zeros(q, dtype=theta.dtype), torch.zeros(p, dtype=theta.dtype)
+        for _ in range(n_steps):
+            grad = grad_of(c + delta)
+            c = c - eta_c * grad.sum(0) * cmask
+            z = delta - eta_d[:, None] * grad
+            za, zb = z[:, 1 : 1 + q], z[:, 1 + q :]
+            if centred_a:
+                za = _prox(za, zq, eta_d * lam_alpha, penalty, backend)
+            if p:
+                zb = _prox(zb, zp, eta_d * lam_beta, penalty, backend)
+            delta = torch.cat([z[:, :1], za, zb], dim=1)
+        theta = c + delta
+        if joint_a:
+            a_c = c[1 : 1 + q].clone()
+        if joint_b:
+            b_c = c[1 + q :].clone()
+    elif center_step not in ("joint", "block"):
+        raise ValueError(f"center_step must be 'joint' or 'block', got {center_step!r}")
+    else:
+        eta = 1.0 / lip
+        for _ in range(n_steps):
+            z = theta - eta[:, None] * grad_of(theta)
+            za, zb = z[:, 1 : 1 + q], z[:, 1 + q :]
+            if centred_a:
+                za = _prox(za, a_c, eta * lam_alpha, penalty, backend)
+            if p:
+                zb = _prox(zb, b_c, eta * lam_beta, penalty, backend)
+            theta = torch.cat([z[:, :1], za, zb], dim=1)
     alpha, beta = theta[:, 1 : 1 + q], theta[:, 1 + q :]
     if update_centers:
-        if q and center_alpha:
+        if centred_a:
             a_c = torch.from_numpy(update_center(alpha.numpy(), center_weights[0], penalty, center))
         if p:
             b_c = torch.from_numpy(update_center(beta.numpy(), center_weights[1], penalty, center))
