@@ -63,6 +63,26 @@ void bind_proximal(py::module_& m) {
       },
       py::arg("V"), py::arg("center"), py::arg("lam"), py::arg("weights"), py::arg("penalty") = "group_l2",
       "sum_k lam_k weights_k ||v_k - center||.");
+  m.def(
+      "prox_grad_center_quadratic",
+      [](const Eigen::Ref<const MatrixXd>& stacked_grams, const Eigen::Ref<const MatrixXd>& h,
+         const Eigen::Ref<const MatrixXd>& theta0, const Eigen::Ref<const VectorXd>& center0,
+         const Eigen::Ref<const Eigen::VectorXi>& groups, const Eigen::Ref<const MatrixXd>& lam, double loss_scale,
+         const std::string& penalty, bool joint, const std::string& center_method, int n_steps, double tol) {
+        const CenterPenalty pen = parse_penalty(penalty);
+        QuadraticCenterFit r;
+        {
+          py::gil_scoped_release release;
+          r = prox_grad_center_quadratic(stacked_grams, h, theta0, center0, groups, lam, loss_scale, pen, joint,
+                                         center_method, n_steps, tol);
+        }
+        return py::make_tuple(r.theta, r.center, r.n_iter, r.converged);
+      },
+      py::arg("stacked_grams"), py::arg("h"), py::arg("theta0"), py::arg("center0"), py::arg("groups"), py::arg("lam"),
+      py::arg("loss_scale"), py::arg("penalty") = "group_l2", py::arg("joint") = true,
+      py::arg("center_method") = "median", py::arg("n_steps") = 100, py::arg("tol") = 0.0,
+      "Proximal gradient for s*sum_k(theta_k'G_k theta_k - 2h_k'theta_k) + sum_k sum_g lam[k,g]||theta_k[g] - c[g]|| "
+      "(groups[j] = g or -1 unpenalised), then the exact centre update: (theta, center, n_iter, converged).");
   m.def("batched_max_eigenvalue", &batched_max_eigenvalue, py::arg("stacked_grams"), py::arg("m"),
         py::call_guard<py::gil_scoped_release>(),
         "Largest eigenvalue of each m x m block of a (K*m) x m stack of symmetric matrices.");

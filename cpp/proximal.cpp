@@ -174,4 +174,130 @@ VectorXd batched_max_eigenvalue(const Eigen::Ref<const MatrixXd>& stacked_grams,
   return out;
 }
 
+namespace {
+// prox of t * ||v - c|| restricted to the coordinates idx of row v (in place)
+void prox_group(Eigen::Ref<VectorXd> v, const VectorXd& c, const std::vector<Eigen::Index>& idx, double t,
+                CenterPenalty penalty) {
+  if (t <= 0.0) return;
+  if (penalty == CenterPenalty::GroupL2) {
+    double norm2 = 0.0;
+    for (Eigen::Index j : idx) norm2 += (v(j) - c(j)) * (v(j) - c(j));
+    const double norm = std::sqrt(norm2);
+    const double shrink = (norm <= t) ? 0.0 : 1.0 - t / norm;
+    for (Eigen::Index j : idx) v(j) = c(j) + shrink * (v(j) - c(j));
+  } else {
+    for (Eigen::Index j : idx) {
+      const double d = v(j) - c(j);
+      const double mag = std::max(std::abs(d) - t, 0.0);
+      v(j) = c(j) + (d > 0 ? mag : (d < 0 ? -mag : 0.0));
+    }
+  }
+}
+}  // namespace
+
+QuadraticCenterFit prox_grad_center_quadratic(const Eigen::Ref<const MatrixXd>& stacked_grams,
+                                              const Eigen::Ref<const MatrixXd>& h,
+                                              const Eigen::Ref<const MatrixXd>& theta0,
+                                              const Eigen::Ref<const VectorXd>& center0,
+                                              const Eigen::Ref<const Eigen::VectorXi>& groups,
+                                              const Eigen::Ref<const MatrixXd>& lam, double loss_scale,
+                                              CenterPenalty penalty, bool joint, const std::string& center_method,
+                                              int n_steps, double tol) {
+  const Eigen::Index K = theta0.rows(), m = theta0.cols();
+  if (K == 0 || m == 0) throw std::invalid_argument("theta0 must be non-empty (K x m)");
+  if (stacked_grams.rows() != K * m || stacked_grams.cols() != m)
+    throw std::invalid_argument("stacked_grams must be (K*m) x m with K = rows of theta0");
+  if (h.rows() != K || h.cols() != m) throw std::invalid_argument("h must be K x m like theta0");
+  check_rows("center0", center0.size(), m);
+  check_rows("groups", groups.size(), m);
+  const int n_groups = static_cast<int>(lam.cols());
+  if (lam.rows() != K) throw std::invalid_argument("lam must have one row per task (" + std::to_string(K) + ")");
+  if (groups.size() && groups.maxCoeff() >= n_groups)
+    throw std::invalid_argument("groups entries must be < the number of lam columns (" + std::to_string(n_groups) + ")");
+  if ((lam.array() < 0).any() || !lam.allFinite()) throw std::invalid_argument("lam must be finite and >= 0");
+  if (!(loss_scale > 0)) throw std::invalid_argument("loss_scale must be > 0");
+  if (center_method != "median" && center_method != "mean" && center_method != "none")
+    throw std::invalid_argument("center_method must be 'median', 'mean' or 'none'");
+  std::vector<std::vector<Eigen::Index>> idx(n_groups);
+  for (Eigen::Index j = 0; j < m; ++j) {
+    if (groups(j) < -1) throw std::invalid_argument("groups entries must be >= -1");
+    if (groups(j) >= 0) idx[groups(j)].push_back(j);
+  }
+  VectorXd lip(K);
+  for (Eigen::Index k = 0; k < K; ++k) {
+    const MatrixXd Gk = stacked_grams.block(k * m, 0, m, m);
+    Eigen::SelfAdjointEigenSolver<MatrixXd> es(0.5 * (Gk + Gk.transpose()), Eigen::EigenvaluesOnly);
+    lip(k) = std::max(2.0 * loss_scale * es.eigenvalues().maxCoeff(), 1e-12);
+  }
+  std::vector<bool> moving(n_groups, false);
+  VectorXd cmask = VectorXd::Zero(m);
+  for (int g = 0; g < n_groups; ++g) {
+    moving[g] = joint && (lam.col(g).array() > 0).any();
+    if (moving[g])
+      for (Eigen::Index j : idx[g]) cmask(j) = 1.0;
+  }
+  VectorXd c = center0;
+  MatrixXd theta = theta0;
+  QuadraticCenterFit out{theta, c, 0, false};
+  const VectorXd zero = VectorXd::Zero(m);
+  MatrixXd grad(K, m);
+  for (int it = 1; it <= n_steps; ++it) {
+    for (Eigen::Index k = 0; k < K; ++k)
+      grad.row(k) = (2.0 * loss_scale * (stacked_grams.block(k * m, 0, m, m) * theta.row(k).transpose() - h.row(k).transpose())).transpose();
+    MatrixXd prev = theta;
+    if (joint) {
+      const VectorXd c_old = c.cwiseProduct(cmask);
+      MatrixXd delta = theta.rowwise() - c_old.transpose();
+      const double eta_c = 0.5 / lip.sum();
+      c = c - eta_c * grad.colwise().sum().transpose().cwiseProduct(cmask);
+      for (Eigen::Index k = 0; k < K; ++k) {
+        const double eta = 0.5 / lip(k);
+        VectorXd z = delta.row(k).transpose() - eta * grad.row(k).transpose();
+        for (int g = 0; g < n_groups; ++g)
+          prox_group(z, moving[g] ? zero : c, idx[g], eta * lam(k, g), penalty);
+        delta.row(k) = z.transpose();
+      }
+      theta = delta.rowwise() + c.cwiseProduct(cmask).transpose();
+      // non-moving groups (all lam = 0): delta is theta itself and the prox is the identity
+    } else {
+      for (Eigen::Index k = 0; k < K; ++k) {
+        const double eta = 1.0 / lip(k);
+        VectorXd z = theta.row(k).transpose() - eta * grad.row(k).transpose();
+        for (int g = 0; g < n_groups; ++g) prox_group(z, c, idx[g], eta * lam(k, g), penalty);
+        theta.row(k) = z.transpose();
+      }
+    }
+    out.n_iter = it;
+    if (tol > 0 && (theta - prev).cwiseAbs().maxCoeff() <= tol * (1.0 + prev.cwiseAbs().maxCoeff())) {
+      out.converged = true;
+      break;
+    }
+  }
+  if (joint) {  // centres of non-moving groups are unchanged
+    for (int g = 0; g < n_groups; ++g)
+      if (!moving[g])
+        for (Eigen::Index j : idx[g]) c(j) = center0(j);
+  }
+  if (center_method != "none") {
+    for (int g = 0; g < n_groups; ++g) {
+      if (idx[g].empty()) continue;
+      MatrixXd V(K, idx[g].size());
+      for (size_t a = 0; a < idx[g].size(); ++a) V.col(a) = theta.col(idx[g][a]);
+      VectorXd w = lam.col(g);
+      if (w.sum() <= 0) w = VectorXd::Ones(K);
+      VectorXd cg;
+      if (center_method == "mean")
+        cg = weighted_mean(V, w);
+      else if (penalty == CenterPenalty::L1)
+        cg = coordinate_median(V, w);
+      else
+        cg = geometric_median(V, w, 100, 1e-10).center;
+      for (size_t a = 0; a < idx[g].size(); ++a) c(idx[g][a]) = cg(a);
+    }
+  }
+  out.theta = theta;
+  out.center = c;
+  return out;
+}
+
 }  // namespace hetmtl

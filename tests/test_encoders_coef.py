@@ -72,3 +72,54 @@ def test_coefficient_block_reaches_cvxpy_optimum(penalty):
     ref = np.column_stack([b.value, A.value, B.value])
     np.testing.assert_allclose(fitted, ref, atol=2e-3)
     np.testing.assert_allclose(coef.beta_center.numpy(), cb.value, atol=2e-3)
+
+
+@pytest.mark.parametrize("joint", [True, False])
+def test_cpp_coefficient_step_matches_torch_path(joint):
+    rng = np.random.default_rng(1)
+    R, n, q, p = 3, 25, 2, 3
+    S = torch.from_numpy(rng.normal(size=(R, n, q)))
+    C = torch.from_numpy(rng.normal(size=(R, n, p)))
+    y = torch.from_numpy(rng.normal(size=(R, n)))
+    mask = torch.ones(R, n, dtype=torch.float64)
+    mask[2, 20:] = 0
+    lam_a = torch.tensor([0.02, 0.0, 0.05], dtype=torch.float64)
+    lam_b = torch.tensor([0.1, 0.1, 0.1], dtype=torch.float64)
+    coef = Coefficients(torch.from_numpy(rng.normal(size=(R, q))), torch.from_numpy(rng.normal(size=(R, p))),
+                        torch.zeros(R, dtype=torch.float64), torch.zeros(q, dtype=torch.float64), torch.zeros(p, dtype=torch.float64))
+    out = {}
+    for backend in ("cpp", "torch"):
+        out[backend] = coefficient_step(S, C, y, mask, coef, n_total=70.0, lam_alpha=lam_a, lam_beta=lam_b, penalty="group_l2",
+                                        n_steps=7, backend=backend, update_centers=True, center="median", center_alpha=True,
+                                        center_weights=(lam_a.numpy(), lam_b.numpy()), center_step="joint" if joint else "block")
+    for name in ("alpha", "beta", "b", "alpha_center", "beta_center"):
+        torch.testing.assert_close(getattr(out["cpp"], name), getattr(out["torch"], name), rtol=1e-10, atol=1e-12)
+
+
+def test_generic_quadratic_solver_armul_form():
+    """One penalised group, no intercept (ARMUL on least squares): matches cvxpy."""
+    cp = pytest.importorskip("cvxpy")
+    from hetmtl import _core
+
+    rng = np.random.default_rng(2)
+    K, m, n = 5, 3, 40
+    Xs = [rng.normal(size=(n, m)) for _ in range(K)]
+    th = np.array([1.0, 0.5, -0.5]) + np.r_[np.zeros((3, m)), rng.normal(scale=1.0, size=(2, m))].reshape(K, m)
+    ys = [X @ t + 0.5 * rng.normal(size=n) for X, t in zip(Xs, th)]
+    G = np.vstack([X.T @ X for X in Xs])
+    h = np.stack([X.T @ y for X, y in zip(Xs, ys)])
+    lam = np.full((K, 1), 0.08)
+    theta, c = np.zeros((K, m)), np.zeros(m)
+    for _ in range(60):
+        theta, c, _, _ = _core.prox_grad_center_quadratic(G, h, theta, c, np.zeros(m, np.int32), lam, 1 / (K * n), "group_l2",
+                                                          True, "median", 50, 0.0)
+    T, cc = cp.Variable((K, m)), cp.Variable(m)
+    obj = sum(cp.sum_squares(y - X @ T[k]) for k, (X, y) in enumerate(zip(Xs, ys))) / (K * n) + sum(
+        0.08 * cp.norm(T[k] - cc, 2) for k in range(K))
+    cp.Problem(cp.Minimize(obj)).solve()
+    np.testing.assert_allclose(theta, T.value, atol=2e-4)
+    np.testing.assert_allclose(c, cc.value, atol=2e-4)
+    with pytest.raises(ValueError, match="groups entries must be < the number of lam columns"):
+        _core.prox_grad_center_quadratic(G, h, theta, c, np.array([0, 1, 2], np.int32), np.ones((K, 2)), 1.0, "group_l2", True, "median", 5, 0.0)
+    with pytest.raises(ValueError, match="one row per task"):
+        _core.prox_grad_center_quadratic(G, h, theta, c, np.zeros(m, np.int32), np.ones((K + 1, 1)), 1.0, "group_l2", True, "median", 5, 0.0)

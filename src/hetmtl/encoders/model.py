@@ -189,6 +189,11 @@ def coefficient_step(S, C, y, mask, coef: Coefficients, *, n_total: float, lam_a
     G = Phi.transpose(1, 2) @ Phi
     h = (Phi.transpose(1, 2) @ (y * mask).unsqueeze(-1)).squeeze(-1)
     m = G.shape[-1]
+    if center_step not in ("joint", "block"):
+        raise ValueError(f"center_step must be 'joint' or 'block', got {center_step!r}")
+    if backend == "cpp":
+        return _coefficient_step_cpp(G, h, coef, q, p, n_total, lam_alpha, lam_beta, penalty, n_steps, update_centers,
+                                     center, center_alpha, center_weights, center_step)
     lip = 2.0 / n_total * torch.from_numpy(_core.batched_max_eigenvalue(np.ascontiguousarray(G.reshape(-1, m).numpy()), m))
     lip = lip.clamp(min=1e-12)
     theta = torch.cat([coef.b[:, None], coef.alpha, coef.beta], dim=1)
@@ -226,8 +231,6 @@ def coefficient_step(S, C, y, mask, coef: Coefficients, *, n_total: float, lam_a
             a_c = c[1 : 1 + q].clone()
         if joint_b:
             b_c = c[1 + q :].clone()
-    elif center_step not in ("joint", "block"):
-        raise ValueError(f"center_step must be 'joint' or 'block', got {center_step!r}")
     else:
         eta = 1.0 / lip
         for _ in range(n_steps):
@@ -245,6 +248,31 @@ def coefficient_step(S, C, y, mask, coef: Coefficients, *, n_total: float, lam_a
         if p:
             b_c = torch.from_numpy(update_center(beta.numpy(), center_weights[1], penalty, center))
     return Coefficients(alpha.contiguous(), beta.contiguous(), theta[:, 0].contiguous(), a_c, b_c)
+
+
+def _coefficient_step_cpp(G, h, coef: Coefficients, q, p, n_total, lam_alpha, lam_beta, penalty, n_steps, update_centers,
+                          center, center_alpha, center_weights, center_step) -> Coefficients:
+    """The same step in one C++ call (``_core.prox_grad_center_quadratic``): groups 0 = alpha
+    (if centred), 1 = beta; the intercept is unpenalised."""
+    R, m = h.shape
+    centred_a = bool(q and center_alpha)
+    groups = np.array([-1] + [0 if centred_a else -1] * q + [1] * p, dtype=np.int32)
+    lam = np.column_stack([lam_alpha.numpy(), lam_beta.numpy()])
+    theta0 = torch.cat([coef.b[:, None], coef.alpha, coef.beta], dim=1).numpy()
+    c0 = np.concatenate([[0.0], coef.alpha_center.numpy() if centred_a else np.zeros(q), coef.beta_center.numpy()])
+    theta, c, _, _ = _core.prox_grad_center_quadratic(
+        np.ascontiguousarray(G.reshape(-1, m).numpy()), np.ascontiguousarray(h.numpy()), np.ascontiguousarray(theta0), c0,
+        groups, np.ascontiguousarray(lam), 1.0 / n_total, penalty, update_centers and center_step == "joint", "none", int(n_steps), 0.0)
+    theta = torch.from_numpy(theta)
+    alpha, beta = theta[:, 1 : 1 + q].contiguous(), theta[:, 1 + q :].contiguous()
+    a_c = torch.from_numpy(c[1 : 1 + q].copy()) if centred_a else coef.alpha_center
+    b_c = torch.from_numpy(c[1 + q :].copy()) if p else coef.beta_center
+    if update_centers:  # exact centre step, weights as given (alpha and beta may differ)
+        if centred_a:
+            a_c = torch.from_numpy(update_center(alpha.numpy(), center_weights[0], penalty, center))
+        if p:
+            b_c = torch.from_numpy(update_center(beta.numpy(), center_weights[1], penalty, center))
+    return Coefficients(alpha, beta, theta[:, 0].contiguous(), a_c, b_c)
 
 
 def _prox(Z: torch.Tensor, c: torch.Tensor, t: torch.Tensor, penalty: str, backend: str) -> torch.Tensor:
