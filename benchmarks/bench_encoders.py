@@ -124,6 +124,7 @@ def summarize() -> str:
             continue
         df = pd.read_csv(path)
         keys = ["kappa"] if exp == "heterogeneity" else []
+        df = df.drop_duplicates(subset=keys + ["rep", "method", "task"])  # two runners may overlap on a rep
         per_rep = df.groupby(keys + ["rep", "method"])[["rmse", "rmse_truth"]].mean().reset_index()
         n_rep = per_rep.rep.nunique()
         lines += [f"## {exp} ({n_rep} replicates)", ""]

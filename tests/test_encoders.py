@@ -189,3 +189,17 @@ def test_per_task_lambda_vector():
     m = DualEncoderMTL(lam_alpha=0.0, lam_beta=[0.0, 1e3, 1e3], random_state=0, **FAST).fit(data)
     dist = torch.linalg.norm(m.coef_.beta - m.coef_.beta_center, dim=1)
     assert dist[0] > 1e-6 and dist[1] == 0 and dist[2] == 0
+
+
+@pytest.mark.parametrize("penalty,center", [("group_l2", "mean"), ("l1", "median"), ("group_l2", "median")])
+def test_fitted_centres_are_the_requested_centre_of_the_coefficients(penalty, center):
+    from hetmtl.encoders.proximal import update_center
+
+    data = make_data(R=4)
+    m = DualEncoderMTL(penalty=penalty, center=center, lam_beta=0.02, lam_alpha=0.02, random_state=0, **FAST).fit(data)
+    beta = m.coef_.beta.numpy()
+    np.testing.assert_allclose(m.coef_.beta_center.numpy(), update_center(beta, 1.0, penalty, center), atol=1e-8)
+    if center == "mean":
+        np.testing.assert_allclose(m.coef_.beta_center.numpy(), beta.mean(0), atol=1e-12)
+    if penalty == "l1":
+        np.testing.assert_allclose(m.coef_.beta_center.numpy(), np.sort(beta, axis=0)[1], atol=1e-12)  # lower median of 4
