@@ -8,12 +8,15 @@
 
 Data: :func:`hetmtl.encoders.simulate.simulate_latent` (model-matched design, noise SD 0.5),
 60/20/20 per-task split of each replicate's data (train / early-stopping validation / held-out
-test). ``dual`` is the full model with lambda chosen by summed validation MSE over
-{0.003, 0.03, 0.3} (spec §2); ``dual_lam=<v>`` are fixed-lambda fits. Recorded per fit and task:
+test). ``dual`` is the full model (q = 2 task-specific dims) with lambda chosen by summed
+validation MSE over {0.003, 0.03, 0.3} (spec §2); ``dual_cv`` is the same family tuned over lambda
+and q in {0 (its shared-encoder-only special case), 2}; ``dual_lam=<v>`` / ``shared_lam=<v>`` are
+the fixed-lambda fits they choose from (tuning is recomputed by ``--summarize``). Recorded per fit and task:
 test RMSE on the held-out split (noisy y: ``rmse``) and RMSE against the true regression
 function on 500 fresh rows per task (``rmse_truth``).
 
-Run: ``PYTHONPATH=src nice -n 10 python benchmarks/bench_encoders.py [--reps 20] [--only NAME]``.
+Run: ``PYTHONPATH=src nice -n 10 python benchmarks/bench_encoders.py [--reps 20] [--only NAME]``
+(``--part shared_grid`` adds only the shared-only lambda grid to replicates already recorded).
 Rows are appended to ``benchmarks/results/encoders_<experiment>.csv`` replicate by replicate
 (so an interrupted run keeps what finished); ``--summarize`` writes
 ``benchmarks/results/encoders_summary.md`` from whatever is there.
@@ -52,62 +55,64 @@ def fit_rows(method: str, params: dict, tr, va, te, truth, label: str) -> list[d
              "rmse_truth": float(tru.rmse[t]), "seconds": secs} for t in tr.tasks]
 
 
-def add_tuned(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """``dual`` = the dual_lam=<v> fit (v in LAMS) with the smallest summed validation MSE."""
-    cand = df[df.method.isin([f"dual_lam={v:g}" for v in LAMS])]
+def add_tuned(df: pd.DataFrame, keys: list[str], label: str = "dual", prefixes: tuple[str, ...] = ("dual_lam",)) -> pd.DataFrame:
+    """``label`` = the candidate fit (methods ``<prefix>=<v>``, v in LAMS) with the smallest summed
+    validation MSE, per replicate (and setting) ``keys``; the chosen candidate is in ``chosen``."""
+    names = [f"{pre}={v:g}" for pre in prefixes for v in LAMS]
+    cand = df[df.method.isin(names)]
     if cand.empty:
         return df
     best = cand.groupby(keys + ["method"]).val_mse_sum.first().reset_index()
     best = best.loc[best.groupby(keys).val_mse_sum.idxmin()]
     tuned = cand.merge(best[keys + ["method"]], on=keys + ["method"]).assign(
-        chosen=lambda d: d.method, method="dual")
+        chosen=lambda d: d.method, method=label)
     return pd.concat([df, tuned], ignore_index=True)
 
 
-def replicate(experiment: str, rep: int) -> pd.DataFrame:
-    seed = 1000 * rep + 17
+def shared_grid(common: dict, tr, va, te, truth) -> list[dict]:
+    """Shared-encoder-only fits (the n_specific = 0 special case) over the lambda grid, for ``dual_cv``."""
     rows = []
-    if experiment == "ablation":
-        sim = simulate_latent(n_tasks=5, n=100, d=10, covariate_shift=1.0, posterior_drift=1.5, n_drifted=3, noise=0.5,
-                              random_state=seed)
+    for v in LAMS:
+        rows += fit_rows("shared_only", {**common, "lam_alpha": v, "lam_beta": v}, tr, va, te, truth, f"shared_lam={v:g}")
+    return rows
+
+
+def replicate(experiment: str, rep: int, part: str = "all") -> pd.DataFrame:
+    """One replicate; ``part="shared_grid"`` fits only the shared-only lambda grid (added later)."""
+    seed = 1000 * rep + 17
+    if experiment not in ("ablation", "heterogeneity", "imbalance"):
+        raise ValueError(experiment)
+    frames = []
+    for kappa in ((0.0, 1.0, 3.0, 6.0) if experiment == "heterogeneity" else (None,)):
+        sim = _simulate(experiment, seed, kappa)
         tr, va, te = sim.data.split(random_state=seed)
         truth = sim.test_data(500, random_state=seed + 1)
-        common = dict(random_state=seed)
-        for v in LAMS:
-            rows += fit_rows("dual", {**common, "lam_alpha": v, "lam_beta": v}, tr, va, te, truth, f"dual_lam={v:g}")
-        for m in ("shared_only", "specific_only", "no_orth", "no_integration", *BASELINES):
-            rows += fit_rows(m, {**common, "lam_alpha": 0.03, "lam_beta": 0.03}, tr, va, te, truth, m)
-        out = pd.DataFrame(rows)
-        return add_tuned(out.assign(rep=rep), ["rep"])
-    if experiment == "heterogeneity":
-        frames = []
-        for kappa in (0.0, 1.0, 3.0, 6.0):
-            rows = []
-            sim = simulate_latent(n_tasks=5, n=100, d=10, covariate_shift=1.0, posterior_drift=kappa, noise=0.5,
-                                  random_state=seed)
-            tr, va, te = sim.data.split(random_state=seed)
-            truth = sim.test_data(500, random_state=seed + 1)
-            common = dict(random_state=seed)
-            for v in (0.0, *LAMS):
+        common = dict(random_state=seed, **({"task_weights": "sqrt_n"} if experiment == "imbalance" else {}))
+        rows = shared_grid(common, tr, va, te, truth)
+        if part == "all":
+            for v in ((0.0, *LAMS) if experiment == "heterogeneity" else LAMS):
                 rows += fit_rows("dual", {**common, "lam_alpha": v, "lam_beta": v}, tr, va, te, truth, f"dual_lam={v:g}")
-            for m in BASELINES:
-                rows += fit_rows(m, common, tr, va, te, truth, m)
-            frames.append(pd.DataFrame(rows).assign(kappa=kappa))
-        out = pd.concat(frames, ignore_index=True).assign(rep=rep)
-        return add_tuned(out, ["rep", "kappa"])
-    if experiment == "imbalance":
-        sizes = [50, 80, 200, 500, 1000]
-        sim = simulate_latent(n_tasks=5, n=sizes, d=10, covariate_shift=1.0, posterior_drift=1.5, n_drifted=3, noise=0.5,
-                              random_state=seed)
-        tr, va, te = sim.data.split(random_state=seed)
-        truth = sim.test_data(500, random_state=seed + 1)
-        common = dict(random_state=seed, task_weights="sqrt_n")
-        for v in LAMS:
-            rows += fit_rows("dual", {**common, "lam_alpha": v, "lam_beta": v}, tr, va, te, truth, f"dual_lam={v:g}")
-        for m in (*BASELINES, "shared_only"):
-            rows += fit_rows(m, {**common, "lam_alpha": 0.03, "lam_beta": 0.03}, tr, va, te, truth, m)
-        return add_tuned(pd.DataFrame(rows).assign(rep=rep), ["rep"])
-    raise ValueError(experiment)
+            others = {"ablation": ("shared_only", "specific_only", "no_orth", "no_integration", *BASELINES),
+                      "heterogeneity": BASELINES, "imbalance": (*BASELINES, "shared_only")}[experiment]
+            for m in others:
+                rows += fit_rows(m, {**common, "lam_alpha": 0.03, "lam_beta": 0.03}, tr, va, te, truth, m)
+        f = pd.DataFrame(rows)
+        frames.append(f.assign(kappa=kappa) if kappa is not None else f)
+    keys = ["rep", "kappa"] if experiment == "heterogeneity" else ["rep"]
+    out = pd.concat(frames, ignore_index=True).assign(rep=rep)
+    return add_tuned(out, keys) if part == "all" else out
+
+
+def _simulate(experiment: str, seed: int, kappa=None):
+    """The replicate's data, exactly as in :func:`replicate`."""
+    if experiment == "ablation":
+        return simulate_latent(n_tasks=5, n=100, d=10, covariate_shift=1.0, posterior_drift=1.5, n_drifted=3, noise=0.5,
+                               random_state=seed)
+    if experiment == "heterogeneity":
+        return simulate_latent(n_tasks=5, n=100, d=10, covariate_shift=1.0, posterior_drift=kappa, noise=0.5,
+                               random_state=seed)
+    return simulate_latent(n_tasks=5, n=[50, 80, 200, 500, 1000], d=10, covariate_shift=1.0, posterior_drift=1.5,
+                           n_drifted=3, noise=0.5, random_state=seed)
 
 
 def summarize() -> str:
@@ -115,8 +120,9 @@ def summarize() -> str:
              "Generated by `benchmarks/bench_encoders.py`; simulate_latent design (d = 10, 5 tasks, noise SD 0.5, "
              "covariate shift 1.0), 60/20/20 per-task splits. `rmse`: held-out split (noisy y; floor about 0.5); "
              "`rmse_truth`: against the true regression function on 500 fresh rows per task. "
-             "Mean (SD over replicates) of the task-averaged RMSE. `dual` = full model, lambda tuned on validation "
-             "over {0.003, 0.03, 0.3}.", ""]
+             "Mean (SD over replicates) of the task-averaged RMSE. `dual` = full model (q = 2 task-specific "
+             "dims), lambda tuned on validation over {0.003, 0.03, 0.3}; `dual_cv` = the same family tuned over "
+             "lambda and q in {0 (shared encoder only), 2}; `dual_lam=v` / `shared_lam=v` are fixed-lambda fits.", ""]
     for exp in ("ablation", "heterogeneity", "imbalance"):
         path = RESULTS / f"encoders_{exp}.csv"
         if not path.exists():
@@ -125,6 +131,10 @@ def summarize() -> str:
         df = pd.read_csv(path)
         keys = ["kappa"] if exp == "heterogeneity" else []
         df = df.drop_duplicates(subset=keys + ["rep", "method", "task"])  # two runners may overlap on a rep
+        df = df[~df.method.isin(["dual", "dual_cv"])].drop(columns="chosen", errors="ignore")
+        df = add_tuned(df, keys + ["rep"], "dual", ("dual_lam",))
+        if df.method.str.startswith("shared_lam").any():
+            df = add_tuned(df, keys + ["rep"], "dual_cv", ("dual_lam", "shared_lam"))
         per_rep = df.groupby(keys + ["rep", "method"])[["rmse", "rmse_truth"]].mean().reset_index()
         n_rep = per_rep.rep.nunique()
         lines += [f"## {exp} ({n_rep} replicates)", ""]
@@ -142,9 +152,10 @@ def summarize() -> str:
             by_n = df.groupby(["method", "n_train"]).rmse_truth.mean().unstack("n_train")
             lines += ["RMSE vs truth by task training size n_r (mean over replicates):", "",
                       by_n.round(3).to_markdown(), ""]
-        if "chosen" in df.columns:
-            ch = df[df.method == "dual"].groupby(keys + ["rep"]).chosen.first().value_counts()
-            lines += ["lambda chosen by validation for `dual`: " + ", ".join(f"{k}: {v}" for k, v in ch.items()), ""]
+        for lab in ("dual", "dual_cv"):
+            if lab in set(df.method):
+                ch = df[df.method == lab].groupby(keys + ["rep"]).chosen.first().value_counts()
+                lines += [f"chosen by validation for `{lab}`: " + ", ".join(f"{k}: {v}" for k, v in ch.items()), ""]
     text = "\n".join(lines)
     (RESULTS / "encoders_summary.md").write_text(text)
     return text
@@ -156,14 +167,17 @@ def _table(sub: pd.DataFrame) -> str:
 
 
 def _goal(sub: pd.DataFrame, kappa) -> str:
-    if "dual" not in sub.index:
-        return ""
     base = [b for b in BASELINES if b in sub.index]
     best = min(base, key=lambda b: sub.loc[b, "rmse_truth"])
-    d, b, s = sub.loc["dual", "rmse_truth"], sub.loc[best, "rmse_truth"], sub.loc["stl", "rmse_truth"] if "stl" in sub.index else np.nan
-    ok = "meets" if d <= b else "misses"
-    return (f"Goal check: dual {d:.3f} vs best of STL/pooled/HPS ({best}) {b:.3f} -> {ok} the goal "
-            f"(ratio {d / b:.3f}); dual / STL ratio {d / s:.3f}.")
+    b, s = sub.loc[best, "rmse_truth"], sub.loc["stl", "rmse_truth"] if "stl" in sub.index else np.nan
+    out = []
+    for lab in ("dual", "dual_cv"):
+        if lab in sub.index:
+            d = sub.loc[lab, "rmse_truth"]
+            ok = "meets" if d <= b else "misses"
+            out.append(f"Goal check ({lab}, RMSE vs truth): {d:.3f} vs best of STL/pooled/HPS ({best}) {b:.3f} -> {ok} "
+                       f"the goal (ratio {d / b:.3f}); {lab} / STL ratio {d / s:.3f}.")
+    return "\n\n".join(out)
 
 
 def main() -> None:
@@ -171,6 +185,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--only", choices=["ablation", "heterogeneity", "imbalance"], action="append")
     ap.add_argument("--summarize", action="store_true")
+    ap.add_argument("--part", choices=["all", "shared_grid"], default="all",
+                    help="shared_grid: add only the shared-only lambda grid to existing replicates")
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.summarize:
@@ -180,12 +196,18 @@ def main() -> None:
     warnings.simplefilter("ignore", ConvergenceWarning)
     for exp in args.only or ["ablation", "heterogeneity", "imbalance"]:
         path = RESULTS / f"encoders_{exp}.csv"
-        done = set(pd.read_csv(path).rep.unique()) if path.exists() else set()
+        old = pd.read_csv(path) if path.exists() else None
+        if args.part == "all":
+            done = set(old.rep.unique()) if old is not None else set()
+        else:
+            done = set(old.loc[old.method.str.startswith("shared_lam"), "rep"].unique()) if old is not None else set()
         for rep in range(args.reps):
             if rep in done:
                 continue
             t0 = time.time()
-            df = replicate(exp, rep)
+            df = replicate(exp, rep, args.part)
+            if old is not None:
+                df = df.reindex(columns=old.columns)
             df.to_csv(path, mode="a", header=not path.exists(), index=False)
             print(f"{exp} rep {rep}: {time.time() - t0:.1f}s", flush=True)
         summarize()
