@@ -6,6 +6,7 @@ What to use when:
   :class:`SiteDML` at every site and exports one :class:`SiteSummary` per site;
 - sites that only share summary files: :meth:`SiteSummary.read_json`, then the fusion step.
 """
+from hetmtl.latefusion.dml import MultiSiteDML, SiteDML
 from hetmtl.latefusion.summary import CVFold, SiteSummary
 
-__all__ = ["CVFold", "SiteSummary"]
+__all__ = ["CVFold", "MultiSiteDML", "SiteDML", "SiteSummary"]
