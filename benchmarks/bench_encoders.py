@@ -15,17 +15,17 @@ the fixed-lambda fits they choose from (tuning is recomputed by ``--summarize``)
 test RMSE on the held-out split (noisy y: ``rmse``) and RMSE against the true regression
 function on 500 fresh rows per task (``rmse_truth``).
 
-Run: ``PYTHONPATH=src nice -n 10 python benchmarks/bench_encoders.py [--reps 20] [--only NAME]``
+Run: ``PYTHONPATH=src nice -n 10 python -m benchmarks.bench_encoders [--reps 20] [--only NAME]``
 (``--part shared_grid`` / ``--part no_center_alpha`` add only the shared-only lambda grid / the
 alpha-not-centred ablation to replicates already recorded).
 Rows are appended to ``benchmarks/results/encoders_<experiment>.csv`` replicate by replicate
-(so an interrupted run keeps what finished); ``--summarize`` writes
+(so an interrupted run keeps what finished, and a rerun only adds missing replicates: delete the
+CSVs to start afresh); ``--summarize`` writes
 ``benchmarks/results/encoders_summary.md`` from whatever is there.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import warnings
@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from benchmarks._util import machine
 from hetmtl.encoders.baselines import make_method
 from hetmtl.encoders.simulate import simulate_latent
 from hetmtl.exceptions import ConvergenceWarning
@@ -137,7 +138,7 @@ def summarize() -> str:
              "difference in RMSE vs truth to `dual` on the same replicate (SE over replicates). `dual` = full model (q = 2 task-specific "
              "dims), lambda tuned on validation over {0.003, 0.03, 0.3}; `dual_cv` = the same family tuned over "
              "lambda and q in {0 (shared encoder only), 2}; `dual_lam=v` / `shared_lam=v` are fixed-lambda fits.", "",
-             PROVENANCE, ""]
+             PROVENANCE, "", f"Summary written on: {machine()}", ""]
     for exp in ("ablation", "heterogeneity", "imbalance"):
         path = RESULTS / f"encoders_{exp}.csv"
         if not path.exists():
