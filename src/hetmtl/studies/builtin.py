@@ -1,0 +1,270 @@
+"""Built-in studies: the seeds' headline experiments, runnable by name (``hetmtl study list``).
+
+What to use when:
+- ``get_study("latefusion-eta")``: per-site DML (and, once available, the fused estimators) on
+  late-fusion Scenario 1 across the heterogeneity η: bias, MSE, CI coverage and width per site;
+- ``available_studies()``: the names whose method family is installed on this branch. Families
+  (encoders, blockwise) are imported lazily and their studies appear only when importable.
+
+Every built-in generator and method is also registered under its name, so study files can use
+them (e.g. ``generator: latefusion``, ``fn: site-dml``).
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+import numpy as np
+
+from hetmtl.studies.spec import MethodSpec, Replicate, Study, register_generator, register_method
+
+_BUILDERS: dict[str, tuple[str, str, Callable[[], Study]]] = {}
+
+
+def _builtin(name: str, family: str, description: str):
+    def deco(fn: Callable[[], Study]) -> Callable[[], Study]:
+        _BUILDERS[name] = (family, description, fn)
+        return fn
+    return deco
+
+
+def _importable(module: str, attr: str | None = None) -> bool:
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        return False
+    return attr is None or hasattr(mod, attr)
+
+
+FAMILY_CHECKS = {
+    "latefusion": ("hetmtl.latefusion", "MultiSiteDML"),
+    "fusion": ("hetmtl.latefusion", "LateFusion"),
+    "encoders": ("hetmtl.encoders", "DualEncoderMTL"),
+    "blockwise": ("hetmtl.blockwise.model", "MTLHMB"),
+}
+
+
+def family_available(family: str) -> bool:
+    module, attr = FAMILY_CHECKS[family]
+    return _importable(module, attr)
+
+
+def list_studies() -> list[dict]:
+    """Every built-in study with its family, description and whether it can run here."""
+    return [{"name": n, "family": f, "available": family_available(f), "description": d}
+            for n, (f, d, _) in _BUILDERS.items()]
+
+
+def available_studies() -> list[str]:
+    return [s["name"] for s in list_studies() if s["available"]]
+
+
+def get_study(name: str) -> Study:
+    """The built-in study ``name`` (its family must be importable)."""
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown built-in study {name!r}; built-in studies: {sorted(_BUILDERS)}")
+    family, _, build = _BUILDERS[name]
+    if not family_available(family):
+        module, attr = FAMILY_CHECKS[family]
+        raise ImportError(f"study {name!r} needs {module}.{attr} (method family {family!r}), which is not "
+                          "available in this installation")
+    return build()
+
+
+# ================================================================================ late fusion
+@register_generator("latefusion")
+def latefusion_generator(scenario: int = 1, n_sites: int = 10, eta: float = 0.5, random_state=None, **kwargs):
+    """:func:`hetmtl.latefusion.simulate.make_latefusion_data` (returns ``SimulatedSites``)."""
+    from hetmtl.latefusion.simulate import make_latefusion_data
+
+    return make_latefusion_data(scenario=scenario, n_sites=n_sites, eta=eta, random_state=random_state, **kwargs)
+
+
+def _learners(kind: str, seed: int):
+    if kind == "forest":
+        return None, None  # SiteDML's random-forest defaults, seeded by random_state
+    if kind == "linear":
+        from sklearn.linear_model import LinearRegression, LogisticRegression
+
+        return LinearRegression(), LogisticRegression(max_iter=1000)
+    if kind == "lasso":
+        from sklearn.linear_model import LassoCV, LogisticRegressionCV
+
+        return LassoCV(cv=3, random_state=seed), LogisticRegressionCV(cv=3, max_iter=1000)
+    raise ValueError(f"learners must be 'forest', 'linear' or 'lasso', got {kind!r}")
+
+
+def _site_dml_fit(rep: Replicate, model: str, learners: str, n_folds: int, tuning_folds: str | None):
+    """Per-site DML on the replicate's data, shared through ``rep.cache`` by all methods."""
+    key = ("site-dml", model, learners, n_folds, tuning_folds)
+    if key not in rep.cache:
+        from hetmtl.latefusion import MultiSiteDML
+
+        ml_y, ml_d = _learners(learners, rep.seed)
+        est = MultiSiteDML(model=model, ml_outcome=ml_y, ml_treatment=ml_d, n_folds=n_folds,
+                           tuning_folds=tuning_folds, random_state=rep.seed)
+        rep.cache[key] = est.fit(rep.data.data)
+    return rep.cache[key]
+
+
+def _truth(sim, est) -> dict:
+    """True θ_k per site on the estimator's basis (standardised basis for CATE)."""
+    sites = [str(s) for s in est.sites_]
+    if sim.theta.shape[1] == 1:
+        return {s: sim.theta[k] for k, s in enumerate(sites)}
+    first = next(iter(est.estimators_.values()))
+    th = sim.theta_standardized(np.asarray(first.basis_["center"]), np.asarray(first.basis_["scale"]))
+    return {s: th[k] for k, s in enumerate(sites)}
+
+
+def interval_rows(frame, truth: dict, level: float) -> list[dict]:
+    """Per (site, coef) rows: estimate, truth, bias, squared error (mse), coverage (0/1), ci_width.
+
+    ``frame`` is indexed by (site, coef) with DoubleML-style columns ``coef``, ``std err`` and the
+    two CI columns (last two columns)."""
+    rows = []
+    lo_col, hi_col = frame.columns[-2], frame.columns[-1]
+    for (site, coef), r in frame.iterrows():
+        names = list(frame.loc[site].index)
+        true = float(np.asarray(truth[str(site)])[names.index(coef)])
+        est = float(r["coef"])
+        rows.append({"site": str(site), "coef": str(coef), "estimate": est, "truth": true, "se": float(r["std err"]),
+                     "bias": est - true, "mse": (est - true) ** 2,
+                     "coverage": float(r[lo_col] <= true <= r[hi_col]),
+                     "ci_width": float(r[hi_col] - r[lo_col])})
+    return rows
+
+
+@register_method("site-dml")
+def site_dml_method(rep: Replicate, model: str = "ate", learners: str = "forest", n_folds: int = 5,
+                    level: float = 0.95) -> list[dict]:
+    """ITL-DML: each site's own DML estimate (no fusion). One row per site (and coefficient)."""
+    est = _site_dml_fit(rep, model, learners, n_folds, "reuse")
+    return interval_rows(est.summary_frame(level), _truth(rep.data, est), level)
+
+
+# ---- HOOK for the fused estimators (branch `fusion`): registered only when
+# hetmtl.latefusion.LateFusion exists. Contract assumed: LateFusion(**options).fit(summaries)
+# and .summary_frame(level) indexed by (site, coef) with columns coef, std err, ..., lo, hi.
+def late_fusion_method(rep: Replicate, model: str = "ate", learners: str = "forest", n_folds: int = 5,
+                       level: float = 0.95, **options) -> list[dict]:
+    """Late fusion of the per-site DML summaries (same per-site fits as ``site-dml``)."""
+    from hetmtl.latefusion import LateFusion
+
+    est = _site_dml_fit(rep, model, learners, n_folds, "reuse")
+    fused = LateFusion(**options).fit(est.summaries())
+    return interval_rows(fused.summary_frame(level), _truth(rep.data, est), level)
+
+
+if family_available("fusion"):
+    register_method("late-fusion")(late_fusion_method)
+
+
+@_builtin("latefusion-eta", "latefusion",
+          "Late-fusion Scenario 1 (ATE, K=10 sites, n_k ~ U{40..80}): per-site DML bias, MSE, CI coverage and "
+          "width vs the heterogeneity eta (fused estimators added when hetmtl.latefusion.LateFusion is available).")
+def _latefusion_eta() -> Study:
+    methods = [MethodSpec("itl-dml", "site-dml", {"model": "ate", "learners": "forest", "n_folds": 5})]
+    if family_available("fusion"):
+        for penalty in ("squared", "group"):
+            methods.append(MethodSpec(f"lf-{penalty}", "late-fusion",
+                                      {"model": "ate", "learners": "forest", "n_folds": 5, "penalty": penalty}))
+    return Study(
+        name="latefusion-eta", generator="latefusion", methods=methods,
+        grid={"eta": [0.0, 0.1, 0.25, 0.5, 1.0, 2.0]}, fixed={"scenario": 1, "n_sites": 10},
+        n_reps=100, seed=20250710, metrics=["bias", "mse", "coverage", "ci_width"],
+        reference="latefusion-eta.csv",
+        description=_BUILDERS["latefusion-eta"][1],
+    )
+
+
+# ================================================================================ dual encoder
+@register_generator("encoders-latent")
+def encoders_generator(random_state=None, **kwargs):
+    """:func:`hetmtl.encoders.simulate.simulate_latent` (returns ``SimulatedTasks``)."""
+    from hetmtl.encoders.simulate import simulate_latent
+
+    return simulate_latent(random_state=random_state, **kwargs)
+
+
+def encoders_splitter(sim, seed: int):
+    """Per-task 60/20/20 train/validation/test split shared by every method."""
+    return sim.data.split((0.6, 0.2, 0.2), seed)
+
+
+register_generator("encoders-split")(encoders_splitter)
+
+
+@register_method("encoders")
+def encoders_method(rep: Replicate, name: str = "dual", **common) -> list[dict]:
+    """One method of :mod:`hetmtl.encoders.baselines` on the shared split: per-task test RMSE."""
+    from hetmtl.encoders.baselines import compare_methods
+
+    train, val, test = rep.splits
+    table = compare_methods(train, val, test, [name], random_state=rep.seed, **common)
+    return [{"task": str(r.task), "n_train": int(r.n_train), "rmse": float(r.rmse)} for r in table.itertuples()]
+
+
+@_builtin("encoders-drift", "encoders",
+          "Dual-encoder MTL vs ablations and baselines across posterior drift (seed 001): per-task test RMSE.")
+def _encoders_drift() -> Study:
+    names = ["dual", "shared_only", "specific_only", "no_integration", "stl", "pooled"]
+    return Study(
+        name="encoders-drift", generator="encoders-latent", splitter="encoders-split",
+        methods=[MethodSpec(n, "encoders", {"name": n, "max_epochs": 300}) for n in names],
+        grid={"posterior_drift": [0.0, 0.5, 1.0, 2.0]}, fixed={"n_tasks": 5, "n": 100},
+        n_reps=20, seed=1, metrics=["rmse"], description=_BUILDERS["encoders-drift"][1],
+    )
+
+
+# ================================================================================ MTL-HMB
+@register_generator("blockwise")
+def blockwise_generator(setting: str = "A", value=0.8, random_state=None, **overrides):
+    """A row of the seed-002 settings: :func:`hetmtl.blockwise.simulate.setting_params` then
+    :func:`~hetmtl.blockwise.simulate.simulate_blockwise`."""
+    from hetmtl.blockwise.simulate import setting_params, simulate_blockwise
+
+    return simulate_blockwise(**{**setting_params(setting, value), **overrides}, seed=random_state)
+
+
+def blockwise_splitter(sim, seed: int):
+    from hetmtl.blockwise.selection import make_split
+
+    return make_split(sim.data, seed=seed)
+
+
+register_generator("blockwise-split")(blockwise_splitter)
+
+BLOCKWISE_METHODS = {"mtl-hmb": ("hetmtl.blockwise.model", "MTLHMB"), "stl": ("hetmtl.blockwise.baselines", "STL"),
+                     "htl": ("hetmtl.blockwise.baselines", "HTL"), "hps": ("hetmtl.blockwise.baselines", "HPS")}
+
+
+@register_method("blockwise")
+def blockwise_method(rep: Replicate, name: str = "mtl-hmb", **options) -> list[dict]:
+    """One block-wise estimator fitted on the shared split: per-task test RMSE and the average."""
+    if name not in BLOCKWISE_METHODS:
+        raise ValueError(f"unknown block-wise method {name!r}; choose from {sorted(BLOCKWISE_METHODS)}")
+    module, attr = BLOCKWISE_METHODS[name]
+    cls = getattr(importlib.import_module(module), attr)
+    est = cls(random_state=rep.seed, **options).fit(rep.data.data, rep.splits)
+    table = est.test_table_
+    return [{"task": str(t), "rmse": float(r["rmse"]), "n": int(r["n"])} for t, r in table.iloc[:-1].iterrows()]
+
+
+def _blockwise_study(setting: str) -> Study:
+    from hetmtl.blockwise.simulate import SETTINGS
+
+    names = ["mtl-hmb", "stl", "htl", "hps"]
+    spec = SETTINGS[setting]
+    return Study(
+        name=f"blockwise-{setting}", generator="blockwise", splitter="blockwise-split",
+        methods=[MethodSpec(n, "blockwise", {"name": n}) for n in names],
+        grid={"value": list(spec["values"])}, fixed={"setting": setting},
+        n_reps=10, seed=2, metrics=["rmse"],
+        description=f"MTL-HMB vs STL/HTL/HPS, seed 002 Table {spec['table']} ({spec['vary']}): test RMSE per task.",
+    )
+
+
+for _setting in ("A", "B", "C", "D", "E", "F", "T", "linear", "ablation"):
+    _BUILDERS[f"blockwise-{_setting}"] = ("blockwise", f"MTL-HMB vs competitors, seed 002 setting {_setting}",
+                                          (lambda s=_setting: _blockwise_study(s)))
