@@ -143,7 +143,7 @@ def site_dml_method(rep: Replicate, model: str = "ate", learners: str = "forest"
     return interval_rows(est.summary_frame(level), _truth(rep.data, est), level)
 
 
-# ---- HOOK for the fused estimators (branch `fusion`): registered only when
+# ---- HOOK for the fused estimators (branch `fusion`): used by the built-in study only when
 # hetmtl.latefusion.LateFusion exists. Contract assumed: LateFusion(**options).fit(summaries)
 # and .summary_frame(level) indexed by (site, coef) with columns coef, std err, ..., lo, hi.
 def late_fusion_method(rep: Replicate, model: str = "ate", learners: str = "forest", n_folds: int = 5,
@@ -156,8 +156,9 @@ def late_fusion_method(rep: Replicate, model: str = "ate", learners: str = "fore
     return interval_rows(fused.summary_frame(level), _truth(rep.data, est), level)
 
 
-if family_available("fusion"):
-    register_method("late-fusion")(late_fusion_method)
+# Registered always (it imports LateFusion only when called); the built-in study lists the fused
+# methods only when LateFusion is importable.
+register_method("late-fusion")(late_fusion_method)
 
 
 @_builtin("latefusion-eta", "latefusion",

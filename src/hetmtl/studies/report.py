@@ -19,7 +19,6 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from hetmtl.studies.runner import STORE_NAME
 from hetmtl.studies.store import ResultStore
@@ -132,6 +131,8 @@ def paired_differences(res: StudyResults, metric: str, baseline: str | None = No
     replicates where both succeeded: n, mean_diff, sd, se and a t-interval at ``level``."""
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
+    from scipy import stats
+
     baseline = baseline or res.methods[0]
     if baseline not in res.methods:
         raise ValueError(f"baseline {baseline!r} is not a method of study {res.spec['name']!r}: {res.methods}")

@@ -1,0 +1,141 @@
+"""Study reports: numbers recomputed by hand for a tiny study, reference deltas, figures, built-ins."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hetmtl.studies import (MethodSpec, Study, compare_reference, load_results, paired_differences, run_study,
+                            summary_table, write_report)
+
+FAKES = "_study_fakes"
+# scores by setting (mu) and replicate: hand-made, so every summary number can be checked by hand
+TABLE_A = {"0.0": [1.0, 2.0, 4.0], "1.0": [0.0, 0.0, 3.0]}
+TABLE_B = {"0.0": [2.0, 2.0, 7.0], "1.0": [1.0, 2.0, 3.0]}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny")
+    s = Study(name="tiny", generator=f"{FAKES}:toy", grid={"mu": [0.0, 1.0]}, n_reps=3, seed=1,
+              methods=[MethodSpec("a", f"{FAKES}:fixed_method", {"table": TABLE_A}),
+                       MethodSpec("b", f"{FAKES}:fixed_method", {"table": TABLE_B}),
+                       MethodSpec("sites", f"{FAKES}:per_site_method", {"values": {"s1": 0.0, "s2": 1.0}})],
+              metrics=["score", "mse"])
+    run_study(s, out, progress=False)
+    return out
+
+
+def test_summary_by_hand(tiny):
+    summ = summary_table(load_results(tiny))
+    row = summ[(summ.metric == "score") & (summ.method == "a") & (summ.mu == 0.0)].iloc[0]
+    # a at mu=0: 1, 2, 4 -> mean 7/3, SD sqrt(((4/3)^2 + (1/3)^2 + (5/3)^2)/2) = sqrt(7/3), SE sqrt(7)/3
+    assert row.n == 3
+    assert row["mean"] == pytest.approx(7 / 3)
+    assert row.sd == pytest.approx(np.sqrt(7 / 3))
+    assert row.se == pytest.approx(np.sqrt(7) / 3)
+    row = summ[(summ.metric == "score") & (summ.method == "b") & (summ.mu == 1.0)].iloc[0]
+    assert (row["mean"], row.sd, row.se) == pytest.approx((2.0, 1.0, 1 / np.sqrt(3)))
+    # per-site rows are averaged within a replicate first: replicate r gives (r + r + 1)/2 = r + 0.5
+    row = summ[(summ.metric == "mse") & (summ.method == "sites") & (summ.mu == 0.0)].iloc[0]
+    assert (row.n, row["mean"], row.sd, row.se) == pytest.approx((3, 1.5, 1.0, 1 / np.sqrt(3)))
+    # methods that do not return a metric have no row for it
+    assert not ((summ.metric == "mse") & (summ.method == "a")).any()
+
+
+def test_paired_differences_by_hand(tiny):
+    pdiff = paired_differences(load_results(tiny), "score", baseline="a")
+    row = pdiff[(pdiff.method == "b") & (pdiff.mu == 0.0)].iloc[0]
+    # b - a at mu=0: 1, 0, 3 -> mean 4/3, SD sqrt(7/3), SE sqrt(7)/3, t(0.975, 2) = 4.302653
+    half = 4.302653 * np.sqrt(7) / 3
+    assert (row.n, row.mean_diff, row.sd) == pytest.approx((3, 4 / 3, np.sqrt(7 / 3)))
+    assert (row.ci_low, row.ci_high) == pytest.approx((4 / 3 - half, 4 / 3 + half), rel=1e-6)
+    row = pdiff[(pdiff.method == "b") & (pdiff.mu == 1.0)].iloc[0]
+    # b - a at mu=1: 1, 2, 0 -> mean 1, SD 1
+    assert (row.mean_diff, row.sd) == pytest.approx((1.0, 1.0))
+    assert set(pdiff.method) == {"b"}  # 'sites' has no 'score'
+    with pytest.raises(ValueError, match="baseline 'zzz'"):
+        paired_differences(load_results(tiny), "score", baseline="zzz")
+
+
+def test_reference_deltas(tiny):
+    summ = summary_table(load_results(tiny))
+    ref = pd.DataFrame({"mu": [0, 1.0, 2.0], "method": ["a", "b", "a"], "metric": ["score"] * 3,
+                        "value": [2.0, 2.5, 1.0], "source": ["paper"] * 3})
+    comp = compare_reference(summ, ref, ["mu"])
+    assert len(comp) == 3
+    r0 = comp.iloc[0]  # ours 7/3 vs 2 (integer 0 in the reference matches 0.0)
+    assert (r0.ours, r0.delta, r0.rel_delta) == pytest.approx((7 / 3, 1 / 3, 1 / 6))
+    assert r0.delta_in_se == pytest.approx((1 / 3) / (np.sqrt(7) / 3))
+    assert comp.iloc[1].delta == pytest.approx(-0.5)
+    assert np.isnan(comp.iloc[2].ours) and np.isnan(comp.iloc[2].delta)  # a setting we did not run
+    with pytest.raises(ValueError, match="neither grid parameters"):
+        compare_reference(summ, ref.assign(colour="red"), ["mu"])
+
+
+def test_write_report_files(tiny, tmp_path):
+    ref = tmp_path / "ref.csv"
+    pd.DataFrame({"setting": ["mu=0.0"], "method": ["a"], "metric": ["score"], "value": [2.0]}).to_csv(ref, index=False)
+    written = write_report(tiny, out=tmp_path / "rep", reference=ref)
+    summ = pd.read_csv(written["summary"])
+    assert summ.loc[(summ.metric == "score") & (summ.method == "a") & (summ.mu == 0.0), "mean"].item() == pytest.approx(7 / 3)
+    assert pd.read_csv(written["reference"]).delta.item() == pytest.approx(1 / 3)
+    md = written["report"].read_text()
+    assert "| mu=0.0 | 2.333 (0.88) | 3.667 (1.7) |" in md
+    assert (tmp_path / "rep" / "boxplot_mse.png").stat().st_size > 1000
+    assert (tmp_path / "rep" / "curve_mse_vs_mu.png").exists()
+
+
+def test_report_lists_failures(tmp_path):
+    s = Study(name="f", generator=f"{FAKES}:toy", grid={"mu": [0.0]}, n_reps=3,
+              methods=[MethodSpec("mean", f"{FAKES}:mean_method"),
+                       MethodSpec("fails", f"{FAKES}:failing_method", {"fail_on": [0, 2]})])
+    run_study(s, tmp_path, progress=False)
+    written = write_report(tmp_path, figures=False)
+    fail = pd.read_csv(written["failures"])
+    assert fail.replicate.tolist() == [0, 2] and (fail.method == "fails").all()
+    assert "## Failures" in written["report"].read_text()
+    # coverage figure: nominal line and a curve per method
+    s2 = Study(name="c", generator=f"{FAKES}:toy", grid={"mu": [0.0, 1.0]}, n_reps=4,
+               methods=[MethodSpec("mean", f"{FAKES}:mean_method")])
+    run_study(s2, tmp_path / "c", progress=False)
+    assert "fig_coverage" in write_report(tmp_path / "c")
+
+
+def test_builtin_registry():
+    from hetmtl.studies import get_study, list_studies
+
+    names = {s["name"]: s for s in list_studies()}
+    assert names["latefusion-eta"]["available"]
+    s = get_study("latefusion-eta")
+    assert s.grid["eta"] == [0.0, 0.1, 0.25, 0.5, 1.0, 2.0] and s.methods[0].name == "itl-dml"
+    with pytest.raises(ValueError, match="unknown built-in study"):
+        get_study("nope")
+
+
+def test_latefusion_builtin_method_against_truth(tmp_path):
+    """Per-site DML rows of the built-in method agree with a direct fit and the simulated truth."""
+    from hetmtl.latefusion import MultiSiteDML
+    from hetmtl.studies.builtin import latefusion_generator
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+
+    s = Study(name="lf", generator="latefusion", grid={"eta": [0.5]}, fixed={"n_sites": 3, "n_range": [150, 150]},
+              n_reps=1, seed=5, methods=[MethodSpec("itl", "site-dml", {"learners": "linear", "n_folds": 2})])
+    run_study(s, tmp_path, progress=False)
+    rows = load_results(tmp_path).frame
+    assert len(rows) == 3 and set(rows.site) == {"site01", "site02", "site03"}
+    data_seed, method_seed = s.seeds(0, 0)
+    sim = latefusion_generator(eta=0.5, n_sites=3, n_range=(150, 150), random_state=data_seed)
+    est = MultiSiteDML(model="ate", ml_outcome=LinearRegression(), ml_treatment=LogisticRegression(max_iter=1000),
+                       n_folds=2, random_state=method_seed).fit(sim.data)
+    tab = est.summary_frame()
+    for k, r in enumerate(rows.sort_values("site").itertuples()):
+        assert r.estimate == pytest.approx(tab["coef"].iloc[k])
+        assert r.truth == pytest.approx(sim.theta[k, 0])
+        assert r.bias == pytest.approx(r.estimate - r.truth) and r.mse == pytest.approx(r.bias ** 2)
+        lo, hi = tab.iloc[k, -2], tab.iloc[k, -1]
+        assert r.ci_width == pytest.approx(hi - lo) and r.coverage == float(lo <= r.truth <= hi)
