@@ -139,3 +139,14 @@ def test_latefusion_builtin_method_against_truth(tmp_path):
         assert r.bias == pytest.approx(r.estimate - r.truth) and r.mse == pytest.approx(r.bias ** 2)
         lo, hi = tab.iloc[k, -2], tab.iloc[k, -1]
         assert r.ci_width == pytest.approx(hi - lo) and r.coverage == float(lo <= r.truth <= hi)
+
+
+def test_unit_summary_by_hand(tiny):
+    from hetmtl.studies.report import unit_summary
+
+    u = unit_summary(load_results(tiny), "mse")
+    # per_site_method: site s1 gives r, s2 gives r + 1 over r = 0, 1, 2 -> per-site means 1 and 2
+    row = u[(u.method == "sites") & (u.mu == 1.0)].iloc[0]
+    assert (row.n_units, row.avg, row["max"], row["max_at"]) == (2, 1.5, 2.0, "s2")
+    assert set(u.method) == {"sites"}
+    assert unit_summary(load_results(tiny), "score").empty

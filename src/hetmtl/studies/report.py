@@ -161,6 +161,27 @@ def paired_differences(res: StudyResults, metric: str, baseline: str | None = No
          "ci_low", "ci_high"]]
 
 
+def unit_summary(res: StudyResults, metric: str) -> pd.DataFrame:
+    """For methods returning one row per site/task: the per-unit mean over replicates
+    (e.g. MSE_k = mean_r (θ̂_k − θ_k)²), then its average and maximum over units (avg-MSE, max-MSE)
+    by setting × method. Empty when the results have no unit column."""
+    f = res.frame
+    unit = next((c for c in UNIT_COLUMNS if c in f.columns), None)
+    cols = ["setting_index", "setting", *res.grid_keys, "method", "metric", "unit", "n_units", "avg", "max", "max_at"]
+    if unit is None or metric not in f.columns:
+        return pd.DataFrame(columns=cols)
+    f = f.dropna(subset=[unit, metric])
+    per_unit = f.groupby(["setting_index", "setting", "method", unit], sort=True)[metric].mean().reset_index()
+    rows = []
+    for (si, label, method), g in per_unit.groupby(["setting_index", "setting", "method"], sort=True):
+        k = int(np.argmax(g[metric].to_numpy()))
+        rows.append({"setting_index": si, "setting": label, "method": method, "metric": metric, "unit": unit,
+                     "n_units": len(g), "avg": float(g[metric].mean()), "max": float(g[metric].iloc[k]),
+                     "max_at": str(g[unit].iloc[k])})
+    out = pd.DataFrame(rows, columns=[c for c in cols if c not in res.grid_keys])
+    return out.merge(_param_columns(res), on="setting_index", how="left")[cols]
+
+
 def _key(v) -> str:
     """Comparable text of a grid value (1 and 1.0 agree)."""
     try:
@@ -257,6 +278,16 @@ def write_report(directory: str | Path, *, out: str | Path | None = None, refere
                 written[f"paired_{metric}"] = p
                 md += [f"### {metric}", "", _frame_markdown(pdiff[["setting", "method", "n", "mean_diff", "se",
                                                                    "ci_low", "ci_high"]]), ""]
+        for metric in [m for m in ("mse", "rmse") if m in res.metrics()]:
+            units = unit_summary(res, metric)
+            if units.empty:
+                continue
+            p = out / f"units_{metric}.csv"
+            units.to_csv(p, index=False)
+            written[f"units_{metric}"] = p
+            md += ["", f"## {metric} per {units.unit.iloc[0]} (mean over replicates): average and maximum over "
+                   f"{units.unit.iloc[0]}s", "",
+                   _frame_markdown(units[["setting", "method", "n_units", "avg", "max", "max_at"]])]
     ref = reference or res.spec.get("reference")
     if ref is not None and not summary.empty:
         ref_path = Path(ref)
