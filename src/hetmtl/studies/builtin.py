@@ -118,20 +118,24 @@ def _truth(sim, est) -> dict:
 
 
 def interval_rows(frame, truth: dict, level: float) -> list[dict]:
-    """Per (site, coef) rows: estimate, truth, bias, squared error (mse), coverage (0/1), ci_width.
+    """Per (site, coef) rows: estimate, truth, se, bias, squared error (mse), coverage (0/1), ci_width.
 
     ``frame`` is indexed by (site, coef) with DoubleML-style columns ``coef``, ``std err`` and the
-    two CI columns (last two columns)."""
+    CI columns at ``level`` (e.g. ``2.5 %``, ``97.5 %``)."""
+    from hetmtl.inference import _level_names
+
+    lo_col, hi_col = _level_names(level)
+    missing = [c for c in ("coef", "std err", lo_col, hi_col) if c not in frame.columns]
+    if missing:
+        raise ValueError(f"estimate table lacks column(s) {missing}; has {list(frame.columns)}")
     rows = []
-    lo_col, hi_col = frame.columns[-2], frame.columns[-1]
     for (site, coef), r in frame.iterrows():
         names = list(frame.loc[site].index)
         true = float(np.asarray(truth[str(site)])[names.index(coef)])
-        est = float(r["coef"])
+        est, lo, hi = float(r["coef"]), float(r[lo_col]), float(r[hi_col])
         rows.append({"site": str(site), "coef": str(coef), "estimate": est, "truth": true, "se": float(r["std err"]),
-                     "bias": est - true, "mse": (est - true) ** 2,
-                     "coverage": float(r[lo_col] <= true <= r[hi_col]),
-                     "ci_width": float(r[hi_col] - r[lo_col])})
+                     "bias": est - true, "mse": (est - true) ** 2, "coverage": float(lo <= true <= hi),
+                     "ci_width": hi - lo})
     return rows
 
 
