@@ -19,7 +19,7 @@ $(PY):
 $(VENV)/.deps: pyproject.toml | $(PY)
 	$(PIP) install -q "torch==2.13.0"
 	$(PIP) install -q numpy scipy pandas scikit-learn statsmodels matplotlib jsonschema joblib \
-		threadpoolctl pytest "doubleml>=0.9" "cvxpy>=1.4" \
+		threadpoolctl tabulate pytest "doubleml>=0.9" "cvxpy>=1.4" \
 		"scikit-build-core>=0.11" "pybind11>=3.0" cmeel-eigen ninja cmake
 	touch $@
 

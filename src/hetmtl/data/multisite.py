@@ -81,6 +81,7 @@ class MultiSiteData:
         if site.ndim != 1:
             raise DataValidationError(f"site labels must be 1-dimensional, got shape {site.shape}")
         self.site = site
+        self.notes: list[str] = []  # provenance, e.g. rows a loader excluded and why
         self._validate()
         self.sites: list = list(pd.unique(pd.Series(self.site)))
         self._index = {s: np.flatnonzero(self.site == s) for s in self.sites}
@@ -268,7 +269,8 @@ class MultiSiteData:
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{s}: {n}" for s, n in self.site_sizes.items())
+        notes = "".join(f"; {n}" for n in self.notes)
         return (
             f"MultiSiteData({self.n_sites} sites, {self.n_obs} rows, {len(self.x_cols)} covariates, "
-            f"{len(self.z_cols)} modifiers; sizes {sizes})"
+            f"{len(self.z_cols)} modifiers; sizes {sizes}{notes})"
         )

@@ -7,7 +7,8 @@ What to use when:
 - sites that only share summary files: :meth:`SiteSummary.read_json`, then the fusion step;
 - the fusion step itself (Step 2, summaries only): :class:`LateFusion`.
 """
+from hetmtl.latefusion.dml import MultiSiteDML, SiteDML
 from hetmtl.latefusion.fusion import LateFusion
 from hetmtl.latefusion.summary import CVFold, SiteSummary
 
-__all__ = ["CVFold", "LateFusion", "SiteSummary"]
+__all__ = ["CVFold", "LateFusion", "MultiSiteDML", "SiteDML", "SiteSummary"]

@@ -1,0 +1,409 @@
+"""Step 1 of late fusion: double machine learning (DML2) at one site, and at many.
+
+What to use when:
+- ``SiteDML(model="plr")`` — partially linear slope θ in Y = Dθ + g(X) + ε (partialling-out score);
+- ``SiteDML(model="ate")`` — average treatment effect of a binary D (AIPW / IRM score, clipped
+  propensities);
+- ``SiteDML(model="cate")`` — linear CATE τ(z) = φ(z)'θ in R-learner (Robinson) form, φ(z) =
+  (1, standardised effect modifiers z); works for binary or continuous D;
+- ``SiteDML(model="blp")`` — best linear projection of the CATE on φ(z) (DR-learner: AIPW
+  pseudo-outcome regressed on φ), binary D;
+- :class:`MultiSiteDML` — one :class:`SiteDML` per site of a :class:`~hetmtl.data.MultiSiteData`,
+  a stacked results table, and one :class:`SiteSummary` per site for the fusion step.
+
+Every score is linear in θ, ψ_i(θ) = φ_i (r_i − w_i φ_i'θ); the C++ core solves the empirical
+moment and returns Ĵ, Ω̂ and the sandwich V̂ = Ĵ⁻¹Ω̂Ĵ⁻ᵀ/n. Results match DoubleML's PLR/IRM (and
+their ``cate`` BLP) given the same learners and folds. Repeated cross-fitting (``n_rep > 1``) is
+aggregated with DoubleML's median rule.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+from sklearn.base import BaseEstimator, clone, is_classifier
+from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+from sklearn.model_selection import KFold, StratifiedKFold
+
+from hetmtl import _core
+from hetmtl.data.multisite import MultiSiteData
+from hetmtl.exceptions import DataValidationError
+from hetmtl.inference import InferenceMixin, coef_table, format_table
+from hetmtl.latefusion.summary import CVFold, SiteSummary
+
+MODELS = ("plr", "ate", "cate", "blp")
+BINARY_MODELS = ("ate", "blp")
+Folds = list[tuple[np.ndarray, np.ndarray]]
+
+
+def default_regressor(random_state: int | None = None) -> RandomForestRegressor:
+    """The default outcome learner: a random forest suited to small sites."""
+    return RandomForestRegressor(n_estimators=100, min_samples_leaf=5, max_features=0.5, random_state=random_state)
+
+
+def default_classifier(random_state: int | None = None) -> RandomForestClassifier:
+    """The default propensity learner: a probability forest."""
+    return RandomForestClassifier(n_estimators=100, min_samples_leaf=5, max_features=0.5, random_state=random_state)
+
+
+def _fit_predict(learner, X: np.ndarray, target: np.ndarray, train: np.ndarray, test: np.ndarray) -> np.ndarray:
+    model = clone(learner).fit(X[train], target[train])
+    if is_classifier(model):
+        return model.predict_proba(X[test])[:, 1]
+    return model.predict(X[test])
+
+
+@dataclass
+class _Residuals:
+    """Cross-fitted pieces of one repetition: r, w (score) and y2 (held-out loss constant)."""
+
+    r: np.ndarray
+    w: np.ndarray
+    y2: np.ndarray
+
+
+def make_folds(n: int, n_folds: int, d: np.ndarray | None, rng: np.random.Generator) -> Folds:
+    """K-fold split, stratified on a binary treatment so every training set has both arms."""
+    seed = int(rng.integers(2**31 - 1))
+    if d is not None:
+        splitter = StratifiedKFold(n_folds, shuffle=True, random_state=seed)
+        return [(tr, te) for tr, te in splitter.split(np.zeros(n), d)]
+    return [(tr, te) for tr, te in KFold(n_folds, shuffle=True, random_state=seed).split(np.zeros(n))]
+
+
+def _coerce_folds(folds: Any, n: int, n_rep: int) -> list[Folds]:
+    """Accept fold ids (n,) / (n_rep, n), or DoubleML's [[(train, test), ...], ...] per repetition."""
+    if isinstance(folds, np.ndarray) or (isinstance(folds, (list, tuple)) and np.isscalar(folds[0])):
+        ids = np.atleast_2d(np.asarray(folds))
+        if ids.shape[1] != n:
+            raise DataValidationError(f"fold ids have length {ids.shape[1]}, but the site has {n} rows")
+        out = []
+        for row in ids:
+            labels = np.unique(row)
+            out.append([(np.flatnonzero(row != k), np.flatnonzero(row == k)) for k in labels])
+    else:
+        out = [[(np.asarray(tr), np.asarray(te)) for tr, te in rep] for rep in folds]
+    if len(out) != n_rep:
+        raise DataValidationError(f"{len(out)} repetitions of folds given for n_rep={n_rep}")
+    for rep in out:
+        covered = np.sort(np.concatenate([te for _, te in rep]))
+        if covered.shape[0] != n or not np.array_equal(covered, np.arange(n)):
+            raise DataValidationError("the test folds of a repetition must partition the site's rows exactly once")
+    return out
+
+
+class SiteDML(InferenceMixin, BaseEstimator):
+    """DML2 estimate at one site with K-fold cross-fitting.
+
+    Parameters
+    ----------
+    model : "plr", "ate", "cate" or "blp" (see module docs).
+    ml_outcome : regressor for E[Y|X] (plr, cate) or E[Y|D=d, X] (ate, blp). Default: random forest.
+    ml_treatment : learner for E[D|X]; a classifier's ``predict_proba`` is used when D is binary.
+        Default: random-forest classifier for binary D, random-forest regressor otherwise.
+    n_folds, n_rep : cross-fitting folds and repetitions (median aggregation as in DoubleML).
+    clip : propensities are clipped to [clip, 1 − clip] (ate, blp; DoubleML's default 0.01).
+    basis_center, basis_scale : transform of the effect modifiers, φ(z) = (1, (z − center)/scale);
+        default: this site's own mean and SD. Pass pooled values so θ means the same at every site.
+    tuning_folds : per-fold statistics that let the fusion step tune C from summaries alone (for
+        each cross-fitting fold v: a fit without fold v and the held-out loss on fold v, whose
+        nuisances never saw fold v). ``None``: skip. ``"reuse"``: the fit without fold v reuses the
+        cross-fitted residuals of the other folds — no extra learner fits; fold v then enters
+        θ̂^(−v) only through nuisance fits, a second-order effect under Neyman orthogonality.
+        ``"nested"``: re-run cross-fitting on the other folds (exact; n_folds − 1 times more fits).
+    random_state : seed for folds and for the default learners.
+    """
+
+    def __init__(
+        self,
+        model: str = "plr",
+        ml_outcome=None,
+        ml_treatment=None,
+        n_folds: int = 5,
+        n_rep: int = 1,
+        clip: float = 0.01,
+        basis_center: Sequence[float] | None = None,
+        basis_scale: Sequence[float] | None = None,
+        tuning_folds: str | None = None,
+        random_state: int | None = None,
+    ) -> None:
+        self.model = model
+        self.ml_outcome = ml_outcome
+        self.ml_treatment = ml_treatment
+        self.n_folds = n_folds
+        self.n_rep = n_rep
+        self.clip = clip
+        self.basis_center = basis_center
+        self.basis_scale = basis_scale
+        self.tuning_folds = tuning_folds
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ set-up
+    def _check_params(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
+        if int(self.n_folds) < 2:
+            raise ValueError(f"n_folds must be at least 2, got {self.n_folds}")
+        if int(self.n_rep) < 1:
+            raise ValueError(f"n_rep must be at least 1, got {self.n_rep}")
+        if not 0.0 <= self.clip < 0.5:
+            raise ValueError(f"clip must be in [0, 0.5), got {self.clip}")
+        if self.tuning_folds not in (None, "reuse", "nested"):
+            raise ValueError(f"tuning_folds must be None, 'reuse' or 'nested', got {self.tuning_folds!r}")
+
+    def _learners(self, binary_d: bool, seed: int):
+        outcome = self.ml_outcome if self.ml_outcome is not None else default_regressor(seed)
+        if self.ml_treatment is not None:
+            treatment = self.ml_treatment
+        else:
+            treatment = default_classifier(seed + 1) if binary_d else default_regressor(seed + 1)
+        if is_classifier(treatment) and not binary_d:
+            raise DataValidationError("ml_treatment is a classifier but the treatment is not binary 0/1")
+        if is_classifier(outcome):
+            raise DataValidationError("ml_outcome must be a regressor")
+        return outcome, treatment
+
+    def _basis(self, Z: np.ndarray | None, n: int) -> tuple[np.ndarray, dict | None]:
+        if self.model in ("plr", "ate"):
+            if Z is not None:
+                raise DataValidationError(f"model {self.model!r} takes no effect modifiers Z; use 'cate' or 'blp'")
+            return np.ones((n, 1)), None
+        if Z is None or Z.shape[1] == 0:
+            raise DataValidationError(f"model {self.model!r} needs effect modifiers Z (modifier columns)")
+        center = np.mean(Z, axis=0) if self.basis_center is None else np.asarray(self.basis_center, float)
+        scale = np.std(Z, axis=0) if self.basis_scale is None else np.asarray(self.basis_scale, float)
+        if center.shape != (Z.shape[1],) or scale.shape != (Z.shape[1],):
+            raise DataValidationError(f"basis_center/basis_scale must have length {Z.shape[1]} (one per modifier)")
+        if np.any(scale <= 0):
+            bad = np.flatnonzero(scale <= 0).tolist()
+            raise DataValidationError(f"effect modifier column(s) {bad} have zero spread; drop them from Z")
+        phi = np.column_stack([np.ones(n), (Z - center) / scale])
+        return phi, {"center": center, "scale": scale}
+
+    # ------------------------------------------------------------------ nuisances
+    def _residuals(self, y, d, X, folds: Folds, outcome, treatment, rows: np.ndarray | None = None) -> _Residuals:
+        """Cross-fitted score pieces for the rows covered by ``folds`` (indices into y, d, X)."""
+        n = y.shape[0]
+        if self.model in ("plr", "cate"):
+            l_hat, m_hat = np.full(n, np.nan), np.full(n, np.nan)
+            for tr, te in folds:
+                l_hat[te] = _fit_predict(outcome, X, y, tr, te)
+                m_hat[te] = _fit_predict(treatment, X, d, tr, te)
+            y_res, d_res = y - l_hat, d - m_hat
+            return _Residuals(r=d_res * y_res, w=d_res**2, y2=y_res**2)
+        g0, g1, e = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+        for tr, te in folds:
+            g0[te] = _fit_predict(outcome, X, y, tr[d[tr] == 0], te)
+            g1[te] = _fit_predict(outcome, X, y, tr[d[tr] == 1], te)
+            e[te] = _fit_predict(treatment, X, d, tr, te)
+        e = np.clip(e, self.clip, 1.0 - self.clip)
+        gamma = g1 - g0 + d * (y - g1) / e - (1.0 - d) * (y - g0) / (1.0 - e)
+        return _Residuals(r=gamma, w=np.ones(n), y2=gamma**2)
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, y, d, X, Z=None, *, folds=None) -> "SiteDML":
+        """Fit on one site's arrays. ``folds``: fold ids (n,) or (n_rep, n), or DoubleML-style
+        ``[[(train, test), ...], ...]`` per repetition; default: seeded (stratified) K-fold."""
+        self._check_params()
+        z_cols = list(map(str, Z.columns)) if isinstance(Z, pd.DataFrame) else None
+        x_cols = list(map(str, X.columns)) if isinstance(X, pd.DataFrame) else None
+        data = MultiSiteData(y, d, X, np.zeros(np.shape(y)[0], dtype=int), Z, x_cols=x_cols, z_cols=z_cols)
+        y, d, X, Z = data.y, data.d, data.X, data.Z
+        binary = self.model in BINARY_MODELS
+        if binary:
+            data.check_binary_treatment()
+        binary_d = bool(np.all(np.isin(d, (0.0, 1.0))))
+        data.check_folds(int(self.n_folds), binary=binary_d)
+        n = y.shape[0]
+        rng = np.random.default_rng(self.random_state)
+        seed = int(rng.integers(2**31 - 1))
+        outcome, treatment = self._learners(binary_d, seed)
+        phi, basis = self._basis(Z, n)
+        if folds is None:
+            all_folds = [make_folds(n, int(self.n_folds), d if binary_d else None, rng) for _ in range(int(self.n_rep))]
+        else:
+            all_folds = _coerce_folds(folds, n, int(self.n_rep))
+
+        reps = []
+        for rep_folds in all_folds:
+            res = self._residuals(y, d, X, rep_folds, outcome, treatment)
+            reps.append((res, _core.linear_score_moments(phi, res.r, res.w)))
+
+        self.n_ = n
+        self.folds_ = all_folds
+        self.coef_names_ = {"plr": ["theta"], "ate": ["ATE"]}.get(self.model, ["const", *data.z_cols])
+        self.learners_ = (type(outcome).__name__, type(treatment).__name__)
+        self.basis_ = basis
+        self.all_coef_ = np.column_stack([m["theta"] for _, m in reps])
+        self.all_se_ = np.column_stack([np.sqrt(np.diag(m["vcov"])) for _, m in reps])
+        self.all_vcov_ = np.stack([m["vcov"] for _, m in reps], axis=-1)
+        self._aggregate([m for _, m in reps])
+        self.residuals_ = reps[0][0]
+        self.cv_folds_ = (
+            self._tuning_statistics(y, d, X, phi, all_folds[0], reps[0][0], outcome, treatment)
+            if self.tuning_folds is not None
+            else []
+        )
+        return self
+
+    def _aggregate(self, moments: list[dict]) -> None:
+        """DoubleML's median rule for θ and SE; the correlation is averaged over repetitions."""
+        if len(moments) == 1:
+            m = moments[0]
+            self.coef_, self.vcov_, self.J_, self.Omega_ = m["theta"], m["vcov"], m["J"], m["Omega"]
+            return
+        coef = np.median(self.all_coef_, axis=1)
+        crit = 1.96  # DoubleML aggregates the upper 1.96-bounds
+        se = (np.median(self.all_coef_ + crit * self.all_se_, axis=1) - coef) / crit
+        corr = np.mean(
+            [m["vcov"] / np.sqrt(np.outer(np.diag(m["vcov"]), np.diag(m["vcov"]))) for m in moments], axis=0
+        )
+        self.coef_ = coef
+        self.vcov_ = corr * np.outer(se, se)
+        self.J_ = np.mean([m["J"] for m in moments], axis=0)
+        # Ω consistent with the aggregated V: V = J⁻¹ΩJ⁻ᵀ/n  ⇔  Ω = n J V Jᵀ.
+        self.Omega_ = self.n_ * self.J_ @ self.vcov_ @ self.J_.T
+        self.Omega_ = 0.5 * (self.Omega_ + self.Omega_.T)
+
+    def _tuning_statistics(self, y, d, X, phi, folds: Folds, res: _Residuals, outcome, treatment) -> list[CVFold]:
+        """For each fold v: DML without fold v (see ``tuning_folds``) and the held-out loss on v."""
+        out = []
+        for v, (train_v, test_v) in enumerate(folds):
+            if self.tuning_folds == "nested":
+                pos = np.empty(y.shape[0], dtype=int)
+                pos[train_v] = np.arange(train_v.size)
+                inner = [
+                    (pos[np.concatenate([te for k, (_, te) in enumerate(folds) if k not in (u, v)])], pos[test_u])
+                    for u, (_, test_u) in enumerate(folds)
+                    if u != v
+                ]
+                sub = self._residuals(y[train_v], d[train_v], X[train_v], inner, outcome, treatment)
+            else:
+                sub = _Residuals(r=res.r[train_v], w=res.w[train_v], y2=res.y2[train_v])
+            m = _core.linear_score_moments(phi[train_v], sub.r, sub.w)
+            A, b, c = _core.quadratic_loss_coefficients(phi[test_v], res.r[test_v], res.w[test_v], res.y2[test_v])
+            out.append(
+                CVFold(
+                    n_train=int(train_v.size), theta=m["theta"], J=m["J"], Omega=m["Omega"],
+                    n_test=int(test_v.size), A=A, b=b, c=float(c),
+                )
+            )
+        return out
+
+    # ------------------------------------------------------------------ outputs
+    def _summary_header(self) -> dict[str, object]:
+        self._check_fitted()
+        return {
+            "model": self.model,
+            "n obs": self.n_,
+            "folds x repetitions": f"{self.n_folds} x {self.n_rep}",
+            "outcome learner": self.learners_[0],
+            "treatment learner": self.learners_[1],
+        }
+
+    def to_summary(self, site: str = "site") -> SiteSummary:
+        """The site's shareable aggregates (no individual rows)."""
+        self._check_fitted()
+        basis = None
+        if self.basis_ is not None:
+            basis = {"names": self.coef_names_[1:], "center": self.basis_["center"], "scale": self.basis_["scale"]}
+        return SiteSummary(
+            site=str(site), model=self.model, coef_names=list(self.coef_names_), n=int(self.n_),
+            theta=self.coef_, J=self.J_, Omega=self.Omega_, n_folds=int(self.n_folds), n_rep=int(self.n_rep),
+            basis=basis, cv_folds=list(self.cv_folds_),
+        )
+
+
+class MultiSiteDML(BaseEstimator):
+    """Per-site DML at every site of a :class:`MultiSiteData`.
+
+    The effect-modifier basis is standardised with the pooled mean and SD (a summary statistic),
+    so the CATE coefficients mean the same thing at every site. Each site gets its own seed drawn
+    from ``random_state``; ``n_jobs`` runs sites in parallel (joblib).
+    Parameters are those of :class:`SiteDML`.
+    """
+
+    def __init__(
+        self,
+        model: str = "plr",
+        ml_outcome=None,
+        ml_treatment=None,
+        n_folds: int = 5,
+        n_rep: int = 1,
+        clip: float = 0.01,
+        tuning_folds: str | None = "reuse",
+        n_jobs: int | None = None,
+        random_state: int | None = None,
+    ) -> None:
+        self.model = model
+        self.ml_outcome = ml_outcome
+        self.ml_treatment = ml_treatment
+        self.n_folds = n_folds
+        self.n_rep = n_rep
+        self.clip = clip
+        self.tuning_folds = tuning_folds
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def fit(self, data: MultiSiteData, folds: dict | None = None) -> "MultiSiteDML":
+        """Fit every site. ``folds`` optionally maps a site to its fold specification."""
+        if not isinstance(data, MultiSiteData):
+            raise TypeError(f"data must be a MultiSiteData, got {type(data).__name__}")
+        if self.model in BINARY_MODELS:
+            data.check_binary_treatment()
+        data.check_folds(int(self.n_folds), binary=bool(np.all(np.isin(data.d, (0.0, 1.0)))))
+        center = scale = None
+        if self.model in ("cate", "blp"):
+            if data.Z is None:
+                raise DataValidationError(f"model {self.model!r} needs effect modifiers: pass z_cols / Z")
+            center, scale = data.Z.mean(axis=0), data.Z.std(axis=0)
+        seeds = np.random.SeedSequence(self.random_state).generate_state(data.n_sites)
+        params = dict(
+            model=self.model, ml_outcome=self.ml_outcome, ml_treatment=self.ml_treatment, n_folds=self.n_folds,
+            n_rep=self.n_rep, clip=self.clip, basis_center=center, basis_scale=scale, tuning_folds=self.tuning_folds,
+        )
+
+        def fit_site(site, seed):
+            s = data.site_arrays(site)
+            est = SiteDML(**params, random_state=int(seed))
+            return est.fit(s.y, s.d, s.X, s.Z, folds=None if folds is None else folds.get(site))
+
+        fitted = Parallel(n_jobs=self.n_jobs)(delayed(fit_site)(s, seed) for s, seed in zip(data.sites, seeds))
+        self.sites_ = list(data.sites)
+        self.estimators_ = dict(zip(self.sites_, fitted))
+        for est in fitted:
+            if data.z_cols:
+                est.coef_names_ = ["const", *data.z_cols]
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "estimators_"):
+            from sklearn.exceptions import NotFittedError
+
+            raise NotFittedError("This MultiSiteDML instance is not fitted yet; call fit first.")
+
+    def summary_frame(self, level: float = 0.95) -> pd.DataFrame:
+        """Stacked per-site table, indexed by (site, coefficient), with n per site."""
+        self._check_fitted()
+        frames = []
+        for site, est in self.estimators_.items():
+            t = coef_table(est.coef_, est.se_, est.coef_names_, level)
+            t.insert(0, "n", est.n_)
+            frames.append(t)
+        return pd.concat(frames, keys=[str(s) for s in self.sites_], names=["site", "coef"])
+
+    def confint(self, level: float = 0.95) -> pd.DataFrame:
+        return self.summary_frame(level).iloc[:, -2:]
+
+    def summary(self, level: float = 0.95) -> str:
+        self._check_fitted()
+        header = {"model": self.model, "sites": len(self.sites_), "folds x repetitions": f"{self.n_folds} x {self.n_rep}"}
+        return format_table("Per-site DML", header, self.summary_frame(level))
+
+    def summaries(self) -> list[SiteSummary]:
+        """One :class:`SiteSummary` per site, for late fusion."""
+        self._check_fitted()
+        return [est.to_summary(site=str(s)) for s, est in self.estimators_.items()]

@@ -1,0 +1,22 @@
+"""Shared fixtures. Plots use the Agg backend; tests never need a display."""
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20261123)
+
+
+def simulate_site(rng: np.random.Generator, n: int = 400, p: int = 5, theta: float = 1.0, cate: bool = False):
+    """One site with confounded binary treatment and a nonlinear outcome."""
+    X = rng.normal(size=(n, p))
+    e = 1.0 / (1.0 + np.exp(-(0.5 * X[:, 0] - 0.25 * X[:, 1])))
+    d = (rng.random(n) < e).astype(float)
+    tau = theta + (0.5 * X[:, 0] - 0.3 * X[:, 2] if cate else 0.0)
+    y = tau * d + np.sin(X[:, 0]) + 0.5 * X[:, 1] ** 2 + X[:, 3] + rng.normal(size=n)
+    return y, d, X
