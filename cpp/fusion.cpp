@@ -301,7 +301,8 @@ double Problem::profile(const MatrixXd& th, const VectorXd& c, double C, Penalty
     }
     for (int i = 0; i < d; ++i) ut[i] = a[i] * rho / (h[i] * rho + lam);
     const double un = ut.norm();
-    et = ut - zt;
+    // e = u - z without cancellation (u ~ z when lam is small): e_i = -lam z~_i / (h_i rho + lam)
+    for (int i = 0; i < d; ++i) et[i] = -lam * zt[i] / (h[i] * rho + lam);
     F += wk * (0.5 * et.dot(h.cwiseProduct(et)) + lam * un);
     if (grad) {
       p = h.cwiseProduct(et);
@@ -336,8 +337,8 @@ Solution Problem::solve_group(const MatrixXd& th, double C, Penalty pen, const V
   if (pen == Penalty::GroupEuclidean) ensure_eigen();
   const int d = this->d();
   VectorXd c = (start && start->size() == d && start->allFinite()) ? *start : gls_centre(th);
-  VectorXd g(d), g2(d);
-  MatrixXd N(d, d), M(d, d), N2(d, d), M2(d, d);
+  VectorXd g(d), g2(d), g3(d);
+  MatrixXd N(d, d), M(d, d), N2(d, d), M2(d, d), N3(d, d), M3(d, d);
   double F = profile(th, c, C, pen, &g, &N, &M, nullptr);
   Solution s;
   s.converged = false;
@@ -362,10 +363,25 @@ Solution Problem::solve_group(const MatrixXd& th, double C, Penalty pen, const V
         }
       }
     }
-    if (!accepted) {  // majorise-minimise step (IRLS / preconditioned gradient): F never increases
-      step = -M.llt().solve(g);
+    if (!accepted) {
+      // Majorise-minimise step (IRLS / preconditioned gradient): F never increases. Where F is
+      // nearly piecewise linear (unfused sites, d = 1) these steps are short, so expand them
+      // while F keeps decreasing.
+      const VectorXd dir = -M.llt().solve(g);
+      step = dir;
       c_try = c + step;
       F_try = profile(th, c_try, C, pen, &g2, &N2, &M2, nullptr);
+      for (double t = 2.0; t <= 1048576.0; t *= 2.0) {
+        const VectorXd c_big = c + t * dir;
+        const double F_big = profile(th, c_big, C, pen, &g3, &N3, &M3, nullptr);
+        if (!(F_big < F_try)) break;
+        step = t * dir;
+        c_try = c_big;
+        F_try = F_big;
+        g2.swap(g3);
+        N2.swap(N3);
+        M2.swap(M3);
+      }
     }
     c = c_try;
     F = F_try;
