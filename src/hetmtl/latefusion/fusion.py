@@ -479,6 +479,7 @@ class LateFusion(BaseEstimator):
         lo_name, hi_name = _level_names(level)
         se, lo, hi = self._site_se_ci(level)
         table = coef_table(self.coef_.ravel(), se, self._index(), level)
+        table.index = self._index()
         table[lo_name], table[hi_name] = lo, hi
         table["fused"] = np.repeat(np.asarray(self.fused_, bool), len(self.coef_names_))
         if self.inference_ == "bootstrap":
@@ -487,7 +488,7 @@ class LateFusion(BaseEstimator):
             self.dml_coef_.ravel(), np.sqrt(np.einsum("kii->ki", self.dml_vcov_)).ravel(), self._index(), level
         )
         for col in ("coef", "std err", lo_name, hi_name):
-            table[f"dml {col}"] = dml[col]
+            table[f"dml {col}"] = dml[col].to_numpy()
         return table
 
     def centre_frame(self, level: float = 0.95) -> pd.DataFrame:
