@@ -115,7 +115,12 @@ def test_fuse(tmp_path, rng, capsys):
     else:
         assert code == 0
         fused = pd.read_csv(tmp_path / "fused.csv")
-        assert len(fused) == 3 and np.isfinite(fused["coef"]).all()
+        assert len(fused) == 3 and fused.site.tolist() == ["s0", "s1", "s2"] and np.isfinite(fused["coef"]).all()
+        # C = infinity pools completely: every site gets the same estimate
+        assert main(["fuse", *map(str, paths), "--option", "C=1e308", "--option", "penalty=\"squared\"",
+                     "--out", str(tmp_path / "pooled.csv")]) == 0
+        pooled = pd.read_csv(tmp_path / "pooled.csv")
+        np.testing.assert_allclose(pooled["coef"], pooled["coef"].iloc[0], rtol=1e-6)
 
 
 def test_module_entry_point_help():

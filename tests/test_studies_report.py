@@ -150,3 +150,35 @@ def test_unit_summary_by_hand(tiny):
     assert (row.n_units, row.avg, row["max"], row["max_at"]) == (2, 1.5, 2.0, "s2")
     assert set(u.method) == {"sites"}
     assert unit_summary(load_results(tiny), "score").empty
+
+
+def test_latefusion_fused_methods_share_the_site_fits(tmp_path):
+    """The fused methods start from the same per-site DML fits as ITL (paired) and equal a direct
+    LateFusion fit on those summaries."""
+    lf = pytest.importorskip("hetmtl.latefusion")
+    if not hasattr(lf, "LateFusion"):
+        pytest.skip("LateFusion not on this branch")
+    from hetmtl.latefusion import LateFusion, MultiSiteDML
+    from hetmtl.studies.builtin import latefusion_generator
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+
+    common = {"learners": "linear", "n_folds": 2}
+    s = Study(name="lf2", generator="latefusion", grid={"eta": [0.25]}, fixed={"n_sites": 4, "n_range": [120, 120]},
+              n_reps=1, seed=9, methods=[MethodSpec("itl", "site-dml", common),
+                                         MethodSpec("sq", "late-fusion", {**common, "penalty": "squared", "C": 1.0}),
+                                         MethodSpec("grp", "late-fusion", {**common, "penalty": "group", "C": 1.0,
+                                                                           "n_boot": 200})])
+    run_study(s, tmp_path, progress=False)
+    f = load_results(tmp_path).frame.set_index(["method", "site"]).sort_index()
+    assert len(f) == 12 and f.loc["sq", "fused"].isin([0.0, 1.0]).all()
+    data_seed, method_seed = s.seeds(0, 0)
+    sim = latefusion_generator(eta=0.25, n_sites=4, n_range=(120, 120), random_state=data_seed)
+    dml = MultiSiteDML(model="ate", ml_outcome=LinearRegression(), ml_treatment=LogisticRegression(max_iter=1000),
+                       n_folds=2, random_state=method_seed).fit(sim.data)
+    np.testing.assert_allclose(f.loc["itl", "estimate"], dml.summary_frame()["coef"])
+    for name, opts in (("sq", {"penalty": "squared"}), ("grp", {"penalty": "group", "n_boot": 200})):
+        direct = LateFusion(C=1.0, random_state=method_seed, **opts).fit(dml.summaries()).summary_frame()
+        np.testing.assert_allclose(f.loc[name, "estimate"], direct["coef"])
+        np.testing.assert_allclose(f.loc[name, "ci_width"], direct["97.5 %"] - direct["2.5 %"])
+        # truth is the simulated per-site effect, the same for every method
+        np.testing.assert_allclose(f.loc[name, "truth"], sim.theta[:, 0])

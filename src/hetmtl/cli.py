@@ -120,7 +120,8 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
     fused = LateFusion(**options).fit(summaries)
     print(fused.summary(level=args.level) if hasattr(fused, "summary") else fused.summary_frame(args.level))
     if args.out:
-        fused.summary_frame(args.level).to_csv(args.out)
+        table = fused.summary_frame(args.level)
+        table.to_csv(args.out, index_label=["site", "term"])  # "coef" is also a column name
         print(f"fused estimates written to {args.out}")
     return 0
 

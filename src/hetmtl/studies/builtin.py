@@ -136,6 +136,8 @@ def interval_rows(frame, truth: dict, level: float) -> list[dict]:
         rows.append({"site": str(site), "coef": str(coef), "estimate": est, "truth": true, "se": float(r["std err"]),
                      "bias": est - true, "mse": (est - true) ** 2, "coverage": float(lo <= true <= hi),
                      "ci_width": hi - lo})
+        if "fused" in frame.columns:
+            rows[-1]["fused"] = float(bool(r["fused"]))
     return rows
 
 
@@ -147,16 +149,17 @@ def site_dml_method(rep: Replicate, model: str = "ate", learners: str = "forest"
     return interval_rows(est.summary_frame(level), _truth(rep.data, est), level)
 
 
-# ---- HOOK for the fused estimators (branch `fusion`): used by the built-in study only when
-# hetmtl.latefusion.LateFusion exists. Contract assumed: LateFusion(**options).fit(summaries)
-# and .summary_frame(level) indexed by (site, coef) with columns coef, std err, ..., lo, hi.
+# ---- Fused estimators (branch `fusion`): hetmtl.latefusion.LateFusion(**options).fit(summaries),
+# summary_frame(level) indexed by (site, coef) with coef, std err, CI columns and a "fused" flag.
 def late_fusion_method(rep: Replicate, model: str = "ate", learners: str = "forest", n_folds: int = 5,
                        level: float = 0.95, **options) -> list[dict]:
-    """Late fusion of the per-site DML summaries (same per-site fits as ``site-dml``)."""
+    """Late fusion of the per-site DML summaries (the very same per-site fits as ``site-dml`` in
+    this replicate); ``options`` go to :class:`~hetmtl.latefusion.LateFusion` (``random_state``
+    defaults to the replicate's seed). Adds ``fused`` (0/1: site merged with the centre)."""
     from hetmtl.latefusion import LateFusion
 
     est = _site_dml_fit(rep, model, learners, n_folds, "reuse")
-    fused = LateFusion(**options).fit(est.summaries())
+    fused = LateFusion(**{"random_state": rep.seed, **options}).fit(est.summaries())
     return interval_rows(fused.summary_frame(level), _truth(rep.data, est), level)
 
 
@@ -177,7 +180,8 @@ def _latefusion_eta() -> Study:
     return Study(
         name="latefusion-eta", generator="latefusion", methods=methods,
         grid={"eta": [0.0, 0.1, 0.25, 0.5, 1.0, 2.0]}, fixed={"scenario": 1, "n_sites": 10},
-        n_reps=100, seed=20250710, metrics=["bias", "mse", "coverage", "ci_width"],
+        n_reps=100, seed=20250710, metrics=["bias", "mse", "coverage", "ci_width"]
+        + (["fused"] if family_available("fusion") else []),
         reference="latefusion-eta.csv",
         description=_BUILDERS["latefusion-eta"][1],
     )
