@@ -182,3 +182,33 @@ def test_latefusion_fused_methods_share_the_site_fits(tmp_path):
         np.testing.assert_allclose(f.loc[name, "ci_width"], direct["97.5 %"] - direct["2.5 %"])
         # truth is the simulated per-site effect, the same for every method
         np.testing.assert_allclose(f.loc[name, "truth"], sim.theta[:, 0])
+
+
+def test_shipped_reference_tables():
+    """The shipped reference values parse and match the grids of their studies (seed 002 Tables 2-9:
+    6, 5, 6, 6, 4, 5, 3 and 1 rows of STL/HTL/MTL-HMB/MBI)."""
+    from pathlib import Path
+
+    import hetmtl.studies
+
+    ref_dir = Path(hetmtl.studies.__file__).parent / "reference"
+    rows = {"A": 6, "B": 5, "C": 6, "D": 6, "E": 4, "F": 5, "T": 3, "linear": 1}
+    for setting, n in rows.items():
+        ref = pd.read_csv(ref_dir / f"blockwise-{setting}.csv")
+        assert len(ref) == 4 * n and set(ref.method) == {"stl", "htl", "mtl-hmb", "mbi"}
+        assert (ref.metric == "rmse").all() and (ref.value > 0).all() and (ref.sd > 0).all()
+    a = pd.read_csv(ref_dir / "blockwise-A.csv")
+    assert a.loc[(a.setting_value == 0.95) & (a.method == "mtl-hmb"), "value"].item() == 0.270
+    lf = pd.read_csv(ref_dir / "latefusion-eta.csv")
+    from hetmtl.studies import get_study
+
+    assert set(lf.eta) <= set(get_study("latefusion-eta").grid["eta"])
+
+
+def test_reference_boolean_grid_values_match():
+    summ = pd.DataFrame({"setting_index": [0], "setting": ["linear=true"], "linear": [True], "method": ["stl"],
+                         "metric": ["rmse"], "n": [4], "mean": [0.3], "sd": [0.02], "se": [0.01]})
+    ref = pd.DataFrame({"linear": [True], "method": ["stl"], "metric": ["rmse"], "value": [0.295], "sd": [0.028]})
+    comp = compare_reference(summ, ref, ["linear"])
+    assert comp.delta.item() == pytest.approx(0.005)
+    assert (comp.reference_sd.item(), comp.ours_sd.item()) == (0.028, 0.02)

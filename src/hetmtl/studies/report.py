@@ -183,7 +183,9 @@ def unit_summary(res: StudyResults, metric: str) -> pd.DataFrame:
 
 
 def _key(v) -> str:
-    """Comparable text of a grid value (1 and 1.0 agree)."""
+    """Comparable text of a grid value (1 and 1.0 agree; booleans stay booleans)."""
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
     try:
         f = float(v)
         return repr(float(f))
@@ -194,24 +196,25 @@ def _key(v) -> str:
 def compare_reference(summary: pd.DataFrame, reference: pd.DataFrame | str | Path, grid_keys: Sequence[str]) -> pd.DataFrame:
     """Reference values next to ours with per-row deltas (ours − reference, relative delta, and
     delta in SEs). ``reference`` has columns ``method``, ``metric``, ``value`` and either
-    ``setting`` or some grid parameters; rows we did not run get NaN."""
+    ``setting`` or some grid parameters, optionally ``sd`` (the reference's SD over replicates,
+    kept as ``reference_sd``), ``source`` and ``note``; rows we did not run get NaN."""
     ref = pd.read_csv(reference) if not isinstance(reference, pd.DataFrame) else reference.copy()
     need = {"method", "metric", "value"}
     if not need <= set(ref.columns):
         raise ValueError(f"reference table needs columns {sorted(need)}, has {list(ref.columns)}")
     keys = ["setting"] if "setting" in ref.columns else [k for k in grid_keys if k in ref.columns]
-    extra = sorted(set(ref.columns) - need - set(keys) - {"source", "note"})
+    extra = sorted(set(ref.columns) - need - set(keys) - {"sd", "source", "note"})
     if extra:
         raise ValueError(f"reference table has column(s) {extra} that are neither grid parameters {list(grid_keys)} "
-                         "nor method/metric/value/source/note")
+                         "nor method/metric/value/sd/source/note")
     ours = summary.copy()
     for k in keys:
         ref["_k_" + k] = ref[k].map(_key)
         ours["_k_" + k] = ours[k].map(_key)
     on = ["_k_" + k for k in keys] + ["method", "metric"]
-    ours = ours[on + ["n", "mean", "se"]]
+    ours = ours[on + ["n", "mean", "sd", "se"]].rename(columns={"sd": "ours_sd"})
     out = ref.merge(ours, on=on, how="left").drop(columns=["_k_" + k for k in keys])
-    out = out.rename(columns={"value": "reference", "mean": "ours"})
+    out = out.rename(columns={"value": "reference", "sd": "reference_sd", "mean": "ours"})
     out["delta"] = out["ours"] - out["reference"]
     out["rel_delta"] = out["delta"] / out["reference"].abs().replace(0.0, np.nan)
     out["delta_in_se"] = out["delta"] / out["se"]
