@@ -79,3 +79,13 @@ def slow_method(rep, seconds: float = 0.3, log: str | None = None) -> dict:
             fh.write(f"{os.getpid()} {rep.setting['mu']} {rep.replicate}\n")
     time.sleep(seconds)
     return {"estimate": float(rep.data["x"].mean())}
+
+
+def threads_method(rep) -> dict:
+    """Thread counts seen inside a job: torch intra-op threads and the largest BLAS pool."""
+    import torch
+    from threadpoolctl import threadpool_info
+
+    pools = [p["num_threads"] for p in threadpool_info()]
+    return {"torch_threads": torch.get_num_threads(), "blas_threads": max(pools) if pools else 1,
+            "omp_env": int(os.environ.get("OMP_NUM_THREADS", "0"))}

@@ -218,3 +218,15 @@ def test_resume_after_sigkill_counts_every_job_once(tmp_path):
     for setting, rep in before:
         mu = setting.split("=")[1]
         assert calls.count((mu, str(rep))) == 1
+
+
+def test_threads_capped_inside_jobs_and_restored(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    env_before = os.environ.get("OMP_NUM_THREADS")
+    s = Study(name="thr", generator=f"{FAKES}:toy", n_reps=1, methods=[MethodSpec("t", f"{FAKES}:threads_method")])
+    run_study(s, tmp_path, threads_per_worker=1, progress=False)
+    row = load_results(tmp_path).frame.iloc[0]
+    assert (row.torch_threads, row.blas_threads, row.omp_env) == (1, 1, 1)
+    assert torch.get_num_threads() == before and os.environ.get("OMP_NUM_THREADS") == env_before

@@ -56,8 +56,13 @@ class RunResult:
     seconds: float
 
 
+_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
 class _ThreadCap:
-    """Cap BLAS threads (threadpoolctl) and torch intra-op threads, if torch is loaded."""
+    """Cap BLAS threads (threadpoolctl) and torch intra-op threads while a job runs; the thread
+    environment variables are set too, so a library first loaded inside the job starts capped.
+    Everything is restored afterwards (matters when jobs run in the calling process)."""
 
     def __init__(self, n: int | None) -> None:
         self.n = n
@@ -68,17 +73,30 @@ class _ThreadCap:
             return self
         from threadpoolctl import threadpool_limits
 
+        self._env_old = {k: os.environ.get(k) for k in _THREAD_ENV}
+        for k in _THREAD_ENV:
+            os.environ[k] = str(int(self.n))
         self._limits = threadpool_limits(limits=int(self.n))
-        if "torch" in sys.modules:
-            torch = sys.modules["torch"]
-            self._torch_old = torch.get_num_threads()
-            torch.set_num_threads(int(self.n))
+        self._torch_old = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
+        self.cap_torch()
         return self
+
+    def cap_torch(self) -> None:
+        """Cap torch now (call again after code that may have imported torch)."""
+        if self.n is not None and "torch" in sys.modules:
+            if self._torch_old is None:
+                self._torch_old = sys.modules["torch"].get_num_threads()
+            sys.modules["torch"].set_num_threads(int(self.n))
 
     def __exit__(self, *exc) -> None:
         if self.n is None:
             return
         self._limits.restore_original_limits()
+        for k, v in self._env_old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
         if self._torch_old is not None:
             sys.modules["torch"].set_num_threads(self._torch_old)
 
@@ -117,11 +135,10 @@ def run_job(study: Study, job: Job, n_threads: int | None = 1) -> list[dict]:
     specs = {m.name: m for m in study.methods}
     data_seed, method_seed = study.seeds(job.setting_index, job.replicate)
     records = []
-    with _ThreadCap(n_threads):
+    with _ThreadCap(n_threads) as cap:
         try:
             fns = {name: resolve(specs[name].fn, "method") for name in job.methods}
-            if n_threads is not None and "torch" in sys.modules:  # a method module just loaded torch
-                sys.modules["torch"].set_num_threads(int(n_threads))
+            cap.cap_torch()  # a method's module may just have loaded torch
             gen = resolve(study.generator, "generator")
             data = gen(**study.fixed, **job.setting, random_state=data_seed)
             splits = None
@@ -138,6 +155,7 @@ def run_job(study: Study, job: Job, n_threads: int | None = 1) -> list[dict]:
             try:
                 private = copy.deepcopy(rep)
                 private.cache = cache
+                cap.cap_torch()
                 out = fns[name](private, **specs[name].options)
                 rows = _as_rows(out, name)
                 records.append({**base, "method": name, "status": "ok", "error": None,
