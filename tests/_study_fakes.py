@@ -89,3 +89,7 @@ def threads_method(rep) -> dict:
     pools = [p["num_threads"] for p in threadpool_info()]
     return {"torch_threads": torch.get_num_threads(), "blas_threads": max(pools) if pools else 1,
             "omp_env": int(os.environ.get("OMP_NUM_THREADS", "0"))}
+
+
+def clashing_method(rep) -> dict:
+    return {"mu": 3.0, "estimate": 1.0}

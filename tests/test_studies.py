@@ -123,6 +123,13 @@ def test_failing_method_recorded_without_losing_others(tmp_path):
     assert retry.n_run == 2 and len(load_results(tmp_path).records) == 12
 
 
+def test_reserved_metric_names_are_refused(tmp_path):
+    run_study(toy_study(methods=[MethodSpec("clash", f"{FAKES}:clashing_method")]), tmp_path, progress=False)
+    rec = load_results(tmp_path).records
+    assert (rec.status == "failed").all()
+    assert rec.error.str.contains("returned the column 'mu', which the study uses itself").all()
+
+
 def test_failing_generator_fails_every_method_of_its_jobs(tmp_path):
     s = Study(name="bad", generator=f"{FAKES}:bad_generator", grid={"mu": [0.0, 1.0]}, n_reps=2,
               methods=[MethodSpec("median", f"{FAKES}:median_method"), MethodSpec("mean", f"{FAKES}:mean_method")])

@@ -50,8 +50,8 @@ class StudyResults:
 
     def metrics(self) -> list[str]:
         """The summarised metric columns: the study's ``metrics`` or every numeric column."""
-        if self.spec.get("metrics"):
-            return list(dict.fromkeys([*self.spec["metrics"], "seconds"]))
+        if self.spec.get("metrics"):  # those some method returned (a method may have failed everywhere)
+            return [m for m in dict.fromkeys([*self.spec["metrics"], "seconds"]) if m in self.frame.columns]
         skip = set(ID_COLUMNS) | set(UNIT_COLUMNS) | set(self.grid_keys)
         return [c for c in self.frame.columns if c not in skip and (pd.api.types.is_numeric_dtype(self.frame[c])
                                                                      or pd.api.types.is_bool_dtype(self.frame[c]))]

@@ -73,11 +73,11 @@ class _ThreadCap:
             return self
         from threadpoolctl import threadpool_limits
 
+        self._torch_old = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
         self._env_old = {k: os.environ.get(k) for k in _THREAD_ENV}
         for k in _THREAD_ENV:
             os.environ[k] = str(int(self.n))
         self._limits = threadpool_limits(limits=int(self.n))
-        self._torch_old = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
         self.cap_torch()
         return self
 
@@ -106,7 +106,10 @@ def _error_text(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(exc), exc)).strip() + "\n" + "".join(tb[-3:])
 
 
-def _as_rows(out: Any, method: str) -> list[dict]:
+RESERVED = ("study", "setting", "setting_index", "replicate", "method", "seconds")
+
+
+def _as_rows(out: Any, method: str, reserved: set[str]) -> list[dict]:
     """Normalise a method's return value to a list of flat dicts of scalars."""
     if isinstance(out, pd.DataFrame):
         out = out.reset_index().to_dict("records") if out.index.name else out.to_dict("records")
@@ -119,6 +122,9 @@ def _as_rows(out: Any, method: str) -> list[dict]:
     for r in out:
         row = {}
         for k, v in r.items():
+            if str(k) in reserved:
+                raise ValueError(f"method {method!r} returned the column {k!r}, which the study uses itself "
+                                 f"(reserved: {sorted(reserved)}); rename it")
             if hasattr(v, "item") and getattr(v, "ndim", 1) == 0:
                 v = v.item()
             if v is not None and not isinstance(v, (int, float, str, bool)):
@@ -134,6 +140,7 @@ def run_job(study: Study, job: Job, n_threads: int | None = 1) -> list[dict]:
             "params": job.setting, "replicate": job.replicate}
     specs = {m.name: m for m in study.methods}
     data_seed, method_seed = study.seeds(job.setting_index, job.replicate)
+    reserved = set(RESERVED) | set(study.grid)
     records = []
     with _ThreadCap(n_threads) as cap:
         try:
@@ -157,7 +164,7 @@ def run_job(study: Study, job: Job, n_threads: int | None = 1) -> list[dict]:
                 private.cache = cache
                 cap.cap_torch()
                 out = fns[name](private, **specs[name].options)
-                rows = _as_rows(out, name)
+                rows = _as_rows(out, name, reserved)
                 records.append({**base, "method": name, "status": "ok", "error": None,
                                 "seconds": time.perf_counter() - t0, "rows": rows})
             except Exception as exc:
@@ -259,8 +266,3 @@ def run_study(
         finally:
             bar.close()
     return RunResult(study.name, out, total, complete, len(jobs), n_failed, time.perf_counter() - t0)
-
-
-def default_workers() -> int:
-    """A sensible local worker count: the CPU count (at least 1)."""
-    return max(1, os.cpu_count() or 1)

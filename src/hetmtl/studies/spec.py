@@ -19,7 +19,6 @@ from __future__ import annotations
 import importlib
 import itertools
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,6 @@ import numpy as np
 _METHODS: dict[str, Callable] = {}
 _GENERATORS: dict[str, Callable] = {}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-UNIT_COLUMNS = ("site", "task", "unit")
 
 
 def register_method(name: str) -> Callable[[Callable], Callable]:
