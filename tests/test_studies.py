@@ -167,10 +167,12 @@ def test_same_results_with_one_and_two_workers_and_on_dask(tmp_path):
                       worker_dashboard_address="127.0.0.1:0", scheduler_kwargs={"dashboard": False}) as cluster, \
             Client(cluster) as client:
         run_study(toy_study(), tmp_path / "dask", scheduler=client, progress=False)
+        run_study(toy_study(), tmp_path / "dask_addr", scheduler=cluster.scheduler_address, progress=False)
     one = results(tmp_path / "one")
     assert len(one) == 12
     pd.testing.assert_frame_equal(one, results(tmp_path / "two"))
     pd.testing.assert_frame_equal(one, results(tmp_path / "dask"))
+    pd.testing.assert_frame_equal(one, results(tmp_path / "dask_addr"))
 
 
 def test_store_ignores_duplicate_keys(tmp_path):

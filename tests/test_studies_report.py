@@ -88,6 +88,8 @@ def test_write_report_files(tiny, tmp_path):
     assert "| mu=0.0 | 2.333 (0.88) | 3.667 (1.7) |" in md
     assert (tmp_path / "rep" / "boxplot_mse.png").stat().st_size > 1000
     assert (tmp_path / "rep" / "curve_mse_vs_mu.png").exists()
+    assert (tmp_path / "rep" / "curve_max_mse_vs_mu.png").exists()  # the per-site method has units
+    assert "units_mse" in written and "| mu=0.0 | sites | 2 | 1.5 | 2 | s2 |" in md
 
 
 def test_report_lists_failures(tmp_path):

@@ -345,6 +345,19 @@ def _figures(res: StudyResults, summary: pd.DataFrame, out: Path) -> dict[str, P
             fig.savefig(p, dpi=100, bbox_inches="tight")
             plt.close(fig)
             written[f"fig_curve_{metric}"] = p
+        for metric in [m for m in ("mse", "rmse") if m in metrics]:
+            units = unit_summary(res, metric)
+            if units.empty:
+                continue
+            # max over sites/tasks of the per-unit mean (no Monte Carlo SE drawn for a maximum)
+            frame = units.assign(metric=f"max {metric} over {units.unit.iloc[0]}s", mean=units["max"], n=0,
+                                 sd=np.nan, se=np.nan)[["setting_index", "setting", *res.grid_keys, "method", "metric",
+                                                        "n", "mean", "sd", "se"]]
+            fig = metric_curve(frame, x, frame.metric.iloc[0], methods=res.methods)
+            p = out / f"curve_max_{metric}_vs_{x}.png"
+            fig.savefig(p, dpi=100, bbox_inches="tight")
+            plt.close(fig)
+            written[f"fig_curve_max_{metric}"] = p
         if "coverage" in metrics:
             fig = coverage_plot(summary, x, methods=res.methods)
             p = out / f"coverage_vs_{x}.png"
