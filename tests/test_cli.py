@@ -41,7 +41,7 @@ def test_study_run_subprocess_then_report(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "4 jobs, 0 already done, 4 run, 0 with failures" in proc.stdout
     summ = pd.read_csv(out / "report" / "summary.csv")
-    assert set(summ.method) == {"mean", "median"} and (summ.n == 2).all()
+    assert set(summ.method) == {"mean", "median"} and (summ.n_reps == 2).all()
     # the report command rewrites it elsewhere; the paired table has median - mean per setting
     assert main(["study", "report", str(out), "--out", str(tmp_path / "rep2"), "--no-figures"]) == 0
     pdiff = pd.read_csv(tmp_path / "rep2" / "paired_mse.csv")

@@ -55,6 +55,7 @@ def test_seeds_do_not_depend_on_replicate_count_and_differ_between_jobs():
     ({"grid": {"n": [1]}, "fixed": {"n": 2}}, "both in grid and fixed"),
     ({"methods": [{"name": "a", "fn": "x"}, {"name": "a", "fn": "y"}]}, "duplicate method"),
     ({"colour": "red"}, "unknown key"),
+    ({"grid": {"mean": [1]}}, "clashes with a results column"),
     ({"methods": [{"name": "a"}]}, "needs 'name' and 'fn'"),
 ])
 def test_study_validation_errors(bad, match):

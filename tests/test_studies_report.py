@@ -34,7 +34,7 @@ def test_summary_by_hand(tiny):
     summ = summary_table(load_results(tiny))
     row = summ[(summ.metric == "score") & (summ.method == "a") & (summ.mu == 0.0)].iloc[0]
     # a at mu=0: 1, 2, 4 -> mean 7/3, SD sqrt(((4/3)^2 + (1/3)^2 + (5/3)^2)/2) = sqrt(7/3), SE sqrt(7)/3
-    assert row.n == 3
+    assert row.n_reps == 3
     assert row["mean"] == pytest.approx(7 / 3)
     assert row.sd == pytest.approx(np.sqrt(7 / 3))
     assert row.se == pytest.approx(np.sqrt(7) / 3)
@@ -42,7 +42,7 @@ def test_summary_by_hand(tiny):
     assert (row["mean"], row.sd, row.se) == pytest.approx((2.0, 1.0, 1 / np.sqrt(3)))
     # per-site rows are averaged within a replicate first: replicate r gives (r + r + 1)/2 = r + 0.5
     row = summ[(summ.metric == "mse") & (summ.method == "sites") & (summ.mu == 0.0)].iloc[0]
-    assert (row.n, row["mean"], row.sd, row.se) == pytest.approx((3, 1.5, 1.0, 1 / np.sqrt(3)))
+    assert (row.n_reps, row["mean"], row.sd, row.se) == pytest.approx((3, 1.5, 1.0, 1 / np.sqrt(3)))
     # methods that do not return a metric have no row for it
     assert not ((summ.metric == "mse") & (summ.method == "a")).any()
 
@@ -52,7 +52,7 @@ def test_paired_differences_by_hand(tiny):
     row = pdiff[(pdiff.method == "b") & (pdiff.mu == 0.0)].iloc[0]
     # b - a at mu=0: 1, 0, 3 -> mean 4/3, SD sqrt(7/3), SE sqrt(7)/3, t(0.975, 2) = 4.302653
     half = 4.302653 * np.sqrt(7) / 3
-    assert (row.n, row.mean_diff, row.sd) == pytest.approx((3, 4 / 3, np.sqrt(7 / 3)))
+    assert (row.n_reps, row.mean_diff, row.sd) == pytest.approx((3, 4 / 3, np.sqrt(7 / 3)))
     assert (row.ci_low, row.ci_high) == pytest.approx((4 / 3 - half, 4 / 3 + half), rel=1e-6)
     row = pdiff[(pdiff.method == "b") & (pdiff.mu == 1.0)].iloc[0]
     # b - a at mu=1: 1, 2, 0 -> mean 1, SD 1
@@ -209,7 +209,7 @@ def test_shipped_reference_tables():
 
 def test_reference_boolean_grid_values_match():
     summ = pd.DataFrame({"setting_index": [0], "setting": ["linear=true"], "linear": [True], "method": ["stl"],
-                         "metric": ["rmse"], "n": [4], "mean": [0.3], "sd": [0.02], "se": [0.01]})
+                         "metric": ["rmse"], "n_reps": [4], "mean": [0.3], "sd": [0.02], "se": [0.01]})
     ref = pd.DataFrame({"linear": [True], "method": ["stl"], "metric": ["rmse"], "value": [0.295], "sd": [0.028]})
     comp = compare_reference(summ, ref, ["linear"])
     assert comp.delta.item() == pytest.approx(0.005)

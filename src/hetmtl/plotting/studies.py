@@ -56,7 +56,7 @@ def metric_curve(summary: pd.DataFrame, x: str, metric: str, methods: Sequence[s
     if s.empty:
         raise ValueError(f"metric {metric!r} not in the summary table")
     s["_x"] = _x_values(s, x)
-    others = [c for c in s.columns if c not in {"setting_index", "setting", "method", "metric", "n", "mean", "sd",
+    others = [c for c in s.columns if c not in {"setting_index", "setting", "method", "metric", "n_reps", "mean", "sd",
                                                  "se", "_x", x}]
     fig = Figure(figsize=(5.5, 3.8), layout="constrained")
     ax = fig.subplots()
@@ -83,7 +83,7 @@ def coverage_plot(summary: pd.DataFrame, x: str, methods: Sequence[str] | None =
     fig = Figure(figsize=(5.5, 3.8), layout="constrained")
     ax = fig.subplots()
     xs = np.sort(s["_x"].unique())
-    n = int(s["n"].min())
+    n = int(s["n_reps"].min())
     half = 1.96 * np.sqrt(nominal * (1 - nominal) / max(n, 1))
     ax.axhline(nominal, color="k", lw=1, ls="--", label=f"nominal {nominal:g}")
     ax.fill_between(xs, nominal - half, nominal + half, color="0.85", label=f"MC band (R={n})")

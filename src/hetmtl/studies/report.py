@@ -111,24 +111,24 @@ def _order_methods(df: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
 
 
 def summary_table(res: StudyResults, metrics: Sequence[str] | None = None) -> pd.DataFrame:
-    """Long table by setting × method × metric: n (replicates), mean, sd, se."""
+    """Long table by setting × method × metric: n_reps (successful replicates), mean, sd, se."""
     metrics = list(metrics or res.metrics())
     rep = replicate_frame(res, metrics)
     long = rep.melt(id_vars=["setting_index", "setting", "replicate", "method"], value_vars=metrics,
                     var_name="metric", value_name="value").dropna(subset=["value"])
     long = _order_methods(long, res.methods)
     g = long.groupby(["setting_index", "setting", "method", "metric"], observed=True, sort=True)["value"]
-    out = g.agg(n="count", mean="mean", sd=lambda x: x.std(ddof=1) if len(x) > 1 else np.nan).reset_index()
-    out["se"] = out["sd"] / np.sqrt(out["n"])
+    out = g.agg(n_reps="count", mean="mean", sd=lambda x: x.std(ddof=1) if len(x) > 1 else np.nan).reset_index()
+    out["se"] = out["sd"] / np.sqrt(out["n_reps"])
     out = out.merge(_param_columns(res), on="setting_index", how="left")
-    cols = ["setting_index", "setting", *res.grid_keys, "method", "metric", "n", "mean", "sd", "se"]
+    cols = ["setting_index", "setting", *res.grid_keys, "method", "metric", "n_reps", "mean", "sd", "se"]
     out["method"] = out["method"].astype(str)
     return out[cols].sort_values(["metric", "setting_index"], kind="stable").reset_index(drop=True)
 
 
 def paired_differences(res: StudyResults, metric: str, baseline: str | None = None, level: float = 0.95) -> pd.DataFrame:
     """Per setting, every method minus ``baseline`` (default: the study's first method) on the
-    replicates where both succeeded: n, mean_diff, sd, se and a t-interval at ``level``."""
+    replicates where both succeeded: n_reps, mean_diff, sd, se and a t-interval at ``level``."""
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     from scipy import stats
@@ -152,12 +152,12 @@ def paired_differences(res: StudyResults, metric: str, baseline: str | None = No
             se = sd / np.sqrt(n) if n > 1 else np.nan
             q = stats.t.ppf(0.5 + level / 2, n - 1) if n > 1 else np.nan
             rows.append({"setting_index": si, "setting": label, "method": m, "baseline": baseline, "metric": metric,
-                         "n": n, "mean_diff": mean, "sd": sd, "se": se,
+                         "n_reps": n, "mean_diff": mean, "sd": sd, "se": se,
                          "ci_low": mean - q * se, "ci_high": mean + q * se})
-    out = pd.DataFrame(rows, columns=["setting_index", "setting", "method", "baseline", "metric", "n", "mean_diff",
+    out = pd.DataFrame(rows, columns=["setting_index", "setting", "method", "baseline", "metric", "n_reps", "mean_diff",
                                       "sd", "se", "ci_low", "ci_high"])
     return out.merge(_param_columns(res), on="setting_index", how="left")[
-        ["setting_index", "setting", *res.grid_keys, "method", "baseline", "metric", "n", "mean_diff", "sd", "se",
+        ["setting_index", "setting", *res.grid_keys, "method", "baseline", "metric", "n_reps", "mean_diff", "sd", "se",
          "ci_low", "ci_high"]]
 
 
@@ -212,7 +212,7 @@ def compare_reference(summary: pd.DataFrame, reference: pd.DataFrame | str | Pat
         ref["_k_" + k] = ref[k].map(_key)
         ours["_k_" + k] = ours[k].map(_key)
     on = ["_k_" + k for k in keys] + ["method", "metric"]
-    ours = ours[on + ["n", "mean", "sd", "se"]].rename(columns={"sd": "ours_sd"})
+    ours = ours[on + ["n_reps", "mean", "sd", "se"]].rename(columns={"sd": "ours_sd"})
     out = ref.merge(ours, on=on, how="left").drop(columns=["_k_" + k for k in keys])
     out = out.rename(columns={"value": "reference", "sd": "reference_sd", "mean": "ours"})
     out["delta"] = out["ours"] - out["reference"]
@@ -279,7 +279,7 @@ def write_report(directory: str | Path, *, out: str | Path | None = None, refere
                 p = out / f"paired_{metric}.csv"
                 pdiff.to_csv(p, index=False)
                 written[f"paired_{metric}"] = p
-                md += [f"### {metric}", "", _frame_markdown(pdiff[["setting", "method", "n", "mean_diff", "se",
+                md += [f"### {metric}", "", _frame_markdown(pdiff[["setting", "method", "n_reps", "mean_diff", "se",
                                                                    "ci_low", "ci_high"]]), ""]
         for metric in [m for m in ("mse", "rmse") if m in res.metrics()]:
             units = unit_summary(res, metric)
@@ -350,9 +350,9 @@ def _figures(res: StudyResults, summary: pd.DataFrame, out: Path) -> dict[str, P
             if units.empty:
                 continue
             # max over sites/tasks of the per-unit mean (no Monte Carlo SE drawn for a maximum)
-            frame = units.assign(metric=f"max {metric} over {units.unit.iloc[0]}s", mean=units["max"], n=0,
+            frame = units.assign(metric=f"max {metric} over {units.unit.iloc[0]}s", mean=units["max"], n_reps=0,
                                  sd=np.nan, se=np.nan)[["setting_index", "setting", *res.grid_keys, "method", "metric",
-                                                        "n", "mean", "sd", "se"]]
+                                                        "n_reps", "mean", "sd", "se"]]
             fig = metric_curve(frame, x, frame.metric.iloc[0], methods=res.methods)
             p = out / f"curve_max_{metric}_vs_{x}.png"
             fig.savefig(p, dpi=100, bbox_inches="tight")

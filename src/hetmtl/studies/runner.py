@@ -106,7 +106,7 @@ def _error_text(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(exc), exc)).strip() + "\n" + "".join(tb[-3:])
 
 
-RESERVED = ("study", "setting", "setting_index", "replicate", "method", "seconds")
+RESERVED = ("study", "setting", "setting_index", "params", "replicate", "method", "seconds")
 
 
 def _as_rows(out: Any, method: str, reserved: set[str]) -> list[dict]:

@@ -28,6 +28,10 @@ import numpy as np
 
 _METHODS: dict[str, Callable] = {}
 _GENERATORS: dict[str, Callable] = {}
+#: Column names of the results and report tables; grid parameters may not use them.
+RESERVED_NAMES = frozenset({"study", "setting", "setting_index", "params", "replicate", "method", "seconds", "metric",
+                            "n_reps", "mean", "sd", "se", "baseline", "mean_diff", "ci_low", "ci_high", "value",
+                            "unit", "n_units", "avg", "max", "max_at", "_x"})
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
@@ -162,6 +166,9 @@ class Study:
         if not isinstance(self.grid, Mapping):
             raise ValueError(f"{where}: grid must map parameter names to lists of values")
         for k, values in self.grid.items():
+            if k in RESERVED_NAMES:
+                raise ValueError(f"{where}: grid parameter {k!r} clashes with a results column; reserved names: "
+                                 f"{sorted(RESERVED_NAMES)}")
             if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) == 0:
                 raise ValueError(f"{where}: grid parameter {k!r} must have a non-empty list of values, got {values!r}")
             if k in self.fixed:
