@@ -37,8 +37,9 @@ def test_study_run_subprocess_then_report(tmp_path):
     spec = toy_yaml(tmp_path)
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "hetmtl.cli", "study", "run", str(spec), "--reps", "2", "--jobs", "2",
-                           "--out", str(out), "--no-progress"], env=ENV, capture_output=True, text=True, timeout=120)
+                           "--out", str(out)], env=ENV, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+    assert "4/4" in proc.stderr and "failed=0" in proc.stderr  # the progress bar: done, failed, ETA
     assert "4 jobs, 0 already done, 4 run, 0 with failures" in proc.stdout
     summ = pd.read_csv(out / "report" / "summary.csv")
     assert set(summ.method) == {"mean", "median"} and (summ.n_reps == 2).all()
@@ -127,3 +128,13 @@ def test_module_entry_point_help():
     proc = subprocess.run([sys.executable, "-m", "hetmtl.cli", "--help"], env=ENV, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0 and "summarize" in proc.stdout and "fuse" in proc.stdout
+
+
+def test_console_script_declared():
+    import tomllib
+
+    from hetmtl.studies.spec import resolve
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["hetmtl"] == "hetmtl.cli:main"
+    assert resolve(scripts["hetmtl"]) is main
