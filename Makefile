@@ -9,7 +9,11 @@ DEMO_DIR ?= demo_output
 export OMP_NUM_THREADS ?= 2
 export MKL_NUM_THREADS ?= 2
 
-.PHONY: demo test venv deps install dev bench clean
+R_DEBS := r-base-core r-cran-reticulate r-cran-testthat r-cran-generics r-cran-knitr r-cran-rmarkdown
+R_NEEDED := reticulate testthat generics knitr rmarkdown
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test test-python test-r r-deps venv deps install dev bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,8 +46,26 @@ dev:
 demo: install
 	$(PY) -m hetmtl.demo --out $(DEMO_DIR)
 
-test: install
+test: test-python test-r
+
+test-python: install
 	cd tests && ../$(PY) -m pytest -q -p no:cacheprovider .
+
+# R from Debian's packages (CRAN is not needed): installed only when something is missing.
+r-deps:
+	@if command -v Rscript >/dev/null 2>&1 && Rscript -e 'for (p in strsplit("$(R_NEEDED)", " ")[[1]]) if (!requireNamespace(p, quietly = TRUE)) quit(status = 1)' >/dev/null 2>&1; then \
+		echo "R and its packages are present"; \
+	else \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(R_DEBS) >/dev/null; \
+	fi
+
+# R CMD check of the R front end (runs its testthat suite against this venv's hetmtl).
+test-r: install r-deps
+	rm -rf build/R && mkdir -p build/R
+	cd build/R && R CMD build --no-build-vignettes ../../R >/dev/null && \
+		RETICULATE_PYTHON=$(abspath $(PY)) R CMD check --no-manual hetmtl_*.tar.gz > check.log 2>&1; \
+		status=$$?; tail -n 40 check.log; \
+		if [ $$status -ne 0 ] || grep -qE "^Status: .*(ERROR|WARNING)" check.log; then echo "R CMD check failed"; exit 1; fi
 
 bench: install
 	$(PY) -m benchmarks.run_all

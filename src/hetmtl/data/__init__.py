@@ -4,5 +4,6 @@
   several sites; input of the late-fusion family.
 """
 from hetmtl.data.multisite import MultiSiteData, SiteArrays
+from hetmtl.data.multitask import MultiTaskData, TaskArrays
 
-__all__ = ["MultiSiteData", "SiteArrays"]
+__all__ = ["MultiSiteData", "SiteArrays", "MultiTaskData", "TaskArrays"]

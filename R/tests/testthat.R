@@ -1,0 +1,3 @@
+library(testthat)
+library(hetmtl)
+test_check("hetmtl")

@@ -1,0 +1,230 @@
+"""Multi-task regression data: per-task features ``X_r`` (n_r x p, one p for all tasks) and
+outcomes ``y_r``, validated on entry (input of the dual-encoder family).
+
+Build it with :meth:`MultiTaskData.from_arrays` (lists of per-task arrays or a dict) or
+:meth:`MultiTaskData.from_dataframe` (one frame with a task column). Errors name the task and
+column at fault; nothing is dropped.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from hetmtl.exceptions import DataValidationError
+
+
+@dataclass(frozen=True)
+class TaskArrays:
+    """The rows of one task."""
+
+    task: object
+    X: np.ndarray
+    y: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return self.y.shape[0]
+
+
+def _rows(idx: np.ndarray, limit: int = 5) -> str:
+    shown = ", ".join(str(int(i)) for i in idx[:limit])
+    return shown + (", ..." if idx.size > limit else "")
+
+
+class MultiTaskData:
+    """Features and outcomes of R regression tasks sharing one feature space.
+
+    Parameters
+    ----------
+    X, y : sequences (one entry per task) of arrays ``(n_r, p)`` and ``(n_r,)``.
+    tasks : task labels (default ``0..R-1``).
+    x_cols : feature names (default ``x1..xp``).
+    min_rows : smallest allowed task size (default 1; a task with 0 rows is refused).
+    """
+
+    def __init__(
+        self,
+        X: Sequence,
+        y: Sequence,
+        tasks: Sequence | None = None,
+        *,
+        x_cols: Sequence[str] | None = None,
+        y_col: str = "y",
+        min_rows: int = 1,
+    ) -> None:
+        if len(X) != len(y):
+            raise DataValidationError(f"got {len(X)} feature arrays but {len(y)} outcome arrays (one per task)")
+        if len(X) == 0:
+            raise DataValidationError("no tasks given")
+        tasks = list(range(len(X))) if tasks is None else list(tasks)
+        if len(tasks) != len(X):
+            raise DataValidationError(f"got {len(tasks)} task labels for {len(X)} tasks")
+        if len(set(tasks)) != len(tasks):
+            raise DataValidationError(f"duplicate task labels in {tasks}")
+        self.y_col = str(y_col)
+        self._tasks: list[TaskArrays] = []
+        p = None
+        for t, Xr, yr in zip(tasks, X, y):
+            Xr = self._as_float(t, "X", Xr, 2)
+            yr = self._as_float(t, self.y_col, yr, 1)
+            if Xr.shape[0] == 0 or yr.shape[0] == 0:
+                raise DataValidationError(f"task {t!r} is empty (0 rows)")
+            if Xr.shape[0] != yr.shape[0]:
+                raise DataValidationError(f"task {t!r}: X has {Xr.shape[0]} rows but {self.y_col!r} has {yr.shape[0]}")
+            if Xr.shape[0] < min_rows:
+                raise DataValidationError(f"task {t!r}: {Xr.shape[0]} row(s), at least {min_rows} needed")
+            if p is None:
+                p, first = Xr.shape[1], t
+            elif Xr.shape[1] != p:
+                raise DataValidationError(
+                    f"task {t!r} has {Xr.shape[1]} features but task {first!r} has {p}; all tasks must share the feature space"
+                )
+            self._tasks.append(TaskArrays(t, Xr, yr))
+        self.x_cols = [f"x{j + 1}" for j in range(p)] if x_cols is None else [str(c) for c in x_cols]
+        if len(self.x_cols) != p:
+            raise DataValidationError(f"x_cols has {len(self.x_cols)} names for {p} feature columns")
+        if len(set(self.x_cols)) != len(self.x_cols):
+            raise DataValidationError(f"duplicate feature names in {self.x_cols}")
+        self._check_finite()
+
+    @staticmethod
+    def _as_float(task, name: str, a, ndim: int) -> np.ndarray:
+        try:
+            arr = np.asarray(a, dtype=float)
+        except (TypeError, ValueError) as exc:
+            raise DataValidationError(f"task {task!r}, {name!r} must be numeric: {exc}") from None
+        if ndim == 1 and arr.ndim == 2 and arr.shape[1] == 1:
+            arr = arr[:, 0]
+        if ndim == 2 and arr.ndim == 1:
+            arr = arr[:, None]
+        if arr.ndim != ndim:
+            raise DataValidationError(f"task {task!r}, {name!r} must be {ndim}-dimensional, got shape {arr.shape}")
+        return arr
+
+    def _check_finite(self) -> None:
+        for ta in self._tasks:
+            bad_y = ~np.isfinite(ta.y)
+            if bad_y.any():
+                raise DataValidationError(
+                    f"task {ta.task!r}, column {self.y_col!r}: {int(bad_y.sum())} non-finite value(s) (NaN/inf) "
+                    f"at task row(s) {_rows(np.flatnonzero(bad_y))}; remove or impute them explicitly"
+                )
+            bad = ~np.isfinite(ta.X)
+            if bad.any():
+                j = int(np.flatnonzero(bad.any(axis=0))[0])
+                raise DataValidationError(
+                    f"task {ta.task!r}, column {self.x_cols[j]!r}: {int(bad[:, j].sum())} non-finite value(s) (NaN/inf) "
+                    f"at task row(s) {_rows(np.flatnonzero(bad[:, j]))}; remove or impute them explicitly"
+                )
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_arrays(cls, X, y, tasks: Sequence | None = None, **kwargs) -> "MultiTaskData":
+        """From per-task lists ``X=[X_1, ...]``, ``y=[y_1, ...]`` or dicts ``{task: array}``;
+        or from stacked arrays ``X`` (n, p), ``y`` (n,) with ``tasks`` a per-row label array."""
+        if isinstance(X, Mapping):
+            if not isinstance(y, Mapping) or set(X) != set(y):
+                raise DataValidationError("X and y dicts must have the same task keys")
+            keys = list(X)
+            return cls([X[k] for k in keys], [y[k] for k in keys], keys, **kwargs)
+        if isinstance(X, np.ndarray) and X.ndim == 2 and tasks is not None and len(tasks) == X.shape[0]:
+            labels = np.asarray(tasks, dtype=object)
+            y = np.asarray(y)
+            if y.shape[0] != X.shape[0]:
+                raise DataValidationError(f"X has {X.shape[0]} rows but y has {y.shape[0]}")
+            if pd.isna(pd.Series(labels)).any():
+                raise DataValidationError(f"missing task label in row(s) {_rows(np.flatnonzero(pd.isna(pd.Series(labels)).to_numpy()))}")
+            keys = list(pd.unique(pd.Series(labels)))
+            return cls([X[labels == k] for k in keys], [y[labels == k] for k in keys], keys, **kwargs)
+        return cls(list(X), list(y), tasks, **kwargs)
+
+    @classmethod
+    def from_dataframe(cls, df: pd.DataFrame, y_col: str, task_col: str, x_cols: Sequence[str] | None = None, **kwargs) -> "MultiTaskData":
+        """From one DataFrame with a task column; ``x_cols`` defaults to every other column."""
+        if not isinstance(df, pd.DataFrame):
+            raise TypeError(f"df must be a pandas DataFrame, got {type(df).__name__}")
+        if x_cols is None:
+            x_cols = [c for c in df.columns if c not in {y_col, task_col}]
+        x_cols = list(x_cols)
+        missing = [c for c in [y_col, task_col, *x_cols] if c not in df.columns]
+        if missing:
+            raise DataValidationError(f"column(s) not in the data frame: {missing}")
+        if df[task_col].isna().any():
+            rows = np.flatnonzero(df[task_col].isna().to_numpy())
+            raise DataValidationError(f"column {task_col!r}: missing task label in row(s) {_rows(rows)}")
+        non_numeric = [c for c in [y_col, *x_cols] if not pd.api.types.is_numeric_dtype(df[c])]
+        if non_numeric:
+            raise DataValidationError(f"column(s) {non_numeric} are not numeric; encode categorical features first")
+        keys = list(pd.unique(df[task_col]))
+        groups = [df[df[task_col] == k] for k in keys]
+        return cls([g[x_cols].to_numpy(float) for g in groups], [g[y_col].to_numpy(float) for g in groups], keys,
+                   x_cols=x_cols, y_col=y_col, **kwargs)
+
+    # ------------------------------------------------------------------ access
+    @property
+    def tasks(self) -> list:
+        return [ta.task for ta in self._tasks]
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self._tasks)
+
+    @property
+    def n_features(self) -> int:
+        return len(self.x_cols)
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return np.array([ta.n for ta in self._tasks])
+
+    @property
+    def n_total(self) -> int:
+        return int(self.sizes.sum())
+
+    def __len__(self) -> int:
+        return self.n_tasks
+
+    def __iter__(self) -> Iterator[TaskArrays]:
+        return iter(self._tasks)
+
+    def __getitem__(self, task) -> TaskArrays:
+        for ta in self._tasks:
+            if ta.task == task:
+                return ta
+        raise KeyError(f"unknown task {task!r}; tasks are {self.tasks}")
+
+    def task_index(self, task) -> int:
+        try:
+            return self.tasks.index(task)
+        except ValueError:
+            raise KeyError(f"unknown task {task!r}; tasks are {self.tasks}") from None
+
+    def subset(self, indices: Sequence[np.ndarray]) -> "MultiTaskData":
+        """Rows ``indices[r]`` of every task r (e.g. one part of a paired train/val/test split)."""
+        if len(indices) != self.n_tasks:
+            raise ValueError(f"need one index array per task ({self.n_tasks}), got {len(indices)}")
+        return MultiTaskData([ta.X[i] for ta, i in zip(self._tasks, indices)], [ta.y[i] for ta, i in zip(self._tasks, indices)],
+                             self.tasks, x_cols=self.x_cols, y_col=self.y_col)
+
+    def split(self, fractions: Sequence[float] = (0.6, 0.2, 0.2), random_state=None) -> tuple["MultiTaskData", ...]:
+        """Per-task random split (same fractions in every task); reuse the result for paired comparisons."""
+        from hetmtl.training import split_indices
+
+        rng = np.random.default_rng(random_state)
+        parts = [split_indices(ta.n, fractions, rng) for ta in self._tasks]
+        return tuple(self.subset([p[j] for p in parts]) for j in range(len(fractions)))
+
+    def pooled(self, task_label="pooled") -> "MultiTaskData":
+        """All rows as one task (for the pooled single-model baseline)."""
+        return MultiTaskData([np.vstack([ta.X for ta in self._tasks])], [np.concatenate([ta.y for ta in self._tasks])],
+                             [task_label], x_cols=self.x_cols, y_col=self.y_col)
+
+    def to_dataframe(self, task_col: str = "task") -> pd.DataFrame:
+        frames = [pd.DataFrame(ta.X, columns=self.x_cols).assign(**{self.y_col: ta.y, task_col: ta.task}) for ta in self._tasks]
+        return pd.concat(frames, ignore_index=True)
+
+    def __repr__(self) -> str:
+        return f"MultiTaskData(tasks={self.n_tasks}, n={self.sizes.tolist()}, features={self.n_features})"

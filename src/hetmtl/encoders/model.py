@@ -1,0 +1,283 @@
+"""Torch pieces of the dual-encoder model: batched MLP encoders, padded task tensors, losses and
+the coefficient (proximal-gradient) and centre steps. The user-facing estimator is
+:class:`hetmtl.encoders.DualEncoderMTL`.
+
+Every task's encoder is one slice of a stacked weight tensor, so all R task-specific encoders
+(and the shared one) run as single batched matrix products; there are no per-sample loops.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from hetmtl import _core
+from hetmtl.encoders.proximal import prox_to_center_torch, update_center
+
+DTYPE = torch.float64
+
+
+class BatchedMLP(torch.nn.Module):
+    """``n_models`` ReLU MLPs ``d_in -> hidden... -> d_out`` with stacked weights.
+
+    ``forward(X)`` takes ``(n_models, n, d_in)`` and returns ``(n_models, n, d_out)``. The output
+    layer is linear, optionally followed by an affine-free normalisation over the latent
+    coordinates (``"rms"``: divide by the root mean square; ``"layer"``: LayerNorm without
+    affine parameters), which fixes the scale between encodings and coefficients.
+    """
+
+    def __init__(self, n_models: int, d_in: int, hidden: tuple[int, ...], d_out: int, normalize: str | None,
+                 generator: torch.Generator) -> None:
+        super().__init__()
+        self.normalize = normalize
+        dims = [d_in, *hidden, d_out]
+        self.weights = torch.nn.ParameterList()
+        self.biases = torch.nn.ParameterList()
+        for a, b in zip(dims[:-1], dims[1:]):
+            bound = 1.0 / math.sqrt(a)  # PyTorch's default nn.Linear initialisation range
+            w = (torch.rand(n_models, a, b, generator=generator, dtype=DTYPE) * 2 - 1) * bound
+            c = (torch.rand(n_models, 1, b, generator=generator, dtype=DTYPE) * 2 - 1) * bound
+            self.weights.append(torch.nn.Parameter(w))
+            self.biases.append(torch.nn.Parameter(c))
+
+    def _normalise(self, h: torch.Tensor) -> torch.Tensor:
+        if self.normalize == "rms":
+            return h / torch.sqrt(h.pow(2).mean(-1, keepdim=True) + 1e-8)
+        if self.normalize == "layer":
+            h = h - h.mean(-1, keepdim=True)
+            return h / torch.sqrt(h.pow(2).mean(-1, keepdim=True) + 1e-8)
+        return h
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        h = X
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            h = torch.baddbmm(b, h, w)
+            if i < last:
+                h = torch.relu(h)
+        return self._normalise(h)
+
+    def forward_one(self, k: int, X: torch.Tensor) -> torch.Tensor:
+        """Model ``k`` on ``X`` of shape ``(n, d_in)``."""
+        h = X
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            h = torch.addmm(b[k], h, w[k])
+            if i < last:
+                h = torch.relu(h)
+        return self._normalise(h)
+
+    def stacked_state(self) -> dict[str, torch.Tensor]:
+        return {f"w{i}": w for i, w in enumerate(self.weights)} | {f"b{i}": b for i, b in enumerate(self.biases)}
+
+    def load_stacked(self, state: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for i, w in enumerate(self.weights):
+                w.copy_(state[f"w{i}"])
+            for i, b in enumerate(self.biases):
+                b.copy_(state[f"b{i}"])
+
+    def append_models(self, other: "BatchedMLP") -> None:
+        """Concatenate another stack's models (same architecture) after this stack's."""
+        with torch.no_grad():
+            for i in range(len(self.weights)):
+                self.weights[i] = torch.nn.Parameter(torch.cat([self.weights[i], other.weights[i]]))
+                self.biases[i] = torch.nn.Parameter(torch.cat([self.biases[i], other.biases[i]]))
+
+
+@dataclass
+class Padded:
+    """Tasks stacked with zero padding: X (R, n_max, d), y (R, n_max), mask (R, n_max), sizes n_r."""
+
+    X: torch.Tensor
+    y: torch.Tensor
+    mask: torch.Tensor
+    n: torch.Tensor
+
+    @classmethod
+    def from_lists(cls, Xs: list[np.ndarray], ys: list[np.ndarray]) -> "Padded":
+        R, n_max, d = len(Xs), max(x.shape[0] for x in Xs), Xs[0].shape[1]
+        X = torch.zeros(R, n_max, d, dtype=DTYPE)
+        y = torch.zeros(R, n_max, dtype=DTYPE)
+        mask = torch.zeros(R, n_max, dtype=DTYPE)
+        for r, (Xr, yr) in enumerate(zip(Xs, ys)):
+            X[r, : len(yr)] = torch.from_numpy(np.asarray(Xr, float))
+            y[r, : len(yr)] = torch.from_numpy(np.asarray(yr, float))
+            mask[r, : len(yr)] = 1.0
+        return cls(X, y, mask, mask.sum(1))
+
+
+@dataclass
+class Coefficients:
+    """Per-task heads and centres: alpha (R, q), beta (R, p), b (R,), centres (q,), (p,)."""
+
+    alpha: torch.Tensor
+    beta: torch.Tensor
+    b: torch.Tensor
+    alpha_center: torch.Tensor
+    beta_center: torch.Tensor
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"alpha": self.alpha, "beta": self.beta, "b": self.b}
+
+
+def encode(shared: BatchedMLP | None, specific: BatchedMLP | None, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encodings of stacked inputs ``X`` (R, n, d): ``S`` (R, n, q) and ``C`` (R, n, p)."""
+    R, n, _ = X.shape
+    S = specific(X) if specific is not None else X.new_zeros(R, n, 0)
+    C = shared(X.reshape(1, R * n, -1)).reshape(R, n, -1) if shared is not None else X.new_zeros(R, n, 0)
+    return S, C
+
+
+def predict_stacked(S: torch.Tensor, C: torch.Tensor, coef: Coefficients) -> torch.Tensor:
+    return torch.einsum("rnq,rq->rn", S, coef.alpha) + torch.einsum("rnp,rp->rn", C, coef.beta) + coef.b[:, None]
+
+
+def orthogonality(S: torch.Tensor, C: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-task ``||S_bar' C_bar||_F^2`` with column-centred, Frobenius-normalised encodings."""
+    if S.shape[-1] == 0 or C.shape[-1] == 0:
+        return S.new_zeros(S.shape[0])
+    m = mask.unsqueeze(-1)
+    n = mask.sum(1).clamp(min=1.0).view(-1, 1, 1)
+
+    def bar(E: torch.Tensor) -> torch.Tensor:
+        E = (E - (E * m).sum(1, keepdim=True) / n) * m
+        return E / torch.sqrt(E.pow(2).sum((1, 2), keepdim=True) + 1e-12)
+
+    return torch.einsum("rnq,rnp->rqp", bar(S), bar(C)).pow(2).sum((1, 2))
+
+
+def design(S: torch.Tensor, C: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-task design ``[1, S_r, C_r]`` with padding rows zeroed: (R, n, 1 + q + p)."""
+    return torch.cat([torch.ones_like(mask).unsqueeze(-1), S, C], dim=-1) * mask.unsqueeze(-1)
+
+
+def ridge_init(S: torch.Tensor, C: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, ridge: float = 1e-2) -> torch.Tensor:
+    """Per-task ridge fit of y on [1, S, C] (intercept unpenalised): theta (R, 1 + q + p)."""
+    Phi = design(S, C, mask)
+    G = Phi.transpose(1, 2) @ Phi
+    pen = torch.full((G.shape[-1],), ridge, dtype=G.dtype)
+    pen[0] = 1e-10
+    G = G + torch.diag(pen) * mask.sum(1).view(-1, 1, 1)
+    return torch.linalg.solve(G, (Phi.transpose(1, 2) @ (y * mask).unsqueeze(-1))).squeeze(-1)
+
+
+def coefficient_step(S, C, y, mask, coef: Coefficients, *, n_total: float, lam_alpha: torch.Tensor, lam_beta: torch.Tensor,
+                     penalty: str, n_steps: int, backend: str, update_centers: bool, center: str,
+                     center_alpha: bool, center_weights: tuple[np.ndarray, np.ndarray],
+                     center_step: str = "joint") -> Coefficients:
+    """``n_steps`` proximal-gradient iterations on the heads with encodings fixed, then the exact
+    centre update (``center``: geometric/coordinate median or mean; ``center_weights`` are the
+    (alpha, beta) task weights).
+
+    Loss (1/N) sum_r ||y_r - Phi_r theta_r||^2 with theta_r = (b_r, alpha_r, beta_r), Lipschitz
+    constants l_r = (2/N) lambda_max(Phi_r' Phi_r) (largest eigenvalues from the C++ core).
+
+    - ``center_step="block"`` (the spec's literal Algorithm 1): prox-gradient on theta_r with step
+      1/l_r and the centres fixed; the centres move only in the exact centre update.
+    - ``center_step="joint"`` (default): write theta_r = c + delta_r and take prox-gradient steps
+      on (c, delta_1..R) together (block-diagonal majoriser: step 1/(2 l_r) for delta_r, 1/(2 sum l_r)
+      for c; the prox shrinks delta_r towards 0). A cluster of tasks fused to the centre can then
+      move as a whole; with "block" it cannot (block-coordinate descent stalls there), so "block"
+      may stop short of the optimum of this convex sub-problem (see tests/test_encoders_coef.py).
+    With frozen centres (``update_centers=False``) both reduce to the per-task prox step.
+    """
+    q, p = S.shape[-1], C.shape[-1]
+    Phi = design(S, C, mask)
+    G = Phi.transpose(1, 2) @ Phi
+    h = (Phi.transpose(1, 2) @ (y * mask).unsqueeze(-1)).squeeze(-1)
+    m = G.shape[-1]
+    if center_step not in ("joint", "block"):
+        raise ValueError(f"center_step must be 'joint' or 'block', got {center_step!r}")
+    if backend == "cpp":
+        return _coefficient_step_cpp(G, h, coef, q, p, n_total, lam_alpha, lam_beta, penalty, n_steps, update_centers,
+                                     center, center_alpha, center_weights, center_step)
+    lip = 2.0 / n_total * torch.from_numpy(_core.batched_max_eigenvalue(np.ascontiguousarray(G.reshape(-1, m).numpy()), m))
+    lip = lip.clamp(min=1e-12)
+    theta = torch.cat([coef.b[:, None], coef.alpha, coef.beta], dim=1)
+    a_c, b_c = coef.alpha_center, coef.beta_center
+    centred_a = bool(q and center_alpha)
+    # a block whose lambda is 0 for every task is unpenalised: its centre plays no role, and
+    # moving it jointly would only couple otherwise independent tasks
+    joint_a = centred_a and bool((lam_alpha > 0).any())
+    joint_b = bool(p) and bool((lam_beta > 0).any())
+
+    def grad_of(th: torch.Tensor) -> torch.Tensor:
+        return 2.0 / n_total * ((G @ th.unsqueeze(-1)).squeeze(-1) - h)
+
+    if update_centers and center_step == "joint" and (joint_a or joint_b):
+        cmask = torch.zeros(m, dtype=theta.dtype)
+        cmask[1 : 1 + q] = float(joint_a)
+        cmask[1 + q :] = float(joint_b)
+        c = torch.cat([torch.zeros(1, dtype=theta.dtype), a_c if joint_a else torch.zeros(q, dtype=theta.dtype),
+                       b_c if joint_b else torch.zeros(p, dtype=theta.dtype)])
+        delta = theta - c
+        eta_d, eta_c = 0.5 / lip, 0.5 / lip.sum()
+        zq, zp = torch.zeros(q, dtype=theta.dtype), torch.zeros(p, dtype=theta.dtype)
+        for _ in range(n_steps):
+            grad = grad_of(c + delta)
+            c = c - eta_c * grad.sum(0) * cmask
+            z = delta - eta_d[:, None] * grad
+            za, zb = z[:, 1 : 1 + q], z[:, 1 + q :]
+            if centred_a:
+                za = _prox(za, zq, eta_d * lam_alpha, penalty, backend)
+            if p:
+                zb = _prox(zb, zp, eta_d * lam_beta, penalty, backend)
+            delta = torch.cat([z[:, :1], za, zb], dim=1)
+        theta = c + delta
+        if joint_a:
+            a_c = c[1 : 1 + q].clone()
+        if joint_b:
+            b_c = c[1 + q :].clone()
+    else:
+        eta = 1.0 / lip
+        for _ in range(n_steps):
+            z = theta - eta[:, None] * grad_of(theta)
+            za, zb = z[:, 1 : 1 + q], z[:, 1 + q :]
+            if centred_a:
+                za = _prox(za, a_c, eta * lam_alpha, penalty, backend)
+            if p:
+                zb = _prox(zb, b_c, eta * lam_beta, penalty, backend)
+            theta = torch.cat([z[:, :1], za, zb], dim=1)
+    alpha, beta = theta[:, 1 : 1 + q], theta[:, 1 + q :]
+    if update_centers:
+        if centred_a:
+            a_c = torch.from_numpy(update_center(alpha.numpy(), center_weights[0], penalty, center))
+        if p:
+            b_c = torch.from_numpy(update_center(beta.numpy(), center_weights[1], penalty, center))
+    return Coefficients(alpha.contiguous(), beta.contiguous(), theta[:, 0].contiguous(), a_c, b_c)
+
+
+def _coefficient_step_cpp(G, h, coef: Coefficients, q, p, n_total, lam_alpha, lam_beta, penalty, n_steps, update_centers,
+                          center, center_alpha, center_weights, center_step) -> Coefficients:
+    """The same step in one C++ call (``_core.prox_grad_center_quadratic``): groups 0 = alpha
+    (if centred), 1 = beta; the intercept is unpenalised."""
+    R, m = h.shape
+    centred_a = bool(q and center_alpha)
+    groups = np.array([-1] + [0 if centred_a else -1] * q + [1] * p, dtype=np.int32)
+    lam = np.column_stack([lam_alpha.numpy(), lam_beta.numpy()])
+    theta0 = torch.cat([coef.b[:, None], coef.alpha, coef.beta], dim=1).numpy()
+    c0 = np.concatenate([[0.0], coef.alpha_center.numpy() if centred_a else np.zeros(q), coef.beta_center.numpy()])
+    theta, c, _, _ = _core.prox_grad_center_quadratic(
+        np.ascontiguousarray(G.reshape(-1, m).numpy()), np.ascontiguousarray(h.numpy()), np.ascontiguousarray(theta0), c0,
+        groups, np.ascontiguousarray(lam), 1.0 / n_total, penalty, update_centers and center_step == "joint", "none", int(n_steps), 0.0)
+    theta = torch.from_numpy(theta)
+    alpha, beta = theta[:, 1 : 1 + q].contiguous(), theta[:, 1 + q :].contiguous()
+    a_c = torch.from_numpy(c[1 : 1 + q].copy()) if centred_a else coef.alpha_center
+    b_c = torch.from_numpy(c[1 + q :].copy()) if p else coef.beta_center
+    if update_centers:  # exact centre step, weights as given (alpha and beta may differ)
+        if centred_a:
+            a_c = torch.from_numpy(update_center(alpha.numpy(), center_weights[0], penalty, center))
+        if p:
+            b_c = torch.from_numpy(update_center(beta.numpy(), center_weights[1], penalty, center))
+    return Coefficients(alpha, beta, theta[:, 0].contiguous(), a_c, b_c)
+
+
+def _prox(Z: torch.Tensor, c: torch.Tensor, t: torch.Tensor, penalty: str, backend: str) -> torch.Tensor:
+    if backend == "cpp":
+        K = Z.shape[0]
+        out = _core.prox_to_center(np.ascontiguousarray(Z.numpy()), c.numpy(), t.numpy(), np.ones(K), np.ones(K), penalty)
+        return torch.from_numpy(out)
+    return prox_to_center_torch(Z, c, t, penalty)

@@ -1,0 +1,76 @@
+"""Plain-data bridge for the R front end (reticulate).
+
+Debian's reticulate 1.28 cannot exchange NumPy 2 arrays (its NumPy C-API check fails), so R never
+passes or receives arrays: it sends flat lists (column-major, as R stores matrices) and gets back
+nested lists/dicts of Python floats, ints and strings. Everything here is a thin adapter around
+the public Python API; no statistics is computed in this module.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def matrix(flat: Sequence[float] | None, nrow: int, ncol: int) -> np.ndarray | None:
+    """An R matrix sent as ``as.list(m)`` (column-major) back to an (nrow, ncol) array."""
+    if flat is None:
+        return None
+    values = np.asarray(list(flat), dtype=float)
+    if values.size != int(nrow) * int(ncol):
+        raise ValueError(f"matrix data has {values.size} values for {nrow} x {ncol}")
+    return values.reshape(int(ncol), int(nrow)).T.copy()
+
+
+def vector(values: Sequence[float] | None) -> np.ndarray | None:
+    return None if values is None else np.asarray(list(values), dtype=float)
+
+
+def plain(obj: Any) -> Any:
+    """Convert NumPy arrays/scalars (recursively, in dicts, lists and DataFrames) to plain Python."""
+    import pandas as pd
+
+    if isinstance(obj, pd.DataFrame):
+        return {"index": [plain(i) for i in obj.index.tolist()], "columns": [str(c) for c in obj.columns],
+                "data": {str(c): plain(obj[c].to_numpy()) for c in obj.columns}}
+    if isinstance(obj, np.ndarray):
+        return plain(obj.tolist())
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj)
+    return obj if isinstance(obj, (str, type(None))) else str(obj)
+
+
+def multisite_dml(
+    y: Sequence[float], d: Sequence[float], x: Sequence[float], nrow: int, x_cols: Sequence[str],
+    site: Sequence[str], z: Sequence[float] | None, z_cols: Sequence[str] | None, y_col: str, d_col: str,
+    **params: Any,
+) -> dict[str, Any]:
+    """Fit :class:`~hetmtl.latefusion.MultiSiteDML` from R data; return per-site results as plain data."""
+    from hetmtl.data import MultiSiteData
+    from hetmtl.latefusion import MultiSiteDML
+
+    x_cols = list(x_cols)
+    z_cols = list(z_cols) if z_cols else None
+    data = MultiSiteData.from_arrays(
+        vector(y), vector(d), matrix(x, nrow, len(x_cols)), np.asarray(list(site), dtype=object),
+        matrix(z, nrow, len(z_cols)) if z_cols else None, x_cols=x_cols, z_cols=z_cols, y_col=y_col, d_col=d_col,
+    )
+    for key in ("n_folds", "n_rep", "random_state", "n_jobs"):
+        if params.get(key) is not None:
+            params[key] = int(params[key])
+    fit = MultiSiteDML(**params).fit(data)
+    sites = []
+    for name, est in fit.estimators_.items():
+        sites.append({
+            "site": str(name), "terms": list(est.coef_names_), "coef": plain(est.coef_), "vcov": plain(est.vcov_),
+            "n": int(est.n_), "summary_json": est.to_summary(site=str(name)).to_json(),
+        })
+    return {"sites": sites, "notes": list(data.notes)}
