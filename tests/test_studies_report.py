@@ -214,3 +214,26 @@ def test_reference_boolean_grid_values_match():
     comp = compare_reference(summ, ref, ["linear"])
     assert comp.delta.item() == pytest.approx(0.005)
     assert (comp.reference_sd.item(), comp.ours_sd.item()) == (0.028, 0.02)
+
+
+@pytest.mark.filterwarnings("ignore::hetmtl.exceptions.ConvergenceWarning")  # deliberately short training
+def test_encoders_builtin_matches_direct_comparison(tmp_path):
+    """The built-in encoder method on the shared split equals compare_methods on that split."""
+    enc = pytest.importorskip("hetmtl.encoders")
+    from hetmtl.studies import get_study
+    from hetmtl.studies.builtin import encoders_generator, encoders_splitter
+
+    base = get_study("encoders-drift")
+    assert [m.name for m in base.methods][:3] == ["dual", "shared_only", "specific_only"]
+    opts = {"max_epochs": 15, "hidden": [8]}
+    s = Study(name="enc", generator="encoders-latent", splitter="encoders-split", n_reps=1, seed=4,
+              grid={"posterior_drift": [1.0]}, fixed={"n_tasks": 3, "n": 40},
+              methods=[MethodSpec(n, "encoders", {"name": n, **opts}) for n in ("dual", "stl")])
+    run_study(s, tmp_path, progress=False)
+    f = load_results(tmp_path).frame
+    assert len(f) == 6 and set(f.task) == {"task1", "task2", "task3"}
+    data_seed, split_seed = s.seeds(0, 0)
+    sim = encoders_generator(posterior_drift=1.0, n_tasks=3, n=40, random_state=data_seed)
+    direct = enc.compare_methods(*encoders_splitter(sim, split_seed), ["dual", "stl"], random_state=split_seed, **opts)
+    ours = f.set_index(["method", "task"])["rmse"].sort_index()
+    np.testing.assert_allclose(ours, direct.set_index(["method", "task"])["rmse"].sort_index(), rtol=1e-6)
