@@ -117,6 +117,12 @@ def test_builtin_registry():
     assert s.grid["eta"] == [0.0, 0.1, 0.25, 0.5, 1.0, 2.0] and s.methods[0].name == "itl-dml"
     with pytest.raises(ValueError, match="unknown built-in study"):
         get_study("nope")
+    for name in [n for n, st in names.items() if st["available"]]:  # every built-in survives YAML
+        study = get_study(name)
+        study.check_resolvable()
+        import yaml
+
+        assert Study.from_dict(yaml.safe_load(study.to_yaml())).to_dict() == study.to_dict()
 
 
 def test_latefusion_builtin_method_against_truth(tmp_path):

@@ -8,7 +8,9 @@ What to use when:
 
 Within a job the data are generated once (and split once, if the study has a splitter) and every
 method gets the same :class:`~hetmtl.studies.spec.Replicate` (a private copy), so comparisons are
-paired. A job's results are written to the SQLite store as soon as it finishes; a restarted study
+paired. ``seconds`` is each method's own wall time; work shared through ``Replicate.cache``
+(e.g. per-site fits reused by fusion methods) counts for the method that computed it first.
+A job's results are written to the SQLite store as soon as it finishes; a restarted study
 skips what is recorded. A method that raises is recorded as ``failed`` with its error; the other
 methods and jobs go on. BLAS (and torch, when loaded) threads are capped per worker.
 """
