@@ -35,7 +35,7 @@ def metric_boxplot(rep: pd.DataFrame, metric: str, methods: Sequence[str] | None
         data = [block.loc[block["method"] == m, metric].dropna().to_numpy() for m in methods]
         ax.boxplot(data, tick_labels=methods)
         ax.set_title(s, fontsize=9)
-        ax.set_ylabel(metric)
+        ax.set_ylabel(f"{metric} per replicate")
         ax.tick_params(axis="x", rotation=45, labelsize=8)
     for ax in axes[len(settings):]:
         ax.set_visible(False)
@@ -68,7 +68,7 @@ def metric_curve(summary: pd.DataFrame, x: str, metric: str, methods: Sequence[s
             label = m if not others else f"{m} ({', '.join(f'{k}={v}' for k, v in zip(others, np.atleast_1d(key)))})"
             ax.errorbar(g["_x"], g["mean"], yerr=1.96 * g["se"].fillna(0.0), marker="o", capsize=3, label=label)
     ax.set_xlabel(x)
-    ax.set_ylabel(metric)
+    ax.set_ylabel(f"{metric} (mean ± 1.96 SE)" if s["se"].notna().any() else metric)
     ax.legend(fontsize=8)
     return fig
 
