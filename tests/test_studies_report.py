@@ -243,3 +243,23 @@ def test_encoders_builtin_matches_direct_comparison(tmp_path):
     direct = enc.compare_methods(*encoders_splitter(sim, split_seed), ["dual", "stl"], random_state=split_seed, **opts)
     ours = f.set_index(["method", "task"])["rmse"].sort_index()
     np.testing.assert_allclose(ours, direct.set_index(["method", "task"])["rmse"].sort_index(), rtol=1e-6)
+
+
+def test_study_plots(tiny):
+    from hetmtl.plotting.studies import coverage_plot, metric_boxplot, metric_curve
+    from hetmtl.studies import replicate_frame
+
+    res = load_results(tiny)
+    rep = replicate_frame(res, ["score", "mse"])
+    fig = metric_boxplot(rep, "score", methods=res.methods)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == ["mu=0.0", "mu=1.0"]
+    assert [t.get_text() for t in visible[0].get_xticklabels()] == ["a", "b", "sites"]
+    summ = summary_table(res)
+    line = metric_curve(summ, "mu", "score", methods=res.methods).axes[0].lines[0]
+    np.testing.assert_allclose(np.asarray(line.get_ydata(), float), [7 / 3, 1.0])  # method a at mu = 0, 1
+    cov = summ.assign(metric="coverage")
+    ax = coverage_plot(cov[cov.method == "a"], "mu").axes[0]
+    assert ax.lines[0].get_ydata()[0] == 0.95  # the nominal line
+    with pytest.raises(ValueError, match="metric 'nope'"):
+        metric_boxplot(rep, "nope")
