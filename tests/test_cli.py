@@ -138,3 +138,26 @@ def test_console_script_declared():
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["hetmtl"] == "hetmtl.cli:main"
     assert resolve(scripts["hetmtl"]) is main
+
+
+def test_summarize_cate_with_agreed_basis(tmp_path, rng, capsys):
+    from hetmtl.latefusion import SiteDML, SiteSummary
+
+    y, d, X = simulate_site(rng, n=200, cate=True)
+    df = pd.DataFrame(X, columns=[f"x{j}" for j in range(5)]).assign(y=y, d=d)
+    csv = tmp_path / "s.csv"
+    df.to_csv(csv, index=False)
+    out = tmp_path / "s.json"
+    args = ["summarize", str(csv), "--y", "y", "--d", "d", "--z", "x0", "x2", "--model", "cate", "--site", "A",
+            "--folds", "2", "--seed", "1", "--out", str(out)]
+    assert main(args + ["--basis-center", "0.1,-0.2", "--basis-scale", "1.5,2"]) == 0
+    s = SiteSummary.read_json(out)
+    assert s.coef_names == ["const", "x0", "x2"]
+    np.testing.assert_allclose(s.basis["center"], [0.1, -0.2])
+    np.testing.assert_allclose(s.basis["scale"], [1.5, 2.0])
+    X_cols = df[[f"x{j}" for j in range(5)]].to_numpy()
+    ref = SiteDML(model="cate", n_folds=2, tuning_folds="reuse", basis_center=[0.1, -0.2], basis_scale=[1.5, 2.0],
+                  random_state=1).fit(y, d, X_cols, df[["x0", "x2"]].to_numpy())
+    np.testing.assert_allclose(s.theta, ref.coef_, rtol=1e-6, atol=1e-10)
+    assert main(args + ["--basis-center", "0.1"]) == 1
+    assert "--basis-center has 1 values for 2 effect modifier(s)" in capsys.readouterr().err

@@ -85,13 +85,15 @@ def _cmd_summarize(args: argparse.Namespace) -> int:
         if df.empty:
             raise DataValidationError(f"no rows of site {args.site!r} in column {args.site_col!r} of {args.data}")
     z_cols = list(args.z or [])
-    skip = {args.y, args.d, args.site_col, *z_cols}
+    skip = {args.y, args.d, args.site_col}  # effect modifiers stay covariates (they may confound)
     x_cols = list(args.x) if args.x else [c for c in df.columns if c not in skip]
     data = MultiSiteData.from_dataframe(df.assign(_site=str(args.site)), args.y, args.d, "_site", x_cols=x_cols,
                                         z_cols=z_cols or None)
     s = data.site_arrays(data.sites[0])
+    center = _float_list(args.basis_center, "--basis-center", len(z_cols))
+    scale = _float_list(args.basis_scale, "--basis-scale", len(z_cols))
     est = SiteDML(model=args.model, n_folds=args.folds, n_rep=args.n_rep, tuning_folds=args.tuning_folds,
-                  random_state=args.seed).fit(s.y, s.d, s.X, s.Z)
+                  basis_center=center, basis_scale=scale, random_state=args.seed).fit(s.y, s.d, s.X, s.Z)
     if z_cols:
         est.coef_names_ = ["const", *z_cols]
     summary = est.to_summary(site=str(args.site))
@@ -99,6 +101,19 @@ def _cmd_summarize(args: argparse.Namespace) -> int:
     print(est.summary())
     print(f"summary written to {args.out}")
     return 0
+
+
+def _float_list(text: str | None, option: str, length: int) -> list[float] | None:
+    """Comma-separated numbers, one per effect modifier."""
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{option} must be comma-separated numbers, got {text!r}") from None
+    if len(values) != length:
+        raise ValueError(f"{option} has {len(values)} values for {length} effect modifier(s) (--z)")
+    return values
 
 
 def _cmd_fuse(args: argparse.Namespace) -> int:
@@ -171,10 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
     summ.add_argument("data", help="CSV file with this site's rows")
     summ.add_argument("--y", required=True, help="outcome column")
     summ.add_argument("--d", required=True, help="treatment column")
-    summ.add_argument("--x", nargs="+", default=None, help="covariate columns (default: all other columns)")
+    summ.add_argument("--x", nargs="+", default=None,
+                      help="covariate columns (default: every column but --y, --d and --site-col, --z included)")
     summ.add_argument("--z", nargs="+", default=None, help="effect-modifier columns (models cate, blp)")
     summ.add_argument("--site", required=True, help="site label written into the summary")
     summ.add_argument("--site-col", default=None, help="keep only rows whose SITE_COL equals --site")
+    summ.add_argument("--basis-center", default=None,
+                      help="comma-separated centres of the --z columns agreed by all sites (e.g. pooled means); "
+                           "default: this site's means, which makes CATE coefficients site-specific")
+    summ.add_argument("--basis-scale", default=None, help="comma-separated scales of the --z columns (pooled SDs)")
     summ.add_argument("--model", default="plr", choices=["plr", "ate", "cate", "blp"])
     summ.add_argument("--folds", type=int, default=5)
     summ.add_argument("--n-rep", type=int, default=1)
