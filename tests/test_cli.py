@@ -20,7 +20,10 @@ ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT 
 
 
 def toy_yaml(tmp_path) -> Path:
+    pd.DataFrame({"mu": [1.0], "method": ["mean"], "metric": ["mse"], "value": [0.05]}).to_csv(tmp_path / "ref.csv",
+                                                                                              index=False)
     s = Study(name="clitoy", generator="_study_fakes:toy", grid={"mu": [0.0, 1.0]}, n_reps=5, seed=11,
+              reference="ref.csv",
               methods=[MethodSpec("mean", "_study_fakes:mean_method"), MethodSpec("median", "_study_fakes:median_method")])
     path = tmp_path / "clitoy.yaml"
     path.write_text(s.to_yaml())
@@ -42,6 +45,9 @@ def test_study_run_subprocess_then_report(tmp_path):
     assert "4/4" in proc.stderr and "failed=0" in proc.stderr  # the progress bar: done, failed, ETA
     assert "4 jobs, 0 already done, 4 run, 0 with failures" in proc.stdout
     summ = pd.read_csv(out / "report" / "summary.csv")
+    ref = pd.read_csv(out / "report" / "reference.csv")  # the study file's reference, found next to it
+    ours = summ.loc[(summ.mu == 1.0) & (summ.method == "mean") & (summ.metric == "mse"), "mean"].item()
+    assert ref.delta.item() == pytest.approx(ours - 0.05)
     assert set(summ.method) == {"mean", "median"} and (summ.n_reps == 2).all()
     # the report command rewrites it elsewhere; the paired table has median - mean per setting
     assert main(["study", "report", str(out), "--out", str(tmp_path / "rep2"), "--no-figures"]) == 0

@@ -36,7 +36,12 @@ def _load_study(ref: str):
     if path.suffix.lower() in (".yaml", ".yml", ".toml"):
         if not path.exists():
             raise FileNotFoundError(f"study file {ref} does not exist")
-        return Study.from_file(path)
+        study = Study.from_file(path)
+        if study.reference and not Path(study.reference).is_absolute() and (path.parent / study.reference).exists():
+            from dataclasses import replace
+
+            study = replace(study, reference=str((path.parent / study.reference).resolve()))  # relative to the file
+        return study
     return get_study(ref)
 
 
