@@ -9,7 +9,7 @@ What to use when:
 """
 from hetmtl.studies.builtin import available_studies, get_study, list_studies
 from hetmtl.studies.report import (compare_reference, load_results, paired_differences, replicate_frame,
-                                   summary_table, write_report)
+                                   summary_table, unit_summary, write_report)
 from hetmtl.studies.runner import RunResult, run_job, run_study
 from hetmtl.studies.spec import MethodSpec, Replicate, Study, register_generator, register_method
 from hetmtl.studies.store import ResultStore
@@ -17,5 +17,5 @@ from hetmtl.studies.store import ResultStore
 __all__ = [
     "MethodSpec", "Replicate", "ResultStore", "RunResult", "Study", "available_studies", "compare_reference",
     "get_study", "list_studies", "load_results", "paired_differences", "register_generator", "register_method",
-    "replicate_frame", "run_job", "run_study", "summary_table", "write_report",
+    "replicate_frame", "run_job", "run_study", "summary_table", "unit_summary", "write_report",
 ]
