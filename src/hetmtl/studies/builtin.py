@@ -1,13 +1,19 @@
 """Built-in studies: the seeds' headline experiments, runnable by name (``hetmtl study list``).
 
 What to use when:
-- ``get_study("latefusion-eta")``: per-site DML (and, once available, the fused estimators) on
-  late-fusion Scenario 1 across the heterogeneity η: bias, MSE, CI coverage and width per site;
-- ``available_studies()``: the names whose method family is installed on this branch. Families
-  (encoders, blockwise) are imported lazily and their studies appear only when importable.
+- ``latefusion-eta``: late-fusion Scenario 1 across the heterogeneity η — per-site DML (ITL) and,
+  when :class:`~hetmtl.latefusion.LateFusion` is installed, the fused estimators (squared, group)
+  on the same per-site fits: bias, MSE (avg and max over sites), CI coverage and width;
+- ``encoders-drift`` / ``encoders-shift`` / ``encoders-imbalance``: the dual-encoder model, its
+  ablations and baselines on shared 60/20/20 splits (seed 001): per-task test RMSE;
+- ``blockwise-A`` … ``blockwise-linear``, ``blockwise-ablation``: MTL-HMB vs STL/HTL/HPS (+MBI when
+  installed) on seed 002's settings, compared with the paper's Tables 2–9 (shipped in
+  ``studies/reference/``).
 
+A family is imported only when its study is built; ``list_studies()`` says which are available.
 Every built-in generator and method is also registered under its name, so study files can use
-them (e.g. ``generator: latefusion``, ``fn: site-dml``).
+them (e.g. ``generator: latefusion``, ``fn: site-dml``). The defaults (e.g. 100 replicates, random
+forests) are the full protocols: use ``--reps`` for a quick look.
 """
 from __future__ import annotations
 
