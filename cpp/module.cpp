@@ -4,5 +4,6 @@
 PYBIND11_MODULE(_core, m, pybind11::mod_gil_not_used()) {
   m.doc() = "hetmtl numeric kernels (Eigen); see the Python front ends for documentation.";
   hetmtl::bind_moments(m);
+  hetmtl::bind_fusion(m);
   hetmtl::bind_proximal(m);
 }

@@ -1,0 +1,546 @@
+#include "fusion.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <random>
+#include <stdexcept>
+#include <string>
+
+namespace hetmtl {
+namespace fusion {
+
+namespace {
+constexpr double kInf = std::numeric_limits<double>::infinity();
+// Centre reported at C = 0 for the group penalties: the C -> 0+ limit, approximated at this C.
+constexpr double kTinyC = 1e-8;
+
+MatrixXd sym(const MatrixXd& M) { return 0.5 * (M + M.transpose()); }
+
+bool positive_definite(const MatrixXd& M, std::string* why) {
+  if (!M.allFinite()) {
+    if (why) *why = "has non-finite entries";
+    return false;
+  }
+  Eigen::SelfAdjointEigenSolver<MatrixXd> es(M, Eigen::EigenvaluesOnly);
+  const double lo = es.eigenvalues().minCoeff(), hi = es.eigenvalues().maxCoeff();
+  if (!(lo > 1e-14 * std::max(hi, 0.0)) || !(lo > 0.0)) {
+    if (why) *why = "is not positive definite (smallest eigenvalue " + std::to_string(lo) + ")";
+    return false;
+  }
+  return true;
+}
+}  // namespace
+
+Penalty parse_penalty(const std::string& penalty, const std::string& metric) {
+  if (penalty == "squared") return Penalty::Squared;
+  if (penalty == "group") {
+    if (metric == "matched") return Penalty::GroupMatched;
+    if (metric == "euclidean") return Penalty::GroupEuclidean;
+    throw std::invalid_argument("metric must be 'matched' or 'euclidean', got '" + metric + "'");
+  }
+  throw std::invalid_argument("penalty must be 'squared' or 'group', got '" + penalty + "'");
+}
+
+LossMatrix parse_loss_matrix(const std::string& name) {
+  if (name == "vcov") return LossMatrix::Vcov;
+  if (name == "jacobian") return LossMatrix::Jacobian;
+  if (name == "identity") return LossMatrix::Identity;
+  throw std::invalid_argument("loss_matrix must be 'vcov', 'jacobian' or 'identity', got '" + name + "'");
+}
+
+SiteMatrices site_matrices(const std::vector<MatrixXd>& J, const std::vector<MatrixXd>& Omega,
+                           const VectorXd& n, LossMatrix kind) {
+  const int K = static_cast<int>(J.size());
+  if (static_cast<int>(Omega.size()) != K || n.size() != K)
+    throw std::invalid_argument("J, Omega and n must describe the same number of sites");
+  SiteMatrices out;
+  out.H.resize(K);
+  out.V.resize(K);
+  for (int k = 0; k < K; ++k) {
+    const int d = static_cast<int>(J[k].rows());
+    std::string why;
+    if (!(n[k] > 0)) {
+      out.bad_site = k;
+      out.reason = "n must be positive";
+      return out;
+    }
+    Eigen::FullPivLU<MatrixXd> lu(J[k]);
+    if (!J[k].allFinite() || !lu.isInvertible()) {
+      out.bad_site = k;
+      out.reason = "J is singular or non-finite";
+      return out;
+    }
+    const MatrixXd Jinv = lu.inverse();
+    const MatrixXd Sigma = sym(Jinv * Omega[k] * Jinv.transpose());
+    if (!positive_definite(Sigma, &why)) {
+      out.bad_site = k;
+      out.reason = "the sandwich covariance J^-1 Omega J^-T " + why;
+      return out;
+    }
+    out.V[k] = Sigma / n[k];
+    switch (kind) {
+      case LossMatrix::Vcov:
+        out.H[k] = sym(Sigma.llt().solve(MatrixXd::Identity(d, d)));
+        break;
+      case LossMatrix::Jacobian:
+        out.H[k] = -sym(J[k]);
+        break;
+      case LossMatrix::Identity:
+        out.H[k] = MatrixXd::Identity(d, d);
+        break;
+    }
+    if (!positive_definite(out.H[k], &why)) {
+      out.bad_site = k;
+      out.reason = "the loss matrix H " + why +
+                   (kind == LossMatrix::Jacobian ? " (-sym(J) must be positive definite)" : "");
+      return out;
+    }
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------------------------ Problem
+Problem::Problem(MatrixXd theta_hat, std::vector<MatrixXd> H, VectorXd w, VectorXd shape)
+    : theta_hat_(std::move(theta_hat)), H_(std::move(H)), w_(std::move(w)), shape_(std::move(shape)) {
+  const int K = this->K(), d = this->d();
+  if (K < 1 || d < 1) throw std::invalid_argument("need at least one site and one coefficient");
+  if (static_cast<int>(H_.size()) != K || w_.size() != K || shape_.size() != K)
+    throw std::invalid_argument("theta_hat, H, w and shape must describe the same number of sites");
+  if (!theta_hat_.allFinite()) throw std::invalid_argument("theta_hat has non-finite entries");
+  wH_sum_ = MatrixXd::Zero(d, d);
+  for (int k = 0; k < K; ++k) {
+    if (H_[k].rows() != d || H_[k].cols() != d)
+      throw std::invalid_argument("site " + std::to_string(k) + ": H has the wrong shape");
+    std::string why;
+    H_[k] = sym(H_[k]);
+    if (!positive_definite(H_[k], &why))
+      throw std::invalid_argument("site " + std::to_string(k) + ": H " + why);
+    if (!(w_[k] > 0) || !std::isfinite(w_[k]))
+      throw std::invalid_argument("site " + std::to_string(k) + ": weight must be positive and finite");
+    if (!(shape_[k] > 0) || !std::isfinite(shape_[k]))
+      throw std::invalid_argument("site " + std::to_string(k) + ": lambda shape must be positive and finite");
+    wH_sum_ += w_[k] * H_[k];
+  }
+}
+
+void Problem::ensure_eigen() const {
+  std::call_once(eig_once_, [this]() {
+    const int K = this->K(), d = this->d();
+    evec_.resize(K);
+    eval_.resize(d, K);
+    for (int k = 0; k < K; ++k) {
+      Eigen::SelfAdjointEigenSolver<MatrixXd> es(H_[k]);
+      evec_[k] = es.eigenvectors();
+      eval_.col(k) = es.eigenvalues();
+    }
+  });
+}
+
+VectorXd Problem::gls_centre(const MatrixXd& th) const {
+  VectorXd rhs = VectorXd::Zero(d());
+  for (int k = 0; k < K(); ++k) rhs.noalias() += w_[k] * (H_[k] * th.col(k));
+  return wH_sum_.llt().solve(rhs);
+}
+
+Solution Problem::pooled(const MatrixXd& th) const {
+  Solution s;
+  s.centre = gls_centre(th);
+  s.theta = s.centre.replicate(1, K());
+  s.fused.assign(K(), 1);
+  s.objective = 0.0;
+  for (int k = 0; k < K(); ++k) {
+    const VectorXd e = s.centre - th.col(k);
+    s.objective += w_[k] * 0.5 * e.dot(H_[k] * e);
+  }
+  return s;
+}
+
+Solution Problem::unpooled(const MatrixXd& th, Penalty pen, const Options& opt) const {
+  Solution s;
+  if (pen == Penalty::Squared) {
+    // C -> 0+: B_k ~ 2 lambda_k I, so the centre tends to the shape-weighted mean.
+    VectorXd num = VectorXd::Zero(d());
+    double den = 0.0;
+    for (int k = 0; k < K(); ++k) {
+      num += w_[k] * shape_[k] * th.col(k);
+      den += w_[k] * shape_[k];
+    }
+    s.centre = num / den;
+  } else {
+    // C -> 0+: a weighted geometric median (in the penalty's metric), approximated at tiny C.
+    Solution t = solve_group(th, kTinyC, pen, nullptr, opt);
+    s.centre = t.centre;
+    s.iterations = t.iterations;
+    s.converged = t.converged;
+  }
+  s.theta = th;
+  s.fused.assign(K(), 0);
+  s.objective = 0.0;
+  return s;
+}
+
+Solution Problem::solve(double C, Penalty pen, const VectorXd* start, const Options& opt) const {
+  return solve_at(theta_hat_, C, pen, start, opt);
+}
+
+Solution Problem::solve_at(const MatrixXd& th, double C, Penalty pen, const VectorXd* start,
+                           const Options& opt) const {
+  if (th.rows() != d() || th.cols() != K()) throw std::invalid_argument("theta_hat has the wrong shape");
+  if (std::isnan(C) || C < 0) throw std::invalid_argument("C must be >= 0 (or +inf)");
+  if (std::isinf(C)) return pooled(th);
+  if (C == 0.0) return unpooled(th, pen, opt);
+  if (pen == Penalty::Squared) return solve_squared(th, C);
+  return solve_group(th, C, pen, start, opt);
+}
+
+Solution Problem::solve_squared(const MatrixXd& th, double C) const {
+  const int K = this->K(), d = this->d();
+  const MatrixXd I = MatrixXd::Identity(d, d);
+  std::vector<MatrixXd> P(K);
+  MatrixXd Bsum = MatrixXd::Zero(d, d);
+  VectorXd rhs = VectorXd::Zero(d);
+  for (int k = 0; k < K; ++k) {
+    const double lam = C * shape_[k];
+    P[k] = sym((H_[k] + 2.0 * lam * I).llt().solve(H_[k]));  // (H + 2 lam I)^{-1} H
+    const MatrixXd B = 2.0 * lam * P[k];                       // (H^{-1} + I / (2 lam))^{-1}
+    Bsum.noalias() += w_[k] * B;
+    rhs.noalias() += w_[k] * (B * th.col(k));
+  }
+  Solution s;
+  s.centre = Bsum.llt().solve(rhs);
+  s.theta.resize(d, K);
+  s.fused.assign(K, 0);
+  for (int k = 0; k < K; ++k) {
+    s.theta.col(k) = s.centre + P[k] * (th.col(k) - s.centre);
+    const VectorXd e = s.theta.col(k) - th.col(k);
+    s.objective += w_[k] * (0.5 * e.dot(H_[k] * e) + C * shape_[k] * (s.theta.col(k) - s.centre).squaredNorm());
+  }
+  return s;
+}
+
+double Problem::profile(const MatrixXd& th, const VectorXd& c, double C, Penalty pen, VectorXd* grad,
+                        MatrixXd* newton, MatrixXd* major, Solution* sol) const {
+  // Allocation-free inner loop: every temporary lives in these buffers.
+  const int K = this->K(), d = this->d();
+  double F = 0.0;
+  if (grad) grad->setZero(d);
+  if (newton) newton->setZero(d, d);
+  if (major) major->setZero(d, d);
+  if (sol) {
+    sol->theta.resize(d, K);
+    sol->fused.assign(K, 0);
+    sol->centre = c;
+  }
+  VectorXd z(d), Hz(d), zt(d), a(d), ut(d), et(d), p(d), uh(d);
+  MatrixXd Mk(d, d), tmp(d, d);
+  for (int k = 0; k < K; ++k) {
+    const double lam = C * shape_[k], wk = w_[k];
+    const MatrixXd& H = H_[k];
+    z.noalias() = th.col(k) - c;
+    Hz.noalias() = H * z;
+    if (pen == Penalty::GroupMatched) {
+      const double q = std::max(z.dot(Hz), 0.0), r = std::sqrt(q);
+      if (r <= lam) {
+        F += wk * 0.5 * q;
+        if (grad) grad->noalias() -= wk * Hz;
+        if (newton) newton->noalias() += wk * H;
+        if (major) major->noalias() += wk * H;
+        if (sol) {
+          sol->theta.col(k) = c;
+          sol->fused[k] = 1;
+        }
+      } else {
+        const double f = lam / r;
+        F += wk * (lam * r - 0.5 * lam * lam);
+        if (grad) grad->noalias() -= (wk * f) * Hz;
+        if (newton) {
+          newton->noalias() += (wk * f) * H;
+          newton->noalias() -= (wk * f / q) * Hz * Hz.transpose();
+        }
+        if (major) major->noalias() += (wk * f) * H;
+        if (sol) sol->theta.col(k).noalias() = c + (1.0 - f) * z;
+      }
+      continue;
+    }
+    // GroupEuclidean
+    if (Hz.norm() <= lam) {
+      F += wk * 0.5 * z.dot(Hz);
+      if (grad) grad->noalias() -= wk * Hz;
+      if (newton) newton->noalias() += wk * H;
+      if (major) major->noalias() += wk * H;
+      if (sol) {
+        sol->theta.col(k) = c;
+        sol->fused[k] = 1;
+      }
+      continue;
+    }
+    // theta_k = c + u, u = (H + (lam/rho) I)^{-1} H z with rho = ||u||. In H's eigenbasis
+    // u_i = a_i rho / (h_i rho + lam), a = h * z~; rho solves psi(rho) = sum (a_i/(h_i rho +
+    // lam))^2 - 1 = 0, psi convex and decreasing with psi(0) > 0: Newton from 0 is monotone.
+    const MatrixXd& Q = evec_[k];
+    const auto h = eval_.col(k);
+    zt.noalias() = Q.transpose() * z;
+    a = h.cwiseProduct(zt);
+    // Start at a lower bound of the root: sum a_i^2 / (h_max rho + lam)^2 <= 1 at the root.
+    double rho = std::max(0.0, (a.norm() - lam) / h.maxCoeff());
+    for (int it = 0; it < 200; ++it) {
+      double psi = -1.0, dpsi = 0.0;
+      for (int i = 0; i < d; ++i) {
+        const double den = h[i] * rho + lam;
+        const double t = a[i] / den;
+        psi += t * t;
+        dpsi -= 2.0 * t * t * h[i] / den;
+      }
+      const double next = rho - psi / dpsi;  // increases while left of the root
+      if (!(next > rho) || next - rho <= 1e-15 * next) {
+        rho = std::max(rho, next);
+        break;
+      }
+      rho = next;
+    }
+    for (int i = 0; i < d; ++i) ut[i] = a[i] * rho / (h[i] * rho + lam);
+    const double un = ut.norm();
+    // e = u - z without cancellation (u ~ z when lam is small): e_i = -lam z~_i / (h_i rho + lam)
+    for (int i = 0; i < d; ++i) et[i] = -lam * zt[i] / (h[i] * rho + lam);
+    F += wk * (0.5 * et.dot(h.cwiseProduct(et)) + lam * un);
+    if (grad) {
+      p = h.cwiseProduct(et);
+      grad->noalias() += wk * (Q * p);
+    }
+    if (newton && un > 0) {
+      // Hessian H (H + B)^{-1} B with B = s (I - uh uh'), s = lam / ||u||, in the eigenbasis;
+      // (D - s uh uh')^{-1} = D^{-1} + g p p' with D = diag(h + s), p = D^{-1} uh (Sherman-Morrison).
+      const double s = lam / un;
+      uh = ut / un;
+      for (int i = 0; i < d; ++i) p[i] = uh[i] / (h[i] + s);
+      const double pu = p.dot(uh);
+      const double g = s / (1.0 - s * pu);
+      // X - X uh uh' = D^{-1} + g p p' - (1 + g pu) p uh'
+      Mk.noalias() = g * p * p.transpose();
+      Mk.noalias() -= (1.0 + g * pu) * p * uh.transpose();
+      for (int i = 0; i < d; ++i) Mk(i, i) += 1.0 / (h[i] + s);
+      for (int i = 0; i < d; ++i) Mk.row(i) *= s * h[i];
+      tmp.noalias() = Q * Mk;
+      Mk.noalias() = tmp * Q.transpose();
+      newton->noalias() += (0.5 * wk) * Mk;
+      newton->noalias() += (0.5 * wk) * Mk.transpose();
+    }
+    if (major) major->noalias() += wk * H;
+    if (sol) sol->theta.col(k).noalias() = c + Q * ut;
+  }
+  return F;
+}
+
+Solution Problem::solve_group(const MatrixXd& th, double C, Penalty pen, const VectorXd* start,
+                              const Options& opt) const {
+  if (pen == Penalty::GroupEuclidean) ensure_eigen();
+  const int d = this->d();
+  VectorXd c = (start && start->size() == d && start->allFinite()) ? *start : gls_centre(th);
+  VectorXd g(d), g2(d), g3(d);
+  MatrixXd N(d, d), M(d, d), N2(d, d), M2(d, d), N3(d, d), M3(d, d);
+  double F = profile(th, c, C, pen, &g, &N, &M, nullptr);
+  Solution s;
+  s.converged = false;
+  int it = 0;
+  for (; it < opt.max_iter; ++it) {
+    VectorXd step;
+    double F_try = kInf;
+    VectorXd c_try;
+    bool accepted = false;
+    Eigen::LDLT<MatrixXd> ldlt(N);
+    if (ldlt.info() == Eigen::Success && ldlt.isPositive()) {
+      const VectorXd dir = -ldlt.solve(g);
+      if (dir.allFinite() && ldlt.rcond() > 1e-13) {
+        // Newton direction with Armijo backtracking (far from the optimum F is nearly linear
+        // in the unfused sites and full Newton steps overshoot).
+        const double slope = g.dot(dir), slack = 1e-15 * std::abs(F);
+        for (double t = 1.0; t >= 1.0 / 1024.0 && !accepted; t *= 0.5) {
+          step = t * dir;
+          c_try = c + step;
+          F_try = profile(th, c_try, C, pen, &g2, &N2, &M2, nullptr);
+          accepted = F_try <= F + 1e-4 * t * slope + slack;
+        }
+      }
+    }
+    if (!accepted) {
+      // Majorise-minimise step (IRLS / preconditioned gradient): F never increases. Where F is
+      // nearly piecewise linear (unfused sites, d = 1) these steps are short, so expand them
+      // while F keeps decreasing.
+      const VectorXd dir = -M.llt().solve(g);
+      step = dir;
+      c_try = c + step;
+      F_try = profile(th, c_try, C, pen, &g2, &N2, &M2, nullptr);
+      for (double t = 2.0; t <= 1048576.0; t *= 2.0) {
+        const VectorXd c_big = c + t * dir;
+        const double F_big = profile(th, c_big, C, pen, &g3, &N3, &M3, nullptr);
+        if (!(F_big < F_try)) break;
+        step = t * dir;
+        c_try = c_big;
+        F_try = F_big;
+        g2.swap(g3);
+        N2.swap(N3);
+        M2.swap(M3);
+      }
+    }
+    c = c_try;
+    F = F_try;
+    g.swap(g2);
+    N.swap(N2);
+    M.swap(M2);
+    if (step.norm() <= opt.tol * (1.0 + c.norm())) {
+      s.converged = true;
+      ++it;
+      break;
+    }
+  }
+  s.objective = profile(th, c, C, pen, nullptr, nullptr, nullptr, &s);
+  s.iterations = it;
+  return s;
+}
+
+std::vector<Solution> Problem::path(const std::vector<double>& C_grid, Penalty pen, const Options& opt) const {
+  std::vector<Solution> out;
+  out.reserve(C_grid.size());
+  VectorXd start;
+  for (double C : C_grid) {
+    out.push_back(solve(C, pen, start.size() ? &start : nullptr, opt));
+    if (C > 0 && std::isfinite(C)) start = out.back().centre;
+  }
+  return out;
+}
+
+std::vector<double> Problem::path_losses(const std::vector<double>& C_grid, Penalty pen,
+                                         const std::vector<MatrixXd>& A, const MatrixXd& b,
+                                         const VectorXd& c, const VectorXd& lw, const Options& opt) const {
+  const int K = this->K();
+  if (static_cast<int>(A.size()) != K || b.cols() != K || b.rows() != d() || c.size() != K || lw.size() != K)
+    throw std::invalid_argument("held-out loss coefficients have the wrong shape");
+  std::vector<double> out;
+  out.reserve(C_grid.size());
+  VectorXd start;
+  for (double C : C_grid) {
+    Solution s;
+    if (C == 0.0) {
+      s.theta = theta_hat_;  // the centre is irrelevant for the held-out loss
+    } else {
+      s = solve(C, pen, start.size() ? &start : nullptr, opt);
+      if (std::isfinite(C)) start = s.centre;
+    }
+    double loss = 0.0;
+    for (int k = 0; k < K; ++k) {
+      const auto t = s.theta.col(k);
+      loss += lw[k] * (c[k] - 2.0 * b.col(k).dot(t) + t.dot(A[k] * t));
+    }
+    out.push_back(loss);
+  }
+  return out;
+}
+
+double Problem::objective(const MatrixXd& theta, const VectorXd& centre, double C, Penalty pen) const {
+  if (theta.rows() != d() || theta.cols() != K() || centre.size() != d())
+    throw std::invalid_argument("theta / centre have the wrong shape");
+  double F = 0.0;
+  for (int k = 0; k < K(); ++k) {
+    const VectorXd e = theta.col(k) - theta_hat_.col(k);
+    const VectorXd v = theta.col(k) - centre;
+    const double lam = C * shape_[k];
+    double pen_k = 0.0;
+    if (pen == Penalty::Squared) pen_k = lam * v.squaredNorm();
+    else if (pen == Penalty::GroupMatched) pen_k = lam * std::sqrt(std::max(v.dot(H_[k] * v), 0.0));
+    else pen_k = lam * v.norm();
+    F += w_[k] * (0.5 * e.dot(H_[k] * e) + pen_k);
+  }
+  return F;
+}
+
+void Problem::squared_map(double C, std::vector<MatrixXd>& P, std::vector<MatrixXd>& G) const {
+  const int K = this->K(), d = this->d();
+  const MatrixXd I = MatrixXd::Identity(d, d);
+  P.assign(K, MatrixXd::Zero(d, d));
+  G.assign(K, MatrixXd::Zero(d, d));
+  if (std::isnan(C) || C < 0) throw std::invalid_argument("C must be >= 0 (or +inf)");
+  if (C == 0.0) {
+    double den = 0.0;
+    for (int k = 0; k < K; ++k) den += w_[k] * shape_[k];
+    for (int k = 0; k < K; ++k) {
+      P[k] = I;
+      G[k] = (w_[k] * shape_[k] / den) * I;
+    }
+    return;
+  }
+  std::vector<MatrixXd> B(K);
+  MatrixXd Bsum = MatrixXd::Zero(d, d);
+  for (int k = 0; k < K; ++k) {
+    if (std::isinf(C)) {
+      B[k] = H_[k];
+    } else {
+      const double lam = C * shape_[k];
+      P[k] = sym((H_[k] + 2.0 * lam * I).llt().solve(H_[k]));
+      B[k] = 2.0 * lam * P[k];
+    }
+    Bsum += w_[k] * B[k];
+  }
+  Eigen::LLT<MatrixXd> llt(Bsum);
+  for (int k = 0; k < K; ++k) G[k] = llt.solve(w_[k] * B[k]);
+}
+
+void Problem::squared_covariance(double C, const std::vector<MatrixXd>& V, std::vector<MatrixXd>& cov_sites,
+                                 MatrixXd& cov_centre, std::vector<MatrixXd>& cross) const {
+  const int K = this->K(), d = this->d();
+  if (static_cast<int>(V.size()) != K) throw std::invalid_argument("need one covariance per site");
+  std::vector<MatrixXd> P, G;
+  squared_map(C, P, G);
+  const MatrixXd I = MatrixXd::Identity(d, d);
+  cov_centre = MatrixXd::Zero(d, d);
+  for (int k = 0; k < K; ++k) cov_centre.noalias() += G[k] * V[k] * G[k].transpose();
+  cov_centre = sym(cov_centre);
+  cov_sites.resize(K);
+  cross.resize(K);
+  for (int k = 0; k < K; ++k) {
+    // theta_k = P_k that_k + (I - P_k) theta_0 and Cov(that_k, theta_0) = V_k G_k'.
+    const MatrixXd R = I - P[k];
+    const MatrixXd VG = V[k] * G[k].transpose();
+    const MatrixXd PVGR = P[k] * VG * R.transpose();
+    cov_sites[k] = sym(P[k] * V[k] * P[k].transpose() + R * cov_centre * R.transpose() + PVGR + PVGR.transpose());
+    cross[k] = P[k] * VG + R * cov_centre;
+  }
+}
+
+Problem::Bootstrap Problem::bootstrap(const std::vector<MatrixXd>& V, double C, Penalty pen, int n_boot,
+                                      uint64_t seed, const Options& opt) const {
+  const int K = this->K(), d = this->d();
+  if (static_cast<int>(V.size()) != K) throw std::invalid_argument("need one covariance per site");
+  if (n_boot < 1) throw std::invalid_argument("n_boot must be positive");
+  std::vector<MatrixXd> L(K);
+  for (int k = 0; k < K; ++k) {
+    Eigen::LLT<MatrixXd> llt(sym(V[k]));
+    if (llt.info() != Eigen::Success)
+      throw std::invalid_argument("site " + std::to_string(k) + ": covariance is not positive definite");
+    L[k] = llt.matrixL();
+  }
+  const Solution base = solve(C, pen, nullptr, opt);
+  Bootstrap out;
+  out.centre.resize(n_boot, d);
+  out.theta.resize(n_boot);
+  out.fused_count.assign(K, 0);
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  MatrixXd draw(d, K);
+  VectorXd eps(d);
+  for (int b = 0; b < n_boot; ++b) {
+    for (int k = 0; k < K; ++k) {
+      for (int i = 0; i < d; ++i) eps[i] = normal(rng);
+      draw.col(k) = theta_hat_.col(k) + L[k] * eps;
+    }
+    const Solution s = solve_at(draw, C, pen, &base.centre, opt);
+    out.centre.row(b) = s.centre.transpose();
+    out.theta[b] = s.theta;
+    for (int k = 0; k < K; ++k) out.fused_count[k] += s.fused[k];
+    if (!s.converged) ++out.n_not_converged;
+  }
+  return out;
+}
+
+}  // namespace fusion
+}  // namespace hetmtl

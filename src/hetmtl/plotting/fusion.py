@@ -1,0 +1,103 @@
+"""Plots for late fusion (:class:`hetmtl.latefusion.LateFusion`).
+
+What to use when:
+- :func:`forest_plot` — per-site DML intervals next to the fused intervals, the fused centre with
+  its interval, and which sites were fused: the main figure of a late-fusion analysis;
+- :func:`shrinkage_path` — fused estimates θ̃_k against the tuning constant C (and the CV curve
+  when C was cross-validated): how strongly each site is pulled to the centre.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from hetmtl.inference import _level_names
+
+
+def _coefs(lf, coefs: Sequence[str] | None) -> list[str]:
+    lf._check_fitted()
+    names = list(lf.coef_names_) if coefs is None else list(coefs)
+    unknown = [c for c in names if c not in lf.coef_names_]
+    if unknown:
+        raise ValueError(f"unknown coefficient(s) {unknown}; the fit has {lf.coef_names_}")
+    return names
+
+
+def forest_plot(lf, level: float = 0.95, coefs: Sequence[str] | None = None, figsize=None) -> Figure:
+    """Per-site DML CI (grey) vs fused CI (blue: fused with the centre, filled marker; orange:
+    not fused, open marker), with the centre θ̃_0 and its CI as a band. One panel per coefficient."""
+    names = _coefs(lf, coefs)
+    K = len(lf.sites_)
+    table = lf.summary_frame(level)
+    centre = lf.centre_frame(level)
+    lo, hi = _level_names(level)
+    fig = Figure(figsize=figsize or (4.2 * len(names), 0.45 * K + 1.8))
+    axes = fig.subplots(1, len(names), squeeze=False)[0]
+    y = np.arange(K)[::-1].astype(float)
+    for ax, name in zip(axes, names):
+        t = table.xs(name, level="coef").loc[lf.sites_]
+        c = centre.loc[name]
+        if np.isfinite(c[lo]):
+            ax.axvspan(c[lo], c[hi], color="0.85", zorder=0, label=f"centre {100 * level:g}% CI")
+        ax.axvline(c["coef"], color="k", lw=1, ls="--", label="centre")
+        ax.hlines(y + 0.15, t[f"dml {lo}"], t[f"dml {hi}"], color="0.5", lw=1.5)
+        ax.plot(t["dml coef"], y + 0.15, "s", color="0.5", ms=4, label="site DML")
+        fused = t["fused"].to_numpy(bool)
+        colors = np.where(fused, "tab:blue", "tab:orange")
+        ax.hlines(y - 0.15, t[lo], t[hi], colors=colors, lw=2)
+        ax.scatter(t["coef"][fused], (y - 0.15)[fused], color="tab:blue", zorder=3, s=22, label="fused")
+        ax.scatter(t["coef"][~fused], (y - 0.15)[~fused], facecolors="white", edgecolors="tab:orange", zorder=3,
+                   s=22, label="not fused")
+        ax.set_yticks(y)
+        ax.set_yticklabels(lf.sites_)
+        ax.set_title(name)
+        ax.set_xlabel("estimate")
+    axes[0].legend(loc="best", fontsize="small", frameon=False)
+    method = {"delta": "delta method", "bootstrap": "parametric bootstrap", "none": "no fused CI"}[lf.inference_]
+    fig.suptitle(f"Late fusion ({lf.penalty}, C = {lf.C_:.3g}); fused intervals: {method}", fontsize="medium")
+    fig.tight_layout()
+    return fig
+
+
+def shrinkage_path(lf, C_grid: Sequence[float] | None = None, coefs: Sequence[str] | None = None,
+                   figsize=None) -> Figure:
+    """θ̃_k(C) for every site (lines; C = 0 is each site's own estimate, shown at the left edge),
+    the centre θ̃_0(C) (dashed), the chosen C (vertical line) and, when C was cross-validated,
+    the CV curve in an extra panel."""
+    names = _coefs(lf, coefs)
+    grid = np.asarray(C_grid if C_grid is not None else np.geomspace(0.02, 50.0, 60), float)
+    grid = np.unique(np.concatenate([grid[grid > 0], [lf.C_] if 0 < lf.C_ < np.inf else []]))
+    path = lf.path(grid)
+    has_cv = getattr(lf, "cv_results_", None) is not None
+    ncol = len(names) + int(has_cv)
+    fig = Figure(figsize=figsize or (4.2 * ncol, 3.6))
+    axes = fig.subplots(1, ncol, squeeze=False)[0]
+    for j, (ax, name) in enumerate(zip(axes, names)):
+        i = lf.coef_names_.index(name)
+        for k, site in enumerate(lf.sites_):
+            line, = ax.plot(grid, path["theta"][:, k, i], lw=1)
+            ax.plot(grid[0], lf.dml_coef_[k, i], "o", color=line.get_color(), ms=3)
+        ax.plot(grid, path["centre"][:, i], "k--", lw=1.5, label="centre")
+        if 0 < lf.C_ < np.inf:
+            ax.axvline(lf.C_, color="0.4", lw=1, ls=":", label=f"chosen C = {lf.C_:.3g}")
+        ax.set_xscale("log")
+        ax.set_xlabel("C")
+        ax.set_ylabel(f"fused estimate ({name})")
+        ax.set_title(name)
+    axes[0].legend(loc="best", fontsize="small", frameon=False)
+    if has_cv:
+        ax = axes[-1]
+        cv = lf.cv_results_
+        pos = cv["C"] > 0
+        ax.errorbar(cv["C"][pos], cv["cv_loss"][pos], yerr=cv["cv_se"][pos], fmt="o-", ms=3, lw=1, capsize=2)
+        if (~pos).any():
+            ax.axhline(cv["cv_loss"][~pos].iloc[0], color="0.5", ls=":", lw=1, label="C = 0 (no fusion)")
+            ax.legend(fontsize="small", frameon=False)
+        ax.set_xscale("log")
+        ax.set_xlabel("C")
+        ax.set_ylabel("CV held-out loss")
+        ax.set_title("cross-validation")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,297 @@
+"""Study descriptions: a data generator over a parameter grid, methods with options, replicates, seeds.
+
+What to use when:
+- in Python: build a :class:`Study` directly (generators and methods as callables or names);
+- from a file: :meth:`Study.from_file` reads YAML (``.yaml``/``.yml``) or TOML (``.toml``);
+- a method or generator you want to refer to by name in files: :func:`register_method`,
+  :func:`register_generator` (or write ``"package.module:function"``).
+
+A **generator** is called once per (setting, replicate) as ``generator(**fixed, **setting,
+random_state=data_seed)`` and returns the replicate's data (any object). An optional **splitter**
+``splitter(data, seed)`` draws the replicate's splits once, so every method sees the same rows.
+A **method** is called as ``method(rep, **options)`` with a :class:`Replicate` and returns a dict
+of metrics, or a list of dicts (one per site or task, e.g. ``{"site": "s1", "mse": ...}``).
+Seeds come from ``numpy.random.SeedSequence(seed, spawn_key=(setting_index, replicate))``, so a
+replicate's data do not depend on how many replicates, workers or settings there are.
+"""
+from __future__ import annotations
+
+import importlib
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+_METHODS: dict[str, Callable] = {}
+_GENERATORS: dict[str, Callable] = {}
+#: Column names of the results and report tables; grid parameters may not use them.
+RESERVED_NAMES = frozenset({"study", "setting", "setting_index", "params", "replicate", "method", "seconds", "metric",
+                            "n_reps", "mean", "sd", "se", "baseline", "mean_diff", "ci_low", "ci_high", "value",
+                            "unit", "n_units", "avg", "max", "max_at", "_x"})
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+def register_method(name: str) -> Callable[[Callable], Callable]:
+    """Decorator: make ``fn(rep, **options)`` available to study files as ``name``."""
+    def deco(fn: Callable) -> Callable:
+        _METHODS[name] = fn
+        return fn
+    return deco
+
+
+def register_generator(name: str) -> Callable[[Callable], Callable]:
+    """Decorator: make ``fn(**params, random_state=...)`` available to study files as ``name``."""
+    def deco(fn: Callable) -> Callable:
+        _GENERATORS[name] = fn
+        return fn
+    return deco
+
+
+def resolve(ref: str | Callable, kind: str = "method") -> Callable:
+    """A callable from a registered name or ``"module:attribute"``."""
+    if callable(ref):
+        return ref
+    registry = _METHODS if kind == "method" else _GENERATORS
+    if ref in registry:
+        return registry[ref]
+    if isinstance(ref, str) and ":" in ref:
+        module, _, attr = ref.partition(":")
+        try:
+            obj: Any = importlib.import_module(module)
+        except ImportError as exc:
+            raise ValueError(f"{kind} {ref!r}: cannot import module {module!r} ({exc})") from exc
+        for part in attr.split("."):
+            if not hasattr(obj, part):
+                raise ValueError(f"{kind} {ref!r}: module {module!r} has no attribute {attr!r}")
+            obj = getattr(obj, part)
+        if not callable(obj):
+            raise ValueError(f"{kind} {ref!r} is not callable")
+        return obj
+    raise ValueError(f"unknown {kind} {ref!r}: register it with register_{kind}() or write 'module:function'; "
+                     f"registered: {sorted(registry)}")
+
+
+def callable_ref(fn: str | Callable | None) -> str | None:
+    """The name under which ``fn`` can be written into a study file."""
+    if fn is None or isinstance(fn, str):
+        return fn
+    for reg in (_METHODS, _GENERATORS):
+        for name, f in reg.items():
+            if f is fn:
+                return name
+    return f"{fn.__module__}:{fn.__qualname__}"
+
+
+@dataclass
+class MethodSpec:
+    """One compared method: a label, the callable (or its name) and keyword options."""
+
+    name: str
+    fn: str | Callable
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class Replicate:
+    """What every method of one (setting, replicate) receives; identical for all methods (paired).
+
+    Each method gets its own copy of ``data`` and ``splits``; ``cache`` is shared by the methods of
+    the replicate (e.g. per-site fits that several fusion methods start from)."""
+
+    data: Any
+    setting: dict
+    replicate: int
+    seed: int
+    splits: Any = None
+    cache: dict = field(default_factory=dict)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating,)):
+        return float(v)
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, Mapping):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    return v
+
+
+def setting_label(setting: Mapping[str, Any]) -> str:
+    """Stable text key of a setting, e.g. ``"eta=0.5,n_sites=10"`` (grid order)."""
+    if not setting:
+        return "default"
+    return ",".join(f"{k}={json.dumps(_jsonable(v), separators=(',', ':'))}" for k, v in setting.items())
+
+
+@dataclass
+class Study:
+    """A comparison study: ``generator`` over the product of ``grid`` (plus ``fixed`` arguments),
+    ``methods`` on every replicate, ``n_reps`` replicates per setting, master ``seed``.
+
+    ``metrics`` lists the columns the report summarises (default: every numeric column methods
+    return, plus ``seconds``). ``reference`` is a CSV of published/expected values (columns: the
+    grid parameters or ``setting``, ``method``, ``metric``, ``value``) compared in the report.
+    """
+
+    name: str
+    generator: str | Callable
+    methods: Sequence[MethodSpec]
+    grid: dict[str, list] = field(default_factory=dict)
+    fixed: dict = field(default_factory=dict)
+    n_reps: int = 10
+    seed: int = 0
+    splitter: str | Callable | None = None
+    metrics: list[str] | None = None
+    reference: str | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ----------------------------------------------------------------------------- checks
+    def validate(self) -> None:
+        where = f"study {self.name!r}"
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            raise ValueError(f"study name must be a non-empty identifier (letters, digits, _ . -), got {self.name!r}")
+        if not isinstance(self.n_reps, (int, np.integer)) or isinstance(self.n_reps, bool) or self.n_reps < 1:
+            raise ValueError(f"{where}: n_reps must be a positive integer, got {self.n_reps!r}")
+        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ValueError(f"{where}: seed must be a non-negative integer, got {self.seed!r}")
+        if not isinstance(self.grid, Mapping):
+            raise ValueError(f"{where}: grid must map parameter names to lists of values")
+        for k, values in self.grid.items():
+            if k in RESERVED_NAMES:
+                raise ValueError(f"{where}: grid parameter {k!r} clashes with a results column; reserved names: "
+                                 f"{sorted(RESERVED_NAMES)}")
+            if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) == 0:
+                raise ValueError(f"{where}: grid parameter {k!r} must have a non-empty list of values, got {values!r}")
+            if k in self.fixed:
+                raise ValueError(f"{where}: parameter {k!r} is both in grid and fixed")
+        if not isinstance(self.fixed, Mapping):
+            raise ValueError(f"{where}: fixed must be a mapping of generator arguments")
+        methods = []
+        for m in self.methods:
+            if isinstance(m, Mapping):
+                m = MethodSpec(**m)
+            if not isinstance(m, MethodSpec):
+                raise ValueError(f"{where}: methods must be MethodSpec or dicts, got {type(m).__name__}")
+            if not isinstance(m.name, str) or not _NAME.match(m.name):
+                raise ValueError(f"{where}: method name must be an identifier, got {m.name!r}")
+            if not isinstance(m.options, Mapping):
+                raise ValueError(f"{where}: options of method {m.name!r} must be a mapping")
+            methods.append(m)
+        if not methods:
+            raise ValueError(f"{where}: needs at least one method")
+        names = [m.name for m in methods]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"{where}: duplicate method name(s) {dup}")
+        self.methods = methods
+        if self.metrics is not None and (isinstance(self.metrics, str) or not all(isinstance(x, str) for x in self.metrics)):
+            raise ValueError(f"{where}: metrics must be a list of column names")
+
+    def check_resolvable(self) -> None:
+        """Resolve the generator, splitter and every method now (clear error before any job runs)."""
+        resolve(self.generator, "generator")
+        if self.splitter is not None:
+            resolve(self.splitter, "generator")
+        for m in self.methods:
+            try:
+                resolve(m.fn, "method")
+            except ValueError as exc:
+                raise ValueError(f"study {self.name!r}, method {m.name!r}: {exc}") from None
+
+    # ----------------------------------------------------------------------------- grid
+    def settings(self) -> list[dict]:
+        """Every setting (one dict of grid values each), in grid order."""
+        keys = list(self.grid)
+        return [dict(zip(keys, combo)) for combo in itertools.product(*(self.grid[k] for k in keys))]
+
+    def seeds(self, setting_index: int, replicate: int) -> tuple[int, int]:
+        """(data seed, method seed) of one replicate; independent of n_reps and the grid size."""
+        ss = np.random.SeedSequence(int(self.seed), spawn_key=(int(setting_index), int(replicate)))
+        data_seed, method_seed = ss.generate_state(2)
+        return int(data_seed), int(method_seed)
+
+    def n_jobs(self, n_reps: int | None = None) -> int:
+        return len(self.settings()) * int(n_reps or self.n_reps)
+
+    # ----------------------------------------------------------------------------- I/O
+    def data_key(self) -> dict:
+        """What determines the replicates' data: a restarted study must agree on it."""
+        return {"generator": callable_ref(self.generator), "grid": _jsonable(self.grid),
+                "fixed": _jsonable(self.fixed), "seed": int(self.seed), "splitter": callable_ref(self.splitter)}
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name, "description": self.description, "generator": callable_ref(self.generator),
+            "grid": _jsonable(self.grid), "fixed": _jsonable(self.fixed), "n_reps": int(self.n_reps),
+            "seed": int(self.seed), "splitter": callable_ref(self.splitter),
+            "methods": [{"name": m.name, "fn": callable_ref(m.fn), "options": _jsonable(m.options)} for m in self.methods],
+            "metrics": self.metrics, "reference": self.reference,
+        }
+
+    @classmethod
+    def from_dict(cls, obj: Mapping, source: str = "study") -> "Study":
+        if not isinstance(obj, Mapping):
+            raise ValueError(f"{source}: a study description must be a mapping, got {type(obj).__name__}")
+        allowed = {"name", "description", "generator", "grid", "fixed", "n_reps", "seed", "splitter",
+                   "methods", "metrics", "reference"}
+        unknown = sorted(set(obj) - allowed)
+        if unknown:
+            raise ValueError(f"{source}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+        missing = [k for k in ("name", "generator", "methods") if k not in obj]
+        if missing:
+            raise ValueError(f"{source}: missing key(s) {missing}")
+        methods = obj["methods"]
+        if isinstance(methods, Mapping):  # TOML-friendly form: {label: {fn: ..., options: {...}}}
+            methods = [{"name": k, **v} for k, v in methods.items()]
+        if not isinstance(methods, list):
+            raise ValueError(f"{source}: methods must be a list or a mapping")
+        specs = []
+        for i, m in enumerate(methods):
+            if not isinstance(m, Mapping) or "name" not in m or "fn" not in m:
+                raise ValueError(f"{source}: method #{i + 1} needs 'name' and 'fn', got {m!r}")
+            extra = sorted(set(m) - {"name", "fn", "options"})
+            if extra:
+                raise ValueError(f"{source}: method {m['name']!r} has unknown key(s) {extra}")
+            specs.append(MethodSpec(m["name"], m["fn"], dict(m.get("options") or {})))
+        kwargs = {k: obj[k] for k in allowed - {"methods"} if k in obj and obj[k] is not None}
+        try:
+            return cls(methods=specs, **kwargs)
+        except ValueError as exc:
+            raise ValueError(f"{source}: {exc}") from None
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "Study":
+        """Read a YAML or TOML study description."""
+        path = Path(path)
+        text = path.read_text()
+        if path.suffix.lower() == ".toml":
+            import tomllib
+
+            obj = tomllib.loads(text)
+        elif path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            obj = yaml.safe_load(text)
+        else:
+            raise ValueError(f"{path}: study files must end in .yaml, .yml or .toml")
+        return cls.from_dict(obj, source=str(path))
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def with_reps(self, n_reps: int | None) -> "Study":
+        """A copy with another number of replicates (``None``: unchanged)."""
+        from dataclasses import replace
+
+        return self if n_reps is None else replace(self, n_reps=int(n_reps))
