@@ -91,3 +91,25 @@ def test_dr_blp_matches_doubleml_irm_cate(rng):
     blp = ref.cate(basis)
     np.testing.assert_allclose(ours.coef_, blp.coef, rtol=1e-8)
     np.testing.assert_allclose(ours.se_, blp.se, rtol=1e-8)
+
+
+def test_external_predictions_match_doubleml(rng):
+    """Cross-fitted predictions supplied from outside give DoubleML's external_predictions result."""
+    y, d, X = simulate_site(rng, n=300)
+    folds = _folds(300, 5, 1, 12)
+    ml_g, ml_m = LinearRegression(), LogisticRegression()
+    fitted = SiteDML("ate", ml_outcome=ml_g, ml_treatment=ml_m, n_folds=5).fit(y, d, X, folds=folds)
+    g0, g1, m = np.zeros(300), np.zeros(300), np.zeros(300)
+    for tr, te in folds[0]:
+        g0[te] = LinearRegression().fit(X[tr][d[tr] == 0], y[tr][d[tr] == 0]).predict(X[te])
+        g1[te] = LinearRegression().fit(X[tr][d[tr] == 1], y[tr][d[tr] == 1]).predict(X[te])
+        m[te] = LogisticRegression().fit(X[tr], d[tr]).predict_proba(X[te])[:, 1]
+    ours = SiteDML("ate", n_folds=5).fit(y, d, X, folds=folds, predictions={"g0": g0, "g1": g1, "m": m})
+    np.testing.assert_allclose(ours.coef_, fitted.coef_, rtol=1e-10)
+    ref = doubleml.DoubleMLIRM(_dml_data(y, d, X), ml_g=ml_g, ml_m=ml_m, n_folds=5)
+    ref.set_sample_splitting(folds)
+    ref.fit(external_predictions={"d": {"ml_g0": g0[:, None], "ml_g1": g1[:, None], "ml_m": m[:, None]}})
+    np.testing.assert_allclose(ours.coef_, ref.coef, rtol=1e-8)
+    np.testing.assert_allclose(ours.se_, ref.se, rtol=1e-8)
+    with pytest.raises(Exception, match="takes external predictions"):
+        SiteDML("ate", n_folds=5).fit(y, d, X, folds=folds, predictions={"l": g0})

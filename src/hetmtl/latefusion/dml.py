@@ -184,29 +184,69 @@ class SiteDML(InferenceMixin, BaseEstimator):
         return phi, {"center": center, "scale": scale}
 
     # ------------------------------------------------------------------ nuisances
-    def _residuals(self, y, d, X, folds: Folds, outcome, treatment, rows: np.ndarray | None = None) -> _Residuals:
-        """Cross-fitted score pieces for the rows covered by ``folds`` (indices into y, d, X)."""
+    def _residuals(self, y, d, X, folds: Folds, outcome, treatment, predictions: dict | None = None) -> _Residuals:
+        """Cross-fitted score pieces; ``predictions`` (already cross-fitted) replace learner fits."""
         n = y.shape[0]
+        pred = predictions or {}
         if self.model in ("plr", "cate"):
-            l_hat, m_hat = np.full(n, np.nan), np.full(n, np.nan)
-            for tr, te in folds:
-                l_hat[te] = _fit_predict(outcome, X, y, tr, te)
-                m_hat[te] = _fit_predict(treatment, X, d, tr, te)
+            l_hat, m_hat = pred.get("l"), pred.get("m")
+            if l_hat is None or m_hat is None:
+                fits = {"l": np.full(n, np.nan), "m": np.full(n, np.nan)}
+                for tr, te in folds:
+                    if l_hat is None:
+                        fits["l"][te] = _fit_predict(outcome, X, y, tr, te)
+                    if m_hat is None:
+                        fits["m"][te] = _fit_predict(treatment, X, d, tr, te)
+                l_hat = fits["l"] if l_hat is None else l_hat
+                m_hat = fits["m"] if m_hat is None else m_hat
             y_res, d_res = y - l_hat, d - m_hat
             return _Residuals(r=d_res * y_res, w=d_res**2, y2=y_res**2)
-        g0, g1, e = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
-        for tr, te in folds:
-            g0[te] = _fit_predict(outcome, X, y, tr[d[tr] == 0], te)
-            g1[te] = _fit_predict(outcome, X, y, tr[d[tr] == 1], te)
-            e[te] = _fit_predict(treatment, X, d, tr, te)
+        g0, g1, e = pred.get("g0"), pred.get("g1"), pred.get("m")
+        if g0 is None or g1 is None or e is None:
+            fits = {k: np.full(n, np.nan) for k in ("g0", "g1", "m")}
+            for tr, te in folds:
+                if g0 is None:
+                    fits["g0"][te] = _fit_predict(outcome, X, y, tr[d[tr] == 0], te)
+                if g1 is None:
+                    fits["g1"][te] = _fit_predict(outcome, X, y, tr[d[tr] == 1], te)
+                if e is None:
+                    fits["m"][te] = _fit_predict(treatment, X, d, tr, te)
+            g0 = fits["g0"] if g0 is None else g0
+            g1 = fits["g1"] if g1 is None else g1
+            e = fits["m"] if e is None else e
         e = np.clip(e, self.clip, 1.0 - self.clip)
         gamma = g1 - g0 + d * (y - g1) / e - (1.0 - d) * (y - g0) / (1.0 - e)
         return _Residuals(r=gamma, w=np.ones(n), y2=gamma**2)
 
+    def _check_predictions(self, predictions: dict | None, n: int) -> list[dict | None]:
+        """Per-repetition dicts of external cross-fitted predictions (arrays (n,) or (n, n_rep))."""
+        if predictions is None:
+            return [None] * int(self.n_rep)
+        allowed = ("l", "m") if self.model in ("plr", "cate") else ("g0", "g1", "m")
+        unknown = sorted(set(predictions) - set(allowed))
+        if unknown:
+            raise DataValidationError(f"model {self.model!r} takes external predictions {allowed}, got {unknown}")
+        reps: list[dict] = [{} for _ in range(int(self.n_rep))]
+        for key, value in predictions.items():
+            arr = np.asarray(value, dtype=float)
+            arr = arr[:, None] if arr.ndim == 1 else arr
+            if arr.shape != (n, int(self.n_rep)):
+                raise DataValidationError(f"external prediction {key!r} has shape {arr.shape}, expected ({n}, {self.n_rep})")
+            if not np.all(np.isfinite(arr)):
+                raise DataValidationError(f"external prediction {key!r} has non-finite values")
+            for r in range(int(self.n_rep)):
+                reps[r][key] = arr[:, r]
+        return reps
+
     # ------------------------------------------------------------------ fit
-    def fit(self, y, d, X, Z=None, *, folds=None) -> "SiteDML":
+    def fit(self, y, d, X, Z=None, *, folds=None, predictions: dict | None = None) -> "SiteDML":
         """Fit on one site's arrays. ``folds``: fold ids (n,) or (n_rep, n), or DoubleML-style
-        ``[[(train, test), ...], ...]`` per repetition; default: seeded (stratified) K-fold."""
+        ``[[(train, test), ...], ...]`` per repetition; default: seeded (stratified) K-fold.
+        ``predictions``: external cross-fitted nuisance predictions, arrays (n,) or (n, n_rep),
+        keyed ``"l"``, ``"m"`` (plr, cate) or ``"g0"``, ``"g1"``, ``"m"`` (ate, blp) — e.g. from a
+        multi-task nuisance model; they must come from models that did not see the row's fold
+        (pass the same ``folds``). With ``tuning_folds="nested"`` the nested refits still use the
+        learners."""
         self._check_params()
         z_cols = list(map(str, Z.columns)) if isinstance(Z, pd.DataFrame) else None
         x_cols = list(map(str, X.columns)) if isinstance(X, pd.DataFrame) else None
@@ -228,8 +268,8 @@ class SiteDML(InferenceMixin, BaseEstimator):
             all_folds = _coerce_folds(folds, n, int(self.n_rep))
 
         reps = []
-        for rep_folds in all_folds:
-            res = self._residuals(y, d, X, rep_folds, outcome, treatment)
+        for rep_folds, rep_pred in zip(all_folds, self._check_predictions(predictions, n)):
+            res = self._residuals(y, d, X, rep_folds, outcome, treatment, rep_pred)
             reps.append((res, _core.linear_score_moments(phi, res.r, res.w)))
 
         self.n_ = n
@@ -348,8 +388,9 @@ class MultiSiteDML(BaseEstimator):
         self.n_jobs = n_jobs
         self.random_state = random_state
 
-    def fit(self, data: MultiSiteData, folds: dict | None = None) -> "MultiSiteDML":
-        """Fit every site. ``folds`` optionally maps a site to its fold specification."""
+    def fit(self, data: MultiSiteData, folds: dict | None = None, predictions: dict | None = None) -> "MultiSiteDML":
+        """Fit every site. ``folds`` / ``predictions`` optionally map a site to its fold
+        specification / external cross-fitted nuisance predictions (see :meth:`SiteDML.fit`)."""
         if not isinstance(data, MultiSiteData):
             raise TypeError(f"data must be a MultiSiteData, got {type(data).__name__}")
         if self.model in BINARY_MODELS:
@@ -369,7 +410,8 @@ class MultiSiteDML(BaseEstimator):
         def fit_site(site, seed):
             s = data.site_arrays(site)
             est = SiteDML(**params, random_state=int(seed))
-            return est.fit(s.y, s.d, s.X, s.Z, folds=None if folds is None else folds.get(site))
+            return est.fit(s.y, s.d, s.X, s.Z, folds=None if folds is None else folds.get(site),
+                           predictions=None if predictions is None else predictions.get(site))
 
         fitted = Parallel(n_jobs=self.n_jobs)(delayed(fit_site)(s, seed) for s, seed in zip(data.sites, seeds))
         self.sites_ = list(data.sites)
