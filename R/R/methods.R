@@ -1,6 +1,8 @@
 # S3 methods shared by hetmtl fits. Objects are plain lists: they print and save without Python.
 
-fit_table <- function(object, level = 0.95) {
+fit_table <- function(object, level = 0.95) UseMethod("fit_table")
+
+fit_table.default <- function(object, level = 0.95) {
   tab <- object$table
   z <- stats::qnorm(0.5 + level / 2)
   tab$statistic <- tab$estimate / tab$std.error
@@ -42,21 +44,26 @@ tidy.hetmtl_fit <- function(x, conf.int = TRUE, conf.level = 0.95, ...) {
 }
 
 summary.hetmtl_fit <- function(object, level = 0.95, ...) {
-  structure(list(table = fit_table(object, level), model = object$model, call = object$call, level = level),
+  structure(list(table = fit_table(object, level), model = object$model, call = object$call, level = level,
+                 centre = object$centre),
             class = "summary.hetmtl_fit")
 }
 
 print.summary.hetmtl_fit <- function(x, digits = max(3L, getOption("digits") - 3L), ...) {
   cat("Call:\n"); print(x$call)
-  cat(sprintf("\nModel: %s   (per-site DML, %g%% Wald intervals)\n\n", x$model, 100 * x$level))
+  cat(sprintf("\nModel: %s   (%g%% intervals)\n\n", x$model, 100 * x$level))
   tab <- x$table
   for (s in unique(tab$site)) {
     t <- tab[tab$site == s, ]
     m <- cbind(Estimate = t$estimate, `Std. Error` = t$std.error, `z value` = t$statistic, `Pr(>|z|)` = t$p.value)
     rownames(m) <- t$term
-    cat(sprintf("Site %s (n = %d)\n", s, t$n[1]))
+    cat(sprintf("Site %s (n = %d)%s\n", s, t$n[1], if (!is.null(t$fused) && t$fused[1]) ", fused to the centre" else ""))
     stats::printCoefmat(m, digits = digits, has.Pvalue = TRUE, P.values = TRUE, signif.legend = FALSE)
     cat("\n")
+  }
+  if (!is.null(x$centre)) {
+    cat("Centre (common component):\n")
+    print(x$centre, row.names = FALSE, digits = digits)
   }
   invisible(x)
 }

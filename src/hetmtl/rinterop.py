@@ -74,3 +74,39 @@ def multisite_dml(
             "n": int(est.n_), "summary_json": est.to_summary(site=str(name)).to_json(),
         })
     return {"sites": sites, "notes": list(data.notes)}
+
+
+def late_fusion(summaries: Sequence[str], **params: Any) -> dict[str, Any]:
+    """Fit :class:`~hetmtl.latefusion.LateFusion` on summary JSON texts (or file paths) from R."""
+    from pathlib import Path
+
+    from hetmtl.latefusion import LateFusion, SiteSummary
+
+    sums = []
+    for i, s in enumerate(summaries):
+        text = str(s)
+        if text.lstrip().startswith("{"):
+            sums.append(SiteSummary.from_json(text, source=f"summary {i + 1}"))
+        else:
+            sums.append(SiteSummary.read_json(Path(text)))
+    for key in ("n_boot", "random_state"):
+        if params.get(key) is not None:
+            params[key] = int(params[key])
+    fit = LateFusion(**params).fit(sums)
+    K, d = fit.coef_.shape
+    out: dict[str, Any] = {
+        "sites": [str(s) for s in fit.sites_], "terms": list(fit.coef_names_), "coef": plain(fit.coef_),
+        "fused": plain(fit.fused_), "centre": plain(fit.centre_), "C": float(fit.C_), "n": plain(fit.n_),
+        "dml_coef": plain(fit.dml_coef_), "dml_se": plain(np.sqrt(np.einsum("kii->ki", fit.dml_vcov_))),
+        "inference": fit.inference_, "heterogeneity": plain(fit.heterogeneity_),
+        "postfusion_se": plain(np.sqrt(np.diag(fit.postfusion_vcov_))), "penalty": fit.penalty,
+    }
+    if fit.penalty == "squared":
+        out["se"] = plain(np.sqrt(np.einsum("kii->ki", fit.vcov_)))
+        out["centre_se"] = plain(np.sqrt(np.diag(fit.centre_vcov_)))
+    elif fit.inference_ == "bootstrap":  # R computes percentile intervals at any level from the draws
+        out["boot_theta"] = plain(fit.boot_theta_.reshape(fit.n_boot, K * d))
+        out["boot_centre"] = plain(fit.boot_centre_)
+    if getattr(fit, "cv_results_", None) is not None:
+        out["cv_results"] = plain(fit.cv_results_)
+    return out

@@ -8,7 +8,8 @@ test_that("the missing-package message names the fix (subprocess without hetmtl)
   code <- "library(hetmtl); tryCatch(site_dml(y ~ x, data.frame(y=1,x=1,d=0,s='a'), 'd', 's'), error = function(e) cat(conditionMessage(e)))"
   py <- Sys.which("python3")
   skip_if(py == "", "no system python3")
-  py <- system2(py, c("-c", shQuote("import sys; print(sys.executable)")), stdout = TRUE)
+  # the base interpreter (outside any virtualenv; reticulate may have put the venv first on PATH)
+  py <- system2(py, c("-c", shQuote("import os, sys; print(os.path.join(sys.base_prefix, 'bin', 'python3'))")), stdout = TRUE)
   skip_if(system2(py, c("-c", shQuote("import hetmtl")), stderr = FALSE, env = "PYTHONPATH=") == 0,
           "system python3 has hetmtl")
   # a Python without hetmtl: the system interpreter with the user site disabled
