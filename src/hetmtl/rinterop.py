@@ -110,3 +110,30 @@ def late_fusion(summaries: Sequence[str], **params: Any) -> dict[str, Any]:
     if getattr(fit, "cv_results_", None) is not None:
         out["cv_results"] = plain(fit.cv_results_)
     return out
+
+
+def _frame_columns(df) -> dict[str, Any]:
+    return {"columns": [str(c) for c in df.columns], "data": {str(c): plain(df[c].to_numpy()) for c in df.columns}}
+
+
+def ihdp_frame() -> dict[str, Any]:
+    """The IHDP analysis file (all 985 rows; missing outcomes as NaN) as plain columns."""
+    from hetmtl.datasets import load_ihdp_frame
+
+    return _frame_columns(load_ihdp_frame())
+
+
+def simulate_latefusion(**params: Any) -> dict[str, Any]:
+    """A late-fusion simulation (see ``make_latefusion_data``) as plain columns plus the truth."""
+    from hetmtl.latefusion.simulate import make_latefusion_data
+
+    for key in ("scenario", "n_sites", "p", "random_state"):
+        if params.get(key) is not None:
+            params[key] = int(params[key])
+    if params.get("n_range") is not None:
+        params["n_range"] = tuple(int(v) for v in params["n_range"])
+    sim = make_latefusion_data(**params)
+    df = sim.data.to_dataframe(site_col="site")
+    df = df.loc[:, ~df.columns.duplicated()]
+    return {**_frame_columns(df), "theta": plain(sim.theta), "theta0": plain(sim.theta0),
+            "outlier": plain(sim.outlier), "d": int(sim.theta.shape[1])}

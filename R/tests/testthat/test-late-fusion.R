@@ -44,3 +44,17 @@ test_that("late_fusion from summary files; squared penalty has Wald intervals", 
   writeLines("{ broken", files[1])
   expect_error(late_fusion(files), "not valid JSON")
 })
+
+test_that("built-in data and simulators come back as data.frames", {
+  skip_if_no_hetmtl()
+  ihdp <- ihdp_data()
+  expect_equal(dim(ihdp), c(985L, 31L))
+  expect_equal(sum(is.na(ihdp[["iqsb.36"]])), 77)
+  expect_setequal(unique(ihdp$site), 1:8)
+  sim <- simulate_latefusion(scenario = 3L, n_sites = 10L, eta = 0.2, seed = 3L)
+  expect_equal(length(unique(sim$data$site)), 10)
+  expect_equal(dim(sim$theta), c(10L, 1L))
+  expect_equal(sum(sim$outlier), 1)
+  py <- reticulate::import("hetmtl.latefusion.simulate")$make_latefusion_data(3L, n_sites = 10L, eta = 0.2, random_state = 3L)
+  expect_equal(sim$data$y, as.numeric(reticulate::import("hetmtl.rinterop")$plain(py$data$y)), tolerance = 1e-12)
+})
