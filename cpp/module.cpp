@@ -4,4 +4,5 @@
 PYBIND11_MODULE(_core, m, pybind11::mod_gil_not_used()) {
   m.doc() = "hetmtl numeric kernels (Eigen); see the Python front ends for documentation.";
   hetmtl::bind_moments(m);
+  hetmtl::bind_mbi(m);
 }
