@@ -28,10 +28,9 @@ int numerical_rank(const VectorXd& eigenvalues) {
 // Components kept of one moment set with covariance `cov` (d x d): the identity when the set
 // is well conditioned, otherwise its leading eigenvectors, otherwise nothing (d x 0).
 // `max_eigen` is the running largest eigenvalue (updated as in the reference implementation).
-MatrixXd retained_components(const MatrixXd& cov, int n_rows, int max_components,
-                             double eps3, double& max_eigen) {
-  const int d = static_cast<int>(cov.rows());
-  Eigen::SelfAdjointEigenSolver<MatrixXd> es(0.5 * (cov + cov.transpose()));
+MatrixXd retained_components(const Eigen::SelfAdjointEigenSolver<MatrixXd>& es, int n_rows,
+                             int max_components, double eps3, double& max_eigen) {
+  const int d = static_cast<int>(es.eigenvalues().size());
   const VectorXd& values = es.eigenvalues();  // ascending
   const double largest = values(d - 1);
   const double smallest = values(0);
@@ -63,6 +62,7 @@ struct GroupState {
   MatrixXd scores;              // n_k x d: instrument columns times residuals
   VectorXd g;                   // d
   MatrixXd C;                   // d x d
+  Eigen::SelfAdjointEigenSolver<MatrixXd> eig;  // of C when it has one moment set (d == d1)
 };
 
 }  // namespace
@@ -150,8 +150,13 @@ Evaluation Problem::evaluate(const VectorXd& beta, bool with_derivatives) const 
     const double inv_n = 1.0 / static_cast<double>(nk);
     S.g = inv_n * S.scores.colwise().sum().transpose();
     S.C.noalias() = inv_n * (S.scores.transpose() * S.scores);
-    max_eigen = std::max(max_eigen, Eigen::SelfAdjointEigenSolver<MatrixXd>(
-                                        S.C, Eigen::EigenvaluesOnly).eigenvalues()(S.d - 1));
+    if (S.d == S.d1) {
+      S.eig.compute(S.C);
+      max_eigen = std::max(max_eigen, S.eig.eigenvalues()(S.d - 1));
+    } else {
+      max_eigen = std::max(max_eigen, Eigen::SelfAdjointEigenSolver<MatrixXd>(
+                                          S.C, Eigen::EigenvaluesOnly).eigenvalues()(S.d - 1));
+    }
   }
   Evaluation ev;
   ev.n_moments.resize(K);
@@ -169,7 +174,10 @@ Evaluation Problem::evaluate(const VectorXd& beta, bool with_derivatives) const 
     const int d1 = S.d1, d2 = S.d - S.d1;
     ev.n_moments[k] = S.d;
     const MatrixXd C11 = S.C.topLeftCorner(d1, d1);
-    const MatrixXd U1 = retained_components(C11, nk, nk - 1, eps3_, max_eigen);
+    const MatrixXd U1 =
+        d2 == 0 ? retained_components(S.eig, nk, nk - 1, eps3_, max_eigen)
+                : retained_components(Eigen::SelfAdjointEigenSolver<MatrixXd>(C11), nk, nk - 1,
+                                      eps3_, max_eigen);
     const int r1 = static_cast<int>(U1.cols());
     MatrixXd U2(d2, 0), A = MatrixXd::Zero(d2, d1);
     if (d2 > 0) {
@@ -181,7 +189,9 @@ Evaluation Problem::evaluate(const VectorXd& beta, bool with_derivatives) const 
         A = C21 * U1 * M.ldlt().solve(U1.transpose());
         cov2 = cov2 - A * C21.transpose() - C21 * A.transpose() + A * C11 * A.transpose();
       }
-      U2 = retained_components(cov2, nk, nk - 1 - r1, eps3_, max_eigen);
+      cov2 = 0.5 * (cov2 + cov2.transpose());
+      U2 = retained_components(Eigen::SelfAdjointEigenSolver<MatrixXd>(cov2), nk, nk - 1 - r1,
+                               eps3_, max_eigen);
     }
     const int r2 = static_cast<int>(U2.cols());
     const int r = r1 + r2;
@@ -258,10 +268,11 @@ VectorXd Problem::solve(const VectorXd& start, double lambda, const PathOptions&
   *converged = false;
   int it = 0;
   VectorXd weight = VectorXd::Zero(p_);
+  double t_start = 1.0;  // first trial step, adapted to the last accepted one
   for (; it < opt.max_iter; ++it) {
     const Evaluation ev = evaluate(beta, true);
     MatrixXd H = ev.gn_hessian;
-    const double damp = 1e-9 * std::max(H.diagonal().maxCoeff(), 1e-12) + 1e-12;
+    const double damp = 1e-7 * std::max(H.diagonal().maxCoeff(), 1e-12) + 1e-12;
     H.diagonal().array() += damp;
     for (int j = 0; j < p_; ++j)
       weight(j) = lambda > 0.0 ? (lasso_first && it == 0
@@ -273,7 +284,7 @@ VectorXd Problem::solve(const VectorXd& start, double lambda, const PathOptions&
     VectorXd b = beta;
     VectorXd Hd = VectorXd::Zero(p_);  // H (b - beta)
     const double cd_tol = 1e-13 * (1.0 + beta.cwiseAbs().maxCoeff());
-    for (int sweep = 0; sweep < 10000; ++sweep) {
+    for (int sweep = 0; sweep < 200; ++sweep) {
       double max_change = 0.0;
       for (int j = 0; j < p_; ++j) {
         if (is_frozen(j)) continue;
@@ -299,11 +310,15 @@ VectorXd Problem::solve(const VectorXd& start, double lambda, const PathOptions&
     }
     double decrease = ev.grad.dot(dir);
     for (int j = 0; j < p_; ++j) decrease += weight(j) * (std::abs(b(j)) - std::abs(beta(j)));
-    double t = 1.0;
+    if (decrease > -1e-13 * (1.0 + std::abs(F))) {  // no meaningful descent predicted
+      *converged = true;
+      break;
+    }
+    double t = t_start;
     bool accepted = false;
     VectorXd trial;
     double F_trial = F;
-    for (int ls = 0; ls < 50; ++ls) {
+    for (int ls = 0; ls < 60 && t * step_size > 1e-13; ++ls) {
       trial = beta + t * dir;
       F_trial = objective(trial, lambda, opt.a);
       const double target = decrease < 0.0 ? F + 1e-4 * t * decrease : F;
@@ -318,10 +333,11 @@ VectorXd Problem::solve(const VectorXd& start, double lambda, const PathOptions&
       *converged = t * step_size < std::sqrt(opt.tol);
       break;
     }
+    t_start = std::min(1.0, 2.0 * t);
     const double F_old = F;
     beta = trial;
     F = F_trial;
-    if (t * step_size < opt.tol || F_old - F <= 1e-15 * (1.0 + std::abs(F))) {
+    if (t * step_size < opt.tol || F_old - F <= 1e-10 * (1.0 + std::abs(F))) {
       *converged = true;
       ++it;
       break;
@@ -360,11 +376,12 @@ VectorXd Problem::improve_by_elimination(const VectorXd& beta0, double lam,
   // zero, re-solve, and keep the change when the penalised objective decreases.
   VectorXd best = beta0;
   double f_best = objective(best, lam, opt.a);
+  const double rss_null = rss1(VectorXd::Zero(p_));
   std::vector<char> held(p_, 0);
   for (int round = 0; round < opt.drop_rounds; ++round) {
-    std::vector<int> nz;  // only coefficients inside SCAD's shrinking range |b| <= a lambda
+    std::vector<int> nz;
     for (int j = 0; j < p_; ++j)
-      if (best(j) != 0.0 && std::abs(best(j)) <= opt.a * lam) nz.push_back(j);
+      if (best(j) != 0.0) nz.push_back(j);
     if (nz.empty()) break;
     std::sort(nz.begin(), nz.end(),
               [&](int i, int j) { return std::abs(best(i)) < std::abs(best(j)); });
@@ -382,6 +399,8 @@ VectorXd Problem::improve_by_elimination(const VectorXd& beta0, double lam,
       VectorXd cand = solve_thresholded(start, lam, opt, &iters, &conv, trial_held);
       *n_iter += iters;
       const double f = objective(cand, lam, opt.a);
+      // a candidate fitting worse than the null model sits in the QIF's spurious region
+      if (rss1(cand) > rss_null) continue;
       if (f < f_round - 1e-12 * (1.0 + std::abs(f_round))) {
         f_round = f;
         round_best = cand;
@@ -429,10 +448,21 @@ PathResult Problem::path(const VectorXd& start, const VectorXd& lambdas,
     bool conv = false;
     beta = solve_thresholded(beta, lambdas(l), opt, &iters, &conv, {});
     consider(l, beta, iters, conv, true);
+    // Extra starts only where the QIF is identified (at least as many retained moments as
+    // nonzero coefficients); otherwise Q has a continuum of zeros and they only cost time.
+    bool identified = true;
     if (opt.multi_start && lambdas(l) > 0.0) {
-      int more = 0;
-      const VectorXd e = improve_by_elimination(beta, lambdas(l), opt, &more);
-      consider(l, e, more, true, false);
+      const Evaluation ev = evaluate(beta, false);
+      int kept = 0;
+      for (int r : ev.n_retained) kept += r;
+      identified = kept >= static_cast<int>((beta.array() != 0.0).count());
+    }
+    if (opt.multi_start && lambdas(l) > 0.0) {
+      if (identified) {
+        int more = 0;
+        const VectorXd e = improve_by_elimination(beta, lambdas(l), opt, &more);
+        consider(l, e, more, true, false);
+      }
       // LLA restarted with lasso weights (Fan, Xue & Zou 2014); optionally the null model.
       const VectorXd s = solve_thresholded(beta, lambdas(l), opt, &iters, &conv, {}, true);
       consider(l, s, iters, conv, false);

@@ -45,8 +45,8 @@ struct PathOptions {
   bool multi_start = true;     // greedy eliminations of small coefficients at each lambda
   bool backward_pass = false;  // also warm-start from the larger lambda; keep the best
   bool null_candidate = false; // also consider beta = 0 at every lambda
-  int drop_candidates = 5; // elimination: smallest nonzero coefficients tried per round
-  int drop_rounds = 3;     // elimination rounds per lambda
+  int drop_candidates = 3; // elimination: smallest nonzero coefficients tried per round
+  int drop_rounds = 2;     // elimination rounds per lambda
 };
 
 struct PathResult {

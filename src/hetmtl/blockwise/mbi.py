@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
+import scipy.linalg
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from hetmtl.exceptions import ConvergenceWarning, DataValidationError
@@ -271,7 +272,8 @@ def fit_imputation(X2: np.ndarray, targets: np.ndarray, predictors: np.ndarray,
         Yt = X2[np.ix_(rows, targets[ts])]
         if n_train > k:
             design = np.column_stack([np.ones(n_train), Xt])
-            sol, *_ = np.linalg.lstsq(design, Yt, rcond=None)
+            # pivoted QR, as R's lm/glm
+            sol = scipy.linalg.lstsq(design, Yt, lapack_driver="gelsy", check_finite=False)[0]
             intercept[ts] = sol[0]
             coef[ts] = sol[1:].T
             methods += ["ols"] * len(ts)
@@ -304,6 +306,13 @@ class _Prepared:
 
 
 def _prepare(X: np.ndarray, y: np.ndarray, sources, groups, random_state) -> _Prepared:
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # small dense solves: BLAS threads only add contention
+        return _prepare_unlimited(X, y, sources, groups, random_state)
+
+
+def _prepare_unlimited(X, y, sources, groups, random_state) -> _Prepared:
     lay = _build_layout(X, sources, groups)
     X2, center, scale = standardize_observed(X)
     y_mean = float(y.mean())
@@ -434,8 +443,22 @@ class MBI(RegressorMixin, BaseEstimator):
         n, p = prep.X2.shape
         problem = _core_problem(prep, self.eps3)
         self._problem = problem
-        start, iters, conv = problem.solve(_initial_beta(prep), 0.0, self.a, self.tol,
-                                           self.max_iter)
+        start = _initial_beta(prep)
+        ev0 = problem.evaluate(start)
+        self.identified_ = bool(np.sum(ev0["n_retained"]) >= p)
+        if self.identified_:
+            start, iters, conv = problem.solve(start, 0.0, self.a, self.tol, self.max_iter)
+        else:
+            # Q has a continuum of exact zeros: its unpenalised minimisation would run to
+            # arbitrary, ill-fitting solutions, so the path starts from the initial fit (as R's
+            # does in effect: its unpenalised run stops near its start).
+            import warnings
+
+            warnings.warn(
+                f"MBI is not identified here: the weight-matrix truncation keeps "
+                f"{int(np.sum(ev0['n_retained']))} moments (of {int(np.sum(ev0['n_moments']))}) "
+                f"for {p} coefficients; the path starts from the least-squares fit to the "
+                f"copy-averaged data instead of the unpenalised QIF minimiser", UserWarning)
         self.beta_unpenalized_std_ = start
         if self.lambdas is not None:
             lambdas = np.asarray(self.lambdas, dtype=float).ravel()
@@ -461,14 +484,6 @@ class MBI(RegressorMixin, BaseEstimator):
         self.bic1_ = n * np.log(res["rss1"]) + df * np.log(n)
         ev = problem.evaluate(self.coef_path_std_[int(np.argmin(self.bic1_))])
         self.n_moments_retained_ = int(np.sum(ev["n_retained"]))
-        if self.n_moments_retained_ < p:
-            import warnings
-
-            warnings.warn(
-                f"MBI is not identified here: the weight-matrix truncation keeps "
-                f"{self.n_moments_retained_} moments (of {int(np.sum(ev['n_moments']))}) for {p} "
-                f"coefficients, so the QIF has a continuum of exact zeros; the estimate depends "
-                f"on the solver's path (R's on its start and early stopping)", UserWarning)
         if not self.converged_.all():
             import warnings
 
