@@ -149,7 +149,9 @@ Evaluation Problem::evaluate(const VectorXd& beta, bool with_derivatives) const 
     }
     const double inv_n = 1.0 / static_cast<double>(nk);
     S.g = inv_n * S.scores.colwise().sum().transpose();
-    S.C.noalias() = inv_n * (S.scores.transpose() * S.scores);
+    S.C = MatrixXd::Zero(S.d, S.d);
+    S.C.selfadjointView<Eigen::Lower>().rankUpdate(S.scores.transpose(), inv_n);
+    S.C.triangularView<Eigen::StrictlyUpper>() = S.C.transpose();
     if (S.d == S.d1) {
       S.eig.compute(S.C);
       max_eigen = std::max(max_eigen, S.eig.eigenvalues()(S.d - 1));
