@@ -380,6 +380,9 @@ VectorXd Problem::improve_by_elimination(const VectorXd& beta0, double lam,
   double f_best = objective(best, lam, opt.a);
   const double rss_null = rss1(VectorXd::Zero(p_));
   std::vector<char> held(p_, 0);
+  PathOptions screen = opt;  // candidates are screened with a short solve, the winner polished
+  screen.max_iter = std::min(opt.max_iter, 25);
+  bool changed = false;
   for (int round = 0; round < opt.drop_rounds; ++round) {
     std::vector<int> nz;
     for (int j = 0; j < p_; ++j)
@@ -398,7 +401,7 @@ VectorXd Problem::improve_by_elimination(const VectorXd& beta0, double lam,
       start(nz[c]) = 0.0;
       int iters = 0;
       bool conv = false;
-      VectorXd cand = solve_thresholded(start, lam, opt, &iters, &conv, trial_held);
+      VectorXd cand = solve_thresholded(start, lam, screen, &iters, &conv, trial_held);
       *n_iter += iters;
       const double f = objective(cand, lam, opt.a);
       // a candidate fitting worse than the null model sits in the QIF's spurious region
@@ -413,6 +416,14 @@ VectorXd Problem::improve_by_elimination(const VectorXd& beta0, double lam,
     held[j_round] = 1;
     best = round_best;
     f_best = f_round;
+    changed = true;
+  }
+  if (changed) {
+    int iters = 0;
+    bool conv = false;
+    const VectorXd polished = solve_thresholded(best, lam, opt, &iters, &conv, held);
+    *n_iter += iters;
+    if (objective(polished, lam, opt.a) <= f_best) best = polished;
   }
   return best;
 }

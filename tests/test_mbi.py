@@ -268,3 +268,20 @@ def test_fit_imputation_falls_back_to_lasso_when_rows_do_not_exceed_predictors()
     assert model.method == ["lasso_cv"]
     model = fit_imputation(X2, np.array([0]), np.arange(1, 5))
     assert model.method == ["ols"]
+
+
+def test_results_invariant_to_column_and_row_order():
+    """Sources given as index lists in any column order, rows in any order: same fit."""
+    X, y, sources, _ = _two_group_data(seed=4, n=80)
+    base = MBI(nlam=8).fit(X, y, sources)
+    rng = np.random.default_rng(0)
+    cols = rng.permutation(4)
+    rows = np.concatenate([rng.permutation(80), 80 + rng.permutation(80)])
+    inv = np.argsort(cols)  # new column k holds old column cols[k]
+    perm_sources = [[int(inv[c]) for c in range(a, b)] for a, b in sources]
+    est = MBI(nlam=8).fit(X[rows][:, cols], y[rows], perm_sources)
+    np.testing.assert_allclose(est.coef_path_, base.coef_path_[:, cols], rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(est.bic1_, base.bic1_, rtol=1e-10)
+    lay = mbi_layout(X[rows][:, cols], y[rows], perm_sources)
+    np.testing.assert_array_equal(lay["X"], X[rows][:, cols][lay["row_order"]][:, lay["col_order"]])
+    assert lay["miss_source"] == [None, [1]] and lay["complete"]
