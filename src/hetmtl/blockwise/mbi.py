@@ -14,6 +14,16 @@ What to use when
 * :func:`mbi_layout` converts arrays to MBI's R layout (rows grouped by pattern, 1-based
   ``cov_index``/``sub_index``/``miss_source``, ``complete``).
 
+How native and R differ (measured on the golden fixtures, see benchmarks/results/mbi_speed.md):
+standardisation, imputations, RSS₁/bic1 and intercepts reproduce R to rounding error; R's λ_max
+carries its gradient noise (the native one is the noiseless value). R's optimiser stops near its
+start (eps2 = 1e-3 with noisy gradients, support frozen once zero), so it does not minimise its
+own objective; the native path does (per λ: warm start, greedy eliminations, a lasso-weighted
+LLA restart), reaching lower penalised objectives and sometimes other models. Without a complete
+group and with strongly correlated columns the eigenvalue truncation can keep fewer moments than
+coefficients: the QIF then has exact zeros, MBI is not identified, and ``fit`` warns
+(``identified_`` is False) — estimates there depend on the solver's path, in R as in native.
+
 Input: ``X`` (n × p) with NaN for missing blocks, ``y`` (n,), and ``sources``: one column range
 ``(start, stop)`` or list of column indices per source, together covering every column once.
 Missing-pattern groups come from the NaN pattern (or from ``groups`` labels, checked against it).
