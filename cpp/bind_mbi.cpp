@@ -83,9 +83,13 @@ void bind_mbi(py::module_& m) {
       .def(
           "path",
           [](const Problem& self, const VectorXd& start, const VectorXd& lambdas, double a,
-             double eps1, double tol, int max_iter, bool multi_start) {
+             double eps1, double tol, int max_iter, bool multi_start, bool lasso_restart,
+             int drop_candidates, int drop_rounds) {
             mbi::PathOptions opt;
             opt.multi_start = multi_start;
+            opt.lasso_restart = lasso_restart;
+            opt.drop_candidates = drop_candidates;
+            opt.drop_rounds = drop_rounds;
             opt.a = a;
             opt.eps1 = eps1;
             opt.tol = tol;
@@ -106,6 +110,7 @@ void bind_mbi(py::module_& m) {
           },
           py::arg("start"), py::arg("lambdas"), py::arg("a") = 3.7, py::arg("eps1") = 1e-3,
           py::arg("tol") = 1e-8, py::arg("max_iter") = 500, py::arg("multi_start") = true,
+          py::arg("lasso_restart") = true, py::arg("drop_candidates") = 3, py::arg("drop_rounds") = 2,
           "SCAD path with warm starts in the given lambda order (standardised scale).");
 }
 

@@ -476,9 +476,12 @@ PathResult Problem::path(const VectorXd& start, const VectorXd& lambdas,
         const VectorXd e = improve_by_elimination(beta, lambdas(l), opt, &more);
         consider(l, e, more, true, false);
       }
-      // LLA restarted with lasso weights (Fan, Xue & Zou 2014); optionally the null model.
-      const VectorXd s = solve_thresholded(beta, lambdas(l), opt, &iters, &conv, {}, true);
-      consider(l, s, iters, conv, false);
+      // Where the QIF is not identified, LLA restarted with lasso weights (Fan, Xue & Zou
+      // 2014) pulls the drifting warm start back to a sparse fit; optionally the null model.
+      if (opt.lasso_restart && !identified) {
+        const VectorXd s = solve_thresholded(beta, lambdas(l), opt, &iters, &conv, {}, true);
+        consider(l, s, iters, conv, false);
+      }
       if (opt.null_candidate) consider(l, VectorXd::Zero(p_), 0, true, false);
       beta = out.beta.row(l).transpose();
     }

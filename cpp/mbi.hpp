@@ -43,6 +43,7 @@ struct PathOptions {
   double tol = 1e-8;       // convergence: max |step| on the standardised scale
   int max_iter = 500;      // proximal Newton iterations per lambda
   bool multi_start = true;     // greedy eliminations of small coefficients at each lambda
+  bool lasso_restart = true;   // LLA restart with lasso weights where not identified
   bool backward_pass = false;  // also warm-start from the larger lambda; keep the best
   bool null_candidate = false; // also consider beta = 0 at every lambda
   int drop_candidates = 3; // elimination: smallest nonzero coefficients tried per round
