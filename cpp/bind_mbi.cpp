@@ -1,0 +1,117 @@
+#include <pybind11/eigen.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "bindings.hpp"
+#include "mbi.hpp"
+
+namespace py = pybind11;
+
+namespace hetmtl {
+
+void bind_mbi(py::module_& m) {
+  using mbi::Problem;
+  using Eigen::MatrixXd;
+  using Eigen::VectorXd;
+  py::class_<Problem>(m, "MBIProblem",
+                      "Penalised continuously updated QIF of MBI over imputed copies of groups.")
+      .def(py::init([](const std::vector<VectorXd>& y,
+                       const std::vector<std::vector<MatrixXd>>& copies,
+                       const std::vector<std::vector<std::vector<int>>>& instruments,
+                       const std::vector<std::vector<std::vector<int>>>& diff_cols, double eps3) {
+             if (copies.size() != y.size() || instruments.size() != y.size() ||
+                 diff_cols.size() != y.size())
+               throw std::invalid_argument("y, copies, instruments and diff_cols differ in length");
+             std::vector<mbi::Group> groups(y.size());
+             for (std::size_t k = 0; k < y.size(); ++k) {
+               groups[k].y = y[k];
+               groups[k].copies = copies[k];
+               groups[k].instruments = instruments[k];
+               groups[k].diff_cols = diff_cols[k];
+             }
+             return Problem(std::move(groups), eps3);
+           }),
+           py::arg("y"), py::arg("copies"), py::arg("instruments"), py::arg("diff_cols"),
+           py::arg("eps3") = 1e-8)
+      .def_property_readonly("p", &Problem::p)
+      .def_property_readonly("n", &Problem::n)
+      .def(
+          "evaluate",
+          [](const Problem& self, const VectorXd& beta) {
+            mbi::Evaluation ev;
+            {
+              py::gil_scoped_release release;
+              ev = self.evaluate(beta, true);
+            }
+            py::dict out;
+            out["Q"] = ev.Q;
+            out["grad"] = ev.grad;
+            out["grad_fixed_weight"] = ev.grad_fixed_weight;
+            out["gn_hessian"] = ev.gn_hessian;
+            out["n_moments"] = ev.n_moments;
+            out["n_retained"] = ev.n_retained;
+            return out;
+          },
+          py::arg("beta"),
+          "Q(beta), its gradient (truncation held fixed), the fixed-weight gradient, the "
+          "Gauss-Newton curvature and the moment counts per group (standardised scale).")
+      .def("qif", &Problem::qif, py::arg("beta"), py::call_guard<py::gil_scoped_release>())
+      .def("objective", &Problem::objective, py::arg("beta"), py::arg("lam"), py::arg("a") = 3.7,
+           py::call_guard<py::gil_scoped_release>(), "Q(beta) + sum_j SCAD_lam,a(|beta_j|).")
+      .def("rss1", &Problem::rss1, py::arg("beta"), py::call_guard<py::gil_scoped_release>())
+      .def("lambda_max", &Problem::lambda_max, py::arg("beta_start"),
+           py::call_guard<py::gil_scoped_release>())
+      .def(
+          "solve",
+          [](const Problem& self, const VectorXd& start, double lam, double a, double tol,
+             int max_iter) {
+            mbi::PathOptions opt;
+            opt.a = a;
+            opt.tol = tol;
+            opt.max_iter = max_iter;
+            int iters = 0;
+            bool conv = false;
+            VectorXd beta;
+            {
+              py::gil_scoped_release release;
+              beta = self.solve(start, lam, opt, &iters, &conv, {});
+            }
+            return py::make_tuple(beta, iters, conv);
+          },
+          py::arg("start"), py::arg("lam"), py::arg("a") = 3.7, py::arg("tol") = 1e-8,
+          py::arg("max_iter") = 500, "Minimise Q + SCAD at one lambda: (beta, n_iter, converged).")
+      .def(
+          "path",
+          [](const Problem& self, const VectorXd& start, const VectorXd& lambdas, double a,
+             double eps1, double tol, int max_iter, bool multi_start, bool lasso_restart,
+             int drop_candidates, int drop_rounds) {
+            mbi::PathOptions opt;
+            opt.multi_start = multi_start;
+            opt.lasso_restart = lasso_restart;
+            opt.drop_candidates = drop_candidates;
+            opt.drop_rounds = drop_rounds;
+            opt.a = a;
+            opt.eps1 = eps1;
+            opt.tol = tol;
+            opt.max_iter = max_iter;
+            mbi::PathResult r;
+            {
+              py::gil_scoped_release release;
+              r = self.path(start, lambdas, opt);
+            }
+            py::dict out;
+            out["beta"] = r.beta;
+            out["objective"] = r.objective;
+            out["qif"] = r.qif;
+            out["rss1"] = r.rss1;
+            out["n_iter"] = r.n_iter;
+            out["converged"] = r.converged;
+            return out;
+          },
+          py::arg("start"), py::arg("lambdas"), py::arg("a") = 3.7, py::arg("eps1") = 1e-3,
+          py::arg("tol") = 1e-8, py::arg("max_iter") = 500, py::arg("multi_start") = true,
+          py::arg("lasso_restart") = true, py::arg("drop_candidates") = 3, py::arg("drop_rounds") = 2,
+          "SCAD path with warm starts in the given lambda order (standardised scale).");
+}
+
+}  // namespace hetmtl

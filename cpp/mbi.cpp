@@ -1,0 +1,508 @@
+#include "mbi.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+#include <string>
+
+namespace hetmtl {
+namespace mbi {
+
+namespace {
+
+constexpr double kMachEps = std::numeric_limits<double>::epsilon();
+
+// Numerical rank of a symmetric matrix from its eigenvalues: singular values at least
+// dim * machine epsilon * the largest one (the default rule of R's Matrix::rankMatrix).
+int numerical_rank(const VectorXd& eigenvalues) {
+  const double largest = eigenvalues.cwiseAbs().maxCoeff();
+  if (!(largest > 0.0)) return 0;
+  const double cut = static_cast<double>(eigenvalues.size()) * kMachEps * largest;
+  int rank = 0;
+  for (Eigen::Index i = 0; i < eigenvalues.size(); ++i)
+    if (std::abs(eigenvalues(i)) >= cut) ++rank;
+  return rank;
+}
+
+// Components kept of one moment set with covariance `cov` (d x d): the identity when the set
+// is well conditioned, otherwise its leading eigenvectors, otherwise nothing (d x 0).
+// `max_eigen` is the running largest eigenvalue (updated as in the reference implementation).
+MatrixXd retained_components(const Eigen::SelfAdjointEigenSolver<MatrixXd>& es, int n_rows,
+                             int max_components, double eps3, double& max_eigen) {
+  const int d = static_cast<int>(es.eigenvalues().size());
+  const VectorXd& values = es.eigenvalues();  // ascending
+  const double largest = values(d - 1);
+  const double smallest = values(0);
+  if (largest > max_eigen) max_eigen = largest;
+  const double nr = static_cast<double>(n_rows) * d;
+  const double threshold =
+      std::max({eps3, max_eigen * 1e-10, values.sum() * std::log(nr) / nr});
+  const int rank = numerical_rank(values);
+  if (smallest > threshold && rank == d && d <= max_components)
+    return MatrixXd::Identity(d, d);
+  if (largest > threshold && rank > 0 && max_components > 0) {
+    int above = 0;
+    for (int i = 0; i < d; ++i)
+      if (values(i) > threshold) ++above;
+    const int r = std::max(1, std::min({n_rows, above, rank, max_components}));
+    MatrixXd U(d, r);
+    for (int c = 0; c < r; ++c) U.col(c) = es.eigenvectors().col(d - 1 - c);
+    return U;
+  }
+  return MatrixXd(d, 0);
+}
+
+// Per-group state at one beta.
+struct GroupState {
+  std::vector<int> active;     // copies contributing moments (copy 0 first)
+  std::vector<int> offset;     // start of each active copy's moments
+  int d1 = 0, d = 0;
+  std::vector<VectorXd> resid;  // per active copy
+  MatrixXd scores;              // n_k x d: instrument columns times residuals
+  VectorXd g;                   // d
+  MatrixXd C;                   // d x d
+  Eigen::SelfAdjointEigenSolver<MatrixXd> eig;  // of C when it has one moment set (d == d1)
+};
+
+}  // namespace
+
+double scad_penalty(double u, double lambda, double a) {
+  if (u <= lambda) return lambda * u;
+  if (u <= a * lambda) return -(u * u - 2.0 * a * lambda * u + lambda * lambda) / (2.0 * (a - 1.0));
+  return (a + 1.0) * lambda * lambda / 2.0;
+}
+
+double scad_derivative(double u, double lambda, double a) {
+  if (u <= lambda) return lambda;
+  if (u <= a * lambda) return (a * lambda - u) / (a - 1.0);
+  return 0.0;
+}
+
+Problem::Problem(std::vector<Group> groups, double eps3) : groups_(std::move(groups)), eps3_(eps3) {
+  if (groups_.empty()) throw std::invalid_argument("MBI needs at least one group");
+  p_ = -1;
+  for (std::size_t k = 0; k < groups_.size(); ++k) {
+    Group& G = groups_[k];
+    const std::string name = "group " + std::to_string(k);
+    const Eigen::Index nk = G.y.size();
+    if (nk == 0) throw std::invalid_argument(name + " has no rows");
+    if (G.copies.empty()) throw std::invalid_argument(name + " has no imputed copy");
+    if (G.instruments.size() != G.copies.size() || G.diff_cols.size() != G.copies.size())
+      throw std::invalid_argument(name + ": copies, instruments and diff_cols differ in length");
+    G.Z.clear();
+    G.D.clear();
+    G.b.clear();
+    for (std::size_t s = 0; s < G.copies.size(); ++s) {
+      const MatrixXd& X = G.copies[s];
+      if (X.rows() != nk) throw std::invalid_argument(name + ": copy rows differ from y");
+      if (p_ < 0) p_ = static_cast<int>(X.cols());
+      if (X.cols() != p_) throw std::invalid_argument(name + ": copies differ in column count");
+      if (G.instruments[s].empty())
+        throw std::invalid_argument(name + ", copy " + std::to_string(s) + ": no instruments");
+      MatrixXd Z(nk, G.instruments[s].size());
+      for (std::size_t c = 0; c < G.instruments[s].size(); ++c) {
+        const int col = G.instruments[s][c];
+        if (col < 0 || col >= p_) throw std::invalid_argument(name + ": instrument out of range");
+        Z.col(c) = X.col(col);
+      }
+      for (int col : G.diff_cols[s])
+        if (col < 0 || col >= p_) throw std::invalid_argument(name + ": diff column out of range");
+      const double inv_n = 1.0 / static_cast<double>(nk);
+      G.D.push_back(inv_n * (Z.transpose() * X));
+      G.b.push_back(inv_n * (Z.transpose() * G.y));
+      G.Z.push_back(std::move(Z));
+    }
+    n_ += static_cast<int>(nk);
+  }
+}
+
+Evaluation Problem::evaluate(const VectorXd& beta, bool with_derivatives) const {
+  if (beta.size() != p_) throw std::invalid_argument("beta has the wrong length");
+  const int K = n_groups();
+  std::vector<GroupState> st(K);
+  double max_eigen = 0.0;
+  // Pass 1: moments, their second-moment matrix, and the largest eigenvalue over all groups.
+  for (int k = 0; k < K; ++k) {
+    const Group& G = groups_[k];
+    GroupState& S = st[k];
+    const Eigen::Index nk = G.y.size();
+    for (std::size_t s = 0; s < G.copies.size(); ++s) {
+      if (s > 0) {
+        // A copy whose residuals equal copy 0's (beta is zero wherever they differ) is dropped.
+        bool differs = false;
+        for (int col : G.diff_cols[s])
+          if (beta(col) != 0.0) { differs = true; break; }
+        if (!differs) continue;
+      }
+      S.active.push_back(static_cast<int>(s));
+      S.offset.push_back(S.d);
+      S.d += static_cast<int>(G.Z[s].cols());
+    }
+    S.d1 = static_cast<int>(G.Z[0].cols());
+    S.scores.resize(nk, S.d);
+    for (std::size_t a = 0; a < S.active.size(); ++a) {
+      const int s = S.active[a];
+      S.resid.push_back(G.y - G.copies[s] * beta);
+      S.scores.middleCols(S.offset[a], G.Z[s].cols()) =
+          G.Z[s].array().colwise() * S.resid.back().array();
+    }
+    const double inv_n = 1.0 / static_cast<double>(nk);
+    S.g = inv_n * S.scores.colwise().sum().transpose();
+    S.C = MatrixXd::Zero(S.d, S.d);
+    S.C.selfadjointView<Eigen::Lower>().rankUpdate(S.scores.transpose(), inv_n);
+    S.C.triangularView<Eigen::StrictlyUpper>() = S.C.transpose();
+    if (S.d == S.d1) {
+      S.eig.compute(S.C);
+      max_eigen = std::max(max_eigen, S.eig.eigenvalues()(S.d - 1));
+    } else {
+      max_eigen = std::max(max_eigen, Eigen::SelfAdjointEigenSolver<MatrixXd>(
+                                          S.C, Eigen::EigenvaluesOnly).eigenvalues()(S.d - 1));
+    }
+  }
+  Evaluation ev;
+  ev.n_moments.resize(K);
+  ev.n_retained.resize(K);
+  if (with_derivatives) {
+    ev.grad = VectorXd::Zero(p_);
+    ev.grad_fixed_weight = VectorXd::Zero(p_);
+    ev.gn_hessian = MatrixXd::Zero(p_, p_);
+  }
+  // Pass 2: truncation T, transformed moments, and Q.
+  for (int k = 0; k < K; ++k) {
+    const Group& G = groups_[k];
+    const GroupState& S = st[k];
+    const int nk = static_cast<int>(G.y.size());
+    const int d1 = S.d1, d2 = S.d - S.d1;
+    ev.n_moments[k] = S.d;
+    const MatrixXd C11 = S.C.topLeftCorner(d1, d1);
+    const MatrixXd U1 =
+        d2 == 0 ? retained_components(S.eig, nk, nk - 1, eps3_, max_eigen)
+                : retained_components(Eigen::SelfAdjointEigenSolver<MatrixXd>(C11), nk, nk - 1,
+                                      eps3_, max_eigen);
+    const int r1 = static_cast<int>(U1.cols());
+    MatrixXd U2(d2, 0), A = MatrixXd::Zero(d2, d1);
+    if (d2 > 0) {
+      const MatrixXd C21 = S.C.bottomLeftCorner(d2, d1);
+      MatrixXd cov2 = S.C.bottomRightCorner(d2, d2);
+      if (r1 > 0) {
+        // Residualise the further copies' moments on copy 0's retained components.
+        const MatrixXd M = U1.transpose() * C11 * U1;
+        A = C21 * U1 * M.ldlt().solve(U1.transpose());
+        cov2 = cov2 - A * C21.transpose() - C21 * A.transpose() + A * C11 * A.transpose();
+      }
+      cov2 = 0.5 * (cov2 + cov2.transpose());
+      U2 = retained_components(Eigen::SelfAdjointEigenSolver<MatrixXd>(cov2), nk, nk - 1 - r1,
+                               eps3_, max_eigen);
+    }
+    const int r2 = static_cast<int>(U2.cols());
+    const int r = r1 + r2;
+    ev.n_retained[k] = r;
+    if (r == 0) continue;
+    MatrixXd T = MatrixXd::Zero(r, S.d);
+    T.topLeftCorner(r1, d1) = U1.transpose();
+    if (r2 > 0) {
+      T.bottomLeftCorner(r2, d1) = -U2.transpose() * A;
+      T.bottomRightCorner(r2, d2) = U2.transpose();
+    }
+    MatrixXd Cs = T * S.C * T.transpose();
+    Cs = 0.5 * (Cs + Cs.transpose());
+    const VectorXd gs = T * S.g;
+    Eigen::LDLT<MatrixXd> ldlt(Cs);
+    const VectorXd v = ldlt.solve(gs);
+    ev.Q += gs.dot(v);
+    if (!with_derivatives) continue;
+    const VectorXd u = T.transpose() * v;  // d
+    MatrixXd Dstack(S.d, p_);
+    for (std::size_t a = 0; a < S.active.size(); ++a)
+      Dstack.middleRows(S.offset[a], G.D[S.active[a]].rows()) = G.D[S.active[a]];
+    const VectorXd gfixed = -2.0 * Dstack.transpose() * u;
+    ev.grad_fixed_weight += gfixed;
+    // d/dbeta of -u'C u with u fixed: C = (1/n) sum_i z_i z_i', z_i stacks Z_s[i,:] r_s[i].
+    VectorXd agg = VectorXd::Zero(nk);  // a_i = u' z_i
+    std::vector<VectorXd> w(S.active.size());
+    for (std::size_t a = 0; a < S.active.size(); ++a) {
+      const int s = S.active[a];
+      w[a] = G.Z[s] * u.segment(S.offset[a], G.Z[s].cols());
+      agg += w[a].cwiseProduct(S.resid[a]);
+    }
+    VectorXd extra = VectorXd::Zero(p_);
+    for (std::size_t a = 0; a < S.active.size(); ++a)
+      extra += G.copies[S.active[a]].transpose() * agg.cwiseProduct(w[a]);
+    ev.grad += gfixed + (2.0 / nk) * extra;
+    const MatrixXd Gs = T * Dstack;  // r x p
+    ev.gn_hessian += 2.0 * Gs.transpose() * ldlt.solve(Gs);
+  }
+  return ev;
+}
+
+double Problem::objective(const VectorXd& beta, double lambda, double a) const {
+  double pen = 0.0;
+  if (lambda > 0.0)
+    for (Eigen::Index j = 0; j < beta.size(); ++j) pen += scad_penalty(std::abs(beta(j)), lambda, a);
+  return qif(beta) + pen;
+}
+
+double Problem::rss1(const VectorXd& beta) const {
+  if (beta.size() != p_) throw std::invalid_argument("beta has the wrong length");
+  double total = 0.0;
+  for (const Group& G : groups_) {
+    double acc = 0.0;
+    for (const MatrixXd& X : G.copies) acc += (G.y - X * beta).squaredNorm();
+    total += acc / static_cast<double>(G.copies.size());
+  }
+  return total;
+}
+
+double Problem::lambda_max(const VectorXd& beta_start) const {
+  const Evaluation ev = evaluate(beta_start, true);
+  return ev.grad_fixed_weight.cwiseAbs().maxCoeff() + 0.5;
+}
+
+VectorXd Problem::solve(const VectorXd& start, double lambda, const PathOptions& opt, int* n_iter,
+                        bool* converged, const std::vector<char>& frozen, bool lasso_first) const {
+  const bool has_frozen = !frozen.empty();
+  auto is_frozen = [&](int j) { return has_frozen && frozen[j]; };
+  VectorXd beta = start;
+  for (int j = 0; j < p_; ++j)
+    if (is_frozen(j)) beta(j) = 0.0;
+  double F = objective(beta, lambda, opt.a);
+  *converged = false;
+  int it = 0;
+  VectorXd weight = VectorXd::Zero(p_);
+  double t_start = 1.0;  // first trial step, adapted to the last accepted one
+  for (; it < opt.max_iter; ++it) {
+    const Evaluation ev = evaluate(beta, true);
+    MatrixXd H = ev.gn_hessian;
+    const double damp = 1e-7 * std::max(H.diagonal().maxCoeff(), 1e-12) + 1e-12;
+    H.diagonal().array() += damp;
+    for (int j = 0; j < p_; ++j)
+      weight(j) = lambda > 0.0 ? (lasso_first && it == 0
+                                      ? lambda
+                                      : scad_derivative(std::abs(beta(j)), lambda, opt.a))
+                               : 0.0;
+    // Proximal Newton subproblem (SCAD linearised at beta): coordinate descent on
+    // grad'(b - beta) + 1/2 (b - beta)' H (b - beta) + sum_j weight_j |b_j|.
+    VectorXd b = beta;
+    VectorXd Hd = VectorXd::Zero(p_);  // H (b - beta)
+    const double cd_tol = 1e-13 * (1.0 + beta.cwiseAbs().maxCoeff());
+    for (int sweep = 0; sweep < 200; ++sweep) {
+      double max_change = 0.0;
+      for (int j = 0; j < p_; ++j) {
+        if (is_frozen(j)) continue;
+        const double hjj = H(j, j);
+        const double c = ev.grad(j) + Hd(j) - hjj * (b(j) - beta(j));
+        const double z = beta(j) - c / hjj;
+        const double thr = weight(j) / hjj;
+        const double bj = z > thr ? z - thr : (z < -thr ? z + thr : 0.0);
+        const double delta = bj - b(j);
+        if (delta != 0.0) {
+          Hd += delta * H.col(j);
+          b(j) = bj;
+          max_change = std::max(max_change, std::abs(delta));
+        }
+      }
+      if (max_change < cd_tol) break;
+    }
+    const VectorXd dir = b - beta;
+    const double step_size = dir.cwiseAbs().maxCoeff();
+    if (step_size < opt.tol) {
+      *converged = true;
+      break;
+    }
+    double decrease = ev.grad.dot(dir);
+    for (int j = 0; j < p_; ++j) decrease += weight(j) * (std::abs(b(j)) - std::abs(beta(j)));
+    if (decrease > -1e-13 * (1.0 + std::abs(F))) {  // no meaningful descent predicted
+      *converged = true;
+      break;
+    }
+    double t = t_start;
+    bool accepted = false;
+    VectorXd trial;
+    double F_trial = F;
+    for (int ls = 0; ls < 60 && t * step_size > 1e-13; ++ls) {
+      trial = beta + t * dir;
+      F_trial = objective(trial, lambda, opt.a);
+      const double target = decrease < 0.0 ? F + 1e-4 * t * decrease : F;
+      if (F_trial <= target || (F_trial < F && t * step_size < 1e3 * opt.tol)) {
+        accepted = true;
+        break;
+      }
+      t *= 0.5;
+    }
+    if (!accepted) {
+      // No descent along the Newton direction (objective kinks from the truncation): stop.
+      *converged = t * step_size < std::sqrt(opt.tol);
+      break;
+    }
+    t_start = std::min(1.0, 2.0 * t);
+    const double F_old = F;
+    beta = trial;
+    F = F_trial;
+    if (t * step_size < opt.tol || F_old - F <= 1e-10 * (1.0 + std::abs(F))) {
+      *converged = true;
+      ++it;
+      break;
+    }
+  }
+  *n_iter = it;
+  return beta;
+}
+
+VectorXd Problem::solve_thresholded(const VectorXd& start, double lam, const PathOptions& opt,
+                                   int* n_iter, bool* converged,
+                                   const std::vector<char>& held, bool lasso_first) const {
+  VectorXd beta = solve(start, lam, opt, n_iter, converged, held, lasso_first);
+  if (lam > 0.0 && opt.eps1 > 0.0) {
+    std::vector<char> frozen = held.empty() ? std::vector<char>(p_, 0) : held;
+    bool any = false;
+    for (int j = 0; j < p_; ++j)
+      if (std::abs(beta(j)) < opt.eps1) {
+        frozen[j] = 1;
+        if (beta(j) != 0.0) any = true;
+      }
+    if (any) {
+      int more = 0;
+      beta = solve(beta, lam, opt, &more, converged, frozen);
+      *n_iter += more;
+      for (int j = 0; j < p_; ++j)
+        if (std::abs(beta(j)) < opt.eps1) beta(j) = 0.0;
+    }
+  }
+  return beta;
+}
+
+VectorXd Problem::improve_by_elimination(const VectorXd& beta0, double lam,
+                                        const PathOptions& opt, int* n_iter) const {
+  // Greedy search over sparser local minima: hold one of the smallest nonzero coefficients at
+  // zero, re-solve, and keep the change when the penalised objective decreases.
+  VectorXd best = beta0;
+  double f_best = objective(best, lam, opt.a);
+  const double rss_null = rss1(VectorXd::Zero(p_));
+  std::vector<char> held(p_, 0);
+  PathOptions screen = opt;  // candidates are screened with a short solve, the winner polished
+  screen.max_iter = std::min(opt.max_iter, 25);
+  bool changed = false;
+  for (int round = 0; round < opt.drop_rounds; ++round) {
+    std::vector<int> nz;
+    for (int j = 0; j < p_; ++j)
+      if (best(j) != 0.0) nz.push_back(j);
+    if (nz.empty()) break;
+    std::sort(nz.begin(), nz.end(),
+              [&](int i, int j) { return std::abs(best(i)) < std::abs(best(j)); });
+    const int k = std::min<int>(opt.drop_candidates, static_cast<int>(nz.size()));
+    VectorXd round_best;
+    double f_round = f_best;
+    int j_round = -1;
+    for (int c = 0; c < k; ++c) {
+      std::vector<char> trial_held = held;
+      trial_held[nz[c]] = 1;
+      VectorXd start = best;
+      start(nz[c]) = 0.0;
+      int iters = 0;
+      bool conv = false;
+      VectorXd cand = solve_thresholded(start, lam, screen, &iters, &conv, trial_held);
+      *n_iter += iters;
+      const double f = objective(cand, lam, opt.a);
+      // a candidate fitting worse than the null model sits in the QIF's spurious region
+      if (rss1(cand) > rss_null) continue;
+      if (f < f_round - 1e-12 * (1.0 + std::abs(f_round))) {
+        f_round = f;
+        round_best = cand;
+        j_round = nz[c];
+      }
+    }
+    if (j_round < 0) break;
+    held[j_round] = 1;
+    best = round_best;
+    f_best = f_round;
+    changed = true;
+  }
+  if (changed) {
+    int iters = 0;
+    bool conv = false;
+    const VectorXd polished = solve_thresholded(best, lam, opt, &iters, &conv, held);
+    *n_iter += iters;
+    if (objective(polished, lam, opt.a) <= f_best) best = polished;
+  }
+  return best;
+}
+
+PathResult Problem::path(const VectorXd& start, const VectorXd& lambdas,
+                         const PathOptions& opt) const {
+  if (start.size() != p_) throw std::invalid_argument("start has the wrong length");
+  const Eigen::Index L = lambdas.size();
+  PathResult out;
+  out.beta = MatrixXd::Zero(L, p_);
+  out.objective = VectorXd::Zero(L);
+  out.qif = VectorXd::Zero(L);
+  out.rss1 = VectorXd::Zero(L);
+  out.n_iter = Eigen::VectorXi::Zero(L);
+  out.converged = Eigen::VectorXi::Zero(L);
+  // SCAD makes the objective non-convex, and the continuously updated QIF has spurious minima
+  // far from the data (huge residuals shrink it). The path therefore stays local, as R's does:
+  // warm starts from the unpenalised estimate upwards, improved by greedy eliminations of
+  // coefficients inside SCAD's shrinking range, optionally a backward pass.
+  const double rss_null = rss1(VectorXd::Zero(p_));
+  auto consider = [&](Eigen::Index l, const VectorXd& cand, int iters, bool conv, bool first) {
+    const double f = objective(cand, lambdas(l), opt.a);
+    out.n_iter(l) += iters;
+    // A candidate fitting worse than the null model sits in the QIF's spurious region.
+    if (!first && rss1(cand) > rss_null) return;
+    if (first || f < out.objective(l) - 1e-12 * (1.0 + std::abs(out.objective(l)))) {
+      out.beta.row(l) = cand.transpose();
+      out.objective(l) = f;
+      out.converged(l) = conv ? 1 : 0;
+    }
+  };
+  VectorXd beta = start;
+  for (Eigen::Index l = 0; l < L; ++l) {
+    int iters = 0;
+    bool conv = false;
+    beta = solve_thresholded(beta, lambdas(l), opt, &iters, &conv, {});
+    consider(l, beta, iters, conv, true);
+    // Extra starts only where the QIF is identified (at least as many retained moments as
+    // nonzero coefficients); otherwise Q has a continuum of zeros and they only cost time.
+    bool identified = true;
+    if (opt.multi_start && lambdas(l) > 0.0) {
+      const Evaluation ev = evaluate(beta, false);
+      int kept = 0;
+      for (int r : ev.n_retained) kept += r;
+      identified = kept >= static_cast<int>((beta.array() != 0.0).count());
+    }
+    if (opt.multi_start && lambdas(l) > 0.0) {
+      if (identified) {
+        int more = 0;
+        const VectorXd e = improve_by_elimination(beta, lambdas(l), opt, &more);
+        consider(l, e, more, true, false);
+      }
+      // Where the QIF is not identified, LLA restarted with lasso weights (Fan, Xue & Zou
+      // 2014) pulls the drifting warm start back to a sparse fit; optionally the null model.
+      if (opt.lasso_restart && !identified) {
+        const VectorXd s = solve_thresholded(beta, lambdas(l), opt, &iters, &conv, {}, true);
+        consider(l, s, iters, conv, false);
+      }
+      if (opt.null_candidate) consider(l, VectorXd::Zero(p_), 0, true, false);
+      beta = out.beta.row(l).transpose();
+    }
+  }
+  if (opt.backward_pass) {
+    beta = out.beta.row(L - 1).transpose();
+    for (Eigen::Index l = L - 2; l >= 0; --l) {
+      int iters = 0;
+      bool conv = false;
+      beta = solve_thresholded(beta, lambdas(l), opt, &iters, &conv, {});
+      consider(l, beta, iters, conv, false);
+      beta = out.beta.row(l).transpose();
+    }
+  }
+  for (Eigen::Index l = 0; l < L; ++l) {
+    const VectorXd b = out.beta.row(l).transpose();
+    out.qif(l) = qif(b);
+    out.rss1(l) = rss1(b);
+  }
+  return out;
+}
+
+}  // namespace mbi
+}  // namespace hetmtl

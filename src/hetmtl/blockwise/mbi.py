@@ -1,0 +1,579 @@
+"""MBI — multiple block-wise imputation (Xue & Qu 2021, JASA), the block-wise missing baseline.
+
+What to use when
+----------------
+* :class:`MBI` fits ONE common sparse linear model to subjects whose covariate sources
+  (column blocks) are missing block-wise, e.g. two tasks that each miss the other's private
+  block. Use it as the statistical baseline of the block-wise studies; it has no per-task
+  heterogeneity.
+* ``engine="native"`` (default) runs the estimator of R's ``BlockMissingData::MBI`` in the C++
+  core: same standardisation, imputations, estimating equations, eigenvalue truncation of the
+  weight matrix, SCAD penalty, λ grid and BIC (``bic1``) selection, but with exact gradients and
+  a deterministic proximal-Newton path solver instead of noisy finite differences.
+* ``engine="r"`` calls the R package through rpy2 (see :mod:`hetmtl.blockwise._r_bridge`).
+* :func:`mbi_layout` converts arrays to MBI's R layout (rows grouped by pattern, 1-based
+  ``cov_index``/``sub_index``/``miss_source``, ``complete``).
+
+How native and R differ (measured on the golden fixtures, see benchmarks/results/mbi_speed.md):
+standardisation, imputations, RSS₁/bic1 and intercepts reproduce R to rounding error; R's λ_max
+carries its gradient noise (the native one is the noiseless value). R's optimiser stops near its
+start (eps2 = 1e-3 with noisy gradients, support frozen once zero), so it does not minimise its
+own objective; the native path does (per λ: warm start, greedy eliminations, a lasso-weighted
+LLA restart), reaching lower penalised objectives and sometimes other models. Without a complete
+group and with strongly correlated columns the eigenvalue truncation can keep fewer moments than
+coefficients: the QIF then has exact zeros, MBI is not identified, and ``fit`` warns
+(``identified_`` is False) — estimates there depend on the solver's path, in R as in native.
+
+Input: ``X`` (n × p) with NaN for missing blocks, ``y`` (n,), and ``sources``: one column range
+``(start, stop)`` or list of column indices per source, together covering every column once.
+Missing-pattern groups come from the NaN pattern (or from ``groups`` labels, checked against it).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import scipy.linalg
+from sklearn.base import BaseEstimator, RegressorMixin
+
+from hetmtl.exceptions import ConvergenceWarning, DataValidationError
+
+__all__ = ["MBI", "MBILayout", "mbi_layout", "standardize_observed", "fit_imputation"]
+
+
+# ----------------------------------------------------------------------------------- layout
+@dataclass
+class MBILayout:
+    """Rows grouped by missing pattern, in MBI's order (a complete group, if any, first).
+
+    ``group_rows[k]`` are row indices into the caller's X; ``missing_sources[k]`` /
+    ``observed_cols[k]`` describe group k; ``donors[k]`` are the useful donor groups of group k
+    (k itself for the complete group), in group order.
+    """
+
+    sources: list[np.ndarray]
+    group_rows: list[np.ndarray]
+    missing_sources: list[tuple[int, ...]]
+    observed_cols: list[np.ndarray]
+    donors: list[list[int]]
+    n_features: int
+
+    @property
+    def complete(self) -> bool:
+        return len(self.missing_sources) > 0 and len(self.missing_sources[0]) == 0
+
+    def missing_cols(self, k: int) -> np.ndarray:
+        mask = np.ones(self.n_features, dtype=bool)
+        mask[self.observed_cols[k]] = False
+        return np.flatnonzero(mask)
+
+
+def _normalize_sources(sources, p: int) -> list[np.ndarray]:
+    if sources is None or len(sources) == 0:
+        raise DataValidationError("sources: give one column range or index list per source")
+    out = []
+    owner = np.full(p, -1)
+    for s, src in enumerate(sources):
+        if isinstance(src, slice):
+            cols = np.arange(p)[src]
+        elif isinstance(src, range):
+            cols = np.asarray(src, dtype=int)
+        elif isinstance(src, tuple) and len(src) == 2 and all(np.isscalar(v) for v in src):
+            cols = np.arange(int(src[0]), int(src[1]))
+        else:
+            cols = np.asarray(src, dtype=int).ravel()
+        if cols.size == 0:
+            raise DataValidationError(f"source {s} has no columns")
+        if cols.min() < 0 or cols.max() >= p:
+            raise DataValidationError(f"source {s} has column indices outside 0..{p - 1}")
+        for c in cols:
+            if owner[c] >= 0:
+                raise DataValidationError(f"column {c} belongs to sources {owner[c]} and {s}")
+            owner[c] = s
+        out.append(np.sort(cols))
+    if np.any(owner < 0):
+        raise DataValidationError(
+            f"columns {np.flatnonzero(owner < 0)[:10].tolist()} belong to no source")
+    return out
+
+
+def _validate_xy(X, y=None) -> tuple[np.ndarray, np.ndarray | None]:
+    try:
+        X = np.asarray(X, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise DataValidationError(f"X must be numeric: {exc}") from None
+    if X.ndim != 2:
+        raise DataValidationError(f"X must be 2-dimensional, got shape {X.shape}")
+    if np.isinf(X).any():
+        r, c = np.argwhere(np.isinf(X))[0]
+        raise DataValidationError(f"X[{r}, {c}] is infinite (use NaN only for missing blocks)")
+    if y is not None:
+        y = np.asarray(y, dtype=float).ravel()
+        if y.shape[0] != X.shape[0]:
+            raise DataValidationError(f"y has {y.shape[0]} rows, X has {X.shape[0]}")
+        if not np.isfinite(y).all():
+            raise DataValidationError(f"y is missing or non-finite at rows "
+                                      f"{np.flatnonzero(~np.isfinite(y))[:10].tolist()}")
+    return X, y
+
+
+def _row_patterns(X: np.ndarray, sources: list[np.ndarray]) -> np.ndarray:
+    """n × n_sources boolean: source missing in row. Partially missing blocks are refused."""
+    miss = np.isnan(X)
+    out = np.zeros((X.shape[0], len(sources)), dtype=bool)
+    for s, cols in enumerate(sources):
+        count = miss[:, cols].sum(axis=1)
+        partial = (count > 0) & (count < cols.size)
+        if partial.any():
+            r = int(np.flatnonzero(partial)[0])
+            bad = cols[miss[r, cols]].tolist()[:10]
+            raise DataValidationError(
+                f"row {r}: source {s} is partially missing (columns {bad} are NaN); MBI needs "
+                f"each source fully observed or fully missing in a row")
+        out[:, s] = count == cols.size
+    full = out.all(axis=1)
+    if full.any():
+        raise DataValidationError(f"row {int(np.flatnonzero(full)[0])} has every source missing")
+    return out
+
+
+def _donors(missing: list[tuple[int, ...]], observed: list[np.ndarray], p: int) -> list[list[int]]:
+    obs_sets = [set(o.tolist()) for o in observed]
+    donors = []
+    for k, miss_k in enumerate(missing):
+        if not miss_k:
+            donors.append([k])
+            continue
+        miss_cols = set(range(p)) - obs_sets[k]
+        dk = [j for j in range(len(missing))
+              if j != k and miss_cols <= obs_sets[j] and obs_sets[k] & obs_sets[j]]
+        donors.append(dk)
+    return donors
+
+
+def _build_layout(X: np.ndarray, sources, groups=None) -> MBILayout:
+    p = X.shape[1]
+    src = _normalize_sources(sources, p)
+    pat = _row_patterns(X, src)
+    keys = [tuple(np.flatnonzero(r).tolist()) for r in pat]
+    if groups is None:
+        labels = keys
+    else:
+        labels = list(np.asarray(groups, dtype=object).ravel())
+        if len(labels) != X.shape[0]:
+            raise DataValidationError(f"groups has {len(labels)} labels, X has {X.shape[0]} rows")
+    order: list = []
+    first_key: dict = {}
+    members: dict = {}
+    for i, (lab, key) in enumerate(zip(labels, keys)):
+        if lab not in members:
+            order.append(lab)
+            members[lab] = []
+            first_key[lab] = key
+        elif first_key[lab] != key:
+            raise DataValidationError(
+                f"group {lab!r}: row {i} misses sources {list(key)} but the group's first row "
+                f"misses {list(first_key[lab])}; a group must share one missing pattern")
+        members[lab].append(i)
+    complete = [lab for lab in order if len(first_key[lab]) == 0]
+    if len(complete) > 1:
+        raise DataValidationError(f"groups {complete} are all complete; give them one label")
+    order = complete + [lab for lab in order if lab not in complete]
+    missing = [first_key[lab] for lab in order]
+    observed = [np.sort(np.concatenate([src[s] for s in range(len(src)) if s not in m]))
+                for m in missing]
+    donors = _donors(missing, observed, p)
+    for k, dk in enumerate(donors):
+        if not dk:
+            raise DataValidationError(
+                f"group {order[k]!r} (missing sources {list(missing[k])}) has no donor group that "
+                f"observes all its missing sources and shares an observed column with it; MBI "
+                f"cannot impute it")
+    return MBILayout(src, [np.asarray(members[lab]) for lab in order], missing, observed, donors, p)
+
+
+def mbi_layout(X, y, sources, groups=None) -> dict:
+    """Arrays in the layout of R's ``BlockMissingData::MBI``.
+
+    Returns a dict with ``X`` and ``y`` (rows grouped by pattern, columns grouped by source),
+    1-based ``cov_index``, ``sub_index``, ``miss_source`` (list of 1-based source lists, ``None``
+    for the complete group), ``complete``, and ``row_order`` / ``col_order`` (0-based indices into
+    the inputs, so ``X_out = X[row_order][:, col_order]``).
+    """
+    X, y = _validate_xy(X, y)
+    lay = _build_layout(X, sources, groups)
+    row_order = np.concatenate(lay.group_rows)
+    col_order = np.concatenate(lay.sources)
+    cov_index = np.cumsum([0] + [s.size for s in lay.sources[:-1]]) + 1
+    sub_index = np.cumsum([0] + [r.size for r in lay.group_rows[:-1]]) + 1
+    return {
+        "X": X[row_order][:, col_order],
+        "y": y[row_order],
+        "cov_index": cov_index.astype(int),
+        "sub_index": sub_index.astype(int),
+        "miss_source": [None if not m else [s + 1 for s in m] for m in lay.missing_sources],
+        "complete": lay.complete,
+        "row_order": row_order,
+        "col_order": col_order,
+    }
+
+
+# ------------------------------------------------------------------ standardise and impute
+def standardize_observed(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Centre and scale each column by the mean and sd (ddof=1) of its observed entries."""
+    obs = ~np.isnan(X)
+    counts = obs.sum(axis=0)
+    if np.any(counts < 2):
+        raise DataValidationError(f"column {int(np.flatnonzero(counts < 2)[0])} has fewer than "
+                                  f"two observed values")
+    center = np.nanmean(X, axis=0)
+    scale = np.nanstd(X, axis=0, ddof=1)
+    if np.any(scale <= 0):
+        raise DataValidationError(f"column {int(np.flatnonzero(scale <= 0)[0])} is constant on "
+                                  f"its observed rows")
+    with np.errstate(invalid="ignore"):
+        X2 = (X - center) / scale
+    return X2, center, scale
+
+
+@dataclass
+class ImputationModel:
+    """Per missing column: intercept and coefficients on the predictor columns."""
+
+    target_cols: np.ndarray
+    predictor_cols: np.ndarray
+    intercept: np.ndarray          # (n_targets,)
+    coef: np.ndarray               # (n_targets, n_predictors)
+    method: list[str] = field(default_factory=list)
+
+    def predict(self, Xp: np.ndarray) -> np.ndarray:
+        """Imputed target columns for rows with predictor values ``Xp`` (rows × predictors)."""
+        return self.intercept[None, :] + Xp @ self.coef.T
+
+
+def fit_imputation(X2: np.ndarray, targets: np.ndarray, predictors: np.ndarray,
+                   random_state=0) -> ImputationModel:
+    """MBI's regression imputation of ``targets`` from ``predictors`` (standardised data).
+
+    Each target column is regressed on the predictors over every row where it and all the
+    predictors are observed: OLS with intercept when rows > predictors, otherwise a lasso with
+    3-fold cross-validation (R uses ``cv.glmnet(nfolds = 3)`` at ``lambda.min``).
+    """
+    obs = ~np.isnan(X2)
+    pred_ok = obs[:, predictors].all(axis=1)
+    k = predictors.size
+    intercept = np.zeros(targets.size)
+    coef = np.zeros((targets.size, k))
+    methods = []
+    # Targets with the same training rows share one least-squares solve.
+    masks: dict[bytes, list[int]] = {}
+    for t, c in enumerate(targets):
+        rows = pred_ok & obs[:, c]
+        masks.setdefault(np.packbits(rows).tobytes(), []).append(t)
+    for ts in masks.values():
+        rows = pred_ok & obs[:, targets[ts[0]]]
+        n_train = int(rows.sum())
+        if n_train == 0:
+            raise DataValidationError(
+                f"column {int(targets[ts[0]])} cannot be imputed: no row observes it together "
+                f"with predictor columns {predictors[:10].tolist()}")
+        Xt = X2[np.ix_(rows, predictors)]
+        Yt = X2[np.ix_(rows, targets[ts])]
+        if n_train > k:
+            design = np.column_stack([np.ones(n_train), Xt])
+            # pivoted QR, as R's lm/glm
+            sol = scipy.linalg.lstsq(design, Yt, lapack_driver="gelsy", check_finite=False)[0]
+            intercept[ts] = sol[0]
+            coef[ts] = sol[1:].T
+            methods += ["ols"] * len(ts)
+        else:
+            from sklearn.linear_model import LassoCV
+            from sklearn.model_selection import KFold
+
+            for j, t in enumerate(ts):
+                folds = KFold(n_splits=min(3, n_train), shuffle=True, random_state=random_state)
+                fit = LassoCV(cv=folds).fit(Xt, Yt[:, j])
+                intercept[t] = fit.intercept_
+                coef[t] = fit.coef_
+            methods += ["lasso_cv"] * len(ts)
+    return ImputationModel(targets, predictors, intercept, coef, methods)
+
+
+# ----------------------------------------------------------------------------- the problem
+@dataclass
+class _Prepared:
+    layout: MBILayout
+    X2: np.ndarray
+    center: np.ndarray
+    scale: np.ndarray
+    y_mean: float
+    yc: np.ndarray
+    copies: list[list[np.ndarray]]
+    instruments: list[list[np.ndarray]]
+    diff_cols: list[list[np.ndarray]]
+    imputers: dict
+
+
+def _prepare(X: np.ndarray, y: np.ndarray, sources, groups, random_state) -> _Prepared:
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # small dense solves: BLAS threads only add contention
+        return _prepare_unlimited(X, y, sources, groups, random_state)
+
+
+def _prepare_unlimited(X, y, sources, groups, random_state) -> _Prepared:
+    lay = _build_layout(X, sources, groups)
+    X2, center, scale = standardize_observed(X)
+    y_mean = float(y.mean())
+    yc = y - y_mean
+    copies, instruments, diffs, imputers = [], [], [], {}
+    for k, rows in enumerate(lay.group_rows):
+        base = X2[rows]
+        miss_k = lay.missing_cols(k)
+        ck, ik, dk = [], [], []
+        for j in lay.donors[k]:
+            inst = np.intersect1d(lay.observed_cols[k], lay.observed_cols[j])
+            Xk = base.copy()
+            if miss_k.size:
+                model = fit_imputation(X2, miss_k, inst, random_state)
+                imputers[(k, j)] = model
+                Xk[:, miss_k] = model.predict(base[:, inst])
+            ck.append(Xk)
+            ik.append(inst)
+        for s, Xk in enumerate(ck):
+            dk.append(np.flatnonzero(np.any(Xk != ck[0], axis=0)) if s else np.empty(0, int))
+        copies.append(ck)
+        instruments.append(ik)
+        diffs.append(dk)
+    return _Prepared(lay, X2, center, scale, y_mean, yc, copies, instruments, diffs, imputers)
+
+
+def _core_problem(prep: _Prepared, eps3: float):
+    from hetmtl import _core
+
+    ys = [prep.yc[rows] for rows in prep.layout.group_rows]
+    return _core.MBIProblem(
+        ys, [[np.asfortranarray(c) for c in ck] for ck in prep.copies],
+        [[i.astype(int).tolist() for i in ik] for ik in prep.instruments],
+        [[d.astype(int).tolist() for d in dk] for dk in prep.diff_cols], eps3)
+
+
+def _initial_beta(prep: _Prepared) -> np.ndarray:
+    """OLS on the complete group (MBI's start) or, without one, on the copy-averaged rows."""
+    lay = prep.layout
+    if lay.complete:
+        Xs, ys = prep.copies[0][0], prep.yc[lay.group_rows[0]]
+    else:
+        Xs = np.vstack([np.mean(ck, axis=0) for ck in prep.copies])
+        ys = np.concatenate([prep.yc[r] for r in lay.group_rows])
+    design = np.column_stack([np.ones(len(ys)), Xs])
+    sol, *_ = np.linalg.lstsq(design, ys, rcond=None)
+    return sol[1:]
+
+
+# ---------------------------------------------------------------------------- estimator
+class MBI(RegressorMixin, BaseEstimator):
+    """SCAD-penalised GMM with multiple block-wise imputation (one common β for all groups).
+
+    Parameters
+    ----------
+    engine : "native" (C++ core, default) or "r" (BlockMissingData through rpy2).
+    nlam : number of λ values (R's default 100).
+    lambda_min_ratio : smallest λ as a fraction of λ_max (default 1e-3 if n > p, else 0.05).
+    lambdas : explicit λ sequence (native engine only; run in the given order with warm starts).
+    a : SCAD parameter.
+    eps1 : coefficients with |β_j| < eps1 (standardised scale) are set to zero.
+    eps3 : eigenvalue floor of the weight-matrix truncation.
+    tol, max_iter : native solver tolerance (max |step|) and iteration cap per λ.
+    random_state : seed of the lasso-CV folds used only when an imputation has rows ≤ predictors.
+    r_seed : R seed set right before the R call (engine="r").
+    r_args : extra MBI arguments for the R call (defaults eps2 = 1e-3, h1 = 2^-(8:20); R's
+        default eps2 = 1e-7 practically never converges).
+
+    Fitted attributes: ``lambdas_``, ``coef_path_`` (L × p, original scale and column order),
+    ``intercept_path_``, ``coef_path_std_``, ``bic1_``, ``objective_path_``, ``qif_path_``,
+    ``converged_``, ``best_index_``, ``coef_``, ``intercept_``, ``lambda_``, ``support_``.
+    """
+
+    def __init__(self, engine: str = "native", nlam: int = 100,
+                 lambda_min_ratio: float | None = None, lambdas: Sequence[float] | None = None,
+                 a: float = 3.7, eps1: float = 1e-3, eps3: float = 1e-8, tol: float = 1e-8,
+                 max_iter: int = 500, random_state=0, r_seed: int = 1,
+                 r_args: dict | None = None):
+        self.engine = engine
+        self.nlam = nlam
+        self.lambda_min_ratio = lambda_min_ratio
+        self.lambdas = lambdas
+        self.a = a
+        self.eps1 = eps1
+        self.eps3 = eps3
+        self.tol = tol
+        self.max_iter = max_iter
+        self.random_state = random_state
+        self.r_seed = r_seed
+        self.r_args = r_args
+
+    # -- fitting
+    def fit(self, X, y, sources, groups=None):
+        """Fit the λ path and select λ by ``bic1``. ``X`` has NaN for missing blocks."""
+        X, y = _validate_xy(X, y)
+        if self.engine not in ("native", "r"):
+            raise ValueError(f"engine must be 'native' or 'r', got {self.engine!r}")
+        self._prep = _prepare(X, y, sources, groups, self.random_state)
+        self.n_features_in_ = X.shape[1]
+        self.center_x_, self.scale_x_, self.y_mean_ = (
+            self._prep.center, self._prep.scale, self._prep.y_mean)
+        if self.engine == "r":
+            from hetmtl.blockwise._r_bridge import run_r_mbi
+
+            res = run_r_mbi(X, y, sources, groups, seed=self.r_seed, nlam=self.nlam,
+                            lambda_min_ratio=self.lambda_min_ratio, a=self.a, eps1=self.eps1,
+                            eps3=self.eps3, extra=self.r_args)
+            self.lambdas_ = res["lambda"]
+            self.coef_path_ = res["beta"]
+            self.intercept_path_ = res["intercept"]
+            self.bic1_ = res["bic1"]
+            self.coef_path_std_ = self.coef_path_ * self.scale_x_
+            self.notcon_ = res["notcon"]
+            self.r_elapsed_ = res["elapsed"]
+            nonzero = np.flatnonzero(self.bic1_ != 0)
+            self.best_index_ = int(nonzero[np.argmin(self.bic1_[nonzero])])
+        else:
+            self._fit_native()
+            self.best_index_ = int(np.argmin(self.bic1_))
+        self.coef_ = self.coef_path_[self.best_index_].copy()
+        self.intercept_ = float(self.intercept_path_[self.best_index_])
+        self.lambda_ = float(self.lambdas_[self.best_index_])
+        self.support_ = np.flatnonzero(self.coef_ != 0)
+        return self
+
+    def _fit_native(self):
+        prep = self._prep
+        n, p = prep.X2.shape
+        problem = _core_problem(prep, self.eps3)
+        self._problem = problem
+        start = _initial_beta(prep)
+        ev0 = problem.evaluate(start)
+        self.identified_ = bool(np.sum(ev0["n_retained"]) >= p)
+        if self.identified_:
+            start, iters, conv = problem.solve(start, 0.0, self.a, self.tol, self.max_iter)
+        else:
+            # Q has a continuum of exact zeros: its unpenalised minimisation would run to
+            # arbitrary, ill-fitting solutions, so the path starts from the initial fit (as R's
+            # does in effect: its unpenalised run stops near its start).
+            import warnings
+
+            warnings.warn(
+                f"MBI is not identified here: the weight-matrix truncation keeps "
+                f"{int(np.sum(ev0['n_retained']))} moments (of {int(np.sum(ev0['n_moments']))}) "
+                f"for {p} coefficients; the path starts from the least-squares fit to the "
+                f"copy-averaged data instead of the unpenalised QIF minimiser", UserWarning)
+        self.beta_unpenalized_std_ = start
+        if self.lambdas is not None:
+            lambdas = np.asarray(self.lambdas, dtype=float).ravel()
+            if lambdas.size == 0 or np.any(lambdas < 0) or not np.isfinite(lambdas).all():
+                raise ValueError("lambdas must be a non-empty sequence of finite values >= 0")
+        else:
+            ratio = self.lambda_min_ratio
+            if ratio is None:
+                ratio = 1e-3 if n > p else 0.05
+            lam_max = problem.lambda_max(np.full(p, 0.01))
+            self.lambda_max_ = lam_max
+            lambdas = np.exp(np.linspace(np.log(ratio * lam_max), np.log(lam_max), self.nlam))
+        res = problem.path(start, lambdas, self.a, self.eps1, self.tol, self.max_iter)
+        self.lambdas_ = lambdas
+        self.coef_path_std_ = res["beta"]
+        self.coef_path_ = res["beta"] / prep.scale
+        self.intercept_path_ = prep.y_mean - self.coef_path_ @ prep.center
+        self.objective_path_ = res["objective"]
+        self.qif_path_ = res["qif"]
+        self.converged_ = res["converged"].astype(bool)
+        self.n_iter_ = res["n_iter"]
+        df = (res["beta"] != 0).sum(axis=1)
+        self.bic1_ = n * np.log(res["rss1"]) + df * np.log(n)
+        ev = problem.evaluate(self.coef_path_std_[int(np.argmin(self.bic1_))])
+        self.n_moments_retained_ = int(np.sum(ev["n_retained"]))
+        if not self.converged_.all():
+            import warnings
+
+            warnings.warn(f"MBI: {int((~self.converged_).sum())} of {lambdas.size} λ values "
+                          f"stopped before the tolerance {self.tol}", ConvergenceWarning)
+
+    # -- evaluation helpers (standardised scale; work for any engine)
+    def _native_problem(self):
+        if not hasattr(self, "_problem"):
+            self._problem = _core_problem(self._prep, self.eps3)
+        return self._problem
+
+    def penalized_objective(self, coef, lam: float) -> float:
+        """Native penalised objective Q(β) + Σ SCAD_λ(|β_j|) at ``coef`` on the ORIGINAL scale
+        (e.g. a row of R's ``beta``), converted to the standardised scale internally."""
+        beta_std = np.asarray(coef, dtype=float) * self.scale_x_
+        return self._native_problem().objective(beta_std, float(lam), self.a)
+
+    def bic1(self, coef) -> float:
+        """MBI's bic1 = n log(RSS₁) + df log(n) at ``coef`` on the original scale."""
+        beta_std = np.asarray(coef, dtype=float) * self.scale_x_
+        n = self._prep.X2.shape[0]
+        df = int(np.count_nonzero(beta_std))
+        return n * np.log(self._native_problem().rss1(beta_std)) + df * np.log(n)
+
+    # -- prediction
+    def predict(self, X) -> np.ndarray:
+        """Predictions for rows that may miss whole sources.
+
+        Missing sources are imputed with MBI's own regressions (on the training data) from every
+        training group that can serve as donor; the prediction is averaged over those
+        imputations, as MBI averages residuals over a group's imputed copies.
+        """
+        if not hasattr(self, "coef_"):
+            raise AttributeError("MBI is not fitted yet")
+        X, _ = _validate_xy(X)
+        if X.shape[1] != self.n_features_in_:
+            raise DataValidationError(f"X has {X.shape[1]} columns, the model {self.n_features_in_}")
+        lay = self._prep.layout
+        pat = _row_patterns(X, lay.sources)
+        Xs = (X - self.center_x_) / self.scale_x_
+        beta_std = self.coef_ * self.scale_x_
+        out = np.empty(X.shape[0])
+        train_obs = [set(o.tolist()) for o in lay.observed_cols]
+        p = self.n_features_in_
+        for key in {tuple(r) for r in pat.tolist()}:
+            rows = np.flatnonzero((pat == np.array(key)).all(axis=1))
+            miss_src = [s for s, m in enumerate(key) if m]
+            if not miss_src:
+                out[rows] = self.y_mean_ + Xs[rows] @ beta_std
+                continue
+            miss_cols = np.sort(np.concatenate([lay.sources[s] for s in miss_src]))
+            obs_cols = np.setdiff1d(np.arange(p), miss_cols)
+            obs_set, miss_set = set(obs_cols.tolist()), set(miss_cols.tolist())
+            donors = [j for j in range(len(lay.group_rows))
+                      if miss_set <= train_obs[j] and obs_set & train_obs[j]]
+            if not donors:
+                raise DataValidationError(
+                    f"row {int(rows[0])} misses sources {miss_src} and no training group observes "
+                    f"them together with one of its observed columns; MBI cannot impute it")
+            preds = []
+            for j in donors:
+                inst = np.intersect1d(obs_cols, lay.observed_cols[j])
+                cache = self.__dict__.setdefault("_predict_imputers", {})
+                ck = (tuple(miss_cols.tolist()), tuple(inst.tolist()))
+                if ck not in cache:
+                    cache[ck] = fit_imputation(self._prep.X2, miss_cols, inst, self.random_state)
+                Xk = Xs[rows].copy()
+                Xk[:, miss_cols] = cache[ck].predict(Xs[np.ix_(rows, inst)])
+                preds.append(Xk @ beta_std)
+            out[rows] = self.y_mean_ + np.mean(preds, axis=0)
+        return out
+
+    def path_frame(self):
+        """The λ path as a DataFrame: lambda, bic1, df, intercept and one column per feature."""
+        import pandas as pd
+
+        frame = pd.DataFrame(self.coef_path_, columns=[f"x{j}" for j in range(self.n_features_in_)])
+        frame.insert(0, "intercept", self.intercept_path_)
+        frame.insert(0, "df", (self.coef_path_ != 0).sum(axis=1))
+        frame.insert(0, "bic1", self.bic1_)
+        frame.insert(0, "lambda", self.lambdas_)
+        return frame
