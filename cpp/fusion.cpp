@@ -408,9 +408,18 @@ Solution Problem::solve_group(const MatrixXd& th, double C, Penalty pen, const V
     double F_try = kInf;
     VectorXd c_try;
     bool accepted = false;
+    const double small = opt.tol * (1.0 + c.norm());
     Eigen::LDLT<MatrixXd> ldlt(N);
     if (ldlt.info() == Eigen::Success && ldlt.isPositive()) {
       const VectorXd dir = -ldlt.solve(g);
+      if (dir.allFinite() && ldlt.rcond() > 1e-13 && dir.norm() <= small) {
+        // converged: the remaining Newton step is below tolerance (no line search needed; at this
+        // scale F differences are rounding noise)
+        c += dir;
+        s.converged = true;
+        ++it;
+        break;
+      }
       if (dir.allFinite() && ldlt.rcond() > 1e-13) {
         // Newton direction with Armijo backtracking (far from the optimum F is nearly linear
         // in the unfused sites and full Newton steps overshoot).
@@ -428,6 +437,12 @@ Solution Problem::solve_group(const MatrixXd& th, double C, Penalty pen, const V
       // nearly piecewise linear (unfused sites, d = 1) these steps are short, so expand them
       // while F keeps decreasing.
       const VectorXd dir = -M.llt().solve(g);
+      if (dir.norm() <= small) {
+        c += dir;
+        s.converged = true;
+        ++it;
+        break;
+      }
       step = dir;
       c_try = c + step;
       F_try = profile(th, c_try, C, pen, &g2, &N2, &M2, nullptr);
