@@ -446,6 +446,13 @@ Solution Problem::solve_group(const MatrixXd& th, double C, Penalty pen, const V
       step = dir;
       c_try = c + step;
       F_try = profile(th, c_try, C, pen, &g2, &N2, &M2, nullptr);
+      if (!(F_try < F)) {
+        // the MM step decreases F in exact arithmetic: no decrease means F is at its rounding
+        // floor (large K), so c is optimal to machine precision
+        s.converged = true;
+        ++it;
+        break;
+      }
       for (double t = 2.0; t <= 1048576.0; t *= 2.0) {
         const VectorXd c_big = c + t * dir;
         const double F_big = profile(th, c_big, C, pen, &g3, &N3, &M3, nullptr);
