@@ -112,10 +112,15 @@ Problem::Problem(MatrixXd theta_hat, std::vector<MatrixXd> H, VectorXd w, Vector
   for (int k = 0; k < K; ++k) {
     if (H_[k].rows() != d || H_[k].cols() != d)
       throw std::invalid_argument("site " + std::to_string(k) + ": H has the wrong shape");
-    std::string why;
     H_[k] = sym(H_[k]);
-    if (!positive_definite(H_[k], &why))
-      throw std::invalid_argument("site " + std::to_string(k) + ": H " + why);
+    // Cholesky check (cheaper than an eigen-decomposition for large K)
+    Eigen::LLT<MatrixXd> llt(H_[k]);
+    bool pd = H_[k].allFinite() && llt.info() == Eigen::Success;
+    if (pd) {
+      const VectorXd L = llt.matrixLLT().diagonal();
+      pd = L.minCoeff() > 1e-7 * L.maxCoeff() && L.minCoeff() > 0.0;
+    }
+    if (!pd) throw std::invalid_argument("site " + std::to_string(k) + ": H is not positive definite");
     if (!(w_[k] > 0) || !std::isfinite(w_[k]))
       throw std::invalid_argument("site " + std::to_string(k) + ": weight must be positive and finite");
     if (!(shape_[k] > 0) || !std::isfinite(shape_[k]))
@@ -195,48 +200,100 @@ Solution Problem::solve_at(const MatrixXd& th, double C, Penalty pen, const Vect
 }
 
 Solution Problem::solve_squared(const MatrixXd& th, double C) const {
+  ensure_eigen();
+  switch (d()) {
+    case 1: return solve_squared_t<1>(th, C);
+    case 2: return solve_squared_t<2>(th, C);
+    case 3: return solve_squared_t<3>(th, C);
+    case 4: return solve_squared_t<4>(th, C);
+    case 5: return solve_squared_t<5>(th, C);
+    case 6: return solve_squared_t<6>(th, C);
+    case 7: return solve_squared_t<7>(th, C);
+    case 8: return solve_squared_t<8>(th, C);
+    default: return solve_squared_t<Eigen::Dynamic>(th, C);
+  }
+}
+
+template <int D>
+Solution Problem::solve_squared_t(const MatrixXd& th, double C) const {
+  // In H_k's eigenbasis (H = Q diag(h) Q'): P_k = Q diag(h/(h + 2 lam)) Q' and
+  // B_k = 2 lam P_k = Q diag(2 lam h / (h + 2 lam)) Q'.
+  using Vec = Eigen::Matrix<double, D, 1>;
+  using Mat = Eigen::Matrix<double, D, D>;
   const int K = this->K(), d = this->d();
-  const MatrixXd I = MatrixXd::Identity(d, d);
-  std::vector<MatrixXd> P(K);
-  MatrixXd Bsum = MatrixXd::Zero(d, d);
-  VectorXd rhs = VectorXd::Zero(d);
+  Mat Bsum = Mat::Zero(d, d);
+  Vec rhs = Vec::Zero(d), t(d), bdiag(d);
   for (int k = 0; k < K; ++k) {
     const double lam = C * shape_[k];
-    P[k] = sym((H_[k] + 2.0 * lam * I).llt().solve(H_[k]));  // (H + 2 lam I)^{-1} H
-    const MatrixXd B = 2.0 * lam * P[k];                       // (H^{-1} + I / (2 lam))^{-1}
-    Bsum.noalias() += w_[k] * B;
-    rhs.noalias() += w_[k] * (B * th.col(k));
+    Eigen::Map<const Mat> Q(evec_[k].data(), d, d);
+    for (int i = 0; i < d; ++i) {
+      const double h = eval_(i, k);
+      bdiag[i] = w_[k] * 2.0 * lam * h / (h + 2.0 * lam);
+    }
+    Bsum.noalias() += Q * bdiag.asDiagonal() * Q.transpose();
+    t.noalias() = Q.transpose() * th.col(k);
+    rhs.noalias() += Q * bdiag.cwiseProduct(t);
   }
   Solution s;
-  s.centre = Bsum.llt().solve(rhs);
+  const Vec centre = Bsum.llt().solve(rhs);
+  s.centre = centre;
   s.theta.resize(d, K);
   s.fused.assign(K, 0);
+  Vec z(d), u(d);
   for (int k = 0; k < K; ++k) {
-    s.theta.col(k) = s.centre + P[k] * (th.col(k) - s.centre);
-    const VectorXd e = s.theta.col(k) - th.col(k);
-    s.objective += w_[k] * (0.5 * e.dot(H_[k] * e) + C * shape_[k] * (s.theta.col(k) - s.centre).squaredNorm());
+    const double lam = C * shape_[k];
+    Eigen::Map<const Mat> Q(evec_[k].data(), d, d);
+    Eigen::Map<const Mat> H(H_[k].data(), d, d);
+    z = th.col(k) - centre;
+    t.noalias() = Q.transpose() * z;
+    for (int i = 0; i < d; ++i) t[i] *= eval_(i, k) / (eval_(i, k) + 2.0 * lam);
+    u.noalias() = Q * t;  // theta_k - centre = P_k z
+    s.theta.col(k) = centre + u;
+    z = u - z;  // theta_k - that_k
+    s.objective += w_[k] * (0.5 * z.dot(H * z) + lam * u.squaredNorm());
   }
   return s;
 }
 
 double Problem::profile(const MatrixXd& th, const VectorXd& c, double C, Penalty pen, VectorXd* grad,
                         MatrixXd* newton, MatrixXd* major, Solution* sol) const {
-  // Allocation-free inner loop: every temporary lives in these buffers.
+  switch (d()) {
+    case 1: return profile_t<1>(th, c, C, pen, grad, newton, major, sol);
+    case 2: return profile_t<2>(th, c, C, pen, grad, newton, major, sol);
+    case 3: return profile_t<3>(th, c, C, pen, grad, newton, major, sol);
+    case 4: return profile_t<4>(th, c, C, pen, grad, newton, major, sol);
+    case 5: return profile_t<5>(th, c, C, pen, grad, newton, major, sol);
+    case 6: return profile_t<6>(th, c, C, pen, grad, newton, major, sol);
+    case 7: return profile_t<7>(th, c, C, pen, grad, newton, major, sol);
+    case 8: return profile_t<8>(th, c, C, pen, grad, newton, major, sol);
+    default: return profile_t<Eigen::Dynamic>(th, c, C, pen, grad, newton, major, sol);
+  }
+}
+
+template <int D>
+double Problem::profile_t(const MatrixXd& th, const VectorXd& c_in, double C, Penalty pen, VectorXd* grad_out,
+                          MatrixXd* newton_out, MatrixXd* major_out, Solution* sol) const {
+  // Allocation-free inner loop: every temporary is a fixed-size buffer (for d <= 8).
+  using Vec = Eigen::Matrix<double, D, 1>;
+  using Mat = Eigen::Matrix<double, D, D>;
   const int K = this->K(), d = this->d();
   double F = 0.0;
-  if (grad) grad->setZero(d);
-  if (newton) newton->setZero(d, d);
-  if (major) major->setZero(d, d);
+  const Vec c = c_in;
+  Vec g_acc = Vec::Zero(d);
+  Mat N_acc = Mat::Zero(d, d), M_acc = Mat::Zero(d, d);
+  Vec* grad = grad_out ? &g_acc : nullptr;
+  Mat* newton = newton_out ? &N_acc : nullptr;
+  Mat* major = major_out ? &M_acc : nullptr;
   if (sol) {
     sol->theta.resize(d, K);
     sol->fused.assign(K, 0);
-    sol->centre = c;
+    sol->centre = c_in;
   }
-  VectorXd z(d), Hz(d), zt(d), a(d), ut(d), et(d), p(d), uh(d);
-  MatrixXd Mk(d, d), tmp(d, d);
+  Vec z(d), Hz(d), zt(d), a(d), ut(d), et(d), p(d), uh(d), h(d);
+  Mat Mk(d, d), tmp(d, d);
   for (int k = 0; k < K; ++k) {
     const double lam = C * shape_[k], wk = w_[k];
-    const MatrixXd& H = H_[k];
+    Eigen::Map<const Mat> H(H_[k].data(), d, d);
     z.noalias() = th.col(k) - c;
     Hz.noalias() = H * z;
     if (pen == Penalty::GroupMatched) {
@@ -278,8 +335,8 @@ double Problem::profile(const MatrixXd& th, const VectorXd& c, double C, Penalty
     // theta_k = c + u, u = (H + (lam/rho) I)^{-1} H z with rho = ||u||. In H's eigenbasis
     // u_i = a_i rho / (h_i rho + lam), a = h * z~; rho solves psi(rho) = sum (a_i/(h_i rho +
     // lam))^2 - 1 = 0, psi convex and decreasing with psi(0) > 0: Newton from 0 is monotone.
-    const MatrixXd& Q = evec_[k];
-    const auto h = eval_.col(k);
+    Eigen::Map<const Mat> Q(evec_[k].data(), d, d);
+    h = eval_.col(k);
     zt.noalias() = Q.transpose() * z;
     a = h.cwiseProduct(zt);
     // Start at a lower bound of the root: sum a_i^2 / (h_max rho + lam)^2 <= 1 at the root.
@@ -329,6 +386,9 @@ double Problem::profile(const MatrixXd& th, const VectorXd& c, double C, Penalty
     if (major) major->noalias() += wk * H;
     if (sol) sol->theta.col(k).noalias() = c + Q * ut;
   }
+  if (grad_out) *grad_out = g_acc;
+  if (newton_out) *newton_out = N_acc;
+  if (major_out) *major_out = M_acc;
   return F;
 }
 
@@ -348,9 +408,18 @@ Solution Problem::solve_group(const MatrixXd& th, double C, Penalty pen, const V
     double F_try = kInf;
     VectorXd c_try;
     bool accepted = false;
+    const double small = opt.tol * (1.0 + c.norm());
     Eigen::LDLT<MatrixXd> ldlt(N);
     if (ldlt.info() == Eigen::Success && ldlt.isPositive()) {
       const VectorXd dir = -ldlt.solve(g);
+      if (dir.allFinite() && ldlt.rcond() > 1e-13 && dir.norm() <= small) {
+        // converged: the remaining Newton step is below tolerance (no line search needed; at this
+        // scale F differences are rounding noise)
+        c += dir;
+        s.converged = true;
+        ++it;
+        break;
+      }
       if (dir.allFinite() && ldlt.rcond() > 1e-13) {
         // Newton direction with Armijo backtracking (far from the optimum F is nearly linear
         // in the unfused sites and full Newton steps overshoot).
@@ -368,9 +437,22 @@ Solution Problem::solve_group(const MatrixXd& th, double C, Penalty pen, const V
       // nearly piecewise linear (unfused sites, d = 1) these steps are short, so expand them
       // while F keeps decreasing.
       const VectorXd dir = -M.llt().solve(g);
+      if (dir.norm() <= small) {
+        c += dir;
+        s.converged = true;
+        ++it;
+        break;
+      }
       step = dir;
       c_try = c + step;
       F_try = profile(th, c_try, C, pen, &g2, &N2, &M2, nullptr);
+      if (!(F_try < F)) {
+        // the MM step decreases F in exact arithmetic: no decrease means F is at its rounding
+        // floor (large K), so c is optimal to machine precision
+        s.converged = true;
+        ++it;
+        break;
+      }
       for (double t = 2.0; t <= 1048576.0; t *= 2.0) {
         const VectorXd c_big = c + t * dir;
         const double F_big = profile(th, c_big, C, pen, &g3, &N3, &M3, nullptr);

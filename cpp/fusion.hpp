@@ -109,6 +109,12 @@ class Problem {
   // and the per-site minimisers.
   double profile(const MatrixXd& th, const VectorXd& c, double C, Penalty pen, VectorXd* grad,
                  MatrixXd* newton, MatrixXd* major, Solution* sol) const;
+  // Fixed-size kernels (D = d for d <= 8, else Eigen::Dynamic): no heap allocation per site.
+  template <int D>
+  double profile_t(const MatrixXd& th, const VectorXd& c, double C, Penalty pen, VectorXd* grad,
+                   MatrixXd* newton, MatrixXd* major, Solution* sol) const;
+  template <int D>
+  Solution solve_squared_t(const MatrixXd& th, double C) const;
   void ensure_eigen() const;
 
   MatrixXd theta_hat_;
