@@ -13,7 +13,7 @@ R_DEBS := r-base-core r-cran-reticulate r-cran-testthat r-cran-generics r-cran-k
 R_NEEDED := reticulate testthat generics knitr rmarkdown
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test test-python test-r r-deps venv deps install dev bench clean
+.PHONY: demo test test-python test-r test-vignettes r-deps venv deps install dev bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -46,7 +46,7 @@ dev:
 demo: install
 	$(PY) -m hetmtl.demo --out $(DEMO_DIR)
 
-test: test-python test-r
+test: test-python test-r test-vignettes
 
 test-python: install
 	cd tests && ../$(PY) -m pytest -q -p no:cacheprovider .
@@ -66,6 +66,16 @@ test-r: install r-deps
 		RETICULATE_PYTHON=$(abspath $(PY)) R CMD check --no-manual hetmtl_*.tar.gz > check.log 2>&1; \
 		status=$$?; tail -n 40 check.log; \
 		if [ $$status -ne 0 ] || grep -qE "^Status: .*(ERROR|WARNING)" check.log; then echo "R CMD check failed"; exit 1; fi
+
+# Vignettes run in CI: each fails loudly if a reproduced number leaves its stated band.
+test-vignettes: install r-deps
+	cd vignettes/python && for v in *.py; do case $$v in _*) continue;; esac; \
+		echo "=== vignette $$v"; MPLBACKEND=Agg ../../$(PY) $$v || exit 1; done
+	rm -rf build/vignettes && mkdir -p build/vignettes && cp vignettes/R/*.Rmd build/vignettes/
+	mkdir -p build/Rlib && R CMD INSTALL -l build/Rlib R >/dev/null
+	cd build/vignettes && for v in *.Rmd; do echo "=== vignette $$v"; \
+		R_LIBS=$(abspath build/Rlib) RETICULATE_PYTHON=$(abspath $(PY)) \
+		Rscript -e "knitr::knit('$$v', quiet = TRUE)" || exit 1; grep -h "\[check\]" $${v%.Rmd}.md; done
 
 bench: install
 	$(PY) -m benchmarks.run_all
