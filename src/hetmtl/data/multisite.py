@@ -7,6 +7,7 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from hetmtl.data._arrays import as_float_array
 from hetmtl.exceptions import DataValidationError
 
 
@@ -23,20 +24,6 @@ class SiteArrays:
     @property
     def n(self) -> int:
         return self.y.shape[0]
-
-
-def _as_float(name: str, a, ndim: int) -> np.ndarray:
-    try:
-        arr = np.asarray(a, dtype=float)
-    except (TypeError, ValueError) as exc:
-        raise DataValidationError(f"column(s) {name!r} must be numeric: {exc}") from None
-    if ndim == 1 and arr.ndim == 2 and arr.shape[1] == 1:
-        arr = arr[:, 0]
-    if ndim == 2 and arr.ndim == 1:
-        arr = arr[:, None]
-    if arr.ndim != ndim:
-        raise DataValidationError(f"{name!r} must be {ndim}-dimensional, got shape {arr.shape}")
-    return arr
 
 
 def _rows(idx: np.ndarray, limit: int = 5) -> str:
@@ -67,10 +54,10 @@ class MultiSiteData:
         y_col: str = "y",
         d_col: str = "d",
     ) -> None:
-        self.y = _as_float(y_col, y, 1)
-        self.d = _as_float(d_col, d, 1)
-        self.X = _as_float("X", X, 2)
-        self.Z = None if Z is None else _as_float("Z", Z, 2)
+        self.y = as_float_array(y, 1, repr(y_col))
+        self.d = as_float_array(d, 1, repr(d_col))
+        self.X = as_float_array(X, 2, "'X'")
+        self.Z = None if Z is None else as_float_array(Z, 2, "'Z'")
         self.y_col, self.d_col = str(y_col), str(d_col)
         self.x_cols = [f"x{j + 1}" for j in range(self.X.shape[1])] if x_cols is None else [str(c) for c in x_cols]
         if self.Z is None:

@@ -13,6 +13,7 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from hetmtl.data._arrays import as_float_array
 from hetmtl.exceptions import DataValidationError
 
 
@@ -68,8 +69,8 @@ class MultiTaskData:
         self._tasks: list[TaskArrays] = []
         p = None
         for t, Xr, yr in zip(tasks, X, y):
-            Xr = self._as_float(t, "X", Xr, 2)
-            yr = self._as_float(t, self.y_col, yr, 1)
+            Xr = as_float_array(Xr, 2, f"task {t!r}, 'X'")
+            yr = as_float_array(yr, 1, f"task {t!r}, {self.y_col!r}")
             if Xr.shape[0] == 0 or yr.shape[0] == 0:
                 raise DataValidationError(f"task {t!r} is empty (0 rows)")
             if Xr.shape[0] != yr.shape[0]:
@@ -89,20 +90,6 @@ class MultiTaskData:
         if len(set(self.x_cols)) != len(self.x_cols):
             raise DataValidationError(f"duplicate feature names in {self.x_cols}")
         self._check_finite()
-
-    @staticmethod
-    def _as_float(task, name: str, a, ndim: int) -> np.ndarray:
-        try:
-            arr = np.asarray(a, dtype=float)
-        except (TypeError, ValueError) as exc:
-            raise DataValidationError(f"task {task!r}, {name!r} must be numeric: {exc}") from None
-        if ndim == 1 and arr.ndim == 2 and arr.shape[1] == 1:
-            arr = arr[:, 0]
-        if ndim == 2 and arr.ndim == 1:
-            arr = arr[:, None]
-        if arr.ndim != ndim:
-            raise DataValidationError(f"task {task!r}, {name!r} must be {ndim}-dimensional, got shape {arr.shape}")
-        return arr
 
     def _check_finite(self) -> None:
         for ta in self._tasks:
