@@ -2,7 +2,10 @@
 
 - :class:`MultiSiteData` — outcome, treatment, covariates (and optional effect modifiers) from
   several sites; input of the late-fusion family.
+- :class:`BlockwiseData` — T tasks sharing an anchoring source, one private source per task,
+  missing blocks explicit; input of the block-wise (MTL-HMB, MBI) family.
 """
+from hetmtl.data.blockwise import BlockwiseData, StackedDesign
 from hetmtl.data.multisite import MultiSiteData, SiteArrays
 
-__all__ = ["MultiSiteData", "SiteArrays"]
+__all__ = ["MultiSiteData", "SiteArrays", "BlockwiseData", "StackedDesign"]

@@ -1,0 +1,1 @@
+"""MTL-HMB family: block-wise missing multi-source data (seed 002)."""
