@@ -242,7 +242,7 @@ class BlockwiseData:
                     f"task {name!r} does not observe the anchoring block {anchor!r}; MTL-HMB needs the anchor in every task"
                 )
             n = self._y[t].shape[0]
-            if n < 5:
+            if n < 1:
                 raise DataValidationError(f"task {name!r}: only {n} row(s)")
             for s, b in enumerate(self._blocks[t]):
                 if b is not None and b.shape[0] != n:
