@@ -138,7 +138,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--raw", default=str(RAW))
     ap.add_argument("--summarize", action="store_true", help="only rewrite the summary from the raw file")
+    ap.add_argument("--log", action="store_true", help="log every trained group")
     args = ap.parse_args()
+    if args.log:
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     raw_path = Path(args.raw)
     RESULTS.mkdir(exist_ok=True)
     if not args.summarize:

@@ -47,6 +47,9 @@ def run(grid: str, hbi_grid: str, group_by: str, max_epochs: int, seed: int, thr
 
 
 def main() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     ap = argparse.ArgumentParser()
     ap.add_argument("--grid", default="code")
     ap.add_argument("--hbi-grid", default="code")

@@ -179,9 +179,9 @@ class Step2Net:
     def encode(self, params: Params, cfg: dict, x0: torch.Tensor, xf: torch.Tensor):
         """Shared codes f_c = E_c(x_0) and task codes f_u = E_r(x_full): each (G, T, B, H)."""
         T, B = x0.shape[0], x0.shape[1]
-        fc = relu(torch.matmul(x0.reshape(1, T * B, -1), params["c0.W"]) + params["c0.b"])
+        fc = relu(torch.matmul(x0.reshape(T * B, -1), params["c0.W"]) + params["c0.b"])
         for l in range(1, self.depth):
-            new = relu(torch.matmul(fc, params[f"c{l}.W"]) + params[f"c{l}.b"])
+            new = relu(torch.baddbmm(params[f"c{l}.b"], fc, params[f"c{l}.W"]))
             fc = _keep(_active(cfg, l, 3), new, fc)
         fc = fc.view(fc.shape[0], T, B, -1)
         fu = relu(torch.matmul(xf.unsqueeze(0), params["u0.W"]) + params["u0.b"])
@@ -192,18 +192,21 @@ class Step2Net:
 
     def forward(self, params: Params, cfg: dict, x0: torch.Tensor, xf: torch.Tensor):
         fc, fu = self.encode(params, cfg, x0, xf)
-        z = torch.cat([fu, fc], -1)
-        h_o = relu(torch.matmul(z, params["g0.W"].unsqueeze(1)) + params["g0.b"].unsqueeze(1))
+        G, T, B, H = fc.shape
+        z = torch.cat([fu, fc], -1)  # (G, T, B, 2H)
+        z3 = z.view(G, T * B, 2 * H)
+        # shared pathway: one weight for all tasks -> 3-D batched matmul over (G, T*B rows)
+        h_o = relu(torch.baddbmm(params["g0.b"], z3, params["g0.W"]))
         h_r = relu(torch.matmul(z, params["r0.W"]) + params["r0.b"])
         for l in range(1, self.depth):
             act = _active(cfg, l, 4)
-            new_r = relu(torch.matmul(torch.cat([h_r, h_o], -1), params[f"r{l}.W"]) + params[f"r{l}.b"])
-            new_o = relu(torch.matmul(h_o, params[f"g{l}.W"].unsqueeze(1)) + params[f"g{l}.b"].unsqueeze(1))
+            new_r = relu(torch.matmul(torch.cat([h_r, h_o.view(G, T, B, H)], -1), params[f"r{l}.W"]) + params[f"r{l}.b"])
+            new_o = relu(torch.baddbmm(params[f"g{l}.b"], h_o, params[f"g{l}.W"]))
             h_r = _keep(act, new_r, h_r)
-            h_o = _keep(act, new_o, h_o)
-        y = (torch.matmul(torch.cat([h_r, h_o], -1), params["rout.W"]) + params["rout.b"]
-             + torch.matmul(h_o, params["gout.W"].unsqueeze(1)) + params["gout.b"].unsqueeze(1))
-        return y.squeeze(-1), fc, fu
+            h_o = _keep(None if act is None else act.view(-1, 1, 1), new_o, h_o)
+        y = (torch.matmul(torch.cat([h_r, h_o.view(G, T, B, H)], -1), params["rout.W"]) + params["rout.b"]).squeeze(-1)
+        y = y + torch.baddbmm(params["gout.b"], h_o, params["gout.W"]).view(G, T, B)
+        return y, fc, fu
 
     # regularisers --------------------------------------------------------------------------
     def r_orth(self, fc: torch.Tensor, fu: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
