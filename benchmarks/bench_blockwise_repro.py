@@ -59,21 +59,22 @@ def fit_replicate(setting: str, value, rep: int, methods: list[str], args) -> li
     data = sim.data
     split = make_split(data, seed=rep)
     common = dict(max_epochs=args.max_epochs, random_state=rep, n_threads=args.threads)
+    step1 = dict(hbi_grid=args.hbi_grid, hbi_max_epochs=args.hbi_max_epochs)
     out, imputer = [], None
     for method in methods:
         t0 = time.perf_counter()
         if method == "MTL-HMB":
-            est = MTLHMB(grid=args.grid, hbi_grid=args.hbi_grid, dr_mode=args.dr_mode, **common)
+            est = MTLHMB(grid=args.grid, **step1, dr_mode=args.dr_mode, **common)
         elif method == "STL":
             est = STL(grid=args.grid, **common)
         elif method == "HTL":
             est = HTL(grid=args.grid, dr_mode=args.dr_mode, **common)
         elif method == "Step1+STL":
-            est = STL(grid=args.grid, features="imputed", hbi_grid=args.hbi_grid, imputer=imputer, **common)
+            est = STL(grid=args.grid, features="imputed", **step1, imputer=imputer, **common)
         elif method == "Step1+HPS":
-            est = HPS(grid=args.grid, hbi_grid=args.hbi_grid, imputer=imputer, **common)
+            est = HPS(grid=args.grid, **step1, imputer=imputer, **common)
         elif method == "Naive+Step2":
-            est = naive_step2(grid=args.grid, hbi_grid=args.hbi_grid, dr_mode=args.dr_mode, **common)
+            est = naive_step2(grid=args.grid, **step1, dr_mode=args.dr_mode, **common)
         else:
             raise SystemExit(f"unknown method {method!r}")
         est.fit(data, split)
@@ -82,6 +83,7 @@ def fit_replicate(setting: str, value, rep: int, methods: list[str], args) -> li
         sel = est.selected_config_
         out.append(dict(setting=setting, table=SETTINGS[setting]["table"], value=str(value), rep=rep, method=method,
                         grid=args.grid, hbi_grid=args.hbi_grid, max_epochs=args.max_epochs,
+                        hbi_max_epochs=args.hbi_max_epochs,
                         rmse_tasks=json.dumps([round(v, 6) for v in est.test_rmse_.tolist()]),
                         rmse_avg=est.test_rmse_avg_, seconds=round(time.perf_counter() - t0, 2),
                         selected=json.dumps(sel)))
@@ -133,6 +135,7 @@ def main() -> None:
     ap.add_argument("--grid", default="code")
     ap.add_argument("--hbi-grid", default="code")
     ap.add_argument("--max-epochs", type=int, default=25000)
+    ap.add_argument("--hbi-max-epochs", type=int, default=5000)
     ap.add_argument("--dr-mode", default="per_task")
     ap.add_argument("--methods", default=None, help="comma list; default MTL-HMB,STL,HTL (+ ablations in Figure 8)")
     ap.add_argument("--threads", type=int, default=1)

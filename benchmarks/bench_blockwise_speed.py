@@ -26,10 +26,11 @@ from hetmtl.blockwise.simulate import setting_params, simulate_blockwise
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def run(grid: str, hbi_grid: str, group_by: str, max_epochs: int, seed: int, threads: int) -> dict:
+def run(grid: str, hbi_grid: str, group_by: str, max_epochs: int, hbi_max_epochs: int, seed: int, threads: int) -> dict:
     sim = simulate_blockwise(**setting_params("D", 300), seed=seed)
     split = make_split(sim.data, seed=seed)
-    est = MTLHMB(grid=grid, hbi_grid=hbi_grid, group_by=group_by, max_epochs=max_epochs, random_state=seed,
+    est = MTLHMB(grid=grid, hbi_grid=hbi_grid, group_by=group_by, max_epochs=max_epochs, hbi_max_epochs=hbi_max_epochs,
+                 random_state=seed,
                  n_threads=threads)
     t0 = time.perf_counter()
     est.fit(sim.data, split)
@@ -38,10 +39,12 @@ def run(grid: str, hbi_grid: str, group_by: str, max_epochs: int, seed: int, thr
     tab = est.selection_table()
     return {
         "group_by": group_by, "grid": grid, "hbi_grid": hbi_grid, "n_configs": len(tab), "max_epochs": max_epochs,
+        "hbi_max_epochs": hbi_max_epochs, "hbi_n_configs": len(est.imputer_.selection_table()),
         "seconds_total": round(total, 2), "seconds_hbi": round(hbi_seconds, 2),
         "seconds_step2": round(est.fit_.seconds, 2), "n_groups_step2": len(est.fit_.groups),
         "mean_best_epoch": float(tab["best_epoch"].mean()), "max_best_epoch": int(tab["best_epoch"].max()),
-        "selected": est.selected_config_, "test_rmse": est.test_rmse_.round(6).tolist(),
+        "selected": est.selected_config_,
+        "hbi_selected": {int(s): f.selected_config for s, f in est.imputer_.fits_.items()}, "test_rmse": est.test_rmse_.round(6).tolist(),
         "test_rmse_avg": round(est.test_rmse_avg_, 6), "val_loss": tab["val_loss"].round(6).tolist(),
     }
 
@@ -54,6 +57,7 @@ def main() -> None:
     ap.add_argument("--grid", default="code")
     ap.add_argument("--hbi-grid", default="code")
     ap.add_argument("--max-epochs", type=int, default=25000)
+    ap.add_argument("--hbi-max-epochs", type=int, default=5000)
     ap.add_argument("--modes", default="width,config")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
@@ -62,7 +66,7 @@ def main() -> None:
     out = Path(args.out)
     records = json.loads(out.read_text()) if out.exists() else []
     for mode in args.modes.split(","):
-        rec = run(args.grid, args.hbi_grid, mode, args.max_epochs, args.seed, args.threads)
+        rec = run(args.grid, args.hbi_grid, mode, args.max_epochs, args.hbi_max_epochs, args.seed, args.threads)
         rec.update(machine=platform.machine(), torch=torch.__version__, threads=args.threads,
                    note="2 CPU cores shared by 5 concurrent agents; timings are inflated by contention")
         records.append(rec)
