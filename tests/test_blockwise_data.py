@@ -151,3 +151,23 @@ def test_settings_rows():
     assert sim.data.n_tasks == 3 and sim.data.observed.to_numpy().sum() == 6
     with pytest.raises(ValueError, match="unknown setting"):
         setting_params("Z", 1)
+
+
+def test_adni_layout_loader(tmp_path):
+    from hetmtl.blockwise.adni import load_adni_mtlhmb, simulate_adni_like
+
+    df = simulate_adni_like(seed=0)
+    assert df.shape == (141, 682)
+    path = tmp_path / "adni.csv"
+    df.to_csv(path, index=False)
+    d = load_adni_mtlhmb(path)
+    assert d.task_names == ["target", "source"] and d.source_names == ["MRI", "PET", "GENE"]
+    assert d.source_dims == [267, 113, 300] and d.n_per_task == [72, 69]
+    assert d.private_source == [1, 2]
+    with pytest.raises(FileNotFoundError, match="not shipped"):
+        load_adni_mtlhmb(tmp_path / "missing.csv")
+    bad = df.copy()
+    bad.loc[0, "X_3_1"] = 1.0  # a gene value in a PET-only (target) row
+    bad.to_csv(path, index=False)
+    with pytest.raises(DataValidationError, match="task 'target', block 'GENE': partially missing"):
+        load_adni_mtlhmb(path)

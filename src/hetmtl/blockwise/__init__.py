@@ -11,10 +11,12 @@ What to use when:
   ablations, same API and paired splits (:func:`make_split`).
 - :func:`simulate_blockwise`, :func:`setting_params`, :data:`SETTINGS` — the paper's simulations.
 - :func:`demo_comparison` — a few-minute MTL-HMB vs STL vs HTL comparison.
+- :func:`load_adni_mtlhmb`, :func:`simulate_adni_like` — the ADNI application (user-held file).
 
 Grids are trained in batched form (all configurations of a group stacked on one axis), which gives
 the same fits as training them one by one (``group_by="config"``).
 """
+from hetmtl.blockwise.adni import load_adni_mtlhmb, simulate_adni_like
 from hetmtl.blockwise.baselines import HPS, HTL, STL, naive_step2
 from hetmtl.blockwise.demo import demo_comparison
 from hetmtl.blockwise.hbi import HBImputer
@@ -26,4 +28,5 @@ __all__ = [
     "MTLHMB", "HBImputer", "STL", "HTL", "HPS", "naive_step2", "BlockwiseRegressor", "rmse_table",
     "BlockwiseSplit", "make_split", "step2_grid", "hbi_grid", "mlp_grid", "htl_grid",
     "SETTINGS", "SimulatedBlockwise", "setting_params", "simulate_blockwise", "demo_comparison",
+    "load_adni_mtlhmb", "simulate_adni_like",
 ]
