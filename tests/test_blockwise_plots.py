@@ -28,7 +28,7 @@ def test_latent_tsne_has_both_representations_per_task():
     m = MTLHMB(grid=[dict(width=8, depth=2, lambda_orth=0.1, lambda_imp=0.1, lambda_dr=0.1)],
                hbi_grid=[dict(width=4, depth=1, lambda_orth=0.0)], max_epochs=3, hbi_max_epochs=3,
                random_state=0).fit(sim.data)
-    fig = latent_tsne(m, sim.data, perplexity=10)
+    fig = latent_tsne(m, sim.data, perplexity=10, max_iter=250)
     ax = fig.axes[0]
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels == ["task1, shared", "task1, specific", "task2, shared", "task2, specific"]

@@ -51,8 +51,9 @@ def rmse_boxplot(results: pd.DataFrame, x: str = "value", method: str = "method"
 
 
 def latent_tsne(estimator, data, rows: Sequence[np.ndarray] | None = None, perplexity: float = 30.0,
-                random_state: int = 0) -> Figure:
-    """t-SNE of phi_c(x_0) (shared, circles) and phi_p^t(x) (task-specific, crosses) per task."""
+                random_state: int = 0, **tsne_kwargs) -> Figure:
+    """t-SNE of phi_c(x_0) (shared, circles) and phi_p^t(x) (task-specific, crosses) per task;
+    ``tsne_kwargs`` go to :class:`sklearn.manifold.TSNE` (e.g. ``max_iter``)."""
     from sklearn.manifold import TSNE
 
     blocks, labels = [], []
@@ -64,7 +65,8 @@ def latent_tsne(estimator, data, rows: Sequence[np.ndarray] | None = None, perpl
             labels += [(name, kind)] * len(r)
     Z = np.vstack(blocks)
     perplexity = min(perplexity, max(2.0, (Z.shape[0] - 1) / 3))
-    emb = TSNE(n_components=2, perplexity=perplexity, random_state=random_state, init="pca").fit_transform(Z)
+    emb = TSNE(n_components=2, perplexity=perplexity, random_state=random_state, init="pca",
+               **tsne_kwargs).fit_transform(Z)
     fig = Figure(figsize=(5, 4.2))
     ax = fig.add_subplot()
     lab = np.array([f"{a}|{b}" for a, b in labels])
