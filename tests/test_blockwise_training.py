@@ -105,6 +105,12 @@ def test_paired_splits_and_api(sim):
     pred = m.predict(X, task="task2")
     np.testing.assert_allclose(m.test_rmse_["task2"], np.sqrt(np.mean((pred - sim.data.y(t)[rows]) ** 2)))
     assert isinstance(m.score(X, sim.data.y(t)[rows], 1), float)
+    from hetmtl.blockwise.model import batch_rmse
+
+    err = pred - sim.data.y(t)[rows]
+    expect = np.mean([np.sqrt(np.mean(err[:8] ** 2)), np.sqrt(np.mean(err[8:] ** 2))])
+    np.testing.assert_allclose(batch_rmse(sim.data.y(t)[rows], pred, batch_size=8), expect)
+    np.testing.assert_allclose(m.test_table_.loc["task2", "rmse_code"], batch_rmse(sim.data.y(t)[rows], pred))
     rep = m.transform(X, "task2")
     assert rep["shared"].shape == (len(rows), 8) and rep["specific"].shape == (len(rows), 8)
     assert m.get_params()["grid"] is GRID[:1] or m.get_params()["grid"] == GRID[:1]
