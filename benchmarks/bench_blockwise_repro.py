@@ -111,13 +111,17 @@ def summarize(raw: pd.DataFrame) -> pd.DataFrame:
         if "_mean MTL-HMB" in row and "_seed MTL-HMB" in row:
             se = row["_seedsd MTL-HMB"] / np.sqrt(20)
             gap = row["_mean MTL-HMB"] - row["_seed MTL-HMB"]
-            row["MTL-HMB <= seed + 1 SE"] = bool(gap <= se)
+            row["MTL-HMB <= seed + 1 SE"] = "yes" if gap <= se else "no"
             row["gap to seed MTL-HMB"] = round(gap, 3)
         if "_mean MTL-HMB" in row and "_mean STL" in row:
-            row["MTL-HMB < STL"] = bool(row["_mean MTL-HMB"] < row["_mean STL"])
+            row["MTL-HMB < STL"] = "yes" if row["_mean MTL-HMB"] < row["_mean STL"] else "no"
         rows.append(row)
     df = pd.DataFrame(rows)
-    return df[[c for c in df.columns if not c.startswith("_")]]
+    first = ["setting", "table", "value", "grid", "hbi_grid", "max_epochs", "reps"]
+    ours = [f"ours {m}" for m in ABLATION_METHODS if f"ours {m}" in df.columns]
+    seed = [f"seed {m}" for m in ("STL", "HTL", "MTL-HMB", "MBI") if f"seed {m}" in df.columns]
+    checks = [c for c in ("gap to seed MTL-HMB", "MTL-HMB <= seed + 1 SE", "MTL-HMB < STL") if c in df.columns]
+    return df[first + ours + seed + checks].astype(object).fillna("")
 
 
 def _norm(v) -> str:
