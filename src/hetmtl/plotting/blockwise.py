@@ -25,6 +25,10 @@ def rmse_boxplot(results: pd.DataFrame, x: str = "value", method: str = "method"
         raise ValueError(f"results lacks column(s) {missing}")
     methods = list(methods) if methods is not None else list(pd.unique(results[method]))
     xs = list(pd.unique(results[x]))
+    try:
+        xs = sorted(xs, key=float)
+    except (TypeError, ValueError):
+        pass
     fig = Figure(figsize=(1.2 + 0.9 * len(xs) * max(1, len(methods)) / 2, 3.6))
     ax = fig.add_subplot()
     width = 0.8 / max(1, len(methods))
