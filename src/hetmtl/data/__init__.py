@@ -2,8 +2,11 @@
 
 - :class:`MultiSiteData` — outcome, treatment, covariates (and optional effect modifiers) from
   several sites; input of the late-fusion family.
+- :class:`BlockwiseData` — T tasks sharing an anchoring source, one private source per task,
+  missing blocks explicit; input of the block-wise (MTL-HMB, MBI) family.
 """
+from hetmtl.data.blockwise import BlockwiseData, StackedDesign
 from hetmtl.data.multisite import MultiSiteData, SiteArrays
 from hetmtl.data.multitask import MultiTaskData, TaskArrays
 
-__all__ = ["MultiSiteData", "SiteArrays", "MultiTaskData", "TaskArrays"]
+__all__ = ["MultiSiteData", "SiteArrays", "MultiTaskData", "TaskArrays", "BlockwiseData", "StackedDesign"]

@@ -1,0 +1,313 @@
+"""Batched grid training: every configuration of a hyperparameter grid trained together.
+
+Weights of all configurations in a group are stacked on a leading configuration axis and zero-
+padded to the group's largest width; configurations of smaller depth skip the extra layers (an
+exact identity on post-ReLU activations). Zero padding is exact: padded units have zero weights,
+zero activations and zero gradients, so Adam leaves them at zero and each configuration computes
+exactly the function its unpadded network would. Each configuration is initialised from its own
+generator (seeded by the grid seed and its position in the grid), all configurations see the same
+mini-batch sequence, and early stopping is per configuration (:class:`BatchedEarlyStopping`);
+stopped configurations are dropped from the batch. Training the configurations one by one
+(``group_by="config"``) therefore gives the same fits up to floating-point summation order.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from hetmtl.training import BatchedEarlyStopping
+
+Params = dict[str, torch.Tensor]
+logger = logging.getLogger("hetmtl.blockwise")
+
+
+# ---------------------------------------------------------------------------- initialisation
+def config_generator(seed: int, index: int) -> torch.Generator:
+    """Generator of the ``index``-th grid configuration (independent of how the grid is grouped)."""
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + 7_919 * (index + 1)) % (2**63 - 1))
+
+
+def linear_init(gen: torch.Generator, fan_in: int, fan_out: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """PyTorch's default ``nn.Linear`` init: weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    Weight is stored ``(fan_in, fan_out)`` (inputs on rows)."""
+    bound = 1.0 / math.sqrt(fan_in)
+    W = (torch.rand(fan_in, fan_out, generator=gen, dtype=torch.float64) * 2 - 1) * bound
+    b = (torch.rand(fan_out, generator=gen, dtype=torch.float64) * 2 - 1) * bound
+    return W, b
+
+
+def embed(W: torch.Tensor, in_true: Sequence[int], in_pad: Sequence[int], out_pad: int) -> torch.Tensor:
+    """Zero-pad a ``(sum(in_true), out)`` weight whose input is a concatenation of segments."""
+    out = torch.zeros(sum(in_pad), out_pad, dtype=W.dtype)
+    r_true = r_pad = 0
+    for a, A in zip(in_true, in_pad):
+        out[r_pad:r_pad + a, : W.shape[1]] = W[r_true:r_true + a]
+        r_true += a
+        r_pad += A
+    return out
+
+
+class ParamStack:
+    """Collects padded per-configuration layers into stacked tensors ``(G, [T,] in, out)``."""
+
+    def __init__(self, n_configs: int) -> None:
+        self.G = n_configs
+        self.tensors: Params = {}
+
+    def linear(self, name: str, g: int, gen: torch.Generator | None, in_true: Sequence[int], in_pad: Sequence[int],
+               out_true: int, out_pad: int, lead: tuple[int, ...] = (), lead_index: tuple[int, ...] = ()) -> None:
+        """Initialise layer ``name`` of configuration ``g`` (``gen=None`` leaves it zero)."""
+        if name + ".W" not in self.tensors:
+            self.tensors[name + ".W"] = torch.zeros(self.G, *lead, sum(in_pad), out_pad, dtype=torch.float64)
+            self.tensors[name + ".b"] = torch.zeros(self.G, *lead, 1, out_pad, dtype=torch.float64)
+        if gen is None:
+            return
+        W, b = linear_init(gen, sum(in_true), out_true)
+        self.tensors[name + ".W"][(g, *lead_index)] = embed(W, in_true, in_pad, out_pad)
+        self.tensors[name + ".b"][(g, *lead_index)][0, :out_true] = b
+
+    def done(self, dtype: torch.dtype) -> Params:
+        return {k: v.to(dtype) for k, v in self.tensors.items()}
+
+
+# ---------------------------------------------------------------------------- data streams
+class TaskBatches:
+    """Per-task arrays padded to a common row count, drawn in lockstep mini-batches.
+
+    ``arrays[name][t]`` is an ``(n_t, d)`` array. Each epoch every task is shuffled and cut into
+    batches of ``batch_size``; the epoch has as many steps as the task with the fewest batches
+    (the authors' ``zip`` of per-task loaders). ``batch_size=None`` gives one full batch.
+    Padded rows carry weight 0 in ``batch['w']``.
+    """
+
+    def __init__(self, arrays: dict[str, Sequence[np.ndarray]], batch_size: int | None, dtype: torch.dtype) -> None:
+        names = list(arrays)
+        self.n = [int(np.asarray(a).shape[0]) for a in arrays[names[0]]]
+        self.T = len(self.n)
+        self.n_max = max(self.n)
+        self.batch_size = batch_size
+        self.data: dict[str, torch.Tensor] = {}
+        for name, per_task in arrays.items():
+            first = np.asarray(per_task[0])
+            shape = first.shape[1:]
+            buf = np.zeros((self.T, self.n_max, *shape))
+            for t, a in enumerate(per_task):
+                buf[t, : self.n[t]] = a
+            self.data[name] = torch.as_tensor(buf, dtype=dtype)
+        w = np.zeros((self.T, self.n_max))
+        for t, n in enumerate(self.n):
+            w[t, :n] = 1.0
+        self.w = torch.as_tensor(w, dtype=dtype)
+
+    def full(self) -> dict[str, torch.Tensor]:
+        return {**self.data, "w": self.w}
+
+    def epoch(self, rng: np.random.Generator) -> list[dict[str, torch.Tensor]]:
+        if self.batch_size is None:
+            return [self.full()]
+        B = int(self.batch_size)
+        nb = [math.ceil(n / B) for n in self.n]
+        steps = min(nb)
+        idx = np.zeros((steps, self.T, B), dtype=np.int64)
+        mask = np.zeros((steps, self.T, B))
+        for t, n in enumerate(self.n):
+            perm = np.full(nb[t] * B, -1, dtype=np.int64)
+            perm[:n] = rng.permutation(n)
+            perm = perm.reshape(nb[t], B)[:steps]
+            mask[:, t] = perm >= 0
+            idx[:, t] = np.where(perm >= 0, perm, 0)
+        idx_t = torch.as_tensor(idx)
+        t_idx = torch.arange(self.T).view(1, self.T, 1)
+        gathered = {k: v[t_idx, idx_t] for k, v in self.data.items()}
+        w = torch.as_tensor(mask, dtype=self.w.dtype)
+        return [{**{k: v[s] for k, v in gathered.items()}, "w": w[s]} for s in range(steps)]
+
+
+# ---------------------------------------------------------------------------- optimiser
+class StackedAdam:
+    """Adam (PyTorch's update rule) on stacked parameters; supports dropping configurations.
+
+    Uses PyTorch's fused CPU kernel when available (one pass over parameters and moments; the
+    update is memory-bound because a mini-batch of 16 rows does little work per parameter)."""
+
+    fused = hasattr(torch, "_fused_adam_")
+
+    def __init__(self, params: Params, betas=(0.9, 0.999), eps: float = 1e-8) -> None:
+        self.b1, self.b2 = betas
+        self.eps = eps
+        self.m = {k: torch.zeros_like(v) for k, v in params.items()}
+        self.v = {k: torch.zeros_like(v) for k, v in params.items()}
+        self.t = 0
+
+    @torch.no_grad()
+    def step(self, params: list[torch.Tensor], grads: Sequence[torch.Tensor], names: list[str], lr: float) -> None:
+        self.t += 1
+        m = [self.m[k] for k in names]
+        v = [self.v[k] for k in names]
+        if self.fused and params[0].dtype in (torch.float32, torch.float64):
+            steps = [torch.tensor(float(self.t)) for _ in params]
+            torch._fused_adam_(params, list(grads), m, v, [], steps, lr=lr, beta1=self.b1, beta2=self.b2,
+                               weight_decay=0.0, eps=self.eps, amsgrad=False, maximize=False)
+            return
+        torch._foreach_mul_(m, self.b1)
+        torch._foreach_add_(m, grads, alpha=1 - self.b1)
+        torch._foreach_mul_(v, self.b2)
+        torch._foreach_addcmul_(v, grads, grads, value=1 - self.b2)
+        bc1 = 1 - self.b1**self.t
+        bc2 = 1 - self.b2**self.t
+        denom = torch._foreach_sqrt(v)
+        torch._foreach_div_(denom, math.sqrt(bc2))
+        torch._foreach_add_(denom, self.eps)
+        torch._foreach_addcdiv_(params, m, denom, value=-lr / bc1)
+
+    def keep(self, rows: torch.Tensor) -> None:
+        self.m = {k: v.index_select(0, rows) for k, v in self.m.items()}
+        self.v = {k: v.index_select(0, rows) for k, v in self.v.items()}
+
+
+# ---------------------------------------------------------------------------- grid fitting
+@dataclass
+class TrainSettings:
+    """Optimisation settings shared by every configuration of a grid."""
+
+    max_epochs: int = 25000
+    patience: int = 30
+    lr: float = 1e-3
+    lr_step: int | None = 200
+    lr_gamma: float = 0.95
+    batch_size: int | None = 16
+    dtype: torch.dtype = torch.float32
+
+
+@dataclass
+class GroupFit:
+    model: object
+    index: list[int]
+    params: Params
+    cfg: dict[str, torch.Tensor]
+
+
+@dataclass
+class GridFit:
+    """Every configuration's best validation loss and epoch, the selected one, and the fitted
+    (early-stopped) parameters of every group."""
+
+    configs: list[dict]
+    val_loss: np.ndarray
+    best_epoch: np.ndarray
+    groups: list[GroupFit] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def selected(self) -> int:
+        vl = np.where(np.isfinite(self.val_loss), self.val_loss, np.inf)
+        return int(np.argmin(vl))
+
+    @property
+    def selected_config(self) -> dict:
+        return dict(self.configs[self.selected])
+
+    def table(self) -> pd.DataFrame:
+        df = pd.DataFrame(self.configs)
+        df["val_loss"] = self.val_loss
+        df["best_epoch"] = self.best_epoch
+        return df
+
+    def member(self, index: int | None = None) -> tuple[object, Params, dict[str, torch.Tensor]]:
+        """(model, params, cfg) of one configuration with a configuration axis of length 1."""
+        index = self.selected if index is None else index
+        for g in self.groups:
+            if index in g.index:
+                j = torch.tensor([g.index.index(index)])
+                return (g.model, {k: v.index_select(0, j) for k, v in g.params.items()},
+                        {k: v.index_select(0, j) for k, v in g.cfg.items()})
+        raise KeyError(index)
+
+
+def train_group(model, params: Params, cfg: dict[str, torch.Tensor], stream: TaskBatches, val: dict,
+                settings: TrainSettings, seed: int) -> BatchedEarlyStopping:
+    """Train one group of stacked configurations with per-configuration early stopping."""
+    rng = np.random.default_rng(seed)
+    G = next(iter(params.values())).shape[0]
+    es = BatchedEarlyStopping(G, patience=settings.patience)
+    alive = torch.arange(G)
+    full = {k: v.detach().clone() for k, v in params.items()}
+    params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
+    names = list(params)
+    opt = StackedAdam(params)
+    inf = torch.tensor(float("inf"), dtype=torch.float64)
+    t0 = time.perf_counter()
+    epoch = -1
+    for epoch in range(settings.max_epochs):
+        lr = settings.lr * (settings.lr_gamma ** (epoch // settings.lr_step) if settings.lr_step else 1.0)
+        plist = [params[k] for k in names]
+        for batch in stream.epoch(rng):
+            loss = model.loss(params, cfg, batch)
+            grads = torch.autograd.grad(loss.sum(), plist)
+            opt.step(plist, grads, names, lr)
+        with torch.no_grad():
+            vl = model.val_loss(params, cfg, val).to(torch.float64)
+            vl_full = inf.expand(G).clone()
+            vl_full[alive] = torch.nan_to_num(vl, nan=float("inf"))
+            for k in names:
+                full[k].index_copy_(0, alive, params[k].detach())
+        active = es.update(epoch, vl_full, full)
+        keep_local = active[alive]
+        if not bool(keep_local.any()):
+            break
+        if not bool(keep_local.all()):
+            rows = torch.nonzero(keep_local).view(-1)
+            alive = alive[rows]
+            params = {k: v.detach().index_select(0, rows).requires_grad_(True) for k, v in params.items()}
+            cfg = {k: v.index_select(0, rows) for k, v in cfg.items()}
+            opt.keep(rows)
+    logger.info("%s: %d configuration(s), %d epoch(s), %.1f s", type(model).__name__, G, epoch + 1,
+                time.perf_counter() - t0)
+    return es
+
+
+def fit_grid(make_model: Callable[[list[dict], list[int]], tuple[object, Params, dict]], configs: list[dict],
+             make_stream: Callable[[dict], TaskBatches], val: dict, settings: TrainSettings, seed: int,
+             group_key: Callable[[int, dict], object]) -> GridFit:
+    """Train every configuration (grouped by ``group_key``) and collect the early-stopped fits.
+
+    ``make_model(group_configs, grid_indices)`` returns ``(model, params, cfg)`` for one group;
+    ``make_stream(first_config)`` its training stream (the batch size may differ by group).
+    """
+    t0 = time.perf_counter()
+    groups: dict[object, list[int]] = {}
+    for i, c in enumerate(configs):
+        groups.setdefault(group_key(i, c), []).append(i)
+    val_loss = np.full(len(configs), np.inf)
+    best_epoch = np.full(len(configs), -1)
+    fits = []
+    for idx in groups.values():
+        model, params, cfg = make_model([configs[i] for i in idx], idx)
+        es = train_group(model, params, cfg, make_stream(configs[idx[0]]), val, settings, seed)
+        val_loss[idx] = es.best_loss.numpy()
+        best_epoch[idx] = es.best_epoch.numpy()
+        fits.append(GroupFit(model, idx, {k: v.detach() for k, v in es.best_params.items()}, cfg))
+    return GridFit(configs, val_loss, best_epoch, fits, time.perf_counter() - t0)
+
+
+def group_key_for(strategy: str) -> Callable[[int, dict], object]:
+    """``"config"`` (one by one), ``"arch"`` (same width, depth and batch size: no padding),
+    ``"width"`` (same width and batch size; depths padded), ``"depth"``, ``"all"``."""
+    if strategy == "config":
+        return lambda i, c: i
+    if strategy == "width":
+        return lambda i, c: (c.get("batch_size"), c.get("width"))
+    if strategy == "depth":
+        return lambda i, c: (c.get("batch_size"), c.get("depth"))
+    if strategy == "arch":
+        return lambda i, c: (c.get("batch_size"), c.get("width"), c.get("depth"))
+    if strategy == "all":
+        return lambda i, c: (c.get("batch_size"),)
+    raise ValueError(f"group_by must be 'config', 'arch', 'width', 'depth' or 'all', got {strategy!r}")

@@ -1,0 +1,287 @@
+"""Stacked (configuration-batched) networks of the MTL-HMB family.
+
+- :class:`HBINet` — Step 1, heterogeneous block-wise imputation for one private source (Eq. 1):
+  shared encoder E_c, encoders E_t / E_-t, decoder D, predictor G.
+- :class:`Step2Net` — Step 2, heterogeneous MTL (Eqs. 3-8): shared encoder on x_0, task encoders on
+  the full (observed + imputed) features, shared and task-specific pathways, and the loss
+  L_integ + gamma R_orth + delta R_imp + kappa R_dr. With task inputs restricted to the task's own
+  block and R_imp off it is the HTL baseline.
+- :class:`HPSNet` — hard parameter sharing: shared trunk, one linear head per task; with one task
+  it is the single-task MLP (STL).
+
+Every parameter has a leading configuration axis G; weights are stored ``(in, out)``. Every
+``loss``/``val_loss`` returns one value per configuration.
+"""
+from __future__ import annotations
+
+import torch
+
+from hetmtl.blockwise._engine import ParamStack, Params, config_generator
+
+relu = torch.relu
+
+
+def _wmse(pred: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Per-task weighted mean squared error: pred (G, T, B), y and w (T, B) -> (G, T)."""
+    return ((pred - y) ** 2 * w).sum(-1) / w.sum(-1)
+
+
+def _active(cfg: dict, layer: int, ndim: int) -> torch.Tensor | None:
+    """Mask of configurations that use hidden layer ``layer`` (None when all of them do)."""
+    act = cfg["depth"] > layer
+    if bool(act.all()):
+        return None
+    return act.view(-1, *([1] * (ndim - 1)))
+
+
+def _keep(act: torch.Tensor | None, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    return new if act is None else torch.where(act, new, old)
+
+
+# ============================================================================ Step 1: HBI
+class HBINet:
+    """HBI for one private source. A group shares the depth (MLP convention of the authors:
+    depth 1 = one linear layer; depth k = (k-1) x [Linear -> ReLU] + Linear); widths are padded.
+
+    ``heterogeneous=False`` gives the naive imputation of ablation 3 (G(E_c(x_0)) fitted on the
+    observing task only; no task-specific encoders, no reconstruction).
+    """
+
+    def __init__(self, p0: int, ps: int, depth: int, width: int, heterogeneous: bool = True,
+                 orth_power: int = 1) -> None:
+        self.p0, self.ps, self.depth, self.width = p0, ps, depth, width
+        self.heterogeneous = heterogeneous
+        self.orth_power = orth_power
+
+    def _mlp_spec(self, name: str, w: int):
+        """(name, [(in_true_segments, in_pad_segments, out_true, out_pad), ...]) of each MLP."""
+        p0, W = self.p0, self.width
+        if name in ("Ec", "Et", "Em"):
+            ins, hid, out = ([p0], [p0]), (w, W), (w, W)
+        elif name == "D":
+            ins, hid, out = ([w, w], [W, W]), (p0, p0), (p0, p0)
+        else:  # G
+            ins, hid, out = ([w], [W]), (w, W), (self.ps, self.ps)
+        layers = []
+        cur = ins
+        for k in range(self.depth - 1):
+            layers.append((cur[0], cur[1], hid[0], hid[1]))
+            cur = ([hid[0]], [hid[1]])
+        layers.append((cur[0], cur[1], out[0], out[1]))
+        return layers
+
+    def modules(self) -> list[str]:
+        return ["Ec", "Et", "Em", "D", "G"] if self.heterogeneous else ["Ec", "G"]
+
+    def init(self, configs: list[dict], indices: list[int], seed: int, dtype) -> tuple[Params, dict]:
+        stack = ParamStack(len(configs))
+        for g, (c, i) in enumerate(zip(configs, indices)):
+            gen = config_generator(seed, i)
+            for m in self.modules():
+                for k, (a, A, o, O) in enumerate(self._mlp_spec(m, int(c["width"]))):
+                    stack.linear(f"{m}{k}", g, gen, a, A, o, O)
+        cfg = {"lambda_orth": torch.tensor([float(c.get("lambda_orth", 0.0)) for c in configs], dtype=dtype)}
+        return stack.done(dtype), cfg
+
+    def mlp(self, params: Params, name: str, x: torch.Tensor) -> torch.Tensor:
+        for k in range(self.depth):
+            x = torch.matmul(x, params[f"{name}{k}.W"]) + params[f"{name}{k}.b"]
+            if k < self.depth - 1:
+                x = relu(x)
+        return x
+
+    def impute(self, params: Params, x0: torch.Tensor) -> torch.Tensor:
+        """G(E_c(x_0)) for every configuration: (G, n, p_s)."""
+        return self.mlp(params, "G", self.mlp(params, "Ec", x0))
+
+    def terms(self, params: Params, batch: dict) -> dict[str, torch.Tensor]:
+        """Per-configuration loss terms on full batches ``x0t, xst`` (observing task) and ``x0m``
+        (the other tasks pooled)."""
+        x0t, xst = batch["x0t"], batch["xst"]
+        fc_t = self.mlp(params, "Ec", x0t)
+        out = {"pre": ((self.mlp(params, "G", fc_t) - xst) ** 2).mean((-2, -1))}
+        if self.heterogeneous:
+            x0m = batch["x0m"]
+            fc_m = self.mlp(params, "Ec", x0m)
+            f_t = self.mlp(params, "Et", x0t)
+            f_m = self.mlp(params, "Em", x0m)
+            rec_t = self.mlp(params, "D", torch.cat([fc_t, f_t], -1))
+            rec_m = self.mlp(params, "D", torch.cat([fc_m, f_m], -1))
+            out["recon"] = ((rec_t - x0t) ** 2).mean((-2, -1)) + ((rec_m - x0m) ** 2).mean((-2, -1))
+            o_t = (torch.matmul(fc_t.transpose(-1, -2), f_t) ** 2).sum((-2, -1))
+            o_m = (torch.matmul(fc_m.transpose(-1, -2), f_m) ** 2).sum((-2, -1))
+            if self.orth_power == 1:
+                o_t, o_m = torch.sqrt(o_t + 1e-12), torch.sqrt(o_m + 1e-12)
+            out["orth"] = o_t + o_m
+        return out
+
+    def loss(self, params: Params, cfg: dict, batch: dict) -> torch.Tensor:
+        t = self.terms(params, batch)
+        if not self.heterogeneous:
+            return t["pre"]
+        return t["pre"] + t["recon"] + cfg["lambda_orth"] * t["orth"]
+
+    def val_loss(self, params: Params, cfg: dict, val: dict) -> torch.Tensor:
+        return ((self.impute(params, val["x0t"]) - val["xst"]) ** 2).mean((-2, -1))
+
+
+# ============================================================================ Step 2
+class Step2Net:
+    """Heterogeneous MTL network (paper Eqs. 3-8; forward as in the spec §2.2).
+
+    Parameters: ``p0`` anchor width, ``P`` task-encoder input width (padded over tasks),
+    ``imputed`` a (T, P) 0/1 tensor marking imputed input columns (R_imp), ``width``/``depth`` the
+    group's padded sizes, ``dr_mode`` ``"per_task"`` (paper Eq. 8) or ``"sum_inside"`` (code).
+    """
+
+    def __init__(self, p0: int, P: int, T: int, imputed: torch.Tensor, width: int, depth: int,
+                 dr_mode: str = "per_task", in_true: list[int] | None = None) -> None:
+        if dr_mode not in ("per_task", "sum_inside"):
+            raise ValueError(f"dr_mode must be 'per_task' or 'sum_inside', got {dr_mode!r}")
+        self.p0, self.P, self.T = p0, P, T
+        self.imputed = imputed
+        self.width, self.depth = width, depth
+        self.dr_mode = dr_mode
+        self.in_true = in_true or [P] * T
+
+    def init(self, configs: list[dict], indices: list[int], seed: int, dtype) -> tuple[Params, dict]:
+        G, H, Lmax, T = len(configs), self.width, self.depth, self.T
+        st = ParamStack(G)
+        for g, (c, i) in enumerate(zip(configs, indices)):
+            gen = config_generator(seed, i)
+            h, L = int(c["width"]), int(c["depth"])
+            for l in range(Lmax):
+                use = gen if l < L else None
+                st.linear(f"c{l}", g, use, [self.p0] if l == 0 else [h], [self.p0] if l == 0 else [H], h, H)
+            for t in range(T):
+                for l in range(Lmax):
+                    use = gen if l < L else None
+                    a, A = ([self.in_true[t]], [self.P]) if l == 0 else ([h], [H])
+                    st.linear(f"u{l}", g, use, a, A, h, H, lead=(T,), lead_index=(t,))
+            for l in range(Lmax):
+                use = gen if l < L else None
+                a, A = ([h, h], [H, H]) if l == 0 else ([h], [H])
+                st.linear(f"g{l}", g, use, a, A, h, H)
+            st.linear("gout", g, gen, [h], [H], 1, 1)
+            for t in range(T):
+                for l in range(Lmax):
+                    use = gen if l < L else None
+                    st.linear(f"r{l}", g, use, [h, h], [H, H], h, H, lead=(T,), lead_index=(t,))
+                st.linear("rout", g, gen, [h, h], [H, H], 1, 1, lead=(T,), lead_index=(t,))
+        cfg = {
+            "depth": torch.tensor([int(c["depth"]) for c in configs]),
+            "lambda_orth": torch.tensor([float(c.get("lambda_orth", 0.0)) for c in configs], dtype=dtype),
+            "lambda_imp": torch.tensor([float(c.get("lambda_imp", 0.0)) for c in configs], dtype=dtype),
+            "lambda_dr": torch.tensor([float(c.get("lambda_dr", 0.0)) for c in configs], dtype=dtype),
+        }
+        return st.done(dtype), cfg
+
+    def encode(self, params: Params, cfg: dict, x0: torch.Tensor, xf: torch.Tensor):
+        """Shared codes f_c = E_c(x_0) and task codes f_u = E_r(x_full): each (G, T, B, H)."""
+        T, B = x0.shape[0], x0.shape[1]
+        fc = relu(torch.matmul(x0.reshape(T * B, -1), params["c0.W"]) + params["c0.b"])
+        for l in range(1, self.depth):
+            new = relu(torch.baddbmm(params[f"c{l}.b"], fc, params[f"c{l}.W"]))
+            fc = _keep(_active(cfg, l, 3), new, fc)
+        fc = fc.view(fc.shape[0], T, B, -1)
+        fu = relu(torch.matmul(xf.unsqueeze(0), params["u0.W"]) + params["u0.b"])
+        for l in range(1, self.depth):
+            new = relu(torch.matmul(fu, params[f"u{l}.W"]) + params[f"u{l}.b"])
+            fu = _keep(_active(cfg, l, 4), new, fu)
+        return fc, fu
+
+    def forward(self, params: Params, cfg: dict, x0: torch.Tensor, xf: torch.Tensor):
+        fc, fu = self.encode(params, cfg, x0, xf)
+        G, T, B, H = fc.shape
+        z = torch.cat([fu, fc], -1)  # (G, T, B, 2H)
+        z3 = z.view(G, T * B, 2 * H)
+        # shared pathway: one weight for all tasks -> 3-D batched matmul over (G, T*B rows)
+        h_o = relu(torch.baddbmm(params["g0.b"], z3, params["g0.W"]))
+        h_r = relu(torch.matmul(z, params["r0.W"]) + params["r0.b"])
+        for l in range(1, self.depth):
+            act = _active(cfg, l, 4)
+            new_r = relu(torch.matmul(torch.cat([h_r, h_o.view(G, T, B, H)], -1), params[f"r{l}.W"]) + params[f"r{l}.b"])
+            new_o = relu(torch.baddbmm(params[f"g{l}.b"], h_o, params[f"g{l}.W"]))
+            h_r = _keep(act, new_r, h_r)
+            h_o = _keep(None if act is None else act.view(-1, 1, 1), new_o, h_o)
+        y = (torch.matmul(torch.cat([h_r, h_o.view(G, T, B, H)], -1), params["rout.W"]) + params["rout.b"]).squeeze(-1)
+        y = y + torch.baddbmm(params["gout.b"], h_o, params["gout.W"]).view(G, T, B)
+        return y, fc, fu
+
+    # regularisers --------------------------------------------------------------------------
+    def r_orth(self, fc: torch.Tensor, fu: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """sum_r ||F_c,r^T F_u,r||_F^2 over the (weighted) batch rows."""
+        M = torch.matmul((fc * w.unsqueeze(-1)).transpose(-1, -2), fu)
+        return (M**2).sum((1, 2, 3))
+
+    def r_imp(self, params: Params) -> torch.Tensor:
+        """sum_r sum_{j imputed in r} ||first-layer weights of E_r on column j||^2."""
+        return (params["u0.W"] ** 2 * self.imputed.unsqueeze(-1)).sum((1, 2, 3))
+
+    def r_dr(self, params: Params, cfg: dict) -> torch.Tensor:
+        """Disentanglement of pathway weights: hidden layers 1..L-1 and the output layer."""
+        H = self.width
+        total = 0.0
+        for l in range(1, self.depth):
+            Wg = params[f"g{l}.W"]  # (G, H, H)
+            Bo = params[f"r{l}.W"][:, :, H:, :]  # (G, T, H, H): task weights on shared activations
+            prod = torch.matmul(Wg.transpose(-1, -2).unsqueeze(1), Bo)
+            val = (prod**2).sum((1, 2, 3)) if self.dr_mode == "per_task" else (prod.sum(1) ** 2).sum((1, 2))
+            act = _active(cfg, l, 1)
+            total = total + (val if act is None else val * act.to(val.dtype))
+        ip = (params["rout.W"][:, :, H:, 0] * params["gout.W"][:, None, :, 0]).sum(-1)  # (G, T)
+        total = total + ((ip**2).sum(1) if self.dr_mode == "per_task" else ip.sum(1) ** 2)
+        return total
+
+    def terms(self, params: Params, cfg: dict, batch: dict) -> dict[str, torch.Tensor]:
+        yhat, fc, fu = self.forward(params, cfg, batch["x0"], batch["xf"])
+        return {
+            "integ": _wmse(yhat, batch["y"], batch["w"]).sum(1),
+            "orth": self.r_orth(fc, fu, batch["w"]),
+            "imp": self.r_imp(params),
+            "dr": self.r_dr(params, cfg),
+        }
+
+    def loss(self, params: Params, cfg: dict, batch: dict) -> torch.Tensor:
+        t = self.terms(params, cfg, batch)
+        return t["integ"] + cfg["lambda_orth"] * t["orth"] + cfg["lambda_imp"] * t["imp"] + cfg["lambda_dr"] * t["dr"]
+
+    def val_loss(self, params: Params, cfg: dict, val: dict) -> torch.Tensor:
+        yhat, _, _ = self.forward(params, cfg, val["x0"], val["xf"])
+        return _wmse(yhat, val["y"], val["w"]).sum(1)
+
+
+# ============================================================================ HPS / STL
+class HPSNet:
+    """Shared trunk depth x [Linear(width) -> ReLU] on the task inputs, one linear head per task."""
+
+    def __init__(self, P: int, T: int, width: int, depth: int, in_true: list[int] | None = None) -> None:
+        self.P, self.T, self.width, self.depth = P, T, width, depth
+        self.in_true = in_true or [P] * T
+
+    def init(self, configs: list[dict], indices: list[int], seed: int, dtype) -> tuple[Params, dict]:
+        G, H = len(configs), self.width
+        st = ParamStack(G)
+        for g, (c, i) in enumerate(zip(configs, indices)):
+            gen = config_generator(seed, i)
+            h, L = int(c["width"]), int(c["depth"])
+            for l in range(self.depth):
+                use = gen if l < L else None
+                a, A = ([max(self.in_true)], [self.P]) if l == 0 else ([h], [H])
+                st.linear(f"s{l}", g, use, a, A, h, H)
+            for t in range(self.T):
+                st.linear("head", g, gen, [h], [H], 1, 1, lead=(self.T,), lead_index=(t,))
+        return st.done(dtype), {"depth": torch.tensor([int(c["depth"]) for c in configs])}
+
+    def forward(self, params: Params, cfg: dict, xf: torch.Tensor) -> torch.Tensor:
+        T, B = xf.shape[0], xf.shape[1]
+        h = relu(torch.matmul(xf.reshape(1, T * B, -1), params["s0.W"]) + params["s0.b"])
+        for l in range(1, self.depth):
+            h = _keep(_active(cfg, l, 3), relu(torch.matmul(h, params[f"s{l}.W"]) + params[f"s{l}.b"]), h)
+        h = h.view(h.shape[0], T, B, -1)
+        return (torch.matmul(h, params["head.W"]) + params["head.b"]).squeeze(-1)
+
+    def loss(self, params: Params, cfg: dict, batch: dict) -> torch.Tensor:
+        return _wmse(self.forward(params, cfg, batch["xf"]), batch["y"], batch["w"]).sum(1)
+
+    val_loss = loss

@@ -1,0 +1,123 @@
+"""Model selection for the block-wise family: paired splits and hyperparameter grids.
+
+Use :func:`make_split` once per replicate and pass the split to every method so comparisons are
+paired (the same 60/20/20 train/validation/test rows per task). Grids (:func:`step2_grid`,
+:func:`hbi_grid`, :func:`mlp_grid`, :func:`htl_grid`) come in three sizes:
+
+- ``"small"`` (default; documented below) — a few configurations, for interactive use and demos;
+- ``"code"`` — the grid the authors ran (spec §2.3 "as run in the code"): Step 2 h in {32, 64, 128},
+  L in {2, 3, 4}, gamma, delta, kappa in {0.01, 0.1} (72 configurations); HBI w in {8, 16, 32},
+  depth in {1, 2, 3}, HBI orthogonality weight in {0, 1} (2 tasks; 3 tasks w = 8, depth {1, 2};
+  4 tasks w in {4, 8, 16}, depth {1, 2}); STL / HTL h in {32, 64, 128}, L in {2, 3, 4};
+- ``"paper"`` — the values written in the paper (A.4, A.5.2): gamma, delta, kappa in {0.01, 0.1, 1}
+  (243 Step-2 configurations), HBI w in {8, 16, 32}, depth {1, 2, 3} without the orthogonality
+  term, STL depth up to 5; batch sizes {8, 16, 32} with ``batch_sizes=(8, 16, 32)``.
+
+Small grids: Step 2 h in {32, 64}, L in {2, 3}, (gamma, delta, kappa) in {(0.01,)*3, (0.1,)*3}
+(8 configurations); HBI w in {8, 16}, depth in {1, 2}; STL / HPS / HTL h in {32, 64}, L in {2, 3}.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from hetmtl.data.blockwise import BlockwiseData
+from hetmtl.exceptions import DataValidationError
+from hetmtl.training import split_indices
+
+GRID_NAMES = ("small", "code", "paper")
+
+
+@dataclass(frozen=True)
+class BlockwiseSplit:
+    """Per-task train / validation / test row indices (within each task)."""
+
+    train: tuple[np.ndarray, ...]
+    val: tuple[np.ndarray, ...]
+    test: tuple[np.ndarray, ...]
+
+    def check(self, data: BlockwiseData) -> None:
+        if not (len(self.train) == len(self.val) == len(self.test) == data.n_tasks):
+            raise DataValidationError(f"split has {len(self.train)} tasks, data has {data.n_tasks}")
+        for t, name in enumerate(data.task_names):
+            n = data.n_per_task[t]
+            parts = [np.asarray(p[t]) for p in (self.train, self.val, self.test)]
+            allrows = np.concatenate(parts)
+            if allrows.size and (allrows.min() < 0 or allrows.max() >= n):
+                raise DataValidationError(f"task {name!r}: split indices outside 0..{n - 1}")
+            if np.unique(allrows).size != allrows.size:
+                raise DataValidationError(f"task {name!r}: train/validation/test rows overlap")
+            if parts[0].size < 2 or parts[1].size < 1:
+                raise DataValidationError(f"task {name!r}: too few training/validation rows")
+
+
+def make_split(data: BlockwiseData, fractions: Sequence[float] = (0.6, 0.2, 0.2), seed: int | None = None) -> BlockwiseSplit:
+    """Seeded per-task split (default 60/20/20), shared by every method of a comparison."""
+    rng = np.random.default_rng(seed)
+    parts = [split_indices(n, fractions, rng) for n in data.n_per_task]
+    if len(fractions) == 2:
+        parts = [(a, b, np.array([], dtype=int)) for a, b in parts]
+    return BlockwiseSplit(*(tuple(p[k] for p in parts) for k in range(3)))
+
+
+def _check_name(grid: str) -> None:
+    if grid not in GRID_NAMES:
+        raise ValueError(f"grid must be one of {GRID_NAMES} or a list of configurations, got {grid!r}")
+
+
+def step2_grid(grid: str | list[dict] = "small", batch_sizes: Sequence[int] = (16,)) -> list[dict]:
+    """Step-2 (MTL-HMB) configurations: width, depth, lambda_orth, lambda_imp, lambda_dr, batch_size."""
+    if not isinstance(grid, str):
+        return [dict(c) for c in grid]
+    _check_name(grid)
+    if grid == "small":
+        arch = list(itertools.product([32, 64], [2, 3]))
+        lams = [(0.01, 0.01, 0.01), (0.1, 0.1, 0.1)]
+    else:
+        arch = list(itertools.product([32, 64, 128], [2, 3, 4]))
+        vals = [0.01, 0.1] if grid == "code" else [0.01, 0.1, 1.0]
+        lams = list(itertools.product(vals, vals, vals))
+    return [dict(width=h, depth=L, lambda_orth=a, lambda_imp=b, lambda_dr=c, batch_size=bs)
+            for bs in batch_sizes for (h, L) in arch for (a, b, c) in lams]
+
+
+def hbi_grid(grid: str | list[dict] = "small", n_tasks: int = 2) -> list[dict]:
+    """HBI configurations: width (latent w), depth, lambda_orth (the code's HBI orthogonality)."""
+    if not isinstance(grid, str):
+        return [dict(c) for c in grid]
+    _check_name(grid)
+    if grid == "small":
+        prod = itertools.product([8, 16], [1, 2], [0.0])
+    elif grid == "paper":
+        prod = itertools.product([8, 16, 32], [1, 2, 3], [0.0])
+    elif n_tasks == 2:
+        prod = itertools.product([8, 16, 32], [1, 2, 3], [0.0, 1.0])
+    elif n_tasks == 3:
+        prod = itertools.product([8], [1, 2], [0.0])
+    else:
+        prod = itertools.product([4, 8, 16], [1, 2], [0.0])
+    return [dict(width=w, depth=d, lambda_orth=l) for w, d, l in prod]
+
+
+def mlp_grid(grid: str | list[dict] = "small", batch_sizes: Sequence[int] = (16,)) -> list[dict]:
+    """STL / HPS configurations: width, depth, batch_size."""
+    if not isinstance(grid, str):
+        return [dict(c) for c in grid]
+    _check_name(grid)
+    widths = [32, 64] if grid == "small" else [32, 64, 128]
+    depths = {"small": [2, 3], "code": [2, 3, 4], "paper": [2, 3, 4, 5]}[grid]
+    return [dict(width=h, depth=L, batch_size=bs) for bs in batch_sizes for h in widths for L in depths]
+
+
+def htl_grid(grid: str | list[dict] = "small", batch_sizes: Sequence[int] = (16,)) -> list[dict]:
+    """HTL configurations (the authors' adaptation: lambda_orth = lambda_dr = 1, no R_imp)."""
+    if not isinstance(grid, str):
+        return [dict(c) for c in grid]
+    _check_name(grid)
+    widths = [32, 64] if grid == "small" else [32, 64, 128]
+    depths = [2, 3] if grid == "small" else [2, 3, 4]
+    return [dict(width=h, depth=L, lambda_orth=1.0, lambda_imp=0.0, lambda_dr=1.0, batch_size=bs)
+            for bs in batch_sizes for h in widths for L in depths]
