@@ -285,3 +285,16 @@ def test_results_invariant_to_column_and_row_order():
     lay = mbi_layout(X[rows][:, cols], y[rows], perm_sources)
     np.testing.assert_array_equal(lay["X"], X[rows][:, cols][lay["row_order"]][:, lay["col_order"]])
     assert lay["miss_source"] == [None, [1]] and lay["complete"]
+
+
+def test_fit_accepts_blockwise_data():
+    """MBI on a BlockwiseData equals MBI on its stacked design (the container's MBI layout)."""
+    from hetmtl.blockwise import simulate_blockwise
+
+    sim = simulate_blockwise(n=60, p0=8, p_private=3, linear=True, seed=4)
+    design = sim.data.stacked_design()
+    a = MBI(nlam=5).fit(sim.data)
+    b = MBI(nlam=5).fit(design.X, design.y, [list(c) for c in design.source_columns])
+    np.testing.assert_allclose(a.coef_, b.coef_, rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="BlockwiseData alone"):
+        MBI().fit(sim.data, design.y)

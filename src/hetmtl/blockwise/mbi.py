@@ -415,8 +415,19 @@ class MBI(RegressorMixin, BaseEstimator):
         self.r_args = r_args
 
     # -- fitting
-    def fit(self, X, y, sources, groups=None):
-        """Fit the λ path and select λ by ``bic1``. ``X`` has NaN for missing blocks."""
+    def fit(self, X, y=None, sources=None, groups=None):
+        """Fit the λ path and select λ by ``bic1``. ``X`` has NaN for missing blocks and
+        ``sources`` gives each source's columns; or pass a :class:`~hetmtl.data.BlockwiseData`
+        as ``X`` alone (its stacked design, tasks as missing-pattern groups)."""
+        from hetmtl.data.blockwise import BlockwiseData
+
+        if isinstance(X, BlockwiseData):
+            if y is not None or sources is not None:
+                raise ValueError("pass either a BlockwiseData alone or (X, y, sources)")
+            design = X.stacked_design()
+            X, y, sources = design.X, design.y, [list(map(int, c)) for c in design.source_columns]
+        elif y is None or sources is None:
+            raise ValueError("MBI.fit needs (X, y, sources) or a BlockwiseData")
         X, y = _validate_xy(X, y)
         if self.engine not in ("native", "r"):
             raise ValueError(f"engine must be 'native' or 'r', got {self.engine!r}")
