@@ -20,3 +20,15 @@ def simulate_site(rng: np.random.Generator, n: int = 400, p: int = 5, theta: flo
     tau = theta + (0.5 * X[:, 0] - 0.3 * X[:, 2] if cate else 0.0)
     y = tau * d + np.sin(X[:, 0]) + 0.5 * X[:, 1] ** 2 + X[:, 3] + rng.normal(size=n)
     return y, d, X
+
+
+def subprocess_env() -> dict:
+    """Environment for child Pythons: the same hetmtl this test process imported (installed or
+    the developer's src/), plus the tests folder for helper modules."""
+    import os
+    from pathlib import Path
+
+    import hetmtl
+
+    package_parent = Path(hetmtl.__file__).resolve().parents[1]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(package_parent), str(Path(__file__).parent)])}

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import simulate_site
+from conftest import simulate_site, subprocess_env
 
 from hetmtl.cli import main
 from hetmtl.studies import MethodSpec, Study
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])}
+ENV = subprocess_env()
 
 
 def toy_yaml(tmp_path) -> Path:

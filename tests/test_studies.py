@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import subprocess_env
 from hetmtl.studies import MethodSpec, ResultStore, Study, load_results, run_study
 from hetmtl.studies.spec import setting_label
 
-ROOT = Path(__file__).resolve().parents[1]
 FAKES = "_study_fakes"
 
 
@@ -203,7 +203,7 @@ def test_resume_after_sigkill_counts_every_job_once(tmp_path):
     spec = tmp_path / "slow.yaml"
     spec.write_text(study.to_yaml())
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])}
+    env = subprocess_env()
     cmd = [sys.executable, "-m", "hetmtl.cli", "study", "run", str(spec), "--out", str(out), "--jobs", "1",
            "--no-progress", "--no-report"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
