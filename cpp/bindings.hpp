@@ -6,4 +6,5 @@ namespace hetmtl {
 void bind_moments(pybind11::module_& m);
 void bind_fusion(pybind11::module_& m);
 void bind_proximal(pybind11::module_& m);
+void bind_sieve_mtl(pybind11::module_& m);
 }  // namespace hetmtl
