@@ -178,3 +178,17 @@ def test_bad_input_is_named():
     folds.pop(sim.data.sites[1])
     with pytest.raises(DataValidationError, match="site"):
         multitask_predictions(sim.data, "ate", folds)
+
+
+def test_kernel_rejects_bad_input():
+    from hetmtl import _core
+
+    B = np.ones((4, 2))
+    args = dict(penalized=np.ones(2), ridge_mask=np.ones(2), alpha=0.1, beta0=np.zeros((2, 2)), center0=np.zeros(2))
+    with pytest.raises(ValueError, match="site indices"):
+        _core.sieve_mtl_fit(B, np.zeros(4), np.array([0, 1, 2, 0], np.int32), np.ones(2), loss="squared", **args)
+    with pytest.raises(ValueError, match="0/1"):
+        _core.sieve_mtl_fit(B, np.array([0, 2.0, 1, 0]), np.array([0, 1, 1, 0], np.int32), np.ones(2),
+                            loss="logistic", **args)
+    with pytest.raises(ValueError, match="every site"):
+        _core.sieve_mtl_fit(B, np.zeros(4), np.array([0, 0, 0, 0], np.int32), np.ones(2), loss="squared", **args)
