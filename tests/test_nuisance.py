@@ -76,6 +76,7 @@ def test_zero_C_is_per_site_sieve_fits(loss):
 
 @pytest.mark.parametrize("loss", ["squared", "logistic"])
 @pytest.mark.parametrize("site_intercept", [False, True])
+@pytest.mark.filterwarnings("ignore:Solution may be inaccurate")
 def test_optimum_matches_cvxpy(loss, site_intercept):
     cp = pytest.importorskip("cvxpy")
     X, y, s = _toy(3, K=3, n=(20, 35), p=1, logistic=loss == "logistic")
@@ -192,3 +193,24 @@ def test_kernel_rejects_bad_input():
                             loss="logistic", **args)
     with pytest.raises(ValueError, match="every site"):
         _core.sieve_mtl_fit(B, np.zeros(4), np.array([0, 0, 0, 0], np.int32), np.ones(2), loss="squared", **args)
+
+
+@pytest.mark.parametrize("C", [0.0, np.inf])
+def test_unridged_limits_equal_sklearn_on_raw_splines(C):
+    """Independent of the whitening: with α = 0 the limits are plain least squares on the spline
+    features, which sklearn's LinearRegression fits directly (pooled for C = ∞, per site for C = 0)."""
+    from sklearn.linear_model import LinearRegression
+
+    X, y, s = _toy(6, K=3, n=(40, 70))
+    basis = SplineTransformer(n_knots=3, degree=2, include_bias=False)
+    est = MultiTaskNuisance(C_eta=C, basis=basis, alpha=0.0, tol=1e-12, max_iter=500000).fit(X, y, s)
+    Xnew = np.random.default_rng(1).normal(size=(25, 2))
+    snew = np.array(["s0", "s1", "s2", "s1", "s0"] * 5, dtype=object)
+    S, Snew = basis.fit(X).transform(X), basis.transform(Xnew)
+    if np.isinf(C):
+        ref = LinearRegression().fit(S, y).predict(Snew)
+    else:
+        ref = np.empty(len(snew))
+        for site in ("s0", "s1", "s2"):
+            ref[snew == site] = LinearRegression().fit(S[s == site], y[s == site]).predict(Snew[snew == site])
+    np.testing.assert_allclose(est.predict(Xnew, snew), ref, atol=1e-7)
