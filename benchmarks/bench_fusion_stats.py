@@ -13,7 +13,8 @@ Settings (ATE, K = 10 sites, n_k ~ U{40..80}; latefusion spec §6):
 
 Methods (per-site DML nuisances: the sieve basis of :mod:`hetmtl.latefusion.nuisance` fitted per
 site — C_η = 0, ridge α = 1, the best per-site α on a small grid — i.e. a cheap linear/logistic
-sieve learner; 5-fold cross-fitting, folds shared by all methods):
+sieve learner; 5-fold cross-fitting, folds shared by all methods; the multi-task fits use the
+default ridge, α = 0.1 for outcome regressions and 1.0 for the propensity):
 - ``itl``: per-site DML, Wald CI (valid by DML theory);
 - ``pooled``: complete pooling (fixed-effect GLS centre, C = ∞), Wald CI of the centre;
 - ``squared``: LateFusion(penalty="squared"), C by summary-statistic CV; Wald CI from the exact

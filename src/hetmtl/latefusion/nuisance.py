@@ -73,7 +73,10 @@ class MultiTaskNuisance(BaseEstimator):
     basis : unfitted sklearn transformer giving b(x) (without constant); cloned and fitted on the
         fitting rows. Default :func:`default_basis`.
     alpha : ridge on the (whitened) basis coefficients, not on the intercept; keeps per-site fits
-        with q close to n_k (and separable logistic fits) well posed.
+        with q close to n_k (and separable logistic fits) well posed. ``None``: 0.1 for the squared
+        loss, 1.0 for the logistic loss — propensities enter AIPW as inverse weights, and a weakly
+        ridged 31-term logistic sieve on ~50 rows produces probabilities at the clip (weights of 100)
+        in simulations (``benchmarks/bench_fusion_stats.py``).
     site_intercept : if True the intercept is site-specific and unpenalised (only the shape is fused).
     n_inner : number of inner folds used to score C_η (``None``: all of them).
     max_iter, tol : solver limits (tol on the gradient-mapping residual); tuning fits use
@@ -87,7 +90,7 @@ class MultiTaskNuisance(BaseEstimator):
         C_eta: float | None = None,
         C_grid: Sequence[float] | None = None,
         basis: Any = None,
-        alpha: float = 0.1,
+        alpha: float | None = None,
         site_intercept: bool = False,
         n_inner: int | None = None,
         max_iter: int = 20000,
@@ -111,8 +114,8 @@ class MultiTaskNuisance(BaseEstimator):
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.C_eta is not None and not (self.C_eta >= 0):
             raise ValueError(f"C_eta must be >= 0 (np.inf allowed) or None, got {self.C_eta}")
-        if not (np.isfinite(self.alpha) and self.alpha >= 0):
-            raise ValueError(f"alpha must be finite and >= 0, got {self.alpha}")
+        if self.alpha is not None and not (np.isfinite(self.alpha) and self.alpha >= 0):
+            raise ValueError(f"alpha must be finite and >= 0 (or None), got {self.alpha}")
         if self.n_inner is not None and int(self.n_inner) < 1:
             raise ValueError(f"n_inner must be >= 1 or None, got {self.n_inner}")
 
@@ -121,6 +124,11 @@ class MultiTaskNuisance(BaseEstimator):
         if grid.ndim != 1 or grid.size == 0 or np.any(~(grid >= 0)):
             raise ValueError("C_grid must be a non-empty list of values >= 0 (np.inf allowed)")
         return np.sort(grid)[::-1]  # pooled → per-site, for warm starts
+
+    def _alpha(self) -> float:
+        if self.alpha is not None:
+            return float(self.alpha)
+        return 0.1 if self.loss == "squared" else 1.0
 
     @staticmethod
     def _design(X: np.ndarray, spline, mean: np.ndarray, W: np.ndarray) -> np.ndarray:
@@ -148,7 +156,7 @@ class MultiTaskNuisance(BaseEstimator):
         ridge[0] = 0.0
         beta0, center0 = warm if warm is not None else (np.zeros((K, B.shape[1])), np.zeros(B.shape[1]))
         beta, centre, obj, res, n_iter, converged = _core.sieve_mtl_fit(
-            B, t, codes.astype(np.int32), lam, penalized, ridge, float(self.alpha), self.loss, beta0, center0,
+            B, t, codes.astype(np.int32), lam, penalized, ridge, self._alpha(), self.loss, beta0, center0,
             int(self.max_iter), float(self.tol if tol is None else tol),
         )
         return beta, centre, {"objective": obj, "residual": res, "n_iter": n_iter, "converged": converged}
