@@ -173,7 +173,7 @@ def test_bad_input_is_named():
         MultiTaskNuisance(loss="hinge").fit(X, y, s)
     Xn = X.copy()
     Xn[3, 0] = np.nan
-    with pytest.raises(DataValidationError, match="finite"):
+    with pytest.raises(DataValidationError, match="X column 0 at site 's0'"):
         MultiTaskNuisance(C_eta=1.0).fit(Xn, y, s)
     sim = make_latefusion_data(scenario=1, n_sites=3, random_state=0)
     folds = make_site_folds(sim.data, 3, random_state=0)

@@ -178,10 +178,15 @@ class MultiTaskNuisance(BaseEstimator):
         site = np.asarray(site, dtype=object)
         if X.ndim != 2 or y.shape != (X.shape[0],) or site.shape != (X.shape[0],):
             raise DataValidationError(f"X ({X.shape}), y ({y.shape}) and site ({site.shape}) must have matching rows")
-        if not (np.all(np.isfinite(X)) and np.all(np.isfinite(y))):
-            raise DataValidationError("X and y must be finite (nothing is dropped)")
+        bad = ~np.isfinite(np.column_stack([y, X]))
+        if bad.any():
+            i, j = np.argwhere(bad)[0]
+            column = "y" if j == 0 else f"X column {j - 1}"
+            raise DataValidationError(f"non-finite value in {column} at site {site[i]!r} (row {i}); X and y must be "
+                                      "finite (nothing is dropped)")
         if self.loss == "logistic" and not np.all(np.isin(y, (0.0, 1.0))):
-            raise DataValidationError("logistic loss needs a 0/1 target")
+            i = int(np.flatnonzero(~np.isin(y, (0.0, 1.0)))[0])
+            raise DataValidationError(f"logistic loss needs a 0/1 target; site {site[i]!r} (row {i}) has {y[i]}")
         self.sites_, codes = np.unique(site.astype(str), return_inverse=True)
         K = self.sites_.size
         self.spline_, self.mean_, self.W_ = self._fit_basis(default_basis() if self.basis is None else self.basis, X)
