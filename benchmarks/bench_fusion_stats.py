@@ -42,7 +42,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from hetmtl.studies import MethodSpec, Replicate, Study, load_results, run_study, unit_summary
+from hetmtl.studies import (MethodSpec, Replicate, Study, load_results, paired_differences, run_study,
+                            unit_summary)
 from hetmtl.studies.builtin import _truth, interval_rows
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -155,12 +156,17 @@ def collect(out: Path) -> pd.DataFrame:
         if f.empty:
             continue
         mse = unit_summary(res, "mse")
+        diff = paired_differences(res, "mse", baseline="itl")
         for (setting, method), g in f.groupby(["setting", "method"], sort=False):
             u = mse[(mse.setting == setting) & (mse.method == method)]
             row = {"study": study.name, "scenario": study.fixed["scenario"], "setting": setting, "method": method,
                    "n_reps": int(g["replicate"].nunique()),
                    "avg_mse": float(u["avg"].iloc[0]) if len(u) else np.nan,
                    "max_mse": float(u["max"].iloc[0]) if len(u) else np.nan}
+            dd = diff[(diff.setting == setting) & (diff.method == method)]
+            row["avg_mse_minus_itl"] = float(dd["mean_diff"].iloc[0]) if len(dd) else np.nan
+            row["diff_ci_low"] = float(dd["ci_low"].iloc[0]) if len(dd) else np.nan
+            row["diff_ci_high"] = float(dd["ci_high"].iloc[0]) if len(dd) else np.nan
             for m in ("coverage", "ci_width", "coverage_blup", "coverage_postfusion", "fused"):
                 row[m] = float(g[m].mean()) if m in g and g[m].notna().any() else np.nan
             row["n_postfusion"] = int(g["coverage_postfusion"].notna().sum()) if "coverage_postfusion" in g else 0
@@ -189,7 +195,9 @@ def goals(table: pd.DataFrame) -> list[str]:
             itl = g.loc[g.method == "itl", "avg_mse"]
             f = g.loc[g.method == pen, "avg_mse"]
             if len(itl) and len(f) and f.iloc[0] > itl.iloc[0]:
-                miss.append(f"{setting} ({f.iloc[0]:.4f} > {itl.iloc[0]:.4f})")
+                hi_ci = g.loc[g.method == pen, "diff_ci_low"].iloc[0]
+                sig = "significantly" if hi_ci > 0 else "not significantly (paired 95% CI of the difference covers 0)"
+                miss.append(f"{setting} ({f.iloc[0]:.4f} > {itl.iloc[0]:.4f}, {sig})")
         lines.append(f"Scenario 1, {pen} avg-MSE <= per-site at every eta: "
                      + ("MET" if not miss else "MISSED at " + "; ".join(miss)))
         g0 = s1[s1.setting == "eta=0.0"]
