@@ -215,3 +215,14 @@ def test_unridged_limits_equal_sklearn_on_raw_splines(C):
         for site in ("s0", "s1", "s2"):
             ref[snew == site] = LinearRegression().fit(S[s == site], y[s == site]).predict(Snew[snew == site])
     np.testing.assert_allclose(est.predict(Xnew, snew), ref, atol=1e-7)
+
+
+def test_repeated_cross_fitting():
+    sim = make_latefusion_data(scenario=1, n_sites=3, eta=0.0, random_state=8)
+    est = fit_multitask_dml(sim.data, model="plr", n_folds=2, n_rep=2, random_state=1,
+                            nuisance_options=dict(C_eta=1.0))
+    first = next(iter(est.estimators_.values()))
+    assert first.all_coef_.shape == (1, 2)
+    assert not np.allclose(first.all_coef_[:, 0], first.all_coef_[:, 1])  # different splits per repetition
+    assert all(f.shape[0] == 2 for f in est.multitask_folds_.values())
+    assert len(est.multitask_C_eta_["l"]) == 4  # 2 repetitions x 2 folds
