@@ -7,4 +7,5 @@ PYBIND11_MODULE(_core, m, pybind11::mod_gil_not_used()) {
   hetmtl::bind_fusion(m);
   hetmtl::bind_proximal(m);
   hetmtl::bind_mbi(m);
+  hetmtl::bind_sieve_mtl(m);
 }
