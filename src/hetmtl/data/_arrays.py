@@ -20,3 +20,9 @@ def as_float_array(a, ndim: int, where: str) -> np.ndarray:
     if arr.ndim != ndim:
         raise DataValidationError(f"{where} must be {ndim}-dimensional, got shape {arr.shape}")
     return arr
+
+
+def format_rows(idx: np.ndarray, limit: int = 5) -> str:
+    """The first ``limit`` row indices for an error message ("3, 7, 9, ...")."""
+    shown = ", ".join(str(int(i)) for i in idx[:limit])
+    return shown + (", ..." if idx.size > limit else "")

@@ -7,7 +7,7 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from hetmtl.data._arrays import as_float_array
+from hetmtl.data._arrays import as_float_array, format_rows as _rows
 from hetmtl.exceptions import DataValidationError
 
 
@@ -24,11 +24,6 @@ class SiteArrays:
     @property
     def n(self) -> int:
         return self.y.shape[0]
-
-
-def _rows(idx: np.ndarray, limit: int = 5) -> str:
-    shown = ", ".join(str(int(i)) for i in idx[:limit])
-    return shown + (", ..." if idx.size > limit else "")
 
 
 class MultiSiteData:
