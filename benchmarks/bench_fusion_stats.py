@@ -287,7 +287,7 @@ def failures(out: Path) -> list[str]:
 
 
 READING = [
-    "## Reading of the recorded run (2026-11-23; K = 10 points 195-200 replicates each)", "",
+    "## Reading of the recorded run (2026-11-23; K = 10 points 195-200 replicates each, K = 20 points 160)", "",
     "- Scenario 1: every fused estimator has avg-MSE below per-site DML at every eta (paired CIs in the "
     "table), and at eta = 0 about 0.22-0.25x per-site (goal <= 0.5x met); with "
     "multi-task nuisances (`group-mt`) 0.10x.",
