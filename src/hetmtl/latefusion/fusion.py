@@ -21,8 +21,10 @@ pen_k(v) = λ_k‖v‖² ("squared"), λ_k‖H_k^{1/2} v‖ ("group", "matched")
 "euclidean"). The solvers, the C path, the CV losses and the bootstrap loop are C++
 (``hetmtl._core.FusionProblem``); only summaries are used, never individual data.
 
-The default penalty ("group") is provisional: the simulation study that is to decide it
-(``latefusion.md`` §6) has not been run yet.
+The default penalty ("group") is chosen by the simulation study in
+``benchmarks/results/fusion_stats.md``: "squared" has lower MSE when no site is an outlier (up to
+about 20 %), "group" is about 50 % better with 10 % outlier sites and has the smaller worst-case
+regret. The fused intervals of both penalties under-cover there (0.65–0.92 at nominal 0.95).
 """
 from __future__ import annotations
 
