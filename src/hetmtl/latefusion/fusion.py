@@ -181,7 +181,7 @@ class LateFusion(BaseEstimator):
 
     Parameters
     ----------
-    penalty : "group" (robust; default, provisional) or "squared" (random-effects / BLUP).
+    penalty : "group" (robust; the default, see the module docs) or "squared" (random-effects / BLUP).
     loss_matrix : "vcov" (H_k = Σ̂_k⁻¹, efficient; C → ∞ gives the fixed-effect GLS pool),
         "jacobian" (H_k = −sym(Ĵ_k); C → ∞ gives pooled DML) or "identity".
     metric : for "group": "matched" (‖H_k^{1/2}v‖; C is in "standard errors per √d") or
