@@ -23,7 +23,7 @@ $(PY):
 $(VENV)/.deps: pyproject.toml | $(PY)
 	$(PIP) install -q "torch==2.13.0"
 	$(PIP) install -q numpy scipy pandas scikit-learn statsmodels matplotlib jsonschema joblib \
-		threadpoolctl tabulate pytest "doubleml>=0.9" "cvxpy>=1.4" \
+		threadpoolctl tabulate pyyaml tqdm pytest "doubleml>=0.9" "cvxpy>=1.4" "dask[distributed]" \
 		"scikit-build-core>=0.11" "pybind11>=3.0" cmeel-eigen ninja cmake
 	touch $@
 

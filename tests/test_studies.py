@@ -158,7 +158,7 @@ def test_more_replicates_resume_and_match_a_full_run(tmp_path):
 
 
 def test_same_results_with_one_and_two_workers_and_on_dask(tmp_path):
-    pytest.importorskip("distributed")
+    import distributed  # noqa: F401  (a test dependency: make test installs it)
     from distributed import Client, LocalCluster
 
     run_study(toy_study(), tmp_path / "one", n_jobs=1, progress=False)
