@@ -291,6 +291,17 @@ double Problem::profile_t(const MatrixXd& th, const VectorXd& c_in, double C, Pe
   }
   Vec z(d), Hz(d), zt(d), a(d), ut(d), et(d), p(d), uh(d), h(d);
   Mat Mk(d, d), tmp(d, d);
+  // A site inside its threshold is fused: θ_k = c, loss ½ z'Hz (z = θ̂_k − c), quadratic pieces.
+  const auto add_fused = [&](int k, double wk, double zHz, const Eigen::Map<const Mat>& H) {
+    F += wk * 0.5 * zHz;
+    if (grad) grad->noalias() -= wk * Hz;
+    if (newton) newton->noalias() += wk * H;
+    if (major) major->noalias() += wk * H;
+    if (sol) {
+      sol->theta.col(k) = c;
+      sol->fused[k] = 1;
+    }
+  };
   for (int k = 0; k < K; ++k) {
     const double lam = C * shape_[k], wk = w_[k];
     Eigen::Map<const Mat> H(H_[k].data(), d, d);
@@ -299,14 +310,7 @@ double Problem::profile_t(const MatrixXd& th, const VectorXd& c_in, double C, Pe
     if (pen == Penalty::GroupMatched) {
       const double q = std::max(z.dot(Hz), 0.0), r = std::sqrt(q);
       if (r <= lam) {
-        F += wk * 0.5 * q;
-        if (grad) grad->noalias() -= wk * Hz;
-        if (newton) newton->noalias() += wk * H;
-        if (major) major->noalias() += wk * H;
-        if (sol) {
-          sol->theta.col(k) = c;
-          sol->fused[k] = 1;
-        }
+        add_fused(k, wk, q, H);
       } else {
         const double f = lam / r;
         F += wk * (lam * r - 0.5 * lam * lam);
@@ -322,14 +326,7 @@ double Problem::profile_t(const MatrixXd& th, const VectorXd& c_in, double C, Pe
     }
     // GroupEuclidean
     if (Hz.norm() <= lam) {
-      F += wk * 0.5 * z.dot(Hz);
-      if (grad) grad->noalias() -= wk * Hz;
-      if (newton) newton->noalias() += wk * H;
-      if (major) major->noalias() += wk * H;
-      if (sol) {
-        sol->theta.col(k) = c;
-        sol->fused[k] = 1;
-      }
+      add_fused(k, wk, z.dot(Hz), H);
       continue;
     }
     // theta_k = c + u, u = (H + (lam/rho) I)^{-1} H z with rho = ||u||. In H's eigenbasis
