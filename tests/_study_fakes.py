@@ -93,3 +93,18 @@ def threads_method(rep) -> dict:
 
 def clashing_method(rep) -> dict:
     return {"mu": 3.0, "estimate": 1.0}
+
+
+def sleepy_method(rep, seconds: float = 30.0, on: tuple = (1,)) -> dict:
+    """Sleeps ``seconds`` at the replicates in ``on`` (to exceed a job timeout), else returns at once."""
+    if rep.replicate in on:
+        time.sleep(seconds)
+    return {"estimate": float(rep.data["x"].mean())}
+
+
+def dying_method(rep) -> dict:
+    """Kills its own process (a crash a timeout-protected job must survive)."""
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+    return {}

@@ -240,3 +240,79 @@ def test_threads_capped_inside_jobs_and_restored(tmp_path):
     row = load_results(tmp_path).frame.iloc[0]
     assert (row.torch_threads, row.blas_threads, row.omp_env) == (1, 1, 1)
     assert torch.get_num_threads() == before and os.environ.get("OMP_NUM_THREADS") == env_before
+
+
+# ------------------------------------------------------------------------------------ timeout
+def _timeout_study(**kw) -> Study:
+    return Study(name="to", generator=f"{FAKES}:toy", grid={"mu": [0.0, 1.0]}, n_reps=3, seed=5,
+                 methods=[MethodSpec("quick", f"{FAKES}:mean_method"),
+                          MethodSpec("sleepy", f"{FAKES}:sleepy_method", {"seconds": 60.0, "on": [1]}),
+                          MethodSpec("after", f"{FAKES}:median_method")], **kw)
+
+
+def _check_timed_out(path, limit="3"):
+    rec = load_results(path).records.set_index(["setting", "replicate", "method"]).sort_index()
+    assert len(rec) == 18
+    for mu in ("mu=0.0", "mu=1.0"):
+        assert rec.loc[(mu, 1, "quick"), "status"] == "ok", rec.loc[(mu, 1, "quick"), "error"]  # done before the limit: kept
+        assert rec.loc[(mu, 1, "sleepy"), "status"] == "failed"
+        assert rec.loc[(mu, 1, "sleepy"), "error"].startswith(f"timed out after {limit} s")
+        assert rec.loc[(mu, 1, "after"), "error"] == f"not run: the job timed out after {limit} s"
+        assert (rec.loc[[(mu, r, m) for r in (0, 2) for m in ("quick", "sleepy", "after")], "status"] == "ok").all()
+
+
+def test_timeout_local_one_and_two_workers_and_results_unchanged(tmp_path):
+    t0 = time.perf_counter()
+    res = run_study(_timeout_study(), tmp_path / "one", timeout=3, progress=False)
+    assert res.n_failed == 2 and time.perf_counter() - t0 < 30  # two sleeping jobs stopped, not 2 x 60 s
+    _check_timed_out(tmp_path / "one")
+    run_study(_timeout_study(timeout=3), tmp_path / "two", n_jobs=2, progress=False)  # the study's own timeout
+    _check_timed_out(tmp_path / "two")
+    pd.testing.assert_frame_equal(results(tmp_path / "one"), results(tmp_path / "two"))
+    # the jobs that finished give the numbers of a run without a time limit (no fork)
+    fast = Study(**{**_timeout_study().__dict__, "methods": _timeout_study().methods[::2]})
+    run_study(fast, tmp_path / "plain", progress=False)
+    plain = results(tmp_path / "plain")
+    pd.testing.assert_frame_equal(plain[plain.replicate != 1].reset_index(drop=True),
+                                  results(tmp_path / "one").query("method != 'sleepy' and replicate != 1")
+                                  .reset_index(drop=True)[plain.columns])
+
+
+def test_timeout_on_dask_and_crashing_job(tmp_path):
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address="127.0.0.1:0",
+                      worker_dashboard_address="127.0.0.1:0", scheduler_kwargs={"dashboard": False}) as cluster, \
+            Client(cluster) as client:
+        run_study(_timeout_study(), tmp_path / "dask", scheduler=client, timeout=3, progress=False)
+    _check_timed_out(tmp_path / "dask")
+    # a method that kills its process: with a timeout the job runs in a child, the study goes on
+    s = Study(name="die", generator=f"{FAKES}:toy", n_reps=2,
+              methods=[MethodSpec("ok", f"{FAKES}:mean_method"), MethodSpec("die", f"{FAKES}:dying_method")])
+    run_study(s, tmp_path / "die", timeout=30, progress=False)
+    rec = load_results(tmp_path / "die").records
+    assert (rec[rec.method == "ok"].status == "ok").all()
+    assert rec[rec.method == "die"].error.str.contains("process died \\(killed by signal 9\\)").all()
+
+
+def test_only_and_methods_filters(tmp_path):
+    res = run_study(toy_study(), tmp_path, only={"mu": [1]}, methods=["mean"], progress=False)
+    assert (res.n_run, res.n_skipped) == (3, 0)
+    rec = load_results(tmp_path).records
+    assert set(rec.setting) == {"mu=1.0"} and set(rec.method) == {"mean"}
+    res = run_study(toy_study(), tmp_path, progress=False)  # the rest is still pending
+    assert res.n_run == 6 and len(load_results(tmp_path).records) == 12
+    with pytest.raises(ValueError, match="grid parameter 'mu' has no value"):
+        run_study(toy_study(), tmp_path, only={"mu": [3.0]}, progress=False)
+    with pytest.raises(ValueError, match="has no method"):
+        run_study(toy_study(), tmp_path, methods=["nope"], progress=False)
+
+
+def test_seed_stride_gives_published_integer_seeds(tmp_path):
+    s = toy_study(seed_stride=1000)
+    assert s.seeds(0, 2) == s.seeds(1, 2) == (2007, 2007)
+    assert "seed_stride" in s.data_key() and "seed_stride" not in toy_study().data_key()
+    with pytest.raises(ValueError, match="seed_stride"):
+        toy_study(seed_stride=0)
+    with pytest.raises(ValueError, match="timeout"):
+        toy_study(timeout=-1)

@@ -2,8 +2,9 @@
 
 What to use when:
 - ``hetmtl study list``: built-in studies and whether their method family is installed;
-- ``hetmtl study run NAME|FILE [--reps N] [--jobs N | --scheduler ADDR] [--out DIR]``: run or
-  resume a study (built-in name or a YAML/TOML description), then write its report;
+- ``hetmtl study run NAME|FILE [--reps N] [--jobs N | --scheduler ADDR] [--out DIR]
+  [--timeout SECONDS] [--only PARAM=V1,V2]``: run or resume a study (built-in name or a YAML/TOML
+  description), then write its report;
 - ``hetmtl study report DIR [--reference CSV]``: tables and figures of a study directory;
 - ``hetmtl summarize DATA.csv --y Y --d D [--x X1 X2 ...] --site NAME --out S.json``: the site
   side of federated late fusion: per-site DML on this site's rows, written as SiteSummary JSON;
@@ -56,13 +57,29 @@ def _cmd_study_run(args: argparse.Namespace) -> int:
         study = replace(study, seed=int(args.seed))
     out = Path(args.out or Path("studies") / study.name)
     res = run_study(study, out, n_reps=args.reps, n_jobs=1 if args.scheduler else args.jobs, scheduler=args.scheduler,
-                    threads_per_worker=args.threads, progress=not args.no_progress, retry_failed=args.retry_failed)
+                    threads_per_worker=args.threads, progress=not args.no_progress, retry_failed=args.retry_failed,
+                    timeout=args.timeout, only=parse_only(args.only, study), methods=args.methods)
     print(f"study {res.study}: {res.n_jobs} jobs, {res.n_skipped} already done, {res.n_run} run, "
           f"{res.n_failed} with failures, {res.seconds:.1f} s; results in {res.path}")
     if not args.no_report:
         written = write_report(out, figures=not args.no_figures)
         print(f"report: {written['report']}")
     return 0
+
+
+def parse_only(items: Sequence[str] | None, study) -> dict | None:
+    """``["eta=0.5,1", "n=100"]`` -> ``{"eta": [0.5, 1], "n": [100]}`` (values parsed as JSON
+    where possible, e.g. numbers, ``true``, ``[100,100]``; ``;`` separates list-valued ones)."""
+    if not items:
+        return None
+    only: dict[str, list] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not key or not values:
+            raise ValueError(f"--only must be PARAM=VALUE[,VALUE...], got {item!r}")
+        sep_values = ";" if values.lstrip().startswith("[") else ","
+        only.setdefault(key.strip(), []).extend(_parse_value(v.strip()) for v in values.split(sep_values))
+    return only
 
 
 def _cmd_study_report(args: argparse.Namespace) -> int:
@@ -173,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=None, help="override the study's master seed")
     run.add_argument("--threads", type=int, default=1, help="BLAS/torch threads per job (default 1)")
     run.add_argument("--retry-failed", action="store_true", help="re-run methods recorded as failed")
+    run.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                     help="per-job time limit: a job running longer is recorded as failed ('timed out after N s') "
+                          "and the others go on (default: the study's, usually none)")
+    run.add_argument("--only", action="append", default=None, metavar="PARAM=V1,V2",
+                     help="run only the settings whose grid parameter PARAM takes one of these values (repeatable)")
+    run.add_argument("--methods", nargs="+", default=None, help="run only these methods of the study now")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--no-report", action="store_true", help="do not write the report afterwards")
     run.add_argument("--no-figures", action="store_true", help="report without figures")

@@ -17,18 +17,21 @@ methods and jobs go on. BLAS (and torch, when loaded) threads are capped per wor
 from __future__ import annotations
 
 import copy
+import json
 import os
+import select
+import signal
 import sys
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping, Sequence
 
 import pandas as pd
 
 from hetmtl.studies.spec import Replicate, Study, resolve, setting_label
-from hetmtl.studies.store import ResultStore
+from hetmtl.studies.store import ResultStore, _clean
 
 STORE_NAME = "results.sqlite"
 
@@ -136,14 +139,14 @@ def _as_rows(out: Any, method: str, reserved: set[str]) -> list[dict]:
     return rows
 
 
-def run_job(study: Study, job: Job, n_threads: int | None = 1) -> list[dict]:
-    """Generate the job's data once and run the requested methods on it; never raises."""
+def _iter_job(study: Study, job: Job, n_threads: int | None = 1) -> Iterator[dict]:
+    """Generate the job's data once and run the requested methods on it, yielding each method's
+    record as soon as it is done; never raises."""
     base = {"study": study.name, "setting": job.label, "setting_index": job.setting_index,
             "params": job.setting, "replicate": job.replicate}
     specs = {m.name: m for m in study.methods}
     data_seed, method_seed = study.seeds(job.setting_index, job.replicate)
     reserved = set(RESERVED) | set(study.grid)
-    records = []
     with _ThreadCap(n_threads) as cap:
         try:
             fns = {name: resolve(specs[name].fn, "method") for name in job.methods}
@@ -156,8 +159,9 @@ def run_job(study: Study, job: Job, n_threads: int | None = 1) -> list[dict]:
             rep = Replicate(data=data, setting=dict(job.setting), replicate=job.replicate, seed=method_seed, splits=splits)
         except Exception as exc:  # data generation failed: every method of the job fails with it
             err = "data generation failed: " + _error_text(exc)
-            return [{**base, "method": name, "status": "failed", "error": err, "seconds": None, "rows": None}
-                    for name in job.methods]
+            for name in job.methods:
+                yield {**base, "method": name, "status": "failed", "error": err, "seconds": None, "rows": None}
+            return
         cache: dict = {}
         for name in job.methods:
             t0 = time.perf_counter()
@@ -167,20 +171,155 @@ def run_job(study: Study, job: Job, n_threads: int | None = 1) -> list[dict]:
                 cap.cap_torch()
                 out = fns[name](private, **specs[name].options)
                 rows = _as_rows(out, name, reserved)
-                records.append({**base, "method": name, "status": "ok", "error": None,
-                                "seconds": time.perf_counter() - t0, "rows": rows})
+                rec = {**base, "method": name, "status": "ok", "error": None,
+                       "seconds": time.perf_counter() - t0, "rows": rows}
             except Exception as exc:
-                records.append({**base, "method": name, "status": "failed", "error": _error_text(exc),
-                                "seconds": time.perf_counter() - t0, "rows": None})
+                rec = {**base, "method": name, "status": "failed", "error": _error_text(exc),
+                       "seconds": time.perf_counter() - t0, "rows": None}
+            yield rec
+
+
+def _failed(study: Study, job: Job, methods, error: str, seconds: float | None) -> list[dict]:
+    base = {"study": study.name, "setting": job.label, "setting_index": job.setting_index,
+            "params": job.setting, "replicate": job.replicate}
+    return [{**base, "method": m, "status": "failed", "error": error, "seconds": seconds, "rows": None} for m in methods]
+
+
+def _run_job_forked(study: Study, job: Job, n_threads: int | None, timeout: float) -> list[dict]:
+    """Run the job in a forked child process and kill it after ``timeout`` seconds.
+
+    The child sends each method's record (JSON, one line) as soon as it is done, so the methods
+    that finished before the limit keep their results; the running and remaining ones are
+    recorded as failed ("timed out after N s"). A child that dies is reported the same way.
+    ``os.fork`` is used directly (not multiprocessing) so that it also works inside daemonic
+    joblib/Dask worker processes."""
+    if not hasattr(os, "fork"):
+        raise RuntimeError("a job timeout needs os.fork (POSIX); run without timeout on this platform")
+    try:  # import the modules here, once per worker process, so that the child's time is the job's own
+        resolve(study.generator, "generator")
+        if study.splitter is not None:
+            resolve(study.splitter, "generator")
+        for m in study.methods:
+            if m.name in job.methods:
+                resolve(m.fn, "method")
+    except Exception:  # noqa: BLE001 - the child records the error
+        pass
+    sys.stdout.flush()
+    sys.stderr.flush()
+    read_fd, write_fd = os.pipe()
+    t0 = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:  # child: run the job, stream the records, exit without running the parent's cleanup
+        code = 0
+        try:
+            os.close(read_fd)
+            with os.fdopen(write_fd, "w") as fh:
+                for rec in _iter_job(study, job, n_threads):
+                    fh.write(json.dumps(_clean(rec)) + "\n")
+                    fh.flush()
+        except BaseException:  # noqa: BLE001 - the parent reports the missing records
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    records: list[dict] = []
+    buf = b""
+    timed_out = False
+    deadline = t0 + float(timeout)
+    try:
+        while True:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                timed_out = True
+                break
+            ready, _, _ = select.select([read_fd], [], [], min(left, 1.0))
+            if not ready:
+                continue
+            chunk = os.read(read_fd, 1 << 16)
+            if not chunk:  # child closed the pipe (finished or died)
+                break
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            records += [json.loads(line) for line in lines if line]
+    finally:
+        os.close(read_fd)
+        if timed_out:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        _, status = os.waitpid(pid, 0)
+    done = {r["method"] for r in records}
+    missing = [m for m in job.methods if m not in done]
+    if missing:
+        elapsed = time.perf_counter() - t0
+        if timed_out:
+            first = f"timed out after {float(timeout):g} s (job time limit; killed while running this method)"
+            rest = f"not run: the job timed out after {float(timeout):g} s"
+        else:
+            how = (f"killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+                   else f"exit code {os.WEXITSTATUS(status)}")
+            first = rest = f"the job's process died ({how}) before this method finished"
+        records += _failed(study, job, missing[:1], first, elapsed - sum(r["seconds"] or 0.0 for r in records))
+        records += _failed(study, job, missing[1:], rest, None)
     return records
 
 
-def pending_jobs(study: Study, store: ResultStore) -> tuple[list[Job], int]:
-    """Jobs with at least one method not yet recorded, and the number of complete jobs."""
-    done = store.finished(study.name)
+def run_job(study: Study, job: Job, n_threads: int | None = 1, timeout: float | None = None) -> list[dict]:
+    """Generate the job's data once and run the requested methods on it; never raises.
+    With ``timeout`` (seconds) the job runs in a forked child process that is killed at the limit."""
+    if timeout is None:
+        return list(_iter_job(study, job, n_threads))
+    return _run_job_forked(study, job, n_threads, timeout)
+
+
+def _matches(setting: dict, only: Mapping[str, Sequence] | None) -> bool:
+    if not only:
+        return True
+    return all(_same_value(setting[k], v) for k, v in only.items())
+
+
+def _same_value(value: Any, wanted: Sequence) -> bool:
+    return any(json.dumps(_clean(value)) == json.dumps(_clean(w)) or _num_equal(value, w) for w in wanted)
+
+
+def _num_equal(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return False
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return False
+
+
+def check_filters(study: Study, only: Mapping[str, Sequence] | None, methods: Sequence[str] | None) -> None:
+    """Refuse filters that name unknown grid parameters, values or methods (before any job runs)."""
+    for k, values in (only or {}).items():
+        if k not in study.grid:
+            raise ValueError(f"study {study.name!r}: --only names {k!r}, which is not a grid parameter "
+                             f"{list(study.grid)}")
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+            raise ValueError(f"study {study.name!r}: the values of grid parameter {k!r} to run must be a list")
+        unknown = [v for v in values if not _same_value(v, study.grid[k])]
+        if unknown:
+            raise ValueError(f"study {study.name!r}: grid parameter {k!r} has no value(s) {unknown}; "
+                             f"values are {study.grid[k]}")
     names = [m.name for m in study.methods]
+    unknown = [m for m in (methods or []) if m not in names]
+    if unknown:
+        raise ValueError(f"study {study.name!r} has no method(s) {unknown}; methods are {names}")
+
+
+def pending_jobs(study: Study, store: ResultStore, only: Mapping[str, Sequence] | None = None,
+                 methods: Sequence[str] | None = None) -> tuple[list[Job], int]:
+    """Jobs with at least one method not yet recorded, and the number of complete jobs; ``only``
+    keeps the settings whose grid values are among the given ones, ``methods`` the named methods."""
+    done = store.finished(study.name)
+    names = [m.name for m in study.methods if methods is None or m.name in methods]
     jobs, complete = [], 0
     for i, setting in enumerate(study.settings()):
+        if not _matches(setting, only):
+            continue
         label = setting_label(setting)
         for r in range(int(study.n_reps)):
             missing = tuple(m for m in names if (label, r, m) not in done)
@@ -191,14 +330,15 @@ def pending_jobs(study: Study, store: ResultStore) -> tuple[list[Job], int]:
     return jobs, complete
 
 
-def _execute(study: Study, jobs: list[Job], n_jobs: int, scheduler: Any, n_threads: int | None) -> Iterator[list[dict]]:
+def _execute(study: Study, jobs: list[Job], n_jobs: int, scheduler: Any, n_threads: int | None,
+             timeout: float | None = None) -> Iterator[list[dict]]:
     """Yield each job's records as it finishes."""
     if scheduler is not None:
         from distributed import Client, as_completed
 
         client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
         try:
-            futures = [client.submit(run_job, study, job, n_threads, pure=False) for job in jobs]
+            futures = [client.submit(run_job, study, job, n_threads, timeout, pure=False) for job in jobs]
             for fut in as_completed(futures):
                 yield fut.result()
         finally:
@@ -206,12 +346,12 @@ def _execute(study: Study, jobs: list[Job], n_jobs: int, scheduler: Any, n_threa
                 client.close()
     elif n_jobs == 1:
         for job in jobs:
-            yield run_job(study, job, n_threads)
+            yield run_job(study, job, n_threads, timeout)
     else:
         from joblib import Parallel, delayed
 
         par = Parallel(n_jobs=n_jobs, return_as="generator_unordered")
-        yield from par(delayed(run_job)(study, job, n_threads) for job in jobs)
+        yield from par(delayed(run_job)(study, job, n_threads, timeout) for job in jobs)
 
 
 def run_study(
@@ -224,13 +364,20 @@ def run_study(
     threads_per_worker: int | None = 1,
     progress: bool = True,
     retry_failed: bool = False,
+    timeout: float | None = None,
+    only: Mapping[str, Sequence] | None = None,
+    methods: Sequence[str] | None = None,
 ) -> RunResult:
     """Run (or resume) ``study`` into directory ``out`` (``out/results.sqlite``, ``out/study.yaml``).
 
     ``n_reps`` overrides the study's replicates; ``n_jobs`` local worker processes (joblib), or
     ``scheduler`` a Dask scheduler address / ``distributed.Client`` (then ``n_jobs`` is ignored).
     ``threads_per_worker`` caps BLAS/torch threads in each job (``None``: no cap).
-    ``retry_failed`` re-runs methods recorded as failed. Returns a :class:`RunResult`.
+    ``retry_failed`` re-runs methods recorded as failed. ``timeout`` (seconds; default the
+    study's ``timeout``) stops a job that runs longer: it is recorded as failed ("timed out after
+    N s"; methods it finished before keep their results) and the other jobs go on; each job then
+    runs in a forked child process (POSIX). ``only`` (``{grid parameter: [values]}``) and
+    ``methods`` (names) run a subset now; the rest stays pending. Returns a :class:`RunResult`.
     """
     if scheduler is not None and n_jobs not in (1, None):
         raise ValueError("pass either n_jobs (local) or scheduler (Dask), not both")
@@ -239,6 +386,10 @@ def run_study(
         raise ValueError(f"n_jobs must be a positive integer or -1, got {n_jobs}")
     study = study.with_reps(n_reps)
     study.check_resolvable()
+    check_filters(study, only, methods)
+    timeout = study.timeout if timeout is None else timeout
+    if timeout is not None and (isinstance(timeout, bool) or not float(timeout) > 0):
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -250,7 +401,7 @@ def run_study(
             pass
         if retry_failed:
             store.delete_failed(study.name)
-        jobs, complete = pending_jobs(study, store)
+        jobs, complete = pending_jobs(study, store, only, methods)
         total = len(jobs) + complete
         n_failed = 0
         from tqdm.auto import tqdm
@@ -259,7 +410,7 @@ def run_study(
                    file=sys.stderr, dynamic_ncols=True)
         try:
             bar.set_postfix(failed=0)
-            for records in _execute(study, jobs, n_jobs, scheduler, threads_per_worker):
+            for records in _execute(study, jobs, n_jobs, scheduler, threads_per_worker, timeout):
                 store.append(records)
                 if any(r["status"] == "failed" for r in records):
                     n_failed += 1

@@ -12,7 +12,10 @@ random_state=data_seed)`` and returns the replicate's data (any object). An opti
 A **method** is called as ``method(rep, **options)`` with a :class:`Replicate` and returns a dict
 of metrics, or a list of dicts (one per site or task, e.g. ``{"site": "s1", "mse": ...}``).
 Seeds come from ``numpy.random.SeedSequence(seed, spawn_key=(setting_index, replicate))``, so a
-replicate's data do not depend on how many replicates, workers or settings there are.
+replicate's data do not depend on how many replicates, workers or settings there are. A study
+that must reproduce published seeds sets ``seed_stride``: replicate r then uses the integer seed
+``seed + seed_stride * r`` for both its data and its methods, in every setting (common random
+numbers across settings, as the seeds' own scripts do, e.g. the MTL-HMB authors' seeds 0-19).
 """
 from __future__ import annotations
 
@@ -135,7 +138,9 @@ class Study:
     ``methods`` on every replicate, ``n_reps`` replicates per setting, master ``seed``.
 
     ``metrics`` lists the columns the report summarises (default: every numeric column methods
-    return, plus ``seconds``). ``reference`` is a CSV of published/expected values (columns: the
+    return, plus ``seconds``). ``seed_stride``: integer seeds ``seed + seed_stride * replicate``
+    instead of spawned ones (see the module docstring). ``timeout``: seconds a job (one setting ×
+    replicate, all its methods) may run before it is stopped and recorded as failed. ``reference`` is a CSV of published/expected values (columns: the
     grid parameters or ``setting``, ``method``, ``metric``, ``value``) compared in the report.
     """
 
@@ -150,6 +155,8 @@ class Study:
     metrics: list[str] | None = None
     reference: str | None = None
     description: str = ""
+    seed_stride: int | None = None
+    timeout: float | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -163,6 +170,12 @@ class Study:
             raise ValueError(f"{where}: n_reps must be a positive integer, got {self.n_reps!r}")
         if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) or self.seed < 0:
             raise ValueError(f"{where}: seed must be a non-negative integer, got {self.seed!r}")
+        if self.seed_stride is not None and (not isinstance(self.seed_stride, (int, np.integer))
+                                             or isinstance(self.seed_stride, bool) or self.seed_stride < 1):
+            raise ValueError(f"{where}: seed_stride must be a positive integer or None, got {self.seed_stride!r}")
+        if self.timeout is not None and (isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float))
+                                         or not self.timeout > 0):
+            raise ValueError(f"{where}: timeout must be a positive number of seconds or None, got {self.timeout!r}")
         if not isinstance(self.grid, Mapping):
             raise ValueError(f"{where}: grid must map parameter names to lists of values")
         for k, values in self.grid.items():
@@ -215,6 +228,9 @@ class Study:
 
     def seeds(self, setting_index: int, replicate: int) -> tuple[int, int]:
         """(data seed, method seed) of one replicate; independent of n_reps and the grid size."""
+        if self.seed_stride is not None:
+            s = int(self.seed) + int(self.seed_stride) * int(replicate)
+            return s, s
         ss = np.random.SeedSequence(int(self.seed), spawn_key=(int(setting_index), int(replicate)))
         data_seed, method_seed = ss.generate_state(2)
         return int(data_seed), int(method_seed)
@@ -225,8 +241,11 @@ class Study:
     # ----------------------------------------------------------------------------- I/O
     def data_key(self) -> dict:
         """What determines the replicates' data: a restarted study must agree on it."""
-        return {"generator": callable_ref(self.generator), "grid": _jsonable(self.grid),
-                "fixed": _jsonable(self.fixed), "seed": int(self.seed), "splitter": callable_ref(self.splitter)}
+        key = {"generator": callable_ref(self.generator), "grid": _jsonable(self.grid),
+               "fixed": _jsonable(self.fixed), "seed": int(self.seed), "splitter": callable_ref(self.splitter)}
+        if self.seed_stride is not None:  # only when set: stores written before the option stay valid
+            key["seed_stride"] = int(self.seed_stride)
+        return key
 
     def to_dict(self) -> dict:
         return {
@@ -235,6 +254,8 @@ class Study:
             "seed": int(self.seed), "splitter": callable_ref(self.splitter),
             "methods": [{"name": m.name, "fn": callable_ref(m.fn), "options": _jsonable(m.options)} for m in self.methods],
             "metrics": self.metrics, "reference": self.reference,
+            **({"seed_stride": int(self.seed_stride)} if self.seed_stride is not None else {}),
+            **({"timeout": float(self.timeout)} if self.timeout is not None else {}),
         }
 
     @classmethod
@@ -242,7 +263,7 @@ class Study:
         if not isinstance(obj, Mapping):
             raise ValueError(f"{source}: a study description must be a mapping, got {type(obj).__name__}")
         allowed = {"name", "description", "generator", "grid", "fixed", "n_reps", "seed", "splitter",
-                   "methods", "metrics", "reference"}
+                   "methods", "metrics", "reference", "seed_stride", "timeout"}
         unknown = sorted(set(obj) - allowed)
         if unknown:
             raise ValueError(f"{source}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
