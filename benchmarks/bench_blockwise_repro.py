@@ -1,194 +1,315 @@
-"""Reproduction runner for the MTL-HMB paper's simulations: Tables 2-9 and Figure 8 (seed 002).
+"""Reproduction of the MTL-HMB paper's simulations: Tables 2-9 and Figure 8 (seed 002), run
+through the study runner (:mod:`hetmtl.studies`; built-in studies ``blockwise-A`` ...
+``blockwise-linear``, ``blockwise-ablation``, built by :func:`hetmtl.studies.builtin.blockwise_study`).
 
-Every row of a table is a simulation setting (:data:`hetmtl.blockwise.SETTINGS`); every replicate
-draws a data set with seed ``rep`` (the authors used seeds 0-19), one paired 60/20/20 split per
-task, and fits every method on that split. Methods: MTL-HMB, STL, HTL (Tables 2-9); the ablation
-design (Figure 8) adds Step1+STL, Step1+HPS and Naive+Step2 (HBI is fitted once per replicate and
-shared by MTL-HMB and the Step-1 ablations). MBI is a separate issue (R ``BlockMissingData``); its
-seed values are shown for reference only.
+Every row of a table is a grid value of its study (:data:`hetmtl.blockwise.SETTINGS`); replicate r
+draws its data with seed r (the authors used seeds 0-19), one paired 60/20/20 split per task, and
+fits every method on that split with ``random_state=r``. Methods: MTL-HMB, STL, HTL (Tables 2-9);
+Figure 8 adds Step1+STL, Step1+HPS and Naive+Step2 (HBI is fitted once per replicate and shared by
+MTL-HMB and the Step-1 ablations). MBI is a separate issue (``bench_mbi_tables.py``); its seed
+values are shown for reference only.
 
-Raw results are appended to ``results/blockwise_repro_raw.csv`` (resumable: finished
-(row, replicate, method, grid) combinations are skipped); ``--summarize`` writes
-``results/blockwise_repro_summary.{csv,md}`` with our mean (SD) next to the seed's numbers row by
-row, the replicates and grids actually run, and the two checks of issue 4: MTL-HMB mean <= seed
-MTL-HMB mean + 1 SE (SE = seed SD / sqrt(20)), and MTL-HMB mean < our STL mean.
+Results go to resumable stores ``results/studies/blockwise-repro/<profile>/blockwise-<setting>/``,
+one profile per (grid, HBI grid, epoch caps, dr_mode), e.g. ``code-code-e25000-h5000-per_task``
+(the full protocol). After a run (or with ``--summarize``) the driver writes from every store:
+``results/blockwise_repro_raw.csv`` (one row per fit, the pre-runner format),
+``results/blockwise_repro_summary.{csv,md}`` (our mean (SD) next to the seed's numbers row by row,
+with the two checks of issue 4: MTL-HMB mean <= seed MTL-HMB mean + 1 SE (SE = seed SD / sqrt(20)),
+and MTL-HMB mean < our STL mean), ``results/blockwise_repro_reference.csv`` (every seed number with
+ours, the delta, relative delta and delta in SEs), boxplots ``results/blockwise_repro_<setting>.png``
+and each store's ``report/``.
 
-Full protocol (hours):  PYTHONPATH=src nice -n 10 python benchmarks/bench_blockwise_repro.py --reps 20 --grid code
-Reduced run:            ... --rows D:300,B:0.5 --reps 3 --grid small --max-epochs 2000
+Full protocol (CPU-days):  PYTHONPATH=src nice -n 10 python -m benchmarks.bench_blockwise_repro --reps 20
+Reduced run:               ... --rows "D:300;B:0.5" --reps 3 --grid small --hbi-grid small --jobs 2
+Import a pre-runner raw CSV into the stores: ... --import-raw OLD.csv
 """
 from __future__ import annotations
 
 import argparse
 import json
-import time
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from hetmtl.blockwise import HPS, HTL, MTLHMB, SETTINGS, STL, make_split, naive_step2, setting_params, simulate_blockwise
+from hetmtl.studies import ResultStore, compare_reference, load_results, run_study, summary_table, write_report
+from hetmtl.studies.builtin import (BLOCKWISE_ABLATION_METHODS, BLOCKWISE_PROTOCOL, BLOCKWISE_TABLE_METHODS,
+                                    blockwise_generator, blockwise_splitter, blockwise_study)
+from hetmtl.studies.spec import setting_label
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+STORES = RESULTS / "studies" / "blockwise-repro"
 REFERENCE = HERE / "data" / "mtlhmb_seed_tables.csv"
-RAW = RESULTS / "blockwise_repro_raw.csv"
 TABLE_SETTINGS = ["A", "B", "C", "D", "E", "F", "T", "linear"]
-BASE_METHODS = ["MTL-HMB", "STL", "HTL"]
-ABLATION_METHODS = ["MTL-HMB", "STL", "HTL", "Step1+STL", "Step1+HPS", "Naive+Step2"]
+#: study method name -> the label of the pre-runner files and the seed tables
+LABELS = {"mtl-hmb": "MTL-HMB", "stl": "STL", "htl": "HTL", "hps": "HPS", "mbi": "MBI", "step1+stl": "Step1+STL",
+          "step1+hps": "Step1+HPS", "naive+step2": "Naive+Step2"}
+NAMES = {v: k for k, v in LABELS.items()}
+ORDER = [LABELS[m] for m in BLOCKWISE_ABLATION_METHODS] + ["HPS", "MBI"]
 
 
-def parse_rows(spec: str | None) -> list[tuple[str, object]]:
-    """"A:0.5,0.6;D:all" -> [(setting, value), ...]; None = every row of Tables 2-9 and Figure 8."""
+def _settings():
+    from hetmtl.blockwise import SETTINGS
+
+    return SETTINGS
+
+
+def parse_rows(spec: str | None) -> dict[str, list]:
+    """``"A:0.5,0.6;D:all"`` -> {setting: [values]}; None = every row of Tables 2-9 and Figure 8."""
+    settings = _settings()
     if not spec:
-        return [(s, v) for s in TABLE_SETTINGS + ["ablation"] for v in SETTINGS[s]["values"]]
-    rows = []
+        return {s: list(settings[s]["values"]) for s in TABLE_SETTINGS + ["ablation"]}
+    rows: dict[str, list] = {}
     for part in spec.split(";"):
         name, _, vals = part.partition(":")
-        values = SETTINGS[name]["values"]
+        if name not in settings:
+            raise SystemExit(f"unknown setting {name!r} in --rows; settings are {sorted(settings)}")
+        values = settings[name]["values"]
         if vals and vals != "all":
             wanted = [v.strip() for v in vals.split(",")]
             values = [v for v in values if str(v) in wanted]
             if len(values) != len(wanted):
-                raise SystemExit(f"unknown value(s) in {part!r}; setting {name} has {SETTINGS[name]['values']}")
-        rows += [(name, v) for v in values]
+                raise SystemExit(f"unknown value(s) in {part!r}; setting {name} has {settings[name]['values']}")
+        rows.setdefault(name, []).extend(values)
     return rows
 
 
-def fit_replicate(setting: str, value, rep: int, methods: list[str], args) -> list[dict]:
-    sim = simulate_blockwise(**setting_params(setting, value), seed=rep)
-    data = sim.data
-    split = make_split(data, seed=rep)
-    common = dict(max_epochs=args.max_epochs, random_state=rep, n_threads=args.threads)
-    step1 = dict(hbi_grid=args.hbi_grid, hbi_max_epochs=args.hbi_max_epochs)
-    out, imputer = [], None
-    for method in methods:
-        t0 = time.perf_counter()
-        if method == "MTL-HMB":
-            est = MTLHMB(grid=args.grid, **step1, dr_mode=args.dr_mode, **common)
-        elif method == "STL":
-            est = STL(grid=args.grid, **common)
-        elif method == "HTL":
-            est = HTL(grid=args.grid, dr_mode=args.dr_mode, **common)
-        elif method == "Step1+STL":
-            est = STL(grid=args.grid, features="imputed", **step1, imputer=imputer, **common)
-        elif method == "Step1+HPS":
-            est = HPS(grid=args.grid, **step1, imputer=imputer, **common)
-        elif method == "Naive+Step2":
-            est = naive_step2(grid=args.grid, **step1, dr_mode=args.dr_mode, **common)
-        else:
-            raise SystemExit(f"unknown method {method!r}")
-        est.fit(data, split)
-        if method == "MTL-HMB":
-            imputer = est.imputer_
-        sel = est.selected_config_
-        out.append(dict(setting=setting, table=SETTINGS[setting]["table"], value=str(value), rep=rep, method=method,
-                        grid=args.grid, hbi_grid=args.hbi_grid, max_epochs=args.max_epochs,
-                        hbi_max_epochs=args.hbi_max_epochs,
-                        rmse_tasks=json.dumps([round(v, 6) for v in est.test_rmse_.tolist()]),
-                        rmse_avg=est.test_rmse_avg_, seconds=round(time.perf_counter() - t0, 2),
-                        selected=json.dumps(sel)))
-    return out
+def profile_name(grid="code", hbi_grid="code", max_epochs=25000, hbi_max_epochs=5000, dr_mode="per_task", **_) -> str:
+    return f"{grid}-{hbi_grid}-e{int(max_epochs)}-h{int(hbi_max_epochs)}-{dr_mode}"
 
 
-def summarize(raw: pd.DataFrame) -> pd.DataFrame:
-    ref = pd.read_csv(REFERENCE, dtype={"value": str})
-    ref["value"] = ref["value"].map(_norm)
-    raw = raw.assign(value=raw["value"].map(_norm))
-    g = raw.groupby(["setting", "value", "grid", "hbi_grid", "max_epochs", "method"])["rmse_avg"]
-    ours = g.agg(["count", "mean", "std"]).reset_index()
-    rows = []
-    for (setting, value, grid, hgrid, me), sub in ours.groupby(["setting", "value", "grid", "hbi_grid", "max_epochs"]):
-        row = dict(setting=setting, table=SETTINGS[setting]["table"], value=value, grid=grid, hbi_grid=hgrid,
-                   max_epochs=me, reps=int(sub["count"].min()))
-        for _, r in sub.iterrows():
-            row[f"ours {r['method']}"] = f"{r['mean']:.3f} ({r['std']:.3f})" if r["count"] > 1 else f"{r['mean']:.3f}"
-            row[f"_mean {r['method']}"] = r["mean"]
-        rr = ref[(ref.setting == setting) & (ref.value == value)]
-        for _, r in rr.iterrows():
-            row[f"seed {r['method']}"] = f"{r['mean']:.3f} ({r['sd']:.3f})"
-            row[f"_seed {r['method']}"] = r["mean"]
-            row[f"_seedsd {r['method']}"] = r["sd"]
-        if "_mean MTL-HMB" in row and "_seed MTL-HMB" in row:
-            se = row["_seedsd MTL-HMB"] / np.sqrt(20)
-            gap = row["_mean MTL-HMB"] - row["_seed MTL-HMB"]
-            row["MTL-HMB <= seed + 1 SE"] = "yes" if gap <= se else "no"
-            row["gap to seed MTL-HMB"] = round(gap, 3)
-        if "_mean MTL-HMB" in row and "_mean STL" in row:
-            row["MTL-HMB < STL"] = "yes" if row["_mean MTL-HMB"] < row["_mean STL"] else "no"
-        rows.append(row)
-    df = pd.DataFrame(rows)
-    first = ["setting", "table", "value", "grid", "hbi_grid", "max_epochs", "reps"]
-    ours = [f"ours {m}" for m in ABLATION_METHODS if f"ours {m}" in df.columns]
-    seed = [f"seed {m}" for m in ("STL", "HTL", "MTL-HMB", "MBI") if f"seed {m}" in df.columns]
-    checks = [c for c in ("gap to seed MTL-HMB", "MTL-HMB <= seed + 1 SE", "MTL-HMB < STL") if c in df.columns]
-    return df[first + ours + seed + checks].astype(object).fillna("")
+def _profile_options(profile: str) -> dict:
+    grid, hbi, e, h, dr = profile.split("-", 4)
+    return {"grid": grid, "hbi_grid": hbi, "max_epochs": int(e[1:]), "hbi_max_epochs": int(h[1:]), "dr_mode": dr}
+
+
+def _study(setting: str, directory: Path, extra_methods=(), n_reps=None, **options):
+    """The setting's study with the protocol methods, those already stored and ``extra_methods``."""
+    names = list(BLOCKWISE_ABLATION_METHODS if setting == "ablation" else BLOCKWISE_TABLE_METHODS)
+    if (directory / "results.sqlite").exists():
+        with ResultStore(directory / "results.sqlite") as store:
+            for spec in store.study_specs():
+                names += [m["name"] for m in spec["methods"]]
+    names += list(extra_methods)
+    return blockwise_study(setting, methods=list(dict.fromkeys(names)), n_reps=n_reps, **options)
+
+
+def run(rows: dict[str, list], reps: int | None, options: dict, methods=None, jobs: int = 1,
+        timeout: float | None = None, stores: Path = STORES, progress: bool = True) -> None:
+    base = stores / profile_name(**options)
+    for setting, values in rows.items():
+        d = base / f"blockwise-{setting}"
+        study = _study(setting, d, methods or (), **options)
+        n = reps if setting != "ablation" or reps != 20 else 30  # Figure 8: 30 replicates
+        res = run_study(study, d, n_reps=n or study.n_reps, n_jobs=jobs, timeout=timeout, progress=progress,
+                        only={"setting_value": values}, methods=methods)
+        print(f"{setting} {values}: {res.n_run} jobs run, {res.n_skipped} already stored, {res.n_failed} with "
+              f"failures ({res.seconds:.0f} s)", flush=True)
+
+
+def import_raw(path: Path, stores: Path = STORES) -> int:
+    """Load a pre-runner ``blockwise_repro_raw.csv`` into the stores (one record per fit; the
+    per-task rows and test sizes are rebuilt from the seeded data and split). Returns records added."""
+    raw = pd.read_csv(path, dtype={"value": str})
+    added = 0
+    for (grid, hbi, me, hme), block in raw.groupby(["grid", "hbi_grid", "max_epochs", "hbi_max_epochs"]):
+        options = {"grid": grid, "hbi_grid": hbi, "max_epochs": int(me), "hbi_max_epochs": int(hme)}
+        for setting, sub in block.groupby("setting"):
+            d = stores / profile_name(**options) / f"blockwise-{setting}"
+            d.mkdir(parents=True, exist_ok=True)
+            study = _study(setting, d, [NAMES[m] for m in sub.method.unique()], **options)
+            values = study.grid["setting_value"]
+            with ResultStore(d / "results.sqlite") as store:
+                store.register_study(study.to_dict(), study.data_key())
+                for (value, rep), fits in sub.groupby(["value", "rep"]):
+                    v = next(x for x in values if _norm(x) == _norm(value))
+                    sim = blockwise_generator(setting=setting, setting_value=v, random_state=int(rep))
+                    split = blockwise_splitter(sim, int(rep))
+                    tasks, n_test = sim.data.task_names, [len(r) for r in split.test]
+                    recs = []
+                    for r in fits.itertuples():
+                        rmse = json.loads(r.rmse_tasks)
+                        rows = [{"task": str(t), "rmse": float(x), "n": int(n), "selected": r.selected}
+                                for t, x, n in zip(tasks, rmse, n_test)]
+                        recs.append({"study": study.name, "setting": setting_label({"setting_value": v}),
+                                     "setting_index": values.index(v), "params": {"setting_value": v},
+                                     "replicate": int(rep), "method": NAMES[r.method], "status": "ok", "error": None,
+                                     "seconds": float(r.seconds), "rows": rows})
+                    added += store.append(recs)
+    return added
 
 
 def _norm(v) -> str:
+    if isinstance(v, (bool, np.bool_)) or str(v) in ("True", "False"):
+        return str(v)
     try:
         return f"{float(v):g}"
     except ValueError:
         return str(v)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", default=None, help='e.g. "B:0.5,0.7;D:all"; default every row')
-    ap.add_argument("--reps", type=int, default=20)
-    ap.add_argument("--first-rep", type=int, default=0)
-    ap.add_argument("--grid", default="code")
-    ap.add_argument("--hbi-grid", default="code")
-    ap.add_argument("--max-epochs", type=int, default=25000)
-    ap.add_argument("--hbi-max-epochs", type=int, default=5000)
-    ap.add_argument("--dr-mode", default="per_task")
-    ap.add_argument("--methods", default=None, help="comma list; default MTL-HMB,STL,HTL (+ ablations in Figure 8)")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--raw", default=str(RAW))
-    ap.add_argument("--summarize", action="store_true", help="only rewrite the summary from the raw file")
-    ap.add_argument("--log", action="store_true", help="log every trained group")
-    args = ap.parse_args()
-    if args.log:
-        import logging
+def _stores(stores: Path):
+    """(profile, setting, directory) of every store, profiles and settings in protocol order."""
+    order = {s: i for i, s in enumerate(TABLE_SETTINGS + ["ablation"])}
+    found = []
+    for db in sorted(stores.glob("*/blockwise-*/results.sqlite")):
+        setting = db.parent.name.removeprefix("blockwise-")
+        found.append((db.parent.parent.name, setting, db.parent))
+    return sorted(found, key=lambda x: (x[0], order.get(x[1], 99)))
 
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    raw_path = Path(args.raw)
-    RESULTS.mkdir(exist_ok=True)
-    if not args.summarize:
-        done = pd.read_csv(raw_path, dtype={"value": str}) if raw_path.exists() else pd.DataFrame()
-        keys = set() if done.empty else set(zip(done.setting, done.value.map(_norm), done.rep, done.method, done.grid,
-                                                 done.max_epochs))
-        for setting, value in parse_rows(args.rows):
-            methods = args.methods.split(",") if args.methods else (ABLATION_METHODS if setting == "ablation" else BASE_METHODS)
-            reps = args.reps if setting != "ablation" or args.reps != 20 else 30
-            for rep in range(args.first_rep, args.first_rep + reps):
-                todo = [m for m in methods if (setting, _norm(value), rep, m, args.grid, args.max_epochs) not in keys]
-                if not todo:
-                    continue
-                if "MTL-HMB" not in todo and any(m.startswith("Step1") for m in todo):
-                    todo = ["MTL-HMB"] + todo  # the Step-1 ablations reuse MTL-HMB's HBI
-                recs = fit_replicate(setting, value, rep, todo, args)
-                pd.DataFrame(recs).to_csv(raw_path, mode="a", header=not raw_path.exists(), index=False)
-                print(setting, value, rep, " ".join(f"{r['method']}={r['rmse_avg']:.3f}({r['seconds']:.0f}s)" for r in recs),
-                      flush=True)
-    raw = pd.read_csv(raw_path, dtype={"value": str})
-    summary = summarize(raw)
-    summary.to_csv(RESULTS / "blockwise_repro_summary.csv", index=False)
-    with open(RESULTS / "blockwise_repro_summary.md", "w") as fh:
+
+def export_raw(stores: Path = STORES) -> pd.DataFrame:
+    """All stores as the pre-runner raw CSV: one row per (setting, value, replicate, method, profile)."""
+    out = []
+    settings = _settings()
+    for profile, setting, d in _stores(stores):
+        f = load_results(d).frame
+        if f.empty:
+            continue
+        opts = _profile_options(profile)
+        for (si, rep, method), g in f.groupby(["setting_index", "replicate", "method"], sort=True):
+            out.append(dict(setting=setting, table=settings[setting]["table"], value=_norm(g.setting_value.iloc[0]),
+                            rep=int(rep), method=LABELS.get(method, method), grid=opts["grid"],
+                            hbi_grid=opts["hbi_grid"], max_epochs=opts["max_epochs"],
+                            hbi_max_epochs=opts["hbi_max_epochs"], dr_mode=opts["dr_mode"],
+                            rmse_tasks=json.dumps([round(float(v), 6) for v in g.rmse]),
+                            rmse_avg=float(g.rmse.mean()), seconds=round(float(g.seconds.iloc[0]), 2),
+                            selected=g["selected"].iloc[0] if "selected" in g else ""))
+    return pd.DataFrame(out)
+
+
+def reference_frame(setting: str) -> pd.DataFrame:
+    """The seed's numbers of one setting in the report's reference format."""
+    ref = pd.read_csv(REFERENCE, dtype={"value": str})
+    ref = ref[ref.setting == setting]
+    return pd.DataFrame({"setting_value": ref.value.map(lambda v: v == "True" if v in ("True", "False") else float(v)),
+                         "method": ref.method.map(NAMES), "metric": "rmse", "value": ref["mean"], "sd": ref["sd"],
+                         "source": [f"seed 002 Table {t}" for t in ref.table]})
+
+
+def summarize(stores: Path = STORES, results: Path = RESULTS, figures: bool = True) -> pd.DataFrame:
+    """Summary (wide, one row per setting row and profile), reference deltas, raw CSV, boxplots."""
+    settings = _settings()
+    rows, comps = [], []
+    for profile, setting, d in _stores(stores):
+        res = load_results(d)
+        if res.frame.empty:
+            continue
+        opts = _profile_options(profile)
+        summ = summary_table(res, ["rmse"])
+        summ = summ[summ.metric == "rmse"]
+        if isinstance(settings[setting]["table"], int):
+            comp = compare_reference(summ, reference_frame(setting), ["setting_value"]).dropna(subset=["ours"])
+            comps.append(comp.assign(setting=setting, profile=profile))
+        else:
+            comp = pd.DataFrame(columns=["setting_value", "method", "reference", "reference_sd"])
+        if figures:
+            write_report(d, figures=True)
+        for si, g in summ.groupby("setting_index", sort=True):
+            value = g.setting_value.iloc[0]
+            row = dict(setting=setting, table=settings[setting]["table"], value=_norm(value), grid=opts["grid"],
+                       hbi_grid=opts["hbi_grid"], max_epochs=opts["max_epochs"], reps=int(g.n_reps.min()))
+            for r in g.itertuples():
+                lab = LABELS.get(r.method, r.method)
+                row[f"ours {lab}"] = f"{r.mean:.3f} ({r.sd:.3f})" if r.n_reps > 1 else f"{r.mean:.3f}"
+                row[f"_mean {lab}"] = r.mean
+            ref = pd.read_csv(REFERENCE, dtype={"value": str})
+            for r in ref[(ref.setting == setting) & (ref.value.map(_norm) == _norm(value))].itertuples():
+                row[f"seed {r.method}"] = f"{r.mean:.3f} ({r.sd:.3f})"
+                row[f"_seed {r.method}"] = r.mean
+                row[f"_seedsd {r.method}"] = r.sd
+            if "_mean MTL-HMB" in row and "_seed MTL-HMB" in row:
+                se = row["_seedsd MTL-HMB"] / np.sqrt(20)
+                gap = row["_mean MTL-HMB"] - row["_seed MTL-HMB"]
+                row["MTL-HMB <= seed + 1 SE"] = "yes" if gap <= se else "no"
+                row["gap to seed MTL-HMB"] = round(gap, 3)
+            if "_mean MTL-HMB" in row and "_mean STL" in row:
+                row["MTL-HMB < STL"] = "yes" if row["_mean MTL-HMB"] < row["_mean STL"] else "no"
+            rows.append(row)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    first = ["setting", "table", "value", "grid", "hbi_grid", "max_epochs", "reps"]
+    ours = [f"ours {m}" for m in ORDER if f"ours {m}" in df.columns]
+    seed = [f"seed {m}" for m in ("STL", "HTL", "MTL-HMB", "MBI") if f"seed {m}" in df.columns]
+    checks = [c for c in ("gap to seed MTL-HMB", "MTL-HMB <= seed + 1 SE", "MTL-HMB < STL") if c in df.columns]
+    summary = df[first + ours + seed + checks].astype(object).fillna("")
+    summary.to_csv(results / "blockwise_repro_summary.csv", index=False)
+    if comps:
+        comp = pd.concat(comps, ignore_index=True)
+        comp = comp[["profile", "setting", "setting_value", "method", "metric", "reference", "reference_sd", "source",
+                     "n_reps", "ours", "ours_sd", "se", "delta", "rel_delta", "delta_in_se"]]
+        comp.to_csv(results / "blockwise_repro_reference.csv", index=False)
+    raw = export_raw(stores)
+    raw.to_csv(results / "blockwise_repro_raw.csv", index=False)
+    with open(results / "blockwise_repro_summary.md", "w") as fh:
         fh.write("# MTL-HMB reproduction (seed 002 Tables 2-9, Figure 8)\n\n")
-        fh.write("ours = mean (SD) of the average test RMSE over `reps` replicates (seeds 0..reps-1), with the grid,\n"
-                 "HBI grid and epoch cap actually run; seed = the paper's table values. MBI: seed values only.\n\n")
-        fh.write(summary.to_markdown(index=False) if _has_tabulate() else summary.to_string(index=False))
+        fh.write("Written by `benchmarks/bench_blockwise_repro.py` from the study stores "
+                 "(`results/studies/blockwise-repro/<profile>/`). ours = mean (SD) of the average test RMSE over "
+                 "`reps` replicates (seeds 0..reps-1), with the grid, HBI grid and epoch cap actually run; seed = the "
+                 "paper's table values. MBI: seed values only. Per-row deltas to the seed's numbers: "
+                 "`blockwise_repro_reference.csv`. Which run produced which numbers: `blockwise_NOTES.md`.\n\n")
+        fh.write(summary.to_markdown(index=False))
         fh.write("\n")
+    if figures:
+        _boxplots(raw, results)
+    return summary
+
+
+def _boxplots(raw: pd.DataFrame, results: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hetmtl.plotting.blockwise import rmse_boxplot
+
+    settings = _settings()
+    for setting, sub in raw.groupby("setting"):
+        grids = sorted(set(zip(sub.grid, sub.max_epochs)))
+        fig = rmse_boxplot(sub, x="value", method="method", y="rmse_avg",
+                           title=f"Setting {setting} (grid {', '.join(g for g, _ in grids)}; "
+                                 f"{sub.groupby(['value', 'method']).size().min()}+ reps)",
+                           xlabel=settings[setting]["vary"])
+        fig.savefig(results / f"blockwise_repro_{setting}.png", dpi=110)
+        plt.close(fig)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", default=None, help='e.g. "B:0.5,0.7;D:all"; default every row')
+    ap.add_argument("--reps", type=int, default=20, help="replicates per row (Figure 8: 30 when 20 is given)")
+    ap.add_argument("--grid", default=BLOCKWISE_PROTOCOL["grid"])
+    ap.add_argument("--hbi-grid", default=BLOCKWISE_PROTOCOL["hbi_grid"])
+    ap.add_argument("--max-epochs", type=int, default=BLOCKWISE_PROTOCOL["max_epochs"])
+    ap.add_argument("--hbi-max-epochs", type=int, default=BLOCKWISE_PROTOCOL["hbi_max_epochs"])
+    ap.add_argument("--dr-mode", default=BLOCKWISE_PROTOCOL["dr_mode"])
+    ap.add_argument("--methods", default=None,
+                    help="comma list of study method names (mtl-hmb, stl, htl, hps, step1+stl, step1+hps, naive+step2, "
+                         "mbi) to run now; default: the protocol's (MTL-HMB, STL, HTL, + ablations in Figure 8)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per fit")
+    ap.add_argument("--jobs", type=int, default=1, help="local worker processes")
+    ap.add_argument("--timeout", type=float, default=None, help="per-job time limit in seconds")
+    ap.add_argument("--stores", default=str(STORES), help="root of the study stores")
+    ap.add_argument("--results", default=str(RESULTS), help="where the CSV, Markdown and PNG results go")
+    ap.add_argument("--import-raw", default=None, help="load a pre-runner raw CSV into the stores, then summarize")
+    ap.add_argument("--summarize", action="store_true", help="only rewrite the result files from the stores")
+    ap.add_argument("--no-figures", action="store_true")
+    args = ap.parse_args(argv)
+    stores, results = Path(args.stores), Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    if args.import_raw:
+        print(f"{import_raw(Path(args.import_raw), stores)} records imported", flush=True)
+    elif not args.summarize:
+        options = {"grid": args.grid, "hbi_grid": args.hbi_grid, "max_epochs": args.max_epochs,
+                   "hbi_max_epochs": args.hbi_max_epochs, "dr_mode": args.dr_mode, "n_threads": args.threads}
+        methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
+        run(parse_rows(args.rows), args.reps, options, methods, args.jobs, args.timeout, stores)
+    summary = summarize(stores, results, figures=not args.no_figures)
     print(summary.to_string(index=False))
 
 
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-        return True
-    except ImportError:
-        return False
-
-
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

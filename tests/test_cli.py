@@ -167,3 +167,26 @@ def test_summarize_cate_with_agreed_basis(tmp_path, rng, capsys):
     np.testing.assert_allclose(s.theta, ref.coef_, rtol=1e-6, atol=1e-10)
     assert main(args + ["--basis-center", "0.1"]) == 1
     assert "--basis-center has 1 values for 2 effect modifier(s)" in capsys.readouterr().err
+
+
+def test_study_run_timeout_only_and_methods_flags(tmp_path, capsys):
+    s = Study(name="clisleep", generator="_study_fakes:toy", grid={"mu": [0.0, 1.0]}, n_reps=2, seed=3,
+              methods=[MethodSpec("mean", "_study_fakes:mean_method"),
+                       MethodSpec("sleepy", "_study_fakes:sleepy_method", {"seconds": 60.0, "on": [1]}),
+                       MethodSpec("median", "_study_fakes:median_method")])
+    spec = tmp_path / "sleep.yaml"
+    spec.write_text(s.to_yaml())
+    out = tmp_path / "run"
+    assert main(["study", "run", str(spec), "--out", str(out), "--timeout", "3", "--only", "mu=1.0",
+                 "--methods", "mean", "sleepy", "--no-progress", "--no-report"]) == 0
+    assert "2 jobs, 0 already done, 2 run, 1 with failures" in capsys.readouterr().out
+    from hetmtl.studies import load_results
+
+    rec = load_results(out).records
+    assert set(rec.setting) == {"mu=1.0"} and set(rec.method) == {"mean", "sleepy"}
+    bad = rec[rec.status == "failed"]
+    assert bad.replicate.tolist() == [1] and bad.error.item().startswith("timed out after 3 s")
+    assert main(["study", "run", str(spec), "--out", str(out), "--only", "mu", "--no-report"]) == 1
+    assert "--only must be PARAM=VALUE" in capsys.readouterr().err
+    assert main(["study", "run", str(spec), "--out", str(out), "--only", "sigma=1", "--no-report"]) == 1
+    assert "not a grid parameter" in capsys.readouterr().err

@@ -229,8 +229,8 @@ def test_encoders_builtin_matches_direct_comparison(tmp_path):
     from hetmtl.studies import get_study
     from hetmtl.studies.builtin import encoders_generator, encoders_splitter
 
-    base = get_study("encoders-drift")
-    assert [m.name for m in base.methods][:3] == ["dual", "shared_only", "specific_only"]
+    base = get_study("encoders-ablation")
+    assert [m.name for m in base.methods][:2] == ["dual", "dual_cv"]
     opts = {"max_epochs": 15, "hidden": [8]}
     s = Study(name="enc", generator="encoders-latent", splitter="encoders-split", n_reps=1, seed=4,
               grid={"posterior_drift": [1.0]}, fixed={"n_tasks": 3, "n": 40},

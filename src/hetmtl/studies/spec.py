@@ -36,6 +36,7 @@ RESERVED_NAMES = frozenset({"study", "setting", "setting_index", "params", "repl
                             "n_reps", "mean", "sd", "se", "baseline", "mean_diff", "ci_low", "ci_high", "value",
                             "unit", "n_units", "avg", "max", "max_at", "_x"})
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_METHOD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+\-]*$")  # e.g. "dual_lam=0.03", "Step1+STL"
 
 
 def register_method(name: str) -> Callable[[Callable], Callable]:
@@ -194,8 +195,9 @@ class Study:
                 m = MethodSpec(**m)
             if not isinstance(m, MethodSpec):
                 raise ValueError(f"{where}: methods must be MethodSpec or dicts, got {type(m).__name__}")
-            if not isinstance(m.name, str) or not _NAME.match(m.name):
-                raise ValueError(f"{where}: method name must be an identifier, got {m.name!r}")
+            if not isinstance(m.name, str) or not _METHOD_NAME.match(m.name):
+                raise ValueError(f"{where}: method name must be an identifier (letters, digits, _ . = + -), "
+                                 f"got {m.name!r}")
             if not isinstance(m.options, Mapping):
                 raise ValueError(f"{where}: options of method {m.name!r} must be a mapping")
             methods.append(m)

@@ -1,0 +1,171 @@
+"""The benchmark protocols as built-in studies: a tiny encoders and a tiny block-wise study run
+through the runner give the numbers of calling the methods directly with the same seeds and
+splits, and the benchmark drivers' --summarize path works on tiny stores."""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hetmtl.studies import MethodSpec, get_study, load_results, run_study
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks/
+
+pytestmark = pytest.mark.filterwarnings("ignore::hetmtl.exceptions.ConvergenceWarning")  # short training
+ENC_TINY = {"max_epochs": 6, "hidden": [8], "patience": 3}
+
+
+def _tiny_encoders_study():
+    """encoders-imbalance with small tasks, short training and four of its methods."""
+    base = get_study("encoders-imbalance")
+    keep = {"dual", "dual_lam=0.03", "stl", "shared_lam=0.3"}
+    methods = [MethodSpec(m.name, m.fn, {**m.options, **ENC_TINY}) for m in base.methods if m.name in keep]
+    dual = next(m for m in methods if m.name == "dual")
+    for c in dual.options["candidates"].values():
+        assert set(c) == {"method", "lam"}
+    return replace(base, methods=methods, n_reps=2, fixed={**base.fixed, "n": [30, 40, 60, 30, 50]})
+
+
+@pytest.fixture(scope="module")
+def encoders_store(tmp_path_factory):
+    pytest.importorskip("hetmtl.encoders")
+    root = tmp_path_factory.mktemp("enc")
+    study = _tiny_encoders_study()
+    run_study(study, root / "stores" / "encoders-imbalance", progress=False)
+    return root, study
+
+
+def test_encoders_study_matches_direct_fits(encoders_store):
+    from hetmtl.encoders import simulate_latent
+    from hetmtl.encoders.baselines import make_method
+
+    root, study = encoders_store
+    f = load_results(root / "stores" / "encoders-imbalance").frame
+    assert set(f.method) == {"dual", "dual_lam=0.03", "stl", "shared_lam=0.3"} and len(f) == 2 * 4 * 5
+    common = {k: v for k, v in study.methods[0].options.items() if k != "candidates"}
+    common["hidden"] = tuple(common["hidden"])
+    assert common["task_weights"] == "sqrt_n" and common["n_specific"] == 2
+    for r in (0, 1):
+        seed = 17 + 1000 * r  # the pre-runner script's seeds
+        assert study.seeds(0, r) == (seed, seed)
+        sim = simulate_latent(**study.fixed, random_state=seed)
+        tr, va, te = sim.data.split(random_state=seed)
+        truth = sim.test_data(500, random_state=seed + 1)
+        direct = {}
+        for label, method, lam in (("dual_lam=0.003", "dual", 0.003), ("dual_lam=0.03", "dual", 0.03),
+                                   ("dual_lam=0.3", "dual", 0.3), ("stl", "stl", 0.03),
+                                   ("shared_lam=0.3", "shared_only", 0.3)):
+            model = make_method(method, **common, lam_alpha=lam, lam_beta=lam, random_state=seed)
+            model.fit(tr, validation_data=va)
+            direct[label] = (float(model.score_tasks(va).mse.sum()), model.score_tasks(te).rmse,
+                             model.score_tasks(truth).rmse)
+        best = min(("dual_lam=0.003", "dual_lam=0.03", "dual_lam=0.3"), key=lambda k: direct[k][0])
+        rows = f[f.replicate == r].set_index(["method", "task"])
+        for label in ("dual_lam=0.03", "stl", "shared_lam=0.3", "dual"):
+            val, rmse, rmse_truth = direct[best if label == "dual" else label]
+            got = rows.loc[label]
+            np.testing.assert_allclose(got.rmse.loc[rmse.index], rmse, rtol=1e-10)
+            np.testing.assert_allclose(got.rmse_truth.loc[rmse.index], rmse_truth, rtol=1e-10)
+            np.testing.assert_allclose(got.val_mse_sum, val, rtol=1e-10)
+        assert (rows.loc["dual"].chosen == best).all()
+        # paired: every method was trained on the same rows of every task
+        n_train = rows.n_train.unstack("method")
+        assert (n_train.nunique(axis=1) == 1).all() and n_train["stl"].tolist() == [tr[t].n for t in tr.tasks]
+
+
+def test_encoders_driver_summarize(encoders_store):
+    from benchmarks import bench_encoders
+
+    root, _ = encoders_store
+    out = root / "results"
+    bench_encoders.main(["--summarize", "--stores", str(root / "stores"), "--results", str(out), "--no-figures"])
+    text = (out / "encoders_summary.md").read_text()
+    assert "## imbalance (2 replicates)" in text and "## ablation: not run" in text
+    csv = pd.read_csv(out / "encoders_imbalance.csv")
+    assert list(csv.columns) == ["method", "task", "n_train", "val_mse_sum", "rmse", "rmse_truth", "seconds", "rep",
+                                 "chosen"]
+    # the table's mean (SD) and paired difference recomputed by hand from the exported rows
+    per_rep = csv.groupby(["rep", "method"]).rmse_truth.mean().unstack("method")
+    line = next(x for x in text.splitlines() if x.startswith("| stl "))
+    d = per_rep["stl"] - per_rep["dual"]
+    assert f"{per_rep['stl'].mean():.3f} ({per_rep['stl'].std():.3f})" in line
+    assert f"{d.mean():+.3f} ({d.std() / np.sqrt(2):.3f})" in line
+    assert (root / "stores" / "encoders-imbalance" / "report" / "summary.csv").exists()
+
+
+def test_encoders_legacy_seeds_and_protocol():
+    pytest.importorskip("hetmtl.encoders")
+    s = get_study("encoders-heterogeneity")
+    assert s.grid == {"posterior_drift": [0.0, 1.0, 3.0, 6.0]} and s.n_reps == 20
+    assert s.seeds(2, 3) == (3017, 3017)  # the same data in every kappa, as the pre-runner script
+    names = [m.name for m in s.methods]
+    assert names[:2] == ["dual", "dual_cv"] and "dual_lam=0" in names and {"stl", "pooled", "hps"} <= set(names)
+    cands = s.methods[1].options["candidates"]
+    assert sorted(cands) == ["dual_lam=0.003", "dual_lam=0.03", "dual_lam=0.3", "shared_lam=0.003",
+                             "shared_lam=0.03", "shared_lam=0.3"]
+
+
+# ------------------------------------------------------------------------------------ block-wise
+BW_TINY = {"grid": "small", "hbi_grid": "small", "max_epochs": 3, "hbi_max_epochs": 3}
+
+
+@pytest.fixture(scope="module")
+def blockwise_store(tmp_path_factory):
+    pytest.importorskip("hetmtl.blockwise")
+    from benchmarks.bench_blockwise_repro import profile_name
+    from hetmtl.studies.builtin import blockwise_study
+
+    root = tmp_path_factory.mktemp("bw")
+    study = blockwise_study("D", methods=["mtl-hmb", "stl", "step1+stl"], n_reps=2, **BW_TINY)
+    d = root / "stores" / profile_name(**BW_TINY) / "blockwise-D"
+    run_study(study, d, only={"setting_value": [100]}, progress=False)
+    return root, study, d
+
+
+def test_blockwise_study_matches_direct_fits_and_shares_hbi(blockwise_store):
+    from hetmtl.blockwise import MTLHMB, STL, make_split, setting_params, simulate_blockwise
+
+    _, study, d = blockwise_store
+    res = load_results(d)
+    assert set(res.records.setting) == {"setting_value=100"} and (res.records.status == "ok").all()
+    f = res.frame.set_index(["replicate", "method", "task"])
+    for r in (0, 1):
+        assert study.seeds(0, r) == (r, r)  # the authors' seeds 0..19
+        data = simulate_blockwise(**setting_params("D", 100), seed=r).data
+        split = make_split(data, seed=r)
+        common = dict(grid="small", max_epochs=3, n_threads=1, random_state=r)
+        mtl = MTLHMB(hbi_grid="small", hbi_max_epochs=3, dr_mode="per_task", **common).fit(data, split)
+        stl = STL(**common).fit(data, split)
+        s1 = STL(features="imputed", hbi_grid="small", hbi_max_epochs=3, imputer=mtl.imputer_, **common).fit(data, split)
+        for name, est in (("mtl-hmb", mtl), ("stl", stl), ("step1+stl", s1)):
+            got = f.loc[(r, name)]
+            np.testing.assert_allclose(got.rmse.loc[est.test_rmse_.index], est.test_rmse_, rtol=1e-6)
+            assert got.n.tolist() == [len(t) for t in split.test]
+            assert json.loads(got.selected.iloc[0]) == json.loads(json.dumps(est.selected_config_))
+
+
+def test_blockwise_driver_summarize_and_reference_deltas(blockwise_store):
+    from benchmarks import bench_blockwise_repro as bw
+
+    root, _, d = blockwise_store
+    out = root / "results"
+    bw.main(["--summarize", "--stores", str(root / "stores"), "--results", str(out), "--no-figures"])
+    summ = pd.read_csv(out / "blockwise_repro_summary.csv", dtype=str)
+    row = summ[(summ.setting == "D") & (summ.value == "100")].iloc[0]
+    per_rep = load_results(d).frame.groupby(["replicate", "method"]).rmse.mean().unstack("method")
+    assert row["ours MTL-HMB"] == f"{per_rep['mtl-hmb'].mean():.3f} ({per_rep['mtl-hmb'].std():.3f})"
+    assert row["seed MTL-HMB"] == "0.598 (0.277)" and row["reps"] == "2" and row["grid"] == "small"
+    assert row["MTL-HMB < STL"] == ("yes" if per_rep["mtl-hmb"].mean() < per_rep["stl"].mean() else "no")
+    ref = pd.read_csv(out / "blockwise_repro_reference.csv")
+    m = ref[(ref.setting == "D") & (ref.setting_value == 100) & (ref.method == "mtl-hmb")].iloc[0]
+    assert m.reference == 0.598 and m.delta == pytest.approx(per_rep["mtl-hmb"].mean() - 0.598)
+    assert set(ref.method) == {"mtl-hmb", "stl"}  # seed rows we did not run are left out
+    raw = pd.read_csv(out / "blockwise_repro_raw.csv", dtype={"value": str})
+    assert len(raw) == 6 and set(raw.method) == {"MTL-HMB", "STL", "Step1+STL"}
+    assert raw.rmse_avg.tolist() == pytest.approx(
+        [per_rep.loc[r, bw.NAMES[m]] for r, m in zip(raw.rep, raw.method)])
