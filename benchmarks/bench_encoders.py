@@ -48,14 +48,15 @@ GRID_KEY = {"heterogeneity": "posterior_drift"}  # exported as ``kappa``
 
 PROVENANCE = (
     "Provenance: every number below comes from one run through the study runner "
-    "(`python -m benchmarks.bench_encoders --reps 20`, stores in `benchmarks/results/studies/encoders-*`), "
-    "at the commit that introduced this driver (branch studies2), under `nice -n 10`, torch threads = 1, on a "
-    "shared 2-core machine. The runner reproduces the pre-runner script exactly: for replicate 0 every fit of "
-    "`imbalance` (recorded by the old script at 0ea1f44) and every fixed-lambda > 0 fit of `heterogeneity` "
-    "(recorded at 9ba1dcb / 514126a) agree to 1e-15 in RMSE. Fits with lambda = 0 (`dual_lam=0`, `stl`, "
-    "`hps`, `pooled`) and the other ablation fits of `ablation` / `heterogeneity` differ slightly from the old "
-    "file because the coefficient step moved from torch to C++ (0ea1f44) after those were recorded. The "
-    "previous summary is kept as `encoders_summary_pre_runner.md`."
+    "(`python -m benchmarks.bench_encoders --reps 20 --jobs 2`, stores in `benchmarks/results/studies/encoders-*`) on "
+    "2026-11-23 at the commit that introduced this driver (branch studies2, based on main 93e35ab), under "
+    "`nice -n 10`, torch threads = 1, on a shared 2-core machine. It reproduces the pre-runner script (same "
+    "seeds, data, splits and options): over all 20 replicates every fit of `imbalance` (old file recorded at "
+    "0ea1f44) and every fit with lambda > 0 of `ablation` and `heterogeneity` (old files recorded at 9ba1dcb / "
+    "514126a) is identical to the old file (RMSE differences 0 to 1e-15). Only the fits with lambda = 0 of "
+    "`ablation` and `heterogeneity` (`stl`, `hps`, `pooled`, `no_integration`, `dual_lam=0`) differ: they were "
+    "recorded at 9ba1dcb, before the coefficient step moved from torch to C++ (0ea1f44). The previous summary "
+    "is kept as `encoders_summary_pre_runner.md`."
 )
 
 

@@ -4,16 +4,30 @@ What to use when:
 - ``latefusion-eta``: late-fusion Scenario 1 across the heterogeneity η — per-site DML (ITL) and,
   when :class:`~hetmtl.latefusion.LateFusion` is installed, the fused estimators (squared, group)
   on the same per-site fits: bias, MSE (avg and max over sites), CI coverage and width;
-- ``encoders-drift`` / ``encoders-shift`` / ``encoders-imbalance``: the dual-encoder model, its
-  ablations and baselines on shared 60/20/20 splits (seed 001): per-task test RMSE;
-- ``blockwise-A`` … ``blockwise-linear``, ``blockwise-ablation``: MTL-HMB vs STL/HTL/HPS (+MBI when
-  installed) on seed 002's settings, compared with the paper's Tables 2–9 (shipped in
-  ``studies/reference/``).
+- ``encoders-ablation`` / ``encoders-heterogeneity`` / ``encoders-imbalance``: the seed-001
+  benchmark protocols of the dual-encoder model (:func:`encoder_methods`): every ablation and
+  baseline, the fixed-λ fits and the validation-tuned ``dual`` / ``dual_cv`` on shared 60/20/20
+  splits, replicate r with seed 1000 r + 17; per task ``rmse`` (held-out) and ``rmse_truth``
+  (against the true regression function). Fits shared by several methods of a replicate (a tuned
+  method and its candidates) are computed once;
+- ``blockwise-A`` … ``blockwise-F``, ``blockwise-T``, ``blockwise-linear`` (seed 002 Tables 2–9)
+  and ``blockwise-ablation`` (Figure 8): MTL-HMB vs STL/HTL (+ Step1+STL, Step1+HPS, Naive+Step2 in
+  Figure 8) with the authors' code grid and seeds 0–19 (:func:`blockwise_study`; HBI fitted once
+  per replicate and shared by MTL-HMB and the Step-1 ablations), compared with the paper's tables
+  (shipped in ``studies/reference/``). The ``blockwise`` method also takes ``name="hps"`` and
+  ``name="mbi"``.
+
+The benchmarks are thin drivers over these studies (stores in ``benchmarks/results/studies/``,
+resumable; ``--summarize`` rewrites the result files from the stores)::
+
+    PYTHONPATH=src nice -n 10 python -m benchmarks.bench_encoders --reps 20 [--only heterogeneity] [--jobs 2]
+    PYTHONPATH=src nice -n 10 python -m benchmarks.bench_blockwise_repro --reps 20 [--rows "D:300;B:0.5"]
+    PYTHONPATH=src nice -n 10 python -m benchmarks.bench_fusion_stats --reps 200
 
 A family is imported only when its study is built; ``list_studies()`` says which are available.
 Every built-in generator and method is also registered under its name, so study files can use
-them (e.g. ``generator: latefusion``, ``fn: site-dml``). The defaults (e.g. 100 replicates, random
-forests) are the full protocols: use ``--reps`` for a quick look.
+them (e.g. ``generator: latefusion``, ``fn: site-dml``, ``fn: encoders-fit``, ``fn: blockwise``).
+The defaults are the full protocols: use ``--reps`` (and ``--timeout``) for a quick look.
 """
 from __future__ import annotations
 

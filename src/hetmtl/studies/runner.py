@@ -13,6 +13,10 @@ paired. ``seconds`` is each method's own wall time; work shared through ``Replic
 A job's results are written to the SQLite store as soon as it finishes; a restarted study
 skips what is recorded. A method that raises is recorded as ``failed`` with its error; the other
 methods and jobs go on. BLAS (and torch, when loaded) threads are capped per worker.
+With a time limit (``run_study(..., timeout=SECONDS)``, ``Study.timeout``, CLI ``--timeout``) each
+job runs in a forked child process that is killed at the limit: the methods it finished keep their
+results, the others are recorded as failed ("timed out after N s"); a child that crashes is
+recorded the same way. ``only=`` / ``methods=`` run a subset of settings / methods now.
 """
 from __future__ import annotations
 
