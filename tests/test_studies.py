@@ -312,6 +312,8 @@ def test_seed_stride_gives_published_integer_seeds(tmp_path):
     s = toy_study(seed_stride=1000)
     assert s.seeds(0, 2) == s.seeds(1, 2) == (2007, 2007)
     assert "seed_stride" in s.data_key() and "seed_stride" not in toy_study().data_key()
+    back = Study.from_dict(toy_study(seed_stride=1000, timeout=5).to_dict())
+    assert (back.seed_stride, back.timeout, back.seeds(1, 3)) == (1000, 5.0, (3007, 3007))
     with pytest.raises(ValueError, match="seed_stride"):
         toy_study(seed_stride=0)
     with pytest.raises(ValueError, match="timeout"):

@@ -169,3 +169,13 @@ def test_blockwise_driver_summarize_and_reference_deltas(blockwise_store):
     assert len(raw) == 6 and set(raw.method) == {"MTL-HMB", "STL", "Step1+STL"}
     assert raw.rmse_avg.tolist() == pytest.approx(
         [per_rep.loc[r, bw.NAMES[m]] for r, m in zip(raw.rep, raw.method)])
+
+
+def test_encoders_study_under_a_timeout_gives_the_same_numbers(encoders_store, tmp_path):
+    """With a time limit each job runs in a forked child (torch fits included): same results."""
+    root, study = encoders_store
+    run_study(study, tmp_path, n_jobs=2, timeout=300, progress=False)
+    drop = ["seconds", "fit_seconds"]
+    a = load_results(root / "stores" / "encoders-imbalance").frame.drop(columns=drop)
+    b = load_results(tmp_path).frame.drop(columns=drop)
+    pd.testing.assert_frame_equal(a, b)
