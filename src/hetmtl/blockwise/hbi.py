@@ -115,7 +115,7 @@ class HBImputer(BaseEstimator):
         self._check()
         if source not in self.members_:
             raise DataValidationError(f"block {source} is not a private block of the fitted data")
-        x0 = np.asarray(x0, float)
+        x0 = np.array(x0, dtype=float)  # a writable copy (torch refuses read-only views)
         if x0.ndim != 2 or x0.shape[1] != self.source_dims_[0]:
             raise DataValidationError(f"anchor rows must have {self.source_dims_[0]} columns, got shape {x0.shape}")
         net, params, _ = self.members_[source]
