@@ -147,6 +147,38 @@ coef.hetmtl_dual_encoder <- function(object, ...) {
 mtl_hmb <- function(data, y, task, blocks, anchor = names(blocks)[1], split = c(0.6, 0.2, 0.2), grid = "small",
                     hbi_grid = "small", max_epochs = 25000L, hbi_max_epochs = 5000L, patience = 30L, lr = 1e-3,
                     batch_size = 16L, seed = NULL, n_threads = 1L, ...) {
+  inp <- blockwise_inputs(data, y, task, blocks, anchor)
+  res <- rinterop()$mtl_hmb_fit(
+    columns = inp$columns, task = inp$task, y = inp$y, block_map = inp$blocks, anchor = anchor, split = check_split(split),
+    grid = py_grid(grid), hbi_grid = py_grid(hbi_grid), max_epochs = as.integer(max_epochs),
+    hbi_max_epochs = as.integer(hbi_max_epochs), patience = as.integer(patience), lr = lr,
+    batch_size = as.integer(batch_size), random_state = py_seed(seed), n_threads = as.integer(n_threads), ...)
+  structure(list(model_json = res$model_json, family = "MTL-HMB", tasks = unlist(res$tasks), task = task,
+                 blocks = lapply(res$block_map, unlist), private = unlist(res$private), y_name = y,
+                 rmse = rmse_frame(res$rmse), selected = lapply(res$selected, identity),
+                 selection = plain_frame(res$selection), hbi_selection = plain_frame(res$hbi_selection),
+                 params = res$params, call = match.call()),
+            class = c("hetmtl_mtl_hmb", "hetmtl_mtl"))
+}
+
+blockwise_baseline <- function(data, y, task, blocks, method = c("stl", "htl", "hps"), anchor = names(blocks)[1],
+                               split = c(0.6, 0.2, 0.2), grid = "small", hbi_grid = "small", max_epochs = 25000L,
+                               hbi_max_epochs = 5000L, patience = 30L, lr = 1e-3, batch_size = 16L, seed = NULL,
+                               n_threads = 1L, ...) {
+  method <- match.arg(method)
+  inp <- blockwise_inputs(data, y, task, blocks, anchor)
+  res <- rinterop()$blockwise_baseline_fit(
+    method, columns = inp$columns, task = inp$task, y = inp$y, block_map = inp$blocks, anchor = anchor,
+    split = check_split(split), grid = py_grid(grid), hbi_grid = py_grid(hbi_grid), max_epochs = as.integer(max_epochs),
+    hbi_max_epochs = as.integer(hbi_max_epochs), patience = as.integer(patience), lr = lr,
+    batch_size = as.integer(batch_size), random_state = py_seed(seed), n_threads = as.integer(n_threads), ...)
+  out <- rmse_frame(res$rmse)
+  attr(out, "method") <- method
+  out
+}
+
+# Validated block-wise inputs as plain lists for Python.
+blockwise_inputs <- function(data, y, task, blocks, anchor) {
   if (!is.data.frame(data)) stop("data must be a data.frame", call. = FALSE)
   blocks <- check_blocks(blocks, anchor)
   labels <- task_labels(data, task)
@@ -155,18 +187,8 @@ mtl_hmb <- function(data, y, task, blocks, anchor = names(blocks)[1], split = c(
   cols <- unlist(blocks, use.names = FALSE)
   check_columns(data, cols, "block")
   check_block_pattern(data, labels, blocks, check_numeric = TRUE)
-  res <- rinterop()$mtl_hmb_fit(
-    columns = lapply(data[cols], as_py_list), task = as.list(labels), y = as_py_list(yy),
-    block_map = lapply(blocks, as.list), anchor = anchor, split = check_split(split), grid = py_grid(grid),
-    hbi_grid = py_grid(hbi_grid), max_epochs = as.integer(max_epochs), hbi_max_epochs = as.integer(hbi_max_epochs),
-    patience = as.integer(patience), lr = lr, batch_size = as.integer(batch_size), random_state = py_seed(seed),
-    n_threads = as.integer(n_threads), ...)
-  structure(list(model_json = res$model_json, family = "MTL-HMB", tasks = unlist(res$tasks), task = task,
-                 blocks = lapply(res$block_map, unlist), private = unlist(res$private), y_name = y,
-                 rmse = rmse_frame(res$rmse), selected = lapply(res$selected, identity),
-                 selection = plain_frame(res$selection), hbi_selection = plain_frame(res$hbi_selection),
-                 params = res$params, call = match.call()),
-            class = c("hetmtl_mtl_hmb", "hetmtl_mtl"))
+  list(columns = lapply(data[cols], as_py_list), task = as.list(labels), y = as_py_list(yy),
+       blocks = lapply(blocks, as.list))
 }
 
 py_grid <- function(grid) {

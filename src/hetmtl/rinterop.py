@@ -254,40 +254,68 @@ def _grid(grid: Any, int_keys: Sequence[str]) -> Any:
     return [{k: int(v) if k in int_keys else float(v) for k, v in dict(c).items()} for c in grid]
 
 
+def _blockwise_setup(columns, task, y, block_map, anchor, split, params):
+    """(data, split, params) of a block-wise fit from R plain data."""
+    from hetmtl.blockwise import make_split
+    from hetmtl.data.blockwise import BlockwiseData
+
+    params = _ints(dict(params), ("batch_size", "max_epochs", "patience", "lr_step", "hbi_max_epochs", "n_threads",
+                                  "random_state", "hbi_orth_power"))
+    for key, ints in (("grid", ("width", "depth", "batch_size")), ("hbi_grid", ("width", "depth"))):
+        if key in params:
+            params[key] = _grid(params[key], ints)
+    df = _blockwise_frame(columns, task, y)
+    block_map = {str(k): [str(c) for c in np.atleast_1d(v)] for k, v in block_map.items()}
+    data = BlockwiseData.from_dataframe(df, block_map, ".task", ".y", anchor=str(anchor))
+    return data, make_split(data, [float(f) for f in split], seed=params.get("random_state")), params
+
+
+def _blockwise_rmse(model, data, split) -> dict[str, Any]:
+    rmse: dict[str, Any] = {}
+    for name, rows in {"train": split.train, "validation": split.val, "test": split.test}.items():
+        if all(len(r) > 0 for r in rows):
+            tab = model.evaluate(data, rows).iloc[:-1]
+            rmse["task"] = [str(t) for t in tab.index]
+            rmse[f"n_{name}"] = [int(v) for v in tab["n"]]
+            rmse[f"rmse_{name}"] = [float(v) for v in tab["rmse"]]
+    return rmse
+
+
 def mtl_hmb_fit(columns: dict[str, Sequence[float]], task: Sequence[str], y: Sequence[float],
                 block_map: dict[str, Sequence[str]], anchor: str, split: Sequence[float] = (0.6, 0.2, 0.2),
                 **params: Any) -> dict[str, Any]:
     """Fit :class:`~hetmtl.blockwise.MTLHMB` from R columns (NaN = missing block), a task label per
     row and a block map (source -> columns, ``anchor`` first); a seeded per-task split by
     ``split``. Returns the model JSON, per-task RMSE of every part and the selected configurations."""
-    from hetmtl.blockwise import MTLHMB, make_split
-    from hetmtl.data.blockwise import BlockwiseData
+    from hetmtl.blockwise import MTLHMB
 
-    params = _ints(dict(params), ("batch_size", "max_epochs", "patience", "lr_step", "hbi_max_epochs", "n_threads",
-                                  "random_state", "hbi_orth_power"))
-    params["grid"] = _grid(params.get("grid", "small"), ("width", "depth", "batch_size"))
-    params["hbi_grid"] = _grid(params.get("hbi_grid", "small"), ("width", "depth"))
-    df = _blockwise_frame(columns, task, y)
-    block_map = {str(k): [str(c) for c in np.atleast_1d(v)] for k, v in block_map.items()}
-    data = BlockwiseData.from_dataframe(df, block_map, ".task", ".y", anchor=str(anchor))
-    split_ = make_split(data, [float(f) for f in split], seed=params.get("random_state"))
+    data, split_, params = _blockwise_setup(columns, task, y, block_map, anchor, split, params)
     model = MTLHMB(**params).fit(data, split_)
-    parts = {"train": split_.train, "validation": split_.val, "test": split_.test}
-    rmse: dict[str, Any] = {}
-    for name, rows in parts.items():
-        if all(len(r) > 0 for r in rows):
-            tab = model.evaluate(data, rows).iloc[:-1]
-            rmse["task"] = [str(t) for t in tab.index]
-            rmse[f"n_{name}"] = [int(v) for v in tab["n"]]
-            rmse[f"rmse_{name}"] = [float(v) for v in tab["rmse"]]
     return {
         "model_json": model.to_json(), "tasks": list(model.task_names_), "sources": list(model.source_names_),
         "block_map": {n: list(model.source_columns_[n]) for n in model.source_names_},
         "private": {model.task_names_[t]: model.source_names_[s] for t, s in enumerate(model.private_source_)},
-        "rmse": rmse, "selected": plain(model.selected_config_), "selection": plain(model.selection_table()),
-        "hbi_selection": plain(model.imputer_.selection_table()),
+        "rmse": _blockwise_rmse(model, data, split_), "selected": plain(model.selected_config_),
+        "selection": plain(model.selection_table()), "hbi_selection": plain(model.imputer_.selection_table()),
         "params": plain({**model.get_params(deep=False), "imputer": None}),
     }
+
+
+def blockwise_baseline_fit(method: str, columns: dict[str, Sequence[float]], task: Sequence[str], y: Sequence[float],
+                           block_map: dict[str, Sequence[str]], anchor: str, split: Sequence[float] = (0.6, 0.2, 0.2),
+                           **params: Any) -> dict[str, Any]:
+    """Fit a block-wise competitor (``"stl"``, ``"htl"``, ``"hps"``) on the same seeded split as
+    :func:`mtl_hmb_fit`; returns per-task RMSE of every part (HTL imputes nothing: no HBI settings)."""
+    from hetmtl.blockwise import HPS, HTL, STL
+
+    classes = {"stl": STL, "htl": HTL, "hps": HPS}
+    if method not in classes:
+        raise ValueError(f"method must be one of {sorted(classes)}, got {method!r}")
+    data, split_, params = _blockwise_setup(columns, task, y, block_map, anchor, split, params)
+    if method == "htl":
+        params = {k: v for k, v in params.items() if not k.startswith("hbi_")}
+    model = classes[method](**params).fit(data, split_)
+    return {"rmse": _blockwise_rmse(model, data, split_)}
 
 
 def mtl_hmb_predict(model_json: str, columns: dict[str, Sequence[float]], task: Sequence[str]) -> list[float]:

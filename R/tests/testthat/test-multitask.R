@@ -168,3 +168,22 @@ test_that("predict in a fresh R session from the stored JSON only", {
   tampered$model_json <- sub("\"y_mean\": ", "\"y_mean\": 1", enc$model_json, fixed = TRUE)
   expect_error(predict(tampered, df), "checksum mismatch")
 })
+
+test_that("blockwise_baseline: STL on the same split equals Python's STL", {
+  skip_if_no_hetmtl()
+  sim <- hmb_data()
+  g <- data.frame(width = 6L, depth = 2L)
+  stl <- blockwise_baseline(sim$data, "y", "task", sim$blocks, method = "stl", grid = g, max_epochs = 10L, seed = 2L)
+  expect_equal(attr(stl, "method"), "stl")
+  ri <- reticulate::import("hetmtl.rinterop")
+  bw <- reticulate::import("hetmtl.blockwise", convert = FALSE)
+  hd <- reticulate::import("hetmtl.data.blockwise", convert = FALSE)
+  cols <- unlist(sim$blocks, use.names = FALSE)
+  frame <- ri$`_blockwise_frame`(lapply(sim$data[cols], function(v) as.list(as.double(v))), as.list(sim$data$task),
+                                  as.list(sim$data$y))
+  data <- hd$BlockwiseData$from_dataframe(frame, lapply(sim$blocks, as.list), ".task", ".y", anchor = "x0")
+  py <- bw$STL(grid = list(list(width = 6L, depth = 2L)), max_epochs = 10L, random_state = 2L)$fit(
+    data, bw$make_split(data, list(0.6, 0.2, 0.2), seed = 2L))
+  expect_equal(stl$rmse_test, unlist(ri$plain(py$test_rmse_$to_numpy())), tolerance = 1e-10)
+  expect_error(blockwise_baseline(sim$data, "y", "task", sim$blocks, method = "nope"), "should be one of")
+})
