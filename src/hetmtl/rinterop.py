@@ -328,6 +328,8 @@ def mtl_hmb_predict(model_json: str, columns: dict[str, Sequence[float]], task: 
     df = _blockwise_frame(columns, task, None)
     out = np.full(len(df), np.nan)
     cols_of = model.source_columns_
+    if cols_of is None:
+        raise DataValidationError("this model was fitted on arrays without column names; predict with MTLHMB.predict")
     for name in pd.unique(df[".task"]):
         t = model._task(name)
         need = [*cols_of[model.source_names_[0]], *cols_of[model.source_names_[model.private_source_[t]]]]
