@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
+import pandas as pd
 
 
 def matrix(flat: Sequence[float] | None, nrow: int, ncol: int) -> np.ndarray | None:
@@ -28,8 +29,6 @@ def vector(values: Sequence[float] | None) -> np.ndarray | None:
 
 def plain(obj: Any) -> Any:
     """Convert NumPy arrays/scalars (recursively, in dicts, lists and DataFrames) to plain Python."""
-    import pandas as pd
-
     if isinstance(obj, pd.DataFrame):
         return {"index": [plain(i) for i in obj.index.tolist()], "columns": [str(c) for c in obj.columns],
                 "data": {str(c): plain(obj[c].to_numpy()) for c in obj.columns}}
@@ -137,3 +136,237 @@ def simulate_latefusion(**params: Any) -> dict[str, Any]:
     df = df.loc[:, ~df.columns.duplicated()]
     return {**_frame_columns(df), "theta": plain(sim.theta), "theta0": plain(sim.theta0),
             "outlier": plain(sim.outlier), "d": int(sim.theta.shape[1])}
+
+
+# ---------------------------------------------------------------------------- dual encoder
+def _ints(params: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    for key in keys:
+        if params.get(key) is not None:
+            params[key] = int(params[key])
+    return params
+
+
+def _rmse_parts(score, parts: dict[str, Any]) -> dict[str, Any]:
+    """Per-task n and RMSE of each named part (train / validation / test) as plain columns."""
+    out: dict[str, Any] = {}
+    for name, part in parts.items():
+        if part is None:
+            continue
+        tab = score(part)
+        out["task"] = [str(t) for t in tab.index]
+        out[f"n_{name}"] = [int(v) for v in tab["n"]]
+        out[f"rmse_{name}"] = [float(v) for v in tab["rmse"]]
+    return out
+
+
+def dual_encoder_fit(x: Sequence[float], nrow: int, x_cols: Sequence[str], y: Sequence[float], task: Sequence[str],
+                     split: Sequence[float] = (0.6, 0.2, 0.2), lambdas: Sequence[float] = (0.01,),
+                     **params: Any) -> dict[str, Any]:
+    """Fit :class:`~hetmtl.encoders.DualEncoderMTL` from R data (stacked rows, per-row task labels).
+
+    Every task's rows are split by ``split`` (train / validation[ / test]) with ``random_state``;
+    with several ``lambdas`` (lam_alpha = lam_beta) the one with the smallest summed validation
+    MSE is kept. Returns the model JSON, per-task RMSE of every part, the heads and the selection.
+    """
+    from hetmtl.data.multitask import MultiTaskData
+    from hetmtl.encoders import DualEncoderMTL
+
+    x_cols = [str(c) for c in x_cols]
+    params = _ints(dict(params), ("n_shared", "n_specific", "max_epochs", "patience", "batch_size", "prox_steps",
+                                  "random_state", "n_threads"))
+    if params.get("hidden") is not None:
+        params["hidden"] = tuple(int(h) for h in np.atleast_1d(params["hidden"]))
+    data = MultiTaskData.from_arrays(matrix(x, nrow, len(x_cols)), vector(y), [str(t) for t in task], x_cols=x_cols)
+    fractions = [float(f) for f in split]
+    parts = data.split(fractions, random_state=params.get("random_state"))
+    train, val = parts[0], parts[1]
+    test = parts[2] if len(parts) > 2 else None
+    rows, best, best_loss = [], None, np.inf
+    for lam in [float(v) for v in lambdas]:
+        model = DualEncoderMTL(**{**params, "lam_alpha": lam, "lam_beta": lam}).fit(train, validation_data=val)
+        loss = float(model.score_tasks(val)["mse"].sum())
+        rows.append({"lambda": lam, "val_mse_sum": loss, "n_epochs": int(model.n_epochs_)})
+        if loss < best_loss:
+            best, best_loss = model, loss
+    c = best.coef_
+    return {
+        "model_json": best.to_json(), "tasks": [str(t) for t in best.tasks_], "x_cols": x_cols,
+        "rmse": _rmse_parts(best.score_tasks, {"train": train, "validation": val, "test": test}),
+        "alpha": plain(c.alpha.numpy()), "beta": plain(c.beta.numpy()), "b": plain(c.b.numpy()),
+        "alpha_center": plain(c.alpha_center.numpy()), "beta_center": plain(c.beta_center.numpy()),
+        "selection": plain(pd.DataFrame(rows)), "lambda": float(best.lam_alpha), "params": plain(best.get_params()),
+        "n_epochs": int(best.n_epochs_), "best_epoch": plain(best.best_epoch_),
+    }
+
+
+def dual_encoder_predict(model_json: str, x: Sequence[float], nrow: int, ncol: int, task: Sequence[str]) -> list[float]:
+    """Predictions of a dual-encoder model (its JSON) for stacked rows with per-row task labels."""
+    from hetmtl.encoders import DualEncoderMTL
+
+    model = DualEncoderMTL.from_json(str(model_json))
+    return plain(model.predict(matrix(x, nrow, ncol), np.asarray([str(t) for t in task], dtype=object)))
+
+
+def simulate_encoders(design: str = "latent", n_test: int = 0, test_seed: int | None = None, **params: Any) -> dict[str, Any]:
+    """A dual-encoder simulation (``simulate_latent`` or ``simulate_paper_like``) as plain columns;
+    with ``n_test > 0`` also fresh rows per task with the noise-free mean as ``y`` (the truth)."""
+    from hetmtl.encoders.simulate import simulate_latent, simulate_paper_like
+
+    params = _ints(dict(params), ("n_tasks", "d", "n_shared", "n_specific", "n_drifted", "random_state"))
+    if params.get("n") is not None:
+        n = np.atleast_1d(params["n"]).astype(int)
+        params["n"] = int(n[0]) if n.size == 1 else n.tolist()
+    make = {"latent": simulate_latent, "paper_like": simulate_paper_like}.get(design)
+    if make is None:
+        raise ValueError(f"design must be 'latent' or 'paper_like', got {design!r}")
+    sim = make(**params)
+
+    def frame(data):
+        df = data.to_dataframe(task_col="task")
+        return _frame_columns(df[["task", "y", *data.x_cols]])
+
+    out: dict[str, Any] = {"data": frame(sim.data), "info": plain(sim.info)}
+    for key in ("beta", "beta_center", "drifted"):
+        if getattr(sim, key) is not None:
+            out[key] = plain(getattr(sim, key))
+    if int(n_test) > 0:
+        seed = params.get("random_state") if test_seed is None else int(test_seed)
+        out["test"] = frame(sim.test_data(int(n_test), random_state=seed))
+    return out
+
+
+# ---------------------------------------------------------------------------- MTL-HMB
+def _blockwise_frame(columns: dict[str, Sequence[float]], task: Sequence[str], y: Sequence[float] | None) -> pd.DataFrame:
+    df = pd.DataFrame({str(k): np.asarray([np.nan if v is None else v for v in vals], dtype=float)
+                       for k, vals in columns.items()})
+    df.insert(0, ".task", [str(t) for t in task])
+    if y is not None:
+        df.insert(1, ".y", np.asarray(list(y), dtype=float))
+    return df
+
+
+def _grid(grid: Any, int_keys: Sequence[str]) -> Any:
+    if isinstance(grid, str) or grid is None:
+        return grid
+    if isinstance(grid, dict):  # an R data.frame arrives as {column: [values]}
+        keys = list(grid)
+        grid = [dict(zip(keys, vals)) for vals in zip(*(list(np.atleast_1d(grid[k])) for k in keys))]
+    return [{k: int(v) if k in int_keys else float(v) for k, v in dict(c).items()} for c in grid]
+
+
+def _blockwise_setup(columns, task, y, block_map, anchor, split, params):
+    """(data, split, params) of a block-wise fit from R plain data."""
+    from hetmtl.blockwise import make_split
+    from hetmtl.data.blockwise import BlockwiseData
+
+    params = _ints(dict(params), ("batch_size", "max_epochs", "patience", "lr_step", "hbi_max_epochs", "n_threads",
+                                  "random_state", "hbi_orth_power"))
+    for key, ints in (("grid", ("width", "depth", "batch_size")), ("hbi_grid", ("width", "depth"))):
+        if key in params:
+            params[key] = _grid(params[key], ints)
+    df = _blockwise_frame(columns, task, y)
+    block_map = {str(k): [str(c) for c in np.atleast_1d(v)] for k, v in block_map.items()}
+    data = BlockwiseData.from_dataframe(df, block_map, ".task", ".y", anchor=str(anchor))
+    return data, make_split(data, [float(f) for f in split], seed=params.get("random_state")), params
+
+
+def _blockwise_rmse(model, data, split) -> dict[str, Any]:
+    rmse: dict[str, Any] = {}
+    for name, rows in {"train": split.train, "validation": split.val, "test": split.test}.items():
+        if all(len(r) > 0 for r in rows):
+            tab = model.evaluate(data, rows).iloc[:-1]
+            rmse["task"] = [str(t) for t in tab.index]
+            rmse[f"n_{name}"] = [int(v) for v in tab["n"]]
+            rmse[f"rmse_{name}"] = [float(v) for v in tab["rmse"]]
+    return rmse
+
+
+def mtl_hmb_fit(columns: dict[str, Sequence[float]], task: Sequence[str], y: Sequence[float],
+                block_map: dict[str, Sequence[str]], anchor: str, split: Sequence[float] = (0.6, 0.2, 0.2),
+                **params: Any) -> dict[str, Any]:
+    """Fit :class:`~hetmtl.blockwise.MTLHMB` from R columns (NaN = missing block), a task label per
+    row and a block map (source -> columns, ``anchor`` first); a seeded per-task split by
+    ``split``. Returns the model JSON, per-task RMSE of every part and the selected configurations."""
+    from hetmtl.blockwise import MTLHMB
+
+    data, split_, params = _blockwise_setup(columns, task, y, block_map, anchor, split, params)
+    model = MTLHMB(**params).fit(data, split_)
+    return {
+        "model_json": model.to_json(), "tasks": list(model.task_names_), "sources": list(model.source_names_),
+        "block_map": {n: list(model.source_columns_[n]) for n in model.source_names_},
+        "private": {model.task_names_[t]: model.source_names_[s] for t, s in enumerate(model.private_source_)},
+        "rmse": _blockwise_rmse(model, data, split_), "selected": plain(model.selected_config_),
+        "selection": plain(model.selection_table()), "hbi_selection": plain(model.imputer_.selection_table()),
+        "params": plain({**model.get_params(deep=False), "imputer": None}),
+    }
+
+
+def blockwise_baseline_fit(method: str, columns: dict[str, Sequence[float]], task: Sequence[str], y: Sequence[float],
+                           block_map: dict[str, Sequence[str]], anchor: str, split: Sequence[float] = (0.6, 0.2, 0.2),
+                           **params: Any) -> dict[str, Any]:
+    """Fit a block-wise competitor (``"stl"``, ``"htl"``, ``"hps"``) on the same seeded split as
+    :func:`mtl_hmb_fit`; returns per-task RMSE of every part (HTL imputes nothing: no HBI settings)."""
+    from hetmtl.blockwise import HPS, HTL, STL
+
+    classes = {"stl": STL, "htl": HTL, "hps": HPS}
+    if method not in classes:
+        raise ValueError(f"method must be one of {sorted(classes)}, got {method!r}")
+    data, split_, params = _blockwise_setup(columns, task, y, block_map, anchor, split, params)
+    if method == "htl":
+        params = {k: v for k, v in params.items() if not k.startswith("hbi_")}
+    model = classes[method](**params).fit(data, split_)
+    return {"rmse": _blockwise_rmse(model, data, split_)}
+
+
+def mtl_hmb_predict(model_json: str, columns: dict[str, Sequence[float]], task: Sequence[str]) -> list[float]:
+    """Predictions of an MTL-HMB model (its JSON) for rows with a task label each; every row needs
+    its task's anchor and own-block columns (other blocks are ignored)."""
+    from hetmtl.blockwise import MTLHMB
+    from hetmtl.exceptions import DataValidationError
+
+    model = MTLHMB.from_json(str(model_json))
+    df = _blockwise_frame(columns, task, None)
+    out = np.full(len(df), np.nan)
+    cols_of = model.source_columns_
+    if cols_of is None:
+        raise DataValidationError("this model was fitted on arrays without column names; predict with MTLHMB.predict")
+    for name in pd.unique(df[".task"]):
+        t = model._task(name)
+        need = [*cols_of[model.source_names_[0]], *cols_of[model.source_names_[model.private_source_[t]]]]
+        absent = [c for c in need if c not in df.columns]
+        if absent:
+            raise DataValidationError(f"task {name!r}: column(s) {absent} not in newdata")
+        rows = (df[".task"] == name).to_numpy()
+        X = df.loc[rows, need].to_numpy(float)
+        bad = [c for j, c in enumerate(need) if np.isnan(X[:, j]).any()]
+        if bad:
+            raise DataValidationError(f"task {name!r}: missing values in column(s) {bad} (its anchor or own block)")
+        out[rows] = model.predict(X, t)
+    return plain(out)
+
+
+def simulate_blockwise(setting: str | None = None, value: Any = None, **params: Any) -> dict[str, Any]:
+    """A block-wise simulation (paper setting ``setting`` at ``value``, then ``params`` overrides)
+    as plain columns (NaN in missing blocks), its block map and the noise-free means."""
+    from hetmtl.blockwise.simulate import setting_params
+    from hetmtl.blockwise.simulate import simulate_blockwise as simulate
+
+    kw = setting_params(setting, value) if setting is not None else {}
+    params = _ints(dict(params), ("p0", "n_tasks", "seed"))
+    for key in ("n", "p_private"):
+        if params.get(key) is not None:
+            v = np.atleast_1d(params[key]).astype(int)
+            params[key] = int(v[0]) if v.size == 1 else v.tolist()
+    for key in ("rho", "sigma"):
+        if params.get(key) is not None:
+            v = np.atleast_1d(params[key]).astype(float)
+            params[key] = float(v[0]) if v.size == 1 else tuple(v.tolist())
+    kw.update({k: v for k, v in params.items() if v is not None})
+    sim = simulate(**kw)
+    df = sim.data.to_dataframe()
+    dims = sim.data.source_dims
+    names = list(df.columns[2:])
+    starts = np.concatenate([[0], np.cumsum(dims)])
+    block_map = {s: names[starts[i]:starts[i + 1]] for i, s in enumerate(sim.data.source_names)}
+    info = {k: v for k, v in sim.params.items() if k not in ("v_c", "v_t")}
+    return {"data": _frame_columns(df), "block_map": block_map, "mean": plain(np.concatenate(sim.mean)), "params": plain(info)}

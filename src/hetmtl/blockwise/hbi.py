@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from sklearn.base import BaseEstimator
 
-from hetmtl.blockwise._engine import GridFit, TaskBatches, TrainSettings, fit_grid, group_key_for
+from hetmtl.blockwise._engine import GridFit, GroupFit, TaskBatches, TrainSettings, fit_grid, group_key_for
 from hetmtl.blockwise.nets import HBINet
 from hetmtl.blockwise.selection import hbi_grid
 from hetmtl.data.blockwise import BlockwiseData
@@ -115,7 +115,7 @@ class HBImputer(BaseEstimator):
         self._check()
         if source not in self.members_:
             raise DataValidationError(f"block {source} is not a private block of the fitted data")
-        x0 = np.asarray(x0, float)
+        x0 = np.array(x0, dtype=float)  # a writable copy (torch refuses read-only views)
         if x0.ndim != 2 or x0.shape[1] != self.source_dims_[0]:
             raise DataValidationError(f"anchor rows must have {self.source_dims_[0]} columns, got shape {x0.shape}")
         net, params, _ = self.members_[source]
@@ -147,3 +147,78 @@ class HBImputer(BaseEstimator):
             df["selected"] = np.arange(len(df)) == fit.selected
             frames.append(df)
         return pd.concat(frames, ignore_index=True)
+
+    # ------------------------------------------------------------------ export (no pickles)
+    def _export(self, prefix: str = "") -> tuple[dict, dict, dict]:
+        """(params, fitted, tensors) of the fitted imputer for :mod:`hetmtl.serialization`."""
+        self._check()
+        fitted = {"n_tasks": self.n_tasks_, "source_dims": self.source_dims_, "private_source": self.private_source_,
+                  "sources": {}}
+        tensors = {}
+        for s, fit in self.fits_.items():
+            net = fit.member()[0]
+            args = dict(p0=net.p0, ps=net.ps, depth=net.depth, width=net.width, heterogeneous=net.heterogeneous,
+                        orth_power=net.orth_power)
+            fitted["sources"][str(s)], tens = export_grid(fit, f"{prefix}{s}.", args)
+            tensors |= tens
+        return self.get_params(), fitted, tensors
+
+    @classmethod
+    def _import(cls, params: dict, fitted: dict, tensors: dict, prefix: str = "") -> "HBImputer":
+        """Inverse of :meth:`_export` (tensors decoded)."""
+        from hetmtl.serialization import ModelFormatError, require
+
+        try:
+            imp = cls(**params)
+            dtype = _dtype(imp.dtype)
+        except (TypeError, KeyError) as exc:
+            raise ModelFormatError(f"HBImputer: invalid hyperparameters ({exc})") from None
+        require(fitted, ("n_tasks", "source_dims", "private_source", "sources"), "imputer")
+        imp.fits_, imp.members_ = {}, {}
+        for key, info in fitted["sources"].items():
+            s = int(key)
+            net = HBINet(**info["net"])
+            imp.fits_[s] = import_grid(info, tensors, f"{prefix}{s}.", net, dtype)
+            imp.members_[s] = imp.fits_[s].member()
+        imp.n_tasks_ = int(fitted["n_tasks"])
+        imp.source_dims_ = [int(v) for v in fitted["source_dims"]]
+        imp.private_source_ = [int(v) for v in fitted["private_source"]]
+        imp.dtype_ = dtype
+        return imp
+
+
+def export_grid(fit: GridFit, prefix: str, net_args: dict) -> tuple[dict, dict]:
+    """A fitted grid for export: every configuration's validation loss and epoch, and the
+    selected configuration's network (constructor ``net_args``, parameters, configuration tensors)."""
+    _, params, cfg = fit.member()
+    info = {"configs": fit.configs, "selected": fit.selected, "net": net_args, "seconds": fit.seconds}
+    tensors = {f"{prefix}val_loss": fit.val_loss, f"{prefix}best_epoch": fit.best_epoch,
+               **{f"{prefix}param.{k}": v for k, v in params.items()}, **{f"{prefix}cfg.{k}": v for k, v in cfg.items()}}
+    return info, tensors
+
+
+def import_grid(info: dict, tensors: dict, prefix: str, net, dtype: torch.dtype) -> GridFit:
+    """Inverse of :func:`export_grid`: a :class:`GridFit` holding only the selected network;
+    parameter shapes are checked against ``net``'s architecture."""
+    from hetmtl.serialization import ModelFormatError, require
+
+    require(info, ("configs", "selected", "net"), prefix.rstrip("."))
+    require(tensors, (f"{prefix}val_loss", f"{prefix}best_epoch"), "tensors")
+    sel = int(info["selected"])
+    params = {k[len(prefix) + 6:]: v for k, v in tensors.items() if k.startswith(prefix + "param.")}
+    cfg = {k[len(prefix) + 4:]: v for k, v in tensors.items() if k.startswith(prefix + "cfg.")}
+    configs = [dict(c) for c in info["configs"]]
+    if not 0 <= sel < len(configs):
+        raise ModelFormatError(f"{prefix}: selected configuration {sel} of {len(configs)}")
+    try:
+        want = {k: tuple(v.shape) for k, v in net.init([configs[sel]], [sel], 0, dtype)[0].items()}
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise ModelFormatError(f"{prefix}: configuration {sel} does not fit the stored network ({exc})") from None
+    got = {k: tuple(v.shape) for k, v in params.items()}
+    if want != got or any(v.dtype != dtype for v in params.values()):
+        raise ModelFormatError(f"{prefix}: network parameters {got} do not match the architecture {want} ({dtype})")
+    fit = GridFit(configs, tensors[f"{prefix}val_loss"].numpy(), tensors[f"{prefix}best_epoch"].numpy(),
+                  [GroupFit(net, [sel], params, cfg)], float(info.get("seconds", 0.0)))
+    if fit.selected != sel:
+        raise ModelFormatError(f"{prefix}: the stored validation losses select configuration {fit.selected}, not {sel}")
+    return fit

@@ -17,7 +17,7 @@ import torch
 from sklearn.base import BaseEstimator
 
 from hetmtl.blockwise._engine import GridFit, TaskBatches, TrainSettings, fit_grid, group_key_for
-from hetmtl.blockwise.hbi import HBImputer, _dtype
+from hetmtl.blockwise.hbi import HBImputer, _dtype, export_grid, import_grid
 from hetmtl.blockwise.nets import Step2Net
 from hetmtl.blockwise.selection import BlockwiseSplit, make_split, step2_grid
 from hetmtl.data.blockwise import BlockwiseData
@@ -55,6 +55,8 @@ class BlockwiseRegressor(BaseEstimator):
         self.task_names_ = list(data.task_names)
         self.source_dims_ = data.source_dims
         self.private_source_ = data.private_source
+        self.source_names_ = list(data.source_names)
+        self.source_columns_ = data.source_columns
         self.n_tasks_ = data.n_tasks
         self.split_ = split
         self.dtype_ = _dtype(self.dtype)
@@ -288,3 +290,68 @@ class MTLHMB(Step1Mixin, BlockwiseRegressor):
         df = self.fit_.table()
         df["selected"] = np.arange(len(df)) == self.fit_.selected
         return df
+
+    # export (no pickles) -------------------------------------------------------------------
+    def to_json(self, path=None) -> str:
+        """The fitted model (Step-2 network, fitted HBI imputer, split, test table) as validated,
+        checksummed JSON (:mod:`hetmtl.serialization`); :meth:`from_json` predicts identically."""
+        from hetmtl import serialization
+
+        self._check_fitted()
+        net = self.member_[0]
+        args = dict(p0=net.p0, P=net.P, T=net.T, width=net.width, depth=net.depth, dr_mode=net.dr_mode,
+                    in_true=net.in_true)
+        step2, tensors = export_grid(self.fit_, "step2.", args)
+        tensors["step2.imputed"] = net.imputed
+        imp_params, imp_fitted, imp_tensors = self.imputer_._export("imputer.")
+        tensors |= imp_tensors
+        for part in ("train", "val", "test"):
+            tensors |= {f"split.{part}.{t}": np.asarray(r, dtype=np.int64) for t, r in enumerate(getattr(self.split_, part))}
+        fitted = {"task_names": self.task_names_, "source_dims": self.source_dims_, "private_source": self.private_source_,
+                  "source_names": self.source_names_, "source_columns": self.source_columns_, "step2": step2,
+                  "imputer": {"params": imp_params, "fitted": imp_fitted}}
+        if hasattr(self, "test_table_"):
+            fitted["test_table"] = {"index": list(self.test_table_.index),
+                                    **{c: self.test_table_[c].tolist() for c in self.test_table_.columns}}
+        params = {**self.get_params(deep=False), "imputer": None}
+        return serialization.dumps(type(self).__name__, params, fitted, tensors, path)
+
+    @classmethod
+    def from_json(cls, source) -> "MTLHMB":
+        """A fitted model from :meth:`to_json` output (JSON text or a file path)."""
+        from hetmtl import serialization as ser
+
+        params, fitted, enc = ser.loads(source, cls.__name__)
+        try:
+            model = cls(**params)
+            model.dtype_ = _dtype(model.dtype)
+        except (TypeError, KeyError) as exc:
+            raise ser.ModelFormatError(f"{cls.__name__} model: invalid hyperparameters ({exc})") from None
+        ser.require(fitted, ("task_names", "source_dims", "private_source", "source_names", "step2", "imputer"), "fitted")
+        t = {k: ser.decode_tensor(v, k) for k, v in enc.items()}
+        model.task_names_ = [str(v) for v in fitted["task_names"]]
+        model.n_tasks_ = len(model.task_names_)
+        model.source_dims_ = [int(v) for v in fitted["source_dims"]]
+        model.private_source_ = [int(v) for v in fitted["private_source"]]
+        model.source_names_ = list(fitted["source_names"])
+        model.source_columns_ = fitted.get("source_columns")
+        args = dict(fitted["step2"]["net"])
+        ser.require(t, ("step2.imputed",), "tensors")
+        imputed = t["step2.imputed"].to(model.dtype_)
+        try:
+            net = Step2Net(args.pop("p0"), args.pop("P"), args.pop("T"), imputed, **args)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ser.ModelFormatError(f"{cls.__name__} model: invalid Step-2 network ({exc})") from None
+        model.fit_ = import_grid(fitted["step2"], t, "step2.", net, model.dtype_)
+        model.selected_config_ = model.fit_.selected_config
+        model.member_ = model.fit_.member()
+        imp = fitted["imputer"]
+        model.imputer_ = HBImputer._import(imp["params"], imp["fitted"], t, "imputer.")
+        parts = {p: tuple(t[f"split.{p}.{i}"].numpy() for i in range(model.n_tasks_)) for p in ("train", "val", "test")}
+        model.split_ = BlockwiseSplit(parts["train"], parts["val"], parts["test"])
+        if "test_table" in fitted:
+            tab = dict(fitted["test_table"])
+            model.test_table_ = pd.DataFrame({k: v for k, v in tab.items() if k != "index"}, index=tab["index"])
+            model.test_rmse_ = model.test_table_["rmse"].iloc[:-1]
+            model.test_rmse_avg_ = float(model.test_table_["rmse"].iloc[-1])
+        return model

@@ -492,6 +492,77 @@ class DualEncoderMTL(BaseEstimator):
         return S.numpy(), C.numpy()
 
 
+    # ------------------------------------------------------------------ export (no pickles)
+    def to_json(self, path=None) -> str:
+        """The fitted model as validated, checksummed JSON (:mod:`hetmtl.serialization`); written
+        to ``path`` when given. :meth:`from_json` restores a model that predicts identically."""
+        from hetmtl import serialization
+
+        self._check_fitted()
+        best = self.best_epoch_
+        fitted = {"tasks": self.tasks_, "n_features_in": self.n_features_in_, "y_mean": self.y_mean_,
+                  "y_scale": self.y_scale_, "feature_names_in": list(self.feature_names_in_), "n_epochs": self.n_epochs_,
+                  "best_epoch": best if np.ndim(best) == 0 else list(best)}
+        tensors = {"x_mean": self.x_mean_, "x_scale": self.x_scale_, "task_weights": self.task_weights_,
+                   **{f"coef.{k}": getattr(self.coef_, k) for k in ("alpha", "beta", "b", "alpha_center", "beta_center")},
+                   **{f"history.{c}": self.history_[c].to_numpy(float) for c in ("train_mse", "val_mse_sum")}}
+        for prefix, mlp in (("C.", self.shared_), ("S.", self.specific_)):
+            if mlp is not None:
+                tensors |= {prefix + k: v for k, v in mlp.stacked_state().items()}
+        return serialization.dumps(type(self).__name__, self.get_params(), fitted, tensors, path)
+
+    @classmethod
+    def from_json(cls, source) -> "DualEncoderMTL":
+        """A fitted model from :meth:`to_json` output (JSON text or a file path)."""
+        from hetmtl import serialization as ser
+
+        params, fitted, enc = ser.loads(source, cls.__name__)
+        try:
+            model = cls(**{**params, "hidden": tuple(params.get("hidden", ()))})
+            model._check_params()
+        except (TypeError, ValueError) as exc:
+            raise ser.ModelFormatError(f"{cls.__name__} model: invalid hyperparameters ({exc})") from None
+        ser.require(fitted, ("tasks", "n_features_in", "y_mean", "y_scale", "feature_names_in", "n_epochs", "best_epoch"),
+                    "fitted")
+        ser.require(enc, ("x_mean", "x_scale", "task_weights", "coef.alpha", "coef.beta", "coef.b", "coef.alpha_center",
+                          "coef.beta_center"), "tensors")
+        t = {k: ser.decode_tensor(v, k) for k, v in enc.items()}
+        R, d = len(fitted["tasks"]), int(fitted["n_features_in"])
+        hidden = tuple(int(h) for h in model.hidden)
+        model.tasks_ = list(fitted["tasks"])
+        model.n_features_in_ = d
+        model.feature_names_in_ = np.array(fitted["feature_names_in"], dtype=object)
+        model.x_mean_, model.x_scale_ = t["x_mean"].numpy(), t["x_scale"].numpy()
+        model.y_mean_, model.y_scale_ = float(fitted["y_mean"]), float(fitted["y_scale"])
+        model.task_weights_ = t["task_weights"].numpy()
+        model.coef_ = Coefficients(*(t[f"coef.{k}"] for k in ("alpha", "beta", "b", "alpha_center", "beta_center")))
+        model.n_epochs_ = int(fitted["n_epochs"])
+        best = fitted["best_epoch"]
+        model.best_epoch_ = int(best) if np.ndim(best) == 0 else np.asarray(best, dtype=np.int64)
+        model.history_ = pd.DataFrame({"epoch": np.arange(model.n_epochs_), "train_mse": t["history.train_mse"].numpy(),
+                                       "val_mse_sum": t["history.val_mse_sum"].numpy()}) if "history.train_mse" in t else None
+        sizes = {"C.": (1, int(model.n_shared)), "S.": (R, int(model.n_specific))}
+        for prefix, attr in (("C.", "shared_"), ("S.", "specific_")):
+            n_models, d_out = sizes[prefix]
+            mlp = None
+            if d_out:
+                mlp = BatchedMLP(n_models, d, hidden, d_out, model.normalize, torch.Generator().manual_seed(0))
+                state = {k[2:]: v for k, v in t.items() if k.startswith(prefix)}
+                want = {k: tuple(v.shape) for k, v in mlp.stacked_state().items()}
+                got = {k: tuple(v.shape) for k, v in state.items()}
+                if got != want:
+                    raise ser.ModelFormatError(f"{cls.__name__} model: encoder {prefix[0]} tensors {got} do not match the "
+                                               f"architecture {want}")
+                mlp.load_stacked(state)
+            setattr(model, attr, mlp)
+        shapes = {"x_mean": (d,), "x_scale": (d,), "task_weights": (R,), "coef.b": (R,),
+                  "coef.alpha": (R, int(model.n_specific)), "coef.beta": (R, int(model.n_shared))}
+        bad = {k: tuple(t[k].shape) for k, s in shapes.items() if tuple(t[k].shape) != s}
+        if bad:
+            raise ser.ModelFormatError(f"{cls.__name__} model: tensors with wrong shapes {bad} for {R} tasks, {d} features")
+        return model
+
+
 def _cycled_permutation(rng: np.random.Generator, n: int, length: int) -> np.ndarray:
     reps = int(np.ceil(length / n))
     return np.concatenate([rng.permutation(n) for _ in range(reps)])[:length]
