@@ -129,15 +129,36 @@ Problem::Problem(MatrixXd theta_hat, std::vector<MatrixXd> H, VectorXd w, Vector
   }
 }
 
+namespace {
+// Eigen-decompositions of every H_k (fixed-size solver for small d: no allocation per site).
+template <int D>
+void eigen_all(const std::vector<MatrixXd>& H, std::vector<MatrixXd>& evec, MatrixXd& eval) {
+  using Mat = Eigen::Matrix<double, D, D>;
+  const int K = static_cast<int>(H.size());
+  Eigen::SelfAdjointEigenSolver<Mat> es(static_cast<int>(H[0].rows()));
+  for (int k = 0; k < K; ++k) {
+    es.compute(Mat(H[k]));
+    evec[k] = es.eigenvectors();
+    eval.col(k) = es.eigenvalues();
+  }
+}
+}  // namespace
+
 void Problem::ensure_eigen() const {
   std::call_once(eig_once_, [this]() {
     const int K = this->K(), d = this->d();
     evec_.resize(K);
     eval_.resize(d, K);
-    for (int k = 0; k < K; ++k) {
-      Eigen::SelfAdjointEigenSolver<MatrixXd> es(H_[k]);
-      evec_[k] = es.eigenvectors();
-      eval_.col(k) = es.eigenvalues();
+    switch (d) {
+      case 1: eigen_all<1>(H_, evec_, eval_); break;
+      case 2: eigen_all<2>(H_, evec_, eval_); break;
+      case 3: eigen_all<3>(H_, evec_, eval_); break;
+      case 4: eigen_all<4>(H_, evec_, eval_); break;
+      case 5: eigen_all<5>(H_, evec_, eval_); break;
+      case 6: eigen_all<6>(H_, evec_, eval_); break;
+      case 7: eigen_all<7>(H_, evec_, eval_); break;
+      case 8: eigen_all<8>(H_, evec_, eval_); break;
+      default: eigen_all<Eigen::Dynamic>(H_, evec_, eval_); break;
     }
   });
 }
