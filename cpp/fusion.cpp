@@ -129,15 +129,36 @@ Problem::Problem(MatrixXd theta_hat, std::vector<MatrixXd> H, VectorXd w, Vector
   }
 }
 
+namespace {
+// Eigen-decompositions of every H_k (fixed-size solver for small d: no allocation per site).
+template <int D>
+void eigen_all(const std::vector<MatrixXd>& H, std::vector<MatrixXd>& evec, MatrixXd& eval) {
+  using Mat = Eigen::Matrix<double, D, D>;
+  const int K = static_cast<int>(H.size());
+  Eigen::SelfAdjointEigenSolver<Mat> es(static_cast<int>(H[0].rows()));
+  for (int k = 0; k < K; ++k) {
+    es.compute(Mat(H[k]));
+    evec[k] = es.eigenvectors();
+    eval.col(k) = es.eigenvalues();
+  }
+}
+}  // namespace
+
 void Problem::ensure_eigen() const {
   std::call_once(eig_once_, [this]() {
     const int K = this->K(), d = this->d();
     evec_.resize(K);
     eval_.resize(d, K);
-    for (int k = 0; k < K; ++k) {
-      Eigen::SelfAdjointEigenSolver<MatrixXd> es(H_[k]);
-      evec_[k] = es.eigenvectors();
-      eval_.col(k) = es.eigenvalues();
+    switch (d) {
+      case 1: eigen_all<1>(H_, evec_, eval_); break;
+      case 2: eigen_all<2>(H_, evec_, eval_); break;
+      case 3: eigen_all<3>(H_, evec_, eval_); break;
+      case 4: eigen_all<4>(H_, evec_, eval_); break;
+      case 5: eigen_all<5>(H_, evec_, eval_); break;
+      case 6: eigen_all<6>(H_, evec_, eval_); break;
+      case 7: eigen_all<7>(H_, evec_, eval_); break;
+      case 8: eigen_all<8>(H_, evec_, eval_); break;
+      default: eigen_all<Eigen::Dynamic>(H_, evec_, eval_); break;
     }
   });
 }
@@ -174,7 +195,7 @@ Solution Problem::unpooled(const MatrixXd& th, Penalty pen, const Options& opt) 
     s.centre = num / den;
   } else {
     // C -> 0+: a weighted geometric median (in the penalty's metric), approximated at tiny C.
-    Solution t = solve_group(th, kTinyC, pen, nullptr, opt);
+    Solution t = solve_group(th, kTinyC, pen, nullptr, opt, nullptr);
     s.centre = t.centre;
     s.iterations = t.iterations;
     s.converged = t.converged;
@@ -190,13 +211,13 @@ Solution Problem::solve(double C, Penalty pen, const VectorXd* start, const Opti
 }
 
 Solution Problem::solve_at(const MatrixXd& th, double C, Penalty pen, const VectorXd* start,
-                           const Options& opt) const {
+                           const Options& opt, std::vector<double>* rho_cache) const {
   if (th.rows() != d() || th.cols() != K()) throw std::invalid_argument("theta_hat has the wrong shape");
   if (std::isnan(C) || C < 0) throw std::invalid_argument("C must be >= 0 (or +inf)");
   if (std::isinf(C)) return pooled(th);
   if (C == 0.0) return unpooled(th, pen, opt);
   if (pen == Penalty::Squared) return solve_squared(th, C);
-  return solve_group(th, C, pen, start, opt);
+  return solve_group(th, C, pen, start, opt, rho_cache);
 }
 
 Solution Problem::solve_squared(const MatrixXd& th, double C) const {
@@ -256,23 +277,23 @@ Solution Problem::solve_squared_t(const MatrixXd& th, double C) const {
 }
 
 double Problem::profile(const MatrixXd& th, const VectorXd& c, double C, Penalty pen, VectorXd* grad,
-                        MatrixXd* newton, MatrixXd* major, Solution* sol) const {
+                        MatrixXd* newton, MatrixXd* major, Solution* sol, double* rho) const {
   switch (d()) {
-    case 1: return profile_t<1>(th, c, C, pen, grad, newton, major, sol);
-    case 2: return profile_t<2>(th, c, C, pen, grad, newton, major, sol);
-    case 3: return profile_t<3>(th, c, C, pen, grad, newton, major, sol);
-    case 4: return profile_t<4>(th, c, C, pen, grad, newton, major, sol);
-    case 5: return profile_t<5>(th, c, C, pen, grad, newton, major, sol);
-    case 6: return profile_t<6>(th, c, C, pen, grad, newton, major, sol);
-    case 7: return profile_t<7>(th, c, C, pen, grad, newton, major, sol);
-    case 8: return profile_t<8>(th, c, C, pen, grad, newton, major, sol);
-    default: return profile_t<Eigen::Dynamic>(th, c, C, pen, grad, newton, major, sol);
+    case 1: return profile_t<1>(th, c, C, pen, grad, newton, major, sol, rho);
+    case 2: return profile_t<2>(th, c, C, pen, grad, newton, major, sol, rho);
+    case 3: return profile_t<3>(th, c, C, pen, grad, newton, major, sol, rho);
+    case 4: return profile_t<4>(th, c, C, pen, grad, newton, major, sol, rho);
+    case 5: return profile_t<5>(th, c, C, pen, grad, newton, major, sol, rho);
+    case 6: return profile_t<6>(th, c, C, pen, grad, newton, major, sol, rho);
+    case 7: return profile_t<7>(th, c, C, pen, grad, newton, major, sol, rho);
+    case 8: return profile_t<8>(th, c, C, pen, grad, newton, major, sol, rho);
+    default: return profile_t<Eigen::Dynamic>(th, c, C, pen, grad, newton, major, sol, rho);
   }
 }
 
 template <int D>
 double Problem::profile_t(const MatrixXd& th, const VectorXd& c_in, double C, Penalty pen, VectorXd* grad_out,
-                          MatrixXd* newton_out, MatrixXd* major_out, Solution* sol) const {
+                          MatrixXd* newton_out, MatrixXd* major_out, Solution* sol, double* rho_cache) const {
   // Allocation-free inner loop: every temporary is a fixed-size buffer (for d <= 8).
   using Vec = Eigen::Matrix<double, D, 1>;
   using Mat = Eigen::Matrix<double, D, D>;
@@ -283,14 +304,15 @@ double Problem::profile_t(const MatrixXd& th, const VectorXd& c_in, double C, Pe
   Mat N_acc = Mat::Zero(d, d), M_acc = Mat::Zero(d, d);
   Vec* grad = grad_out ? &g_acc : nullptr;
   Mat* newton = newton_out ? &N_acc : nullptr;
-  Mat* major = major_out ? &M_acc : nullptr;
+  // Euclidean: the majoriser sum_k w_k H_k does not depend on c (set below).
+  Mat* major = major_out && pen != Penalty::GroupEuclidean ? &M_acc : nullptr;
   if (sol) {
     sol->theta.resize(d, K);
     sol->fused.assign(K, 0);
     sol->centre = c_in;
   }
   Vec z(d), Hz(d), zt(d), a(d), ut(d), et(d), p(d), uh(d), h(d);
-  Mat Mk(d, d), tmp(d, d);
+  Mat tmp(d, d);
   // A site inside its threshold is fused: θ_k = c, loss ½ z'Hz (z = θ̂_k − c), quadratic pieces.
   const auto add_fused = [&](int k, double wk, double zHz, const Eigen::Map<const Mat>& H) {
     F += wk * 0.5 * zHz;
@@ -306,8 +328,8 @@ double Problem::profile_t(const MatrixXd& th, const VectorXd& c_in, double C, Pe
     const double lam = C * shape_[k], wk = w_[k];
     Eigen::Map<const Mat> H(H_[k].data(), d, d);
     z.noalias() = th.col(k) - c;
-    Hz.noalias() = H * z;
     if (pen == Penalty::GroupMatched) {
+      Hz.noalias() = H * z;
       const double q = std::max(z.dot(Hz), 0.0), r = std::sqrt(q);
       if (r <= lam) {
         add_fused(k, wk, q, H);
@@ -324,81 +346,114 @@ double Problem::profile_t(const MatrixXd& th, const VectorXd& c_in, double C, Pe
       }
       continue;
     }
-    // GroupEuclidean
-    if (Hz.norm() <= lam) {
-      add_fused(k, wk, z.dot(Hz), H);
-      continue;
-    }
-    // theta_k = c + u, u = (H + (lam/rho) I)^{-1} H z with rho = ||u||. In H's eigenbasis
-    // u_i = a_i rho / (h_i rho + lam), a = h * z~; rho solves psi(rho) = sum (a_i/(h_i rho +
-    // lam))^2 - 1 = 0, psi convex and decreasing with psi(0) > 0: Newton from 0 is monotone.
+    // GroupEuclidean: the exact per-site minimiser from H's eigen-decomposition H = Q diag(h) Q'
+    // (computed once per problem). With z~ = Q'z and a = h * z~ (so ||Hz|| = ||a||) the site is
+    // fused iff ||a|| <= lam.
     Eigen::Map<const Mat> Q(evec_[k].data(), d, d);
     h = eval_.col(k);
     zt.noalias() = Q.transpose() * z;
     a = h.cwiseProduct(zt);
-    // Start at a lower bound of the root: sum a_i^2 / (h_max rho + lam)^2 <= 1 at the root.
-    double rho = std::max(0.0, (a.norm() - lam) / h.maxCoeff());
-    for (int it = 0; it < 200; ++it) {
-      double psi = -1.0, dpsi = 0.0;
+    const double an = a.norm();
+    if (an <= lam) {
+      if (rho_cache) rho_cache[k] = 0.0;
+      if (grad) Hz.noalias() = Q * a;
+      add_fused(k, wk, zt.dot(a), H);
+      continue;
+    }
+    // Otherwise theta_k = c + u with u = (H + (lam/rho) I)^{-1} H z and rho = ||u|| > 0; in the
+    // eigenbasis u_i = rho t_i, t_i(rho) = a_i / (h_i rho + lam) = z~_i / (rho + lam/h_i). rho
+    // solves chi(rho) = 1/||t(rho)|| = 1; chi is increasing and concave (the trust-region secular
+    // function of More & Sorensen, shifts lam/h_i > 0), so Newton from a lower bound of the root
+    // increases monotonically to it without overshooting, quadratically (exact in one step for
+    // d = 1). The start is the previous evaluation's radius (rho_cache) if any, else
+    // ||z~|| - lam sum_i (z~_i^2 / h_i) / ||z~||^2 (the root's large-rho expansion); from a start
+    // right of the root the first step lands left of it, so every iterate is clipped to the lower
+    // bound rho_lo = (||a|| - lam) / h_max (from ||t(rho)|| >= ||a|| / (h_max rho + lam)).
+    const double hmax = h.maxCoeff();
+    const double rho_lo = std::max(0.0, (an - lam) / hmax);
+    const double scale0 = lam / hmax;
+    double rho;
+    if (rho_cache && rho_cache[k] > 0.0) {
+      rho = rho_cache[k];
+    } else {
+      const double zn2 = zt.squaredNorm();
+      double m = 0.0;
+      for (int i = 0; i < d; ++i) m += zt[i] * zt[i] / h[i];
+      rho = std::sqrt(zn2) - lam * m / zn2;
+    }
+    rho = std::max(rho, rho_lo);
+    for (int it = 0; it < 100; ++it) {
+      double tn2 = 0.0, sd = 0.0;
       for (int i = 0; i < d; ++i) {
-        const double den = h[i] * rho + lam;
-        const double t = a[i] / den;
-        psi += t * t;
-        dpsi -= 2.0 * t * t * h[i] / den;
+        const double inv = 1.0 / (h[i] * rho + lam);
+        const double t2 = a[i] * a[i] * inv * inv;
+        tn2 += t2;
+        sd += t2 * h[i] * inv;
       }
-      const double next = rho - psi / dpsi;  // increases while left of the root
-      if (!(next > rho) || next - rho <= 1e-15 * next) {
-        rho = std::max(rho, next);
-        break;
-      }
+      const double tn = std::sqrt(tn2);
+      const double next = std::max(rho + (1.0 - 1.0 / tn) * tn2 / sd, rho_lo);  // + (1 - chi) / chi'
+      const double step = std::abs(next - rho);
       rho = next;
+      // quadratic convergence: the next step would be ~ step^2 / scale, below rounding
+      if (!(step > 1e-9 * (rho + scale0))) break;
     }
-    for (int i = 0; i < d; ++i) ut[i] = a[i] * rho / (h[i] * rho + lam);
-    const double un = ut.norm();
-    // e = u - z without cancellation (u ~ z when lam is small): e_i = -lam z~_i / (h_i rho + lam)
-    for (int i = 0; i < d; ++i) et[i] = -lam * zt[i] / (h[i] * rho + lam);
+    if (rho_cache) rho_cache[k] = rho;
+    double un2 = 0.0;
+    for (int i = 0; i < d; ++i) {
+      const double den = h[i] * rho + lam;
+      ut[i] = a[i] * rho / den;
+      // e = u - z without cancellation (u ~ z when lam is small): e_i = -lam z~_i / (h_i rho + lam)
+      et[i] = -lam * zt[i] / den;
+      un2 += ut[i] * ut[i];
+    }
+    const double un = std::sqrt(un2);
     F += wk * (0.5 * et.dot(h.cwiseProduct(et)) + lam * un);
-    if (grad) {
-      p = h.cwiseProduct(et);
-      grad->noalias() += wk * (Q * p);
-    }
+    if (grad) grad->noalias() += wk * (Q * h.cwiseProduct(et));
     if (newton && un > 0) {
-      // Hessian H (H + B)^{-1} B with B = s (I - uh uh'), s = lam / ||u||, in the eigenbasis;
-      // (D - s uh uh')^{-1} = D^{-1} + g p p' with D = diag(h + s), p = D^{-1} uh (Sherman-Morrison).
+      // Hessian of the profiled term: H (H + B)^{-1} B with B = s (I - uh uh'), s = lam / ||u||.
+      // Sherman-Morrison gives s H R - g v v' with R = (H + s I)^{-1}, v = H R uh and
+      // g = s / (1 - s uh'R uh) = s / sum_i uh_i^2 h_i / (h_i + s) (no cancellation); in the
+      // eigenbasis s H R = diag(s h / (h + s)).
       const double s = lam / un;
-      uh = ut / un;
-      for (int i = 0; i < d; ++i) p[i] = uh[i] / (h[i] + s);
-      const double pu = p.dot(uh);
-      const double g = s / (1.0 - s * pu);
-      // X - X uh uh' = D^{-1} + g p p' - (1 + g pu) p uh'
-      Mk.noalias() = g * p * p.transpose();
-      Mk.noalias() -= (1.0 + g * pu) * p * uh.transpose();
-      for (int i = 0; i < d; ++i) Mk(i, i) += 1.0 / (h[i] + s);
-      for (int i = 0; i < d; ++i) Mk.row(i) *= s * h[i];
-      tmp.noalias() = Q * Mk;
-      Mk.noalias() = tmp * Q.transpose();
-      newton->noalias() += (0.5 * wk) * Mk;
-      newton->noalias() += (0.5 * wk) * Mk.transpose();
+      double den = 0.0;
+      for (int i = 0; i < d; ++i) {
+        const double uhi = ut[i] / un, inv = 1.0 / (h[i] + s);
+        p[i] = s * h[i] * inv;             // diag(s h / (h + s))
+        uh[i] = h[i] * uhi * inv;          // v in the eigenbasis
+        den += uhi * uhi * h[i] * inv;
+      }
+      tmp.noalias() = Q * (wk * p).asDiagonal();
+      newton->noalias() += tmp * Q.transpose();
+      Hz.noalias() = Q * uh;
+      newton->noalias() -= (wk * s / den) * Hz * Hz.transpose();
     }
-    if (major) major->noalias() += wk * H;
     if (sol) sol->theta.col(k).noalias() = c + Q * ut;
   }
   if (grad_out) *grad_out = g_acc;
   if (newton_out) *newton_out = N_acc;
-  if (major_out) *major_out = M_acc;
+  if (major_out) *major_out = pen == Penalty::GroupEuclidean ? wH_sum_ : MatrixXd(M_acc);
   return F;
 }
 
 Solution Problem::solve_group(const MatrixXd& th, double C, Penalty pen, const VectorXd* start,
-                              const Options& opt) const {
+                              const Options& opt, std::vector<double>* rho_cache) const {
   if (pen == Penalty::GroupEuclidean) ensure_eigen();
   const int d = this->d();
   VectorXd c = (start && start->size() == d && start->allFinite()) ? *start : gls_centre(th);
   VectorXd g(d), g2(d), g3(d);
   MatrixXd N(d, d), M(d, d), N2(d, d), M2(d, d), N3(d, d), M3(d, d);
-  double F = profile(th, c, C, pen, &g, &N, &M, nullptr);
-  Solution s;
-  s.converged = false;
+  // Euclidean: per-site radii of the last evaluation, warm-starting the next one's secular solves
+  std::vector<double> rho_local;
+  double* rho = nullptr;
+  if (pen == Penalty::GroupEuclidean) {
+    std::vector<double>& buf = rho_cache ? *rho_cache : rho_local;
+    if (static_cast<int>(buf.size()) != K()) buf.assign(K(), 0.0);
+    rho = buf.data();
+  }
+  // Every evaluation also records the per-site minimisers, so the accepted last one is the answer.
+  Solution cur, trial, big;
+  double F = profile(th, c, C, pen, &g, &N, &M, &cur, rho);
+  bool converged = false;
   int it = 0;
   for (; it < opt.max_iter; ++it) {
     VectorXd step;
@@ -412,8 +467,7 @@ Solution Problem::solve_group(const MatrixXd& th, double C, Penalty pen, const V
       if (dir.allFinite() && ldlt.rcond() > 1e-13 && dir.norm() <= small) {
         // converged: the remaining Newton step is below tolerance (no line search needed; at this
         // scale F differences are rounding noise)
-        c += dir;
-        s.converged = true;
+        converged = true;
         ++it;
         break;
       }
@@ -424,7 +478,7 @@ Solution Problem::solve_group(const MatrixXd& th, double C, Penalty pen, const V
         for (double t = 1.0; t >= 1.0 / 1024.0 && !accepted; t *= 0.5) {
           step = t * dir;
           c_try = c + step;
-          F_try = profile(th, c_try, C, pen, &g2, &N2, &M2, nullptr);
+          F_try = profile(th, c_try, C, pen, &g2, &N2, &M2, &trial, rho);
           accepted = F_try <= F + 1e-4 * t * slope + slack;
         }
       }
@@ -435,24 +489,23 @@ Solution Problem::solve_group(const MatrixXd& th, double C, Penalty pen, const V
       // while F keeps decreasing.
       const VectorXd dir = -M.llt().solve(g);
       if (dir.norm() <= small) {
-        c += dir;
-        s.converged = true;
+        converged = true;
         ++it;
         break;
       }
       step = dir;
       c_try = c + step;
-      F_try = profile(th, c_try, C, pen, &g2, &N2, &M2, nullptr);
+      F_try = profile(th, c_try, C, pen, &g2, &N2, &M2, &trial, rho);
       if (!(F_try < F)) {
         // the MM step decreases F in exact arithmetic: no decrease means F is at its rounding
         // floor (large K), so c is optimal to machine precision
-        s.converged = true;
+        converged = true;
         ++it;
         break;
       }
       for (double t = 2.0; t <= 1048576.0; t *= 2.0) {
         const VectorXd c_big = c + t * dir;
-        const double F_big = profile(th, c_big, C, pen, &g3, &N3, &M3, nullptr);
+        const double F_big = profile(th, c_big, C, pen, &g3, &N3, &M3, &big, rho);
         if (!(F_big < F_try)) break;
         step = t * dir;
         c_try = c_big;
@@ -460,6 +513,7 @@ Solution Problem::solve_group(const MatrixXd& th, double C, Penalty pen, const V
         g2.swap(g3);
         N2.swap(N3);
         M2.swap(M3);
+        std::swap(trial, big);
       }
     }
     c = c_try;
@@ -467,23 +521,26 @@ Solution Problem::solve_group(const MatrixXd& th, double C, Penalty pen, const V
     g.swap(g2);
     N.swap(N2);
     M.swap(M2);
+    std::swap(cur, trial);
     if (step.norm() <= opt.tol * (1.0 + c.norm())) {
-      s.converged = true;
+      converged = true;
       ++it;
       break;
     }
   }
-  s.objective = profile(th, c, C, pen, nullptr, nullptr, nullptr, &s);
-  s.iterations = it;
-  return s;
+  cur.objective = F;
+  cur.iterations = it;
+  cur.converged = converged;
+  return cur;
 }
 
 std::vector<Solution> Problem::path(const std::vector<double>& C_grid, Penalty pen, const Options& opt) const {
   std::vector<Solution> out;
   out.reserve(C_grid.size());
   VectorXd start;
+  std::vector<double> rho_cache;
   for (double C : C_grid) {
-    out.push_back(solve(C, pen, start.size() ? &start : nullptr, opt));
+    out.push_back(solve_at(theta_hat_, C, pen, start.size() ? &start : nullptr, opt, &rho_cache));
     if (C > 0 && std::isfinite(C)) start = out.back().centre;
   }
   return out;
@@ -498,12 +555,13 @@ std::vector<double> Problem::path_losses(const std::vector<double>& C_grid, Pena
   std::vector<double> out;
   out.reserve(C_grid.size());
   VectorXd start;
+  std::vector<double> rho_cache;
   for (double C : C_grid) {
     Solution s;
     if (C == 0.0) {
       s.theta = theta_hat_;  // the centre is irrelevant for the held-out loss
     } else {
-      s = solve(C, pen, start.size() ? &start : nullptr, opt);
+      s = solve_at(theta_hat_, C, pen, start.size() ? &start : nullptr, opt, &rho_cache);
       if (std::isfinite(C)) start = s.centre;
     }
     double loss = 0.0;
@@ -607,12 +665,13 @@ Problem::Bootstrap Problem::bootstrap(const std::vector<MatrixXd>& V, double C, 
   std::normal_distribution<double> normal(0.0, 1.0);
   MatrixXd draw(d, K);
   VectorXd eps(d);
+  std::vector<double> rho_cache;
   for (int b = 0; b < n_boot; ++b) {
     for (int k = 0; k < K; ++k) {
       for (int i = 0; i < d; ++i) eps[i] = normal(rng);
       draw.col(k) = theta_hat_.col(k) + L[k] * eps;
     }
-    const Solution s = solve_at(draw, C, pen, &base.centre, opt);
+    const Solution s = solve_at(draw, C, pen, &base.centre, opt, &rho_cache);
     out.centre.row(b) = s.centre.transpose();
     out.theta[b] = s.theta;
     for (int k = 0; k < K; ++k) out.fused_count[k] += s.fused[k];

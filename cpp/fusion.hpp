@@ -69,8 +69,10 @@ class Problem {
 
   Solution solve(double C, Penalty pen, const VectorXd* start, const Options& opt) const;
   // The same, at other site estimates (bootstrap draws) with the same H, w, shape.
+  // rho_cache (Euclidean; optional): per-site radii carried between solves as warm starts of the
+  // per-site secular equations (path, bootstrap); any content is valid, it only affects speed.
   Solution solve_at(const MatrixXd& theta_hat, double C, Penalty pen, const VectorXd* start,
-                    const Options& opt) const;
+                    const Options& opt, std::vector<double>* rho_cache = nullptr) const;
   // Solutions along a grid of C, each warm-started at the previous centre.
   std::vector<Solution> path(const std::vector<double>& C_grid, Penalty pen,
                              const Options& opt) const;
@@ -104,15 +106,16 @@ class Problem {
   Solution unpooled(const MatrixXd& th, Penalty pen, const Options& opt) const;
   Solution solve_squared(const MatrixXd& th, double C) const;
   Solution solve_group(const MatrixXd& th, double C, Penalty pen, const VectorXd* start,
-                       const Options& opt) const;
+                       const Options& opt, std::vector<double>* rho_cache) const;
   // Profiled objective F(c); optionally its gradient, Newton Hessian and majoriser Hessian,
-  // and the per-site minimisers.
+  // and the per-site minimisers. rho (Euclidean only, optional, K entries): per-site radii
+  // ||theta_k - c|| of the previous evaluation, used as warm starts and updated (0 = fused).
   double profile(const MatrixXd& th, const VectorXd& c, double C, Penalty pen, VectorXd* grad,
-                 MatrixXd* newton, MatrixXd* major, Solution* sol) const;
+                 MatrixXd* newton, MatrixXd* major, Solution* sol, double* rho = nullptr) const;
   // Fixed-size kernels (D = d for d <= 8, else Eigen::Dynamic): no heap allocation per site.
   template <int D>
   double profile_t(const MatrixXd& th, const VectorXd& c, double C, Penalty pen, VectorXd* grad,
-                   MatrixXd* newton, MatrixXd* major, Solution* sol) const;
+                   MatrixXd* newton, MatrixXd* major, Solution* sol, double* rho) const;
   template <int D>
   Solution solve_squared_t(const MatrixXd& th, double C) const;
   void ensure_eigen() const;

@@ -138,3 +138,37 @@ def test_ihdp_loader():
         load_ihdp(missing_outcome="raise")
     with pytest.raises(DataValidationError, match=r"no usable .* \['dose400'\]"):
         load_ihdp(modifiers=["dose400"])
+
+
+@pytest.mark.parametrize("model", ["ate", "cate"])
+def test_df_correction_scales_score_variance_exactly(model):
+    """df_correction=True multiplies Ω̂ and V̂ by n/(n − d) (HC1-type), leaves θ̂ unchanged, and
+    carries into the site summary and the fusion step's per-site DML columns."""
+    rng = np.random.default_rng(21)
+    n = 60
+    y, d, X = linear_site(rng, n, slope=0.5)
+    Z = X[:, 1:2] if model == "cate" else None
+    kw = dict(ml_outcome=LinearRegression(), ml_treatment=LogisticRegression(), n_folds=3, random_state=4)
+    base = SiteDML(model, **kw).fit(y, d, X, Z)
+    corr = SiteDML(model, df_correction=True, **kw).fit(y, d, X, Z)
+    k = len(base.coef_)
+    np.testing.assert_allclose(corr.coef_, base.coef_)
+    np.testing.assert_allclose(corr.Omega_, base.Omega_ * n / (n - k), rtol=1e-12)
+    np.testing.assert_allclose(corr.vcov_, base.vcov_ * n / (n - k), rtol=1e-12)
+    np.testing.assert_allclose(corr.to_summary().vcov, corr.vcov_, rtol=1e-10)
+    # ... and through MultiSiteDML (its default stays uncorrected, i.e. DoubleML's variance)
+    assert MultiSiteDML().df_correction is False and SiteDML().df_correction is False
+
+
+def test_df_correction_reaches_fusion_tables():
+    from hetmtl.latefusion import LateFusion
+
+    sim = make_latefusion_data(scenario=1, n_sites=3, eta=0.0, random_state=2)
+    kw = dict(model="ate", ml_outcome=LinearRegression(), ml_treatment=LogisticRegression(), n_folds=3,
+              tuning_folds=None, random_state=1)
+    tables = []
+    for corr in (False, True):
+        sums = MultiSiteDML(df_correction=corr, **kw).fit(sim.data).summaries()
+        tables.append(LateFusion(C=1.0, n_boot=0).fit(sums).summary_frame())
+    n = np.array([s.n for s in sums], float)
+    np.testing.assert_allclose(tables[1]["dml std err"], tables[0]["dml std err"] * np.sqrt(n / (n - 1)), rtol=1e-10)

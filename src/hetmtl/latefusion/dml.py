@@ -114,7 +114,17 @@ class SiteDML(InferenceMixin, BaseEstimator):
         cross-fitted residuals of the other folds — no extra learner fits; fold v then enters
         θ̂^(−v) only through nuisance fits, a second-order effect under Neyman orthogonality.
         ``"nested"``: re-run cross-fitting on the other folds (exact; n_folds − 1 times more fits).
+    df_correction : small-sample (HC1-type) degrees-of-freedom correction of the score variance,
+        Ω̂ ← Ω̂·n/(n − d), so V̂ = Ĵ⁻¹Ω̂Ĵ⁻ᵀ/n grows by n/(n − d). It is applied to Ω̂ itself, so it
+        carries into :meth:`to_summary` and every fusion table. ``False`` (default) reproduces
+        DoubleML (and is kept as the default: the measured gain is small). Measured effect
+        (``benchmarks/results/fusion_dml_coverage.md``, ATE, n = 40–80): intervals 0.6–1.3 %
+        wider, coverage 0.917 → 0.919 (with t(n − d) quantiles as well: 0.926) at nominal 0.95.
     random_state : seed for folds and for the default learners.
+
+    Validity of the Wald intervals: standard DML theory (asymptotic in n). Measured with n of
+    40–80 per site at nominal 0.95: 0.92 with per-site sieve nuisances (nuisance bias ≈ 0.25 SD,
+    SE ≈ 10 % small), 0.93–0.94 with multi-task nuisances — treat them as slightly liberal there.
     """
 
     def __init__(
@@ -128,6 +138,7 @@ class SiteDML(InferenceMixin, BaseEstimator):
         basis_center: Sequence[float] | None = None,
         basis_scale: Sequence[float] | None = None,
         tuning_folds: str | None = None,
+        df_correction: bool = False,
         random_state: int | None = None,
     ) -> None:
         self.model = model
@@ -139,6 +150,7 @@ class SiteDML(InferenceMixin, BaseEstimator):
         self.basis_center = basis_center
         self.basis_scale = basis_scale
         self.tuning_folds = tuning_folds
+        self.df_correction = df_correction
         self.random_state = random_state
 
     # ------------------------------------------------------------------ set-up
@@ -270,7 +282,7 @@ class SiteDML(InferenceMixin, BaseEstimator):
         reps = []
         for rep_folds, rep_pred in zip(all_folds, self._check_predictions(predictions, n)):
             res = self._residuals(y, d, X, rep_folds, outcome, treatment, rep_pred)
-            reps.append((res, _core.linear_score_moments(phi, res.r, res.w)))
+            reps.append((res, self._moments(phi, res.r, res.w)))
 
         self.n_ = n
         self.folds_ = all_folds
@@ -288,6 +300,18 @@ class SiteDML(InferenceMixin, BaseEstimator):
             else []
         )
         return self
+
+    def _moments(self, phi: np.ndarray, r: np.ndarray, w: np.ndarray) -> dict:
+        """θ̂, Ĵ, Ω̂ and V̂ of the linear score; with ``df_correction`` Ω̂ and V̂ scaled by n/(n − d)."""
+        m = _core.linear_score_moments(phi, r, w)
+        if self.df_correction:
+            n, d = phi.shape
+            if n <= d:
+                raise DataValidationError(f"df_correction needs more rows ({n}) than coefficients ({d})")
+            m = dict(m)
+            m["Omega"] = m["Omega"] * (n / (n - d))
+            m["vcov"] = m["vcov"] * (n / (n - d))
+        return m
 
     def _aggregate(self, moments: list[dict]) -> None:
         """DoubleML's median rule for θ and SE; the correlation is averaged over repetitions."""
@@ -323,7 +347,7 @@ class SiteDML(InferenceMixin, BaseEstimator):
                 sub = self._residuals(y[train_v], d[train_v], X[train_v], inner, outcome, treatment)
             else:
                 sub = _Residuals(r=res.r[train_v], w=res.w[train_v], y2=res.y2[train_v])
-            m = _core.linear_score_moments(phi[train_v], sub.r, sub.w)
+            m = self._moments(phi[train_v], sub.r, sub.w)
             A, b, c = _core.quadratic_loss_coefficients(phi[test_v], res.r[test_v], res.w[test_v], res.y2[test_v])
             out.append(
                 CVFold(
@@ -375,6 +399,7 @@ class MultiSiteDML(BaseEstimator):
         n_rep: int = 1,
         clip: float = 0.01,
         tuning_folds: str | None = "reuse",
+        df_correction: bool = False,
         n_jobs: int | None = None,
         random_state: int | None = None,
     ) -> None:
@@ -385,6 +410,7 @@ class MultiSiteDML(BaseEstimator):
         self.n_rep = n_rep
         self.clip = clip
         self.tuning_folds = tuning_folds
+        self.df_correction = df_correction
         self.n_jobs = n_jobs
         self.random_state = random_state
 
@@ -405,6 +431,7 @@ class MultiSiteDML(BaseEstimator):
         params = dict(
             model=self.model, ml_outcome=self.ml_outcome, ml_treatment=self.ml_treatment, n_folds=self.n_folds,
             n_rep=self.n_rep, clip=self.clip, basis_center=center, basis_scale=scale, tuning_folds=self.tuning_folds,
+            df_correction=self.df_correction,
         )
 
         def fit_site(site, seed):
