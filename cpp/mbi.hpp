@@ -48,6 +48,10 @@ struct PathOptions {
   bool null_candidate = false; // also consider beta = 0 at every lambda
   int drop_candidates = 3; // elimination: smallest nonzero coefficients tried per round
   int drop_rounds = 2;     // elimination rounds per lambda
+  // Proximal anchor (used where the QIF is not identified): the solver minimises
+  // Q + SCAD + mu/2 ||beta - anchor||^2. mu = 0 (default) switches it off.
+  double mu = 0.0;
+  VectorXd anchor;
 };
 
 struct PathResult {
@@ -71,6 +75,8 @@ class Problem {
   Evaluation evaluate(const VectorXd& beta, bool with_derivatives) const;
   double qif(const VectorXd& beta) const { return evaluate(beta, false).Q; }
   double objective(const VectorXd& beta, double lambda, double a) const;
+  // objective() plus the proximal anchor term of `opt` (the function the path solver minimises).
+  double solver_objective(const VectorXd& beta, double lambda, const PathOptions& opt) const;
   // RSS1: sum over groups of the residual sum of squares averaged over the group's copies.
   double rss1(const VectorXd& beta) const;
   // lambda_max = max_j |dQ/dbeta_j (fixed weight)| at beta_start, plus 0.5 (R's construction).
