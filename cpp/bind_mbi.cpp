@@ -2,6 +2,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <optional>
+
 #include "bindings.hpp"
 #include "mbi.hpp"
 
@@ -13,6 +15,12 @@ void bind_mbi(py::module_& m) {
   using mbi::Problem;
   using Eigen::MatrixXd;
   using Eigen::VectorXd;
+  m.def("mbi_lasso_path", &mbi::lasso_path, py::arg("X"), py::arg("y"), py::arg("lambdas"),
+        py::arg("thresh") = 1e-7, py::arg("max_sweeps") = 100000,
+        py::call_guard<py::gil_scoped_release>(),
+        "Lasso path (1/2n)||y - b0 - X b||^2 + lam ||b||_1 by coordinate descent with covariance "
+        "updates (glmnet's algorithm and convergence rule), warm-started along decreasing "
+        "lambdas; returns p x L coefficients.");
   py::class_<Problem>(m, "MBIProblem",
                       "Penalised continuously updated QIF of MBI over imputed copies of groups.")
       .def(py::init([](const std::vector<VectorXd>& y,
@@ -64,8 +72,10 @@ void bind_mbi(py::module_& m) {
       .def(
           "solve",
           [](const Problem& self, const VectorXd& start, double lam, double a, double tol,
-             int max_iter) {
+             int max_iter, double mu, std::optional<VectorXd> anchor) {
             mbi::PathOptions opt;
+            opt.mu = mu;
+            opt.anchor = anchor ? *anchor : start;
             opt.a = a;
             opt.tol = tol;
             opt.max_iter = max_iter;
@@ -79,13 +89,19 @@ void bind_mbi(py::module_& m) {
             return py::make_tuple(beta, iters, conv);
           },
           py::arg("start"), py::arg("lam"), py::arg("a") = 3.7, py::arg("tol") = 1e-8,
-          py::arg("max_iter") = 500, "Minimise Q + SCAD at one lambda: (beta, n_iter, converged).")
+          py::arg("max_iter") = 500, py::arg("mu") = 0.0, py::arg("anchor") = py::none(),
+          "Minimise Q + SCAD (+ mu/2 ||beta - anchor||^2, anchor defaulting to start) at one "
+          "lambda: (beta, n_iter, converged).")
       .def(
           "path",
           [](const Problem& self, const VectorXd& start, const VectorXd& lambdas, double a,
              double eps1, double tol, int max_iter, bool multi_start, bool lasso_restart,
-             int drop_candidates, int drop_rounds) {
+             int drop_candidates, int drop_rounds, double mu, std::optional<VectorXd> anchor,
+             int screen_iter) {
             mbi::PathOptions opt;
+            opt.screen_iter = screen_iter;
+            opt.mu = mu;
+            opt.anchor = anchor ? *anchor : start;
             opt.multi_start = multi_start;
             opt.lasso_restart = lasso_restart;
             opt.drop_candidates = drop_candidates;
@@ -111,7 +127,9 @@ void bind_mbi(py::module_& m) {
           py::arg("start"), py::arg("lambdas"), py::arg("a") = 3.7, py::arg("eps1") = 1e-3,
           py::arg("tol") = 1e-8, py::arg("max_iter") = 500, py::arg("multi_start") = true,
           py::arg("lasso_restart") = true, py::arg("drop_candidates") = 3, py::arg("drop_rounds") = 2,
-          "SCAD path with warm starts in the given lambda order (standardised scale).");
+          py::arg("mu") = 0.0, py::arg("anchor") = py::none(), py::arg("screen_iter") = 25,
+          "SCAD path with warm starts in the given lambda order (standardised scale); mu > 0 adds "
+          "the proximal anchor mu/2 ||beta - anchor||^2 (anchor defaults to start).");
 }
 
 }  // namespace hetmtl

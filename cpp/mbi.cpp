@@ -67,6 +67,54 @@ struct GroupState {
 
 }  // namespace
 
+MatrixXd lasso_path(const MatrixXd& X, const VectorXd& y, const VectorXd& lambdas, double thresh,
+                    int max_sweeps) {
+  const Eigen::Index n = X.rows(), p = X.cols();
+  if (y.size() != n) throw std::invalid_argument("lasso_path: y and X differ in rows");
+  if (n < 2) throw std::invalid_argument("lasso_path: needs at least two rows");
+  const VectorXd xm = X.colwise().mean().transpose();
+  const MatrixXd Xc = X.rowwise() - xm.transpose();
+  const VectorXd yc = y.array() - y.mean();
+  const double inv_n = 1.0 / static_cast<double>(n);
+  MatrixXd G = MatrixXd::Zero(p, p);
+  G.selfadjointView<Eigen::Lower>().rankUpdate(Xc.transpose(), inv_n);
+  G.triangularView<Eigen::StrictlyUpper>() = G.transpose();
+  const VectorXd c = inv_n * (Xc.transpose() * yc);
+  const double scale = thresh * inv_n * yc.squaredNorm();
+  VectorXd beta = VectorXd::Zero(p), q = VectorXd::Zero(p);  // q = G beta
+  MatrixXd out(p, lambdas.size());
+  std::vector<char> active(p, 0);
+  auto update = [&](Eigen::Index j, double lam) {
+    const double gjj = G(j, j);
+    if (!(gjj > 0.0)) return 0.0;
+    const double z = c(j) - q(j) + gjj * beta(j);
+    const double b = z > lam ? (z - lam) / gjj : (z < -lam ? (z + lam) / gjj : 0.0);
+    const double d = b - beta(j);
+    if (d != 0.0) {
+      q.noalias() += d * G.col(j);
+      beta(j) = b;
+      if (b != 0.0) active[j] = 1;
+    }
+    return gjj * d * d;
+  };
+  for (Eigen::Index l = 0; l < lambdas.size(); ++l) {
+    const double lam = lambdas(l);
+    for (int sweep = 0; sweep < max_sweeps; ++sweep) {
+      double change = 0.0;  // full sweep: may add coordinates to the active set
+      for (Eigen::Index j = 0; j < p; ++j) change = std::max(change, update(j, lam));
+      if (change < scale) break;
+      for (int inner = 0; inner < max_sweeps; ++inner) {  // cycle on the active set only
+        double ch = 0.0;
+        for (Eigen::Index j = 0; j < p; ++j)
+          if (active[j]) ch = std::max(ch, update(j, lam));
+        if (ch < scale) break;
+      }
+    }
+    out.col(l) = beta;
+  }
+  return out;
+}
+
 double scad_penalty(double u, double lambda, double a) {
   if (u <= lambda) return lambda * u;
   if (u <= a * lambda) return -(u * u - 2.0 * a * lambda * u + lambda * lambda) / (2.0 * (a - 1.0));
@@ -243,6 +291,19 @@ double Problem::objective(const VectorXd& beta, double lambda, double a) const {
   return qif(beta) + pen;
 }
 
+double Problem::solver_penalty(const VectorXd& beta, double lambda, const PathOptions& opt) const {
+  double pen = 0.0;
+  if (lambda > 0.0)
+    for (Eigen::Index j = 0; j < beta.size(); ++j) pen += scad_penalty(std::abs(beta(j)), lambda, opt.a);
+  if (opt.mu > 0.0) pen += 0.5 * opt.mu * (beta - opt.anchor).squaredNorm();
+  return pen;
+}
+
+double Problem::solver_objective(const VectorXd& beta, double lambda,
+                                 const PathOptions& opt) const {
+  return qif(beta) + solver_penalty(beta, lambda, opt);
+}
+
 double Problem::rss1(const VectorXd& beta) const {
   if (beta.size() != p_) throw std::invalid_argument("beta has the wrong length");
   double total = 0.0;
@@ -266,14 +327,23 @@ VectorXd Problem::solve(const VectorXd& start, double lambda, const PathOptions&
   VectorXd beta = start;
   for (int j = 0; j < p_; ++j)
     if (is_frozen(j)) beta(j) = 0.0;
-  double F = objective(beta, lambda, opt.a);
+  const bool anchored = opt.mu > 0.0;
+  if (anchored && opt.anchor.size() != p_) throw std::invalid_argument("anchor has the wrong length");
+  double F = solver_objective(beta, lambda, opt);
   *converged = false;
   int it = 0;
   VectorXd weight = VectorXd::Zero(p_);
   double t_start = 1.0;  // first trial step, adapted to the last accepted one
+  Evaluation next;        // derivatives at an accepted first trial, reused by the next iteration
+  bool have_next = false;
   for (; it < opt.max_iter; ++it) {
-    const Evaluation ev = evaluate(beta, true);
+    Evaluation ev = have_next ? std::move(next) : evaluate(beta, true);
+    have_next = false;
     MatrixXd H = ev.gn_hessian;
+    if (anchored) {
+      ev.grad += opt.mu * (beta - opt.anchor);
+      H.diagonal().array() += opt.mu;
+    }
     const double damp = 1e-7 * std::max(H.diagonal().maxCoeff(), 1e-12) + 1e-12;
     H.diagonal().array() += damp;
     for (int j = 0; j < p_; ++j)
@@ -285,7 +355,7 @@ VectorXd Problem::solve(const VectorXd& start, double lambda, const PathOptions&
     // grad'(b - beta) + 1/2 (b - beta)' H (b - beta) + sum_j weight_j |b_j|.
     VectorXd b = beta;
     VectorXd Hd = VectorXd::Zero(p_);  // H (b - beta)
-    const double cd_tol = 1e-13 * (1.0 + beta.cwiseAbs().maxCoeff());
+    const double cd_tol = 1e-11 * (1.0 + beta.cwiseAbs().maxCoeff());
     for (int sweep = 0; sweep < 200; ++sweep) {
       double max_change = 0.0;
       for (int j = 0; j < p_; ++j) {
@@ -312,7 +382,7 @@ VectorXd Problem::solve(const VectorXd& start, double lambda, const PathOptions&
     }
     double decrease = ev.grad.dot(dir);
     for (int j = 0; j < p_; ++j) decrease += weight(j) * (std::abs(b(j)) - std::abs(beta(j)));
-    if (decrease > -1e-13 * (1.0 + std::abs(F))) {  // no meaningful descent predicted
+    if (decrease > -1e-11 * (1.0 + std::abs(F))) {  // no meaningful descent predicted
       *converged = true;
       break;
     }
@@ -320,9 +390,16 @@ VectorXd Problem::solve(const VectorXd& start, double lambda, const PathOptions&
     bool accepted = false;
     VectorXd trial;
     double F_trial = F;
-    for (int ls = 0; ls < 60 && t * step_size > 1e-13; ++ls) {
+    for (int ls = 0; ls < 60 && t * step_size > 0.1 * opt.tol; ++ls) {
       trial = beta + t * dir;
-      F_trial = objective(trial, lambda, opt.a);
+      if (ls == 0) {  // full step usually accepted: its derivatives serve the next iteration
+        next = evaluate(trial, true);
+        have_next = true;
+        F_trial = next.Q + solver_penalty(trial, lambda, opt);
+      } else {
+        have_next = false;
+        F_trial = solver_objective(trial, lambda, opt);
+      }
       const double target = decrease < 0.0 ? F + 1e-4 * t * decrease : F;
       if (F_trial <= target || (F_trial < F && t * step_size < 1e3 * opt.tol)) {
         accepted = true;
@@ -377,11 +454,11 @@ VectorXd Problem::improve_by_elimination(const VectorXd& beta0, double lam,
   // Greedy search over sparser local minima: hold one of the smallest nonzero coefficients at
   // zero, re-solve, and keep the change when the penalised objective decreases.
   VectorXd best = beta0;
-  double f_best = objective(best, lam, opt.a);
+  double f_best = solver_objective(best, lam, opt);
   const double rss_null = rss1(VectorXd::Zero(p_));
   std::vector<char> held(p_, 0);
   PathOptions screen = opt;  // candidates are screened with a short solve, the winner polished
-  screen.max_iter = std::min(opt.max_iter, 25);
+  screen.max_iter = std::min(opt.max_iter, opt.screen_iter);
   bool changed = false;
   for (int round = 0; round < opt.drop_rounds; ++round) {
     std::vector<int> nz;
@@ -403,7 +480,7 @@ VectorXd Problem::improve_by_elimination(const VectorXd& beta0, double lam,
       bool conv = false;
       VectorXd cand = solve_thresholded(start, lam, screen, &iters, &conv, trial_held);
       *n_iter += iters;
-      const double f = objective(cand, lam, opt.a);
+      const double f = solver_objective(cand, lam, opt);
       // a candidate fitting worse than the null model sits in the QIF's spurious region
       if (rss1(cand) > rss_null) continue;
       if (f < f_round - 1e-12 * (1.0 + std::abs(f_round))) {
@@ -423,7 +500,7 @@ VectorXd Problem::improve_by_elimination(const VectorXd& beta0, double lam,
     bool conv = false;
     const VectorXd polished = solve_thresholded(best, lam, opt, &iters, &conv, held);
     *n_iter += iters;
-    if (objective(polished, lam, opt.a) <= f_best) best = polished;
+    if (solver_objective(polished, lam, opt) <= f_best) best = polished;
   }
   return best;
 }
@@ -445,7 +522,7 @@ PathResult Problem::path(const VectorXd& start, const VectorXd& lambdas,
   // coefficients inside SCAD's shrinking range, optionally a backward pass.
   const double rss_null = rss1(VectorXd::Zero(p_));
   auto consider = [&](Eigen::Index l, const VectorXd& cand, int iters, bool conv, bool first) {
-    const double f = objective(cand, lambdas(l), opt.a);
+    const double f = solver_objective(cand, lambdas(l), opt);
     out.n_iter(l) += iters;
     // A candidate fitting worse than the null model sits in the QIF's spurious region.
     if (!first && rss1(cand) > rss_null) return;
@@ -478,7 +555,7 @@ PathResult Problem::path(const VectorXd& start, const VectorXd& lambdas,
       }
       // Where the QIF is not identified, LLA restarted with lasso weights (Fan, Xue & Zou
       // 2014) pulls the drifting warm start back to a sparse fit; optionally the null model.
-      if (opt.lasso_restart && !identified) {
+      if (opt.lasso_restart && !identified && opt.mu == 0.0) {
         const VectorXd s = solve_thresholded(beta, lambdas(l), opt, &iters, &conv, {}, true);
         consider(l, s, iters, conv, false);
       }

@@ -48,6 +48,11 @@ struct PathOptions {
   bool null_candidate = false; // also consider beta = 0 at every lambda
   int drop_candidates = 3; // elimination: smallest nonzero coefficients tried per round
   int drop_rounds = 2;     // elimination rounds per lambda
+  int screen_iter = 25;    // iterations of the short solve that screens each elimination
+  // Proximal anchor (used where the QIF is not identified): the solver minimises
+  // Q + SCAD + mu/2 ||beta - anchor||^2. mu = 0 (default) switches it off.
+  double mu = 0.0;
+  VectorXd anchor;
 };
 
 struct PathResult {
@@ -71,6 +76,10 @@ class Problem {
   Evaluation evaluate(const VectorXd& beta, bool with_derivatives) const;
   double qif(const VectorXd& beta) const { return evaluate(beta, false).Q; }
   double objective(const VectorXd& beta, double lambda, double a) const;
+  // objective() plus the proximal anchor term of `opt` (the function the path solver minimises).
+  double solver_objective(const VectorXd& beta, double lambda, const PathOptions& opt) const;
+  // SCAD penalty plus the anchor term of `opt`.
+  double solver_penalty(const VectorXd& beta, double lambda, const PathOptions& opt) const;
   // RSS1: sum over groups of the residual sum of squares averaged over the group's copies.
   double rss1(const VectorXd& beta) const;
   // lambda_max = max_j |dQ/dbeta_j (fixed weight)| at beta_start, plus 0.5 (R's construction).
@@ -97,6 +106,14 @@ class Problem {
   int p_ = 0;
   int n_ = 0;
 };
+
+// Lasso path (1/2n)||y - b0 - X beta||^2 + lambda ||beta||_1 by cyclic coordinate descent with
+// covariance updates and active-set cycling (glmnet's algorithm), warm-started along `lambdas`
+// (decreasing). Columns are used as given (scale them beforehand for glmnet's standardize).
+// Converged when max_j G_jj dbeta_j^2 < thresh * (centred y'y / n), glmnet's rule.
+// Returns p x L coefficients (intercept = mean(y) - mean(X) beta).
+MatrixXd lasso_path(const MatrixXd& X, const VectorXd& y, const VectorXd& lambdas, double thresh,
+                    int max_sweeps);
 
 double scad_penalty(double abs_b, double lambda, double a);
 double scad_derivative(double abs_b, double lambda, double a);

@@ -16,13 +16,27 @@ What to use when
 
 How native and R differ (measured on the golden fixtures, see benchmarks/results/mbi_speed.md):
 standardisation, imputations, RSS₁/bic1 and intercepts reproduce R to rounding error; R's λ_max
-carries its gradient noise (the native one is the noiseless value). R's optimiser stops near its
-start (eps2 = 1e-3 with noisy gradients, support frozen once zero), so it does not minimise its
-own objective; the native path does (per λ: warm start, greedy eliminations, a lasso-weighted
-LLA restart), reaching lower penalised objectives and sometimes other models. Without a complete
-group and with strongly correlated columns the eigenvalue truncation can keep fewer moments than
-coefficients: the QIF then has exact zeros, MBI is not identified, and ``fit`` warns
-(``identified_`` is False) — estimates there depend on the solver's path, in R as in native.
+carries its gradient noise (the native one is the noiseless value).
+
+* Identified case (at least as many retained moments as coefficients, e.g. with a complete
+  group): R's optimiser stops near its start (eps2 = 1e-3 with noisy gradients, support frozen
+  once zero), so it does not minimise its own objective; the native path does (per λ: warm
+  start, greedy eliminations), reaching lower penalised objectives and sometimes other models.
+* Not identified (no complete group and strongly correlated columns, e.g. seed 002's two-task
+  layout: the eigenvalue truncation keeps 2–14 moments for 30–150 coefficients). Q then has
+  (near-)flat directions and a spurious region where huge residuals shrink it; its minimisers
+  are artefacts (test RMSE 1.7–8.7 on seed 002's linear setting). What R's MBI returns in
+  practice is its start — ``cv.glmnet`` on the copy-averaged rows, then a λ = 0 run — plus
+  small moves. The native engine makes this explicit: ``fit`` warns (``identified_`` is False),
+  starts from the cross-validated lasso on the copy-averaged rows (:func:`cv_lasso_start`), and
+  minimises Q + SCAD + μ/2 ‖β − β_start‖² along the path, μ = ``anchor`` × the largest
+  Gauss-Newton curvature of Q at the start (``anchor_mu_``): a move along Q's best-determined
+  direction is halved, weaker directions are damped more, flat ones stay at the start. Not
+  reproduced: R's exact start (its CV folds come from R's RNG; with nearly collinear columns the
+  lasso's choice among them is unstable) and R's λ = 0 run, which moves further along
+  directions that halve Q while raising RSS₁. So native coefficients differ from R's by more
+  than R's seed-to-seed spread and native Q + SCAD is higher than R's there, while the fits
+  agree within a few per cent and native bic1/RSS₁ are lower (see tests/test_mbi.py).
 
 Input: ``X`` (n × p) with NaN for missing blocks, ``y`` (n,), and ``sources``: one column range
 ``(start, stop)`` or list of column indices per source, together covering every column once.
@@ -39,7 +53,8 @@ from sklearn.base import BaseEstimator, RegressorMixin
 
 from hetmtl.exceptions import ConvergenceWarning, DataValidationError
 
-__all__ = ["MBI", "MBILayout", "mbi_layout", "standardize_observed", "fit_imputation"]
+__all__ = ["MBI", "MBILayout", "mbi_layout", "standardize_observed", "fit_imputation",
+           "cv_lasso_start"]
 
 
 # ----------------------------------------------------------------------------------- layout
@@ -359,17 +374,66 @@ def _core_problem(prep: _Prepared, eps3: float):
         [[d.astype(int).tolist() for d in dk] for dk in prep.diff_cols], eps3)
 
 
-def _initial_beta(prep: _Prepared) -> np.ndarray:
-    """OLS on the complete group (MBI's start) or, without one, on the copy-averaged rows."""
+def cv_lasso_start(X: np.ndarray, y: np.ndarray, random_state=0, n_folds: int = 3,
+                   n_lambda: int = 100) -> np.ndarray:
+    """Cross-validated lasso at the CV-error minimum, as R's ``cv.glmnet(X, y, nfolds = 3)`` at
+    ``lambda.min``: intercept; columns scaled to unit (1/n) sd for the penalty (glmnet's
+    ``standardize = TRUE``, within every fold fit); ``n_lambda`` geometric λ values from λ_max
+    down to 1e-4 λ_max (1e-2 when n ≤ p); coordinate descent with glmnet's covariance updates and
+    convergence rule (``thresh = 1e-7``) in the C++ core; λ minimising the held-out mean squared
+    error. Differences from glmnet: the fold assignment comes from ``KFold(shuffle=True,
+    random_state)`` instead of R's RNG, and the λ sequence is never shortened (glmnet stops it
+    early when the deviance ratio saturates). With nearly collinear columns the selected
+    coefficients can differ from R's although the fits agree closely."""
+    from sklearn.model_selection import KFold
+
+    from hetmtl import _core
+
+    X = np.asarray(X, dtype=float)
+    y = np.asarray(y, dtype=float)
+    n, p = X.shape
+
+    def scaled(rows):
+        sd = X[rows].std(axis=0)
+        sd = np.where(sd > 0, sd, 1.0)
+        return X[rows] / sd, sd
+
+    Xs, sd = scaled(np.arange(n))
+    Xc = Xs - Xs.mean(axis=0)
+    lam_max = np.abs(Xc.T @ (y - y.mean())).max() / n
+    if not lam_max > 0:
+        return np.zeros(p)
+    ratio = 1e-4 if n > p else 1e-2
+    lambdas = lam_max * np.exp(np.linspace(0.0, np.log(ratio), n_lambda))
+    sq_err = np.zeros(n_lambda)
+    folds = KFold(n_splits=min(n_folds, n), shuffle=True, random_state=random_state)
+    for train, test in folds.split(X):
+        Xt, sd_t = scaled(train)
+        coef = _core.mbi_lasso_path(Xt, y[train], lambdas) / sd_t[:, None]  # p x L, original scale
+        icpt = y[train].mean() - X[train].mean(axis=0) @ coef
+        sq_err += ((y[test, None] - icpt[None, :] - X[test] @ coef) ** 2).sum(axis=0)
+    best = int(np.argmin(sq_err))
+    return _core.mbi_lasso_path(Xs, y, lambdas[:best + 1])[:, best] / sd
+
+
+def _initial_beta(prep: _Prepared, random_state=0) -> np.ndarray:
+    """MBI's start (standardised scale): with a complete group, OLS on it (cross-validated lasso
+    when it has no more rows than columns); without one, the cross-validated lasso of the
+    centred response on the copy-averaged rows (R's ``cv.glmnet`` on the averaged imputations)."""
+    from threadpoolctl import threadpool_limits
+
     lay = prep.layout
     if lay.complete:
         Xs, ys = prep.copies[0][0], prep.yc[lay.group_rows[0]]
     else:
         Xs = np.vstack([np.mean(ck, axis=0) for ck in prep.copies])
         ys = np.concatenate([prep.yc[r] for r in lay.group_rows])
-    design = np.column_stack([np.ones(len(ys)), Xs])
-    sol, *_ = np.linalg.lstsq(design, ys, rcond=None)
-    return sol[1:]
+    if lay.complete and Xs.shape[0] > Xs.shape[1]:
+        design = np.column_stack([np.ones(len(ys)), Xs])
+        sol, *_ = np.linalg.lstsq(design, ys, rcond=None)
+        return sol[1:]
+    with threadpool_limits(1):
+        return cv_lasso_start(Xs, ys, random_state)
 
 
 # ---------------------------------------------------------------------------- estimator
@@ -386,20 +450,27 @@ class MBI(RegressorMixin, BaseEstimator):
     eps1 : coefficients with |β_j| < eps1 (standardised scale) are set to zero.
     eps3 : eigenvalue floor of the weight-matrix truncation.
     tol, max_iter : native solver tolerance (max |step|) and iteration cap per λ.
-    random_state : seed of the lasso-CV folds used only when an imputation has rows ≤ predictors.
+    anchor : where MBI is not identified (fewer retained moments than coefficients), the native
+        path minimises Q + SCAD + μ/2 ‖β − β_start‖² with μ = ``anchor`` × the largest
+        Gauss-Newton curvature of Q at the start (see the module notes); ignored otherwise.
+    random_state : seed of the lasso-CV folds (start without a complete group; imputations with
+        rows ≤ predictors).
     r_seed : R seed set right before the R call (engine="r").
     r_args : extra MBI arguments for the R call (defaults eps2 = 1e-3, h1 = 2^-(8:20); R's
         default eps2 = 1e-7 practically never converges).
 
     Fitted attributes: ``lambdas_``, ``coef_path_`` (L × p, original scale and column order),
-    ``intercept_path_``, ``coef_path_std_``, ``bic1_``, ``objective_path_``, ``qif_path_``,
-    ``converged_``, ``best_index_``, ``coef_``, ``intercept_``, ``lambda_``, ``support_``.
+    ``intercept_path_``, ``coef_path_std_``, ``bic1_``, ``objective_path_`` (Q + SCAD),
+    ``qif_path_``, ``converged_``, ``best_index_``, ``coef_``, ``intercept_``, ``lambda_``,
+    ``support_``; native: ``identified_``, ``beta_start_std_``, ``beta_unpenalized_std_``,
+    ``anchor_mu_`` (0 when identified) and, when anchored, ``anchored_objective_path_``;
+    after ``fit(data, split)``: ``test_table_``, ``test_rmse_``, ``test_rmse_avg_``.
     """
 
     def __init__(self, engine: str = "native", nlam: int = 100,
                  lambda_min_ratio: float | None = None, lambdas: Sequence[float] | None = None,
                  a: float = 3.7, eps1: float = 1e-3, eps3: float = 1e-8, tol: float = 1e-8,
-                 max_iter: int = 500, random_state=0, r_seed: int = 1,
+                 max_iter: int = 500, anchor: float = 1.0, random_state=0, r_seed: int = 1,
                  r_args: dict | None = None):
         self.engine = engine
         self.nlam = nlam
@@ -410,6 +481,7 @@ class MBI(RegressorMixin, BaseEstimator):
         self.eps3 = eps3
         self.tol = tol
         self.max_iter = max_iter
+        self.anchor = anchor
         self.random_state = random_state
         self.r_seed = r_seed
         self.r_args = r_args
@@ -418,12 +490,20 @@ class MBI(RegressorMixin, BaseEstimator):
     def fit(self, X, y=None, sources=None, groups=None):
         """Fit the λ path and select λ by ``bic1``. ``X`` has NaN for missing blocks and
         ``sources`` gives each source's columns; or pass a :class:`~hetmtl.data.BlockwiseData`
-        as ``X`` alone (its stacked design, tasks as missing-pattern groups)."""
+        as ``X`` alone (its stacked design, tasks as missing-pattern groups), optionally with a
+        :class:`~hetmtl.blockwise.selection.BlockwiseSplit` as second argument: MBI then fits on
+        the training and validation rows (it has no use for a validation set; the seed-002
+        protocol scores it on the 20 % test rows) and sets ``test_table_`` (per-task test RMSE
+        and their average), as the other block-wise estimators do."""
+        from hetmtl.blockwise.selection import BlockwiseSplit
         from hetmtl.data.blockwise import BlockwiseData
 
+        if isinstance(X, BlockwiseData) and isinstance(y, BlockwiseSplit):
+            return self._fit_split(X, y)
         if isinstance(X, BlockwiseData):
             if y is not None or sources is not None:
-                raise ValueError("pass either a BlockwiseData alone or (X, y, sources)")
+                raise ValueError("pass either a BlockwiseData alone, a BlockwiseData and a "
+                                 "BlockwiseSplit, or (X, y, sources)")
             design = X.stacked_design()
             X, y, sources = design.X, design.y, [list(map(int, c)) for c in design.source_columns]
         elif y is None or sources is None:
@@ -459,27 +539,47 @@ class MBI(RegressorMixin, BaseEstimator):
         self.support_ = np.flatnonzero(self.coef_ != 0)
         return self
 
+    def _fit_split(self, data, split):
+        from hetmtl.blockwise.model import rmse_table
+
+        split.check(data)
+        fit_rows = [np.concatenate([np.asarray(a), np.asarray(b)]) for a, b in zip(split.train, split.val)]
+        self.fit(data.subset(fit_rows))
+        if all(len(r) > 0 for r in split.test):
+            test = data.subset([np.asarray(r) for r in split.test]).stacked_design()
+            pred = self.predict(test.X)
+            self.test_table_ = rmse_table([test.y[r] for r in test.task_rows],
+                                          [pred[r] for r in test.task_rows], list(data.task_names))
+            self.test_rmse_ = self.test_table_["rmse"].iloc[:-1]
+            self.test_rmse_avg_ = float(self.test_table_["rmse"].iloc[-1])
+        return self
+
     def _fit_native(self):
         prep = self._prep
         n, p = prep.X2.shape
         problem = _core_problem(prep, self.eps3)
         self._problem = problem
-        start = _initial_beta(prep)
+        start = _initial_beta(prep, self.random_state)
+        self.beta_start_std_ = start
         ev0 = problem.evaluate(start)
         self.identified_ = bool(np.sum(ev0["n_retained"]) >= p)
-        if self.identified_:
-            start, iters, conv = problem.solve(start, 0.0, self.a, self.tol, self.max_iter)
-        else:
-            # Q has a continuum of exact zeros: its unpenalised minimisation would run to
-            # arbitrary, ill-fitting solutions, so the path starts from the initial fit (as R's
-            # does in effect: its unpenalised run stops near its start).
+        self.anchor_mu_ = 0.0
+        if not self.identified_:
+            if not self.anchor > 0:
+                raise ValueError(f"anchor must be > 0, got {self.anchor}")
+            # Q has (near-)flat directions: keep the solution near MBI's start in them.
+            self.anchor_mu_ = float(self.anchor * max(np.linalg.eigvalsh(ev0["gn_hessian"])[-1],
+                                                      1e-12))
             import warnings
 
             warnings.warn(
                 f"MBI is not identified here: the weight-matrix truncation keeps "
                 f"{int(np.sum(ev0['n_retained']))} moments (of {int(np.sum(ev0['n_moments']))}) "
-                f"for {p} coefficients; the path starts from the least-squares fit to the "
-                f"copy-averaged data instead of the unpenalised QIF minimiser", UserWarning)
+                f"for {p} coefficients; the native path is anchored at the cross-validated lasso "
+                f"start (proximal weight {self.anchor_mu_:.3g}), as R's MBI stays near it",
+                UserWarning)
+        start, iters, conv = problem.solve(start, 0.0, self.a, self.tol, self.max_iter,
+                                           self.anchor_mu_, start)
         self.beta_unpenalized_std_ = start
         if self.lambdas is not None:
             lambdas = np.asarray(self.lambdas, dtype=float).ravel()
@@ -492,12 +592,18 @@ class MBI(RegressorMixin, BaseEstimator):
             lam_max = problem.lambda_max(np.full(p, 0.01))
             self.lambda_max_ = lam_max
             lambdas = np.exp(np.linspace(np.log(ratio * lam_max), np.log(lam_max), self.nlam))
-        res = problem.path(start, lambdas, self.a, self.eps1, self.tol, self.max_iter)
+        res = problem.path(start, lambdas, self.a, self.eps1, self.tol, self.max_iter,
+                           mu=self.anchor_mu_, anchor=self.beta_start_std_)
         self.lambdas_ = lambdas
         self.coef_path_std_ = res["beta"]
         self.coef_path_ = res["beta"] / prep.scale
         self.intercept_path_ = prep.y_mean - self.coef_path_ @ prep.center
-        self.objective_path_ = res["objective"]
+        # MBI's own penalised objective Q + SCAD; where anchored, the solver minimised
+        # it plus mu/2 ||beta - start||^2 (anchored_objective_path_)
+        self.objective_path_ = np.array([problem.objective(b, lam, self.a)
+                                         for b, lam in zip(res["beta"], lambdas)])
+        if self.anchor_mu_ > 0:
+            self.anchored_objective_path_ = res["objective"]
         self.qif_path_ = res["qif"]
         self.converged_ = res["converged"].astype(bool)
         self.n_iter_ = res["n_iter"]
