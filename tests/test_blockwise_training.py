@@ -40,6 +40,13 @@ def test_batched_equals_one_by_one(sim):
     by_width = MTLHMB(group_by="width", **kw).fit(sim.data, split)
     assert len(by_width.fit_.groups) == 2
     np.testing.assert_allclose(by_width.test_rmse_avg_, slow.test_rmse_avg_, rtol=1e-7)
+    # two threads: groups trained in parallel, the same fits as one after the other
+    two = MTLHMB(group_by="width", n_threads=2, **kw).fit(sim.data, split)
+    np.testing.assert_allclose(two.fit_.val_loss, by_width.fit_.val_loss, rtol=1e-12)
+    np.testing.assert_array_equal(two.fit_.best_epoch, by_width.fit_.best_epoch)
+    np.testing.assert_allclose(two.test_rmse_avg_, by_width.test_rmse_avg_, rtol=1e-12)
+    # deepest configurations first within a group
+    assert [c["depth"] for c in (GRID[i] for i in two.fit_.groups[0].index)] == [3, 2]
 
 
 def test_early_stopping_stops_and_restores_best(sim):
