@@ -156,7 +156,7 @@ class StackedAdam:
         m = [self.m[k] for k in names]
         v = [self.v[k] for k in names]
         if self.fused and params[0].dtype in (torch.float32, torch.float64):
-            steps = [torch.tensor(float(self.t)) for _ in params]
+            steps = [torch.tensor(float(self.t))] * len(params)  # read-only in the kernel
             torch._fused_adam_(params, list(grads), m, v, [], steps, lr=lr, beta1=self.b1, beta2=self.b2,
                                weight_decay=0.0, eps=self.eps, amsgrad=False, maximize=False)
             return
