@@ -254,7 +254,9 @@ def train_group(model, params: Params, cfg: dict[str, torch.Tensor], stream: Tas
         plist = [params[k] for k in names]
         for batch in stream.epoch(rng):
             loss = model.loss(params, cfg, batch)
-            grads = torch.autograd.grad(loss.sum(), plist)
+            # a layer no remaining configuration uses (all deeper ones stopped) is left out of the
+            # graph: its gradient is zero, as for the depth padding it holds (Adam moments stay 0)
+            grads = torch.autograd.grad(loss.sum(), plist, materialize_grads=True)
             opt.step(plist, grads, names, lr)
         with torch.no_grad():
             vl = model.val_loss(params, cfg, val).to(torch.float64)
