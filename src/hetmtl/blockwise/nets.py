@@ -246,22 +246,12 @@ class Step2Net:
         H = self.width
         total = 0.0
         for l in range(1, self.depth):
-            k = _prefix(cfg, l)
-            s = slice(None) if k is None else slice(0, k)
-            if k == 0:
-                continue
-            Wg = params[f"g{l}.W"][s]  # (G, H, H)
-            Bo = params[f"r{l}.W"][s, :, H:, :]  # (G, T, H, H): task weights on shared activations
-            if self.dr_mode == "per_task":
-                val = (torch.matmul(Wg.transpose(-1, -2).unsqueeze(1), Bo) ** 2).sum((1, 2, 3))
-            else:  # sum over tasks inside the norm: Wg' sum_r B_r (one product instead of T)
-                val = (torch.matmul(Wg.transpose(-1, -2), Bo.sum(1)) ** 2).sum((1, 2))
-            G = params[f"g{l}.W"].shape[0]
-            if k is None:
-                val = val * _active(cfg, l, 1).to(val.dtype)
-            elif k < G:
-                val = torch.cat([val, val.new_zeros(G - k)])
-            total = total + val
+            Wg = params[f"g{l}.W"]  # (G, H, H)
+            Bo = params[f"r{l}.W"][:, :, H:, :]  # (G, T, H, H): task weights on shared activations
+            prod = torch.matmul(Wg.transpose(-1, -2).unsqueeze(1), Bo)
+            val = (prod**2).sum((1, 2, 3)) if self.dr_mode == "per_task" else (prod.sum(1) ** 2).sum((1, 2))
+            act = _active(cfg, l, 1)
+            total = total + (val if act is None else val * act.to(val.dtype))
         ip = (params["rout.W"][:, :, H:, 0] * params["gout.W"][:, None, :, 0]).sum(-1)  # (G, T)
         total = total + ((ip**2).sum(1) if self.dr_mode == "per_task" else ip.sum(1) ** 2)
         return total
