@@ -7,11 +7,14 @@ Step 2 with the configurations stacked (``group_by`` = "width" / "all") and one 
 agree between the two. Usage (long; run under nice):
 
     PYTHONPATH=src nice -n 10 python benchmarks/bench_blockwise_speed.py --grid code --max-epochs 25000
+
+``--threads 2`` trains independent groups in two threads (the 2-core target of the issue).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -61,15 +64,18 @@ def main() -> None:
     ap.add_argument("--modes", default="width,config")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--version", default="", help="label of the code version, recorded with the numbers")
     ap.add_argument("--out", default=str(RESULTS / "blockwise_speed.json"))
     args = ap.parse_args()
     out = Path(args.out)
     records = json.loads(out.read_text()) if out.exists() else []
     for mode in args.modes.split(","):
+        load0 = round(os.getloadavg()[0], 2)
         rec = run(args.grid, args.hbi_grid, mode, args.max_epochs, args.hbi_max_epochs, args.seed, args.threads)
         rec.update(machine=platform.machine(), torch=torch.__version__, threads=args.threads,
-                   note="2 CPU cores shared by 5 concurrent agents (load 8-10): wall seconds are inflated by "
-                        "contention; cpu_seconds_total (process time, 1 torch thread) is the work done")
+                   load_average_1min_start_end=[load0, round(os.getloadavg()[0], 2)], version=args.version,
+                   note="2 CPU cores shared by 6 concurrent agents: wall seconds are inflated by contention; "
+                        "cpu_seconds_total (process time over all threads) is the work done")
         records.append(rec)
         out.write_text(json.dumps(records, indent=1))
         print(json.dumps({k: v for k, v in rec.items() if k != "val_loss"}), flush=True)

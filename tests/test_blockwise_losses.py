@@ -71,9 +71,11 @@ def _reference_step2(params, g, c, H, s, dr_mode):
     return dict(integ=integ, orth=orth, imp=imp, dr=dr)
 
 
+@pytest.mark.parametrize("order", [[0, 1, 2], [1, 0, 2]])  # masked layers / deepest first (prefix path)
 @pytest.mark.parametrize("dr_mode", ["per_task", "sum_inside"])
-def test_step2_terms_match_direct_computation(step2_setup, dr_mode):
-    s = step2_setup
+def test_step2_terms_match_direct_computation(step2_setup, dr_mode, order):
+    s = dict(step2_setup)
+    s["configs"] = [step2_setup["configs"][i] for i in order]
     H, L = 6, 3
     net = Step2Net(s["p0"], s["P"], s["T"], torch.as_tensor(s["imputed"]), H, L, dr_mode)
     params, cfg = net.init(s["configs"], [0, 1, 2], seed=3, dtype=torch.float64)
@@ -87,6 +89,40 @@ def test_step2_terms_match_direct_computation(step2_setup, dr_mode):
         expect = ref["integ"] + c["lambda_orth"] * ref["orth"] + c["lambda_imp"] * ref["imp"] + c["lambda_dr"] * ref["dr"]
         np.testing.assert_allclose(float(total[g]), expect, rtol=1e-10)
     assert float(terms["dr"][0]) > 0 and float(terms["imp"][0]) > 0
+
+
+def test_r_orth_gram_form_equals_direct_form():
+    """||F_c' diag(w) F_u||_F^2 through the B x B Gram matrices equals the h x h product form."""
+    gen = torch.Generator().manual_seed(5)
+    fc = torch.randn(3, 2, 16, 128, generator=gen, dtype=torch.float64)
+    fu = torch.randn(3, 2, 16, 128, generator=gen, dtype=torch.float64)
+    w = (torch.rand(2, 16, generator=gen, dtype=torch.float64) > 0.2).to(torch.float64)
+    direct = (torch.matmul((fc * w.unsqueeze(-1)).transpose(-1, -2), fu) ** 2).sum((1, 2, 3))
+    net = Step2Net(4, 4, 2, torch.zeros(2, 4), 128, 2)
+    np.testing.assert_allclose(_np(net.r_orth(fc, fu, w)), _np(direct), rtol=1e-10)
+
+
+@pytest.mark.parametrize("order", [[0, 1, 2], [1, 0, 2]])
+def test_step2_depth_skipping_matches_masking(step2_setup, order):
+    """Deepest-first groups compute hidden layers on the configurations that use them only; loss
+    and gradients equal those of the masked computation (configurations in grid order)."""
+    s = step2_setup
+    batch = {k: torch.as_tensor(s[k]) for k in ("x0", "xf", "y", "w")}
+    net = Step2Net(s["p0"], s["P"], s["T"], torch.as_tensor(s["imputed"]), 6, 3)
+    cfgs = [s["configs"][i] for i in order]
+    p, c = net.init(cfgs, order, seed=3, dtype=torch.float64)
+    p = {k: v.requires_grad_(True) for k, v in p.items()}
+    loss = net.loss(p, c, batch)
+    grads = torch.autograd.grad(loss.sum(), list(p.values()))
+    ref = Step2Net(s["p0"], s["P"], s["T"], torch.as_tensor(s["imputed"]), 6, 3)
+    pr, cr = ref.init(s["configs"], [0, 1, 2], seed=3, dtype=torch.float64)
+    pr = {k: v.requires_grad_(True) for k, v in pr.items()}
+    lr_ = ref.loss(pr, cr, batch)
+    gr = torch.autograd.grad(lr_.sum(), list(pr.values()))
+    pos = [order.index(i) for i in range(3)]
+    np.testing.assert_allclose(_np(loss)[pos], _np(lr_), rtol=1e-12)
+    for a, b in zip(grads, gr):
+        np.testing.assert_allclose(_np(a)[pos], _np(b), rtol=1e-10, atol=1e-14)
 
 
 def test_step2_padding_is_exact(step2_setup):

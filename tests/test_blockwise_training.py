@@ -40,6 +40,13 @@ def test_batched_equals_one_by_one(sim):
     by_width = MTLHMB(group_by="width", **kw).fit(sim.data, split)
     assert len(by_width.fit_.groups) == 2
     np.testing.assert_allclose(by_width.test_rmse_avg_, slow.test_rmse_avg_, rtol=1e-7)
+    # two threads: groups trained in parallel, the same fits as one after the other
+    two = MTLHMB(group_by="width", n_threads=2, **kw).fit(sim.data, split)
+    np.testing.assert_allclose(two.fit_.val_loss, by_width.fit_.val_loss, rtol=1e-12)
+    np.testing.assert_array_equal(two.fit_.best_epoch, by_width.fit_.best_epoch)
+    np.testing.assert_allclose(two.test_rmse_avg_, by_width.test_rmse_avg_, rtol=1e-12)
+    # deepest configurations first within a group
+    assert [c["depth"] for c in (GRID[i] for i in two.fit_.groups[0].index)] == [3, 2]
 
 
 def test_early_stopping_stops_and_restores_best(sim):
@@ -167,3 +174,24 @@ def test_mtlhmb_learns_linear_truth():
                random_state=0).fit(sim.data)
     sd_y = np.mean([np.std(sim.data.y(t)[m.split_.test[t]]) for t in range(2)])
     assert m.test_rmse_avg_ < 0.2 * sd_y  # about 0.04 in practice
+
+
+def test_group_with_unused_padded_layer_trains():
+    """A hidden layer no configuration of the group uses (e.g. after the deeper configurations
+    stopped) gets zero gradients and stays zero."""
+    from hetmtl.blockwise._engine import TrainSettings, train_group
+    from hetmtl.blockwise.nets import Step2Net
+
+    rng = np.random.default_rng(0)
+    T, p0, P, n = 2, 4, 6, 20
+    net = Step2Net(p0, P, T, torch.zeros(T, P), width=8, depth=3)
+    cfgs = [dict(width=8, depth=2, lambda_orth=0.1, lambda_imp=0.1, lambda_dr=0.1)] * 2
+    params, cfg = net.init(cfgs, [0, 1], seed=0, dtype=torch.float64)
+    x0 = [rng.normal(size=(n, p0)) for _ in range(T)]
+    arrays = {"x0": x0, "xf": [np.hstack([a, rng.normal(size=(n, P - p0))]) for a in x0],
+              "y": [rng.normal(size=n) for _ in range(T)]}
+    stream = TaskBatches(arrays, 8, torch.float64)
+    es = train_group(net, params, cfg, stream, TaskBatches(arrays, None, torch.float64).full(),
+                     TrainSettings(max_epochs=3, patience=5, dtype=torch.float64), seed=0)
+    assert float(es.best_params["c2.W"].abs().sum()) == 0.0 and float(es.best_params["c1.W"].abs().sum()) > 0
+    assert np.isfinite(es.best_loss.numpy()).all()

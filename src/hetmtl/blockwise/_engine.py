@@ -7,7 +7,10 @@ zero activations and zero gradients, so Adam leaves them at zero and each config
 exactly the function its unpadded network would. Each configuration is initialised from its own
 generator (seeded by the grid seed and its position in the grid), all configurations see the same
 mini-batch sequence, and early stopping is per configuration (:class:`BatchedEarlyStopping`);
-stopped configurations are dropped from the batch. Training the configurations one by one
+stopped configurations are dropped from the batch. Within a group the configurations are ordered
+by decreasing depth, so each hidden layer is computed only for the configurations that use it.
+With ``torch.get_num_threads() > 1`` (e.g. ``n_threads=2``) independent groups train in parallel
+threads, one torch thread each. Training the configurations one by one
 (``group_by="config"``) therefore gives the same fits up to floating-point summation order.
 """
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -152,7 +156,7 @@ class StackedAdam:
         m = [self.m[k] for k in names]
         v = [self.v[k] for k in names]
         if self.fused and params[0].dtype in (torch.float32, torch.float64):
-            steps = [torch.tensor(float(self.t)) for _ in params]
+            steps = [torch.tensor(float(self.t))] * len(params)  # read-only in the kernel
             torch._fused_adam_(params, list(grads), m, v, [], steps, lr=lr, beta1=self.b1, beta2=self.b2,
                                weight_decay=0.0, eps=self.eps, amsgrad=False, maximize=False)
             return
@@ -250,7 +254,9 @@ def train_group(model, params: Params, cfg: dict[str, torch.Tensor], stream: Tas
         plist = [params[k] for k in names]
         for batch in stream.epoch(rng):
             loss = model.loss(params, cfg, batch)
-            grads = torch.autograd.grad(loss.sum(), plist)
+            # a layer no remaining configuration uses (all deeper ones stopped) is left out of the
+            # graph: its gradient is zero, as for the depth padding it holds (Adam moments stay 0)
+            grads = torch.autograd.grad(loss.sum(), plist, materialize_grads=True)
             opt.step(plist, grads, names, lr)
         with torch.no_grad():
             vl = model.val_loss(params, cfg, val).to(torch.float64)
@@ -285,16 +291,47 @@ def fit_grid(make_model: Callable[[list[dict], list[int]], tuple[object, Params,
     groups: dict[object, list[int]] = {}
     for i, c in enumerate(configs):
         groups.setdefault(group_key(i, c), []).append(i)
+    # deepest configurations first: a hidden layer is then used by a prefix of the group, which
+    # the networks compute on that prefix only (no work on depth padding)
+    order = [sorted(idx, key=lambda i: -int(configs[i].get("depth", 0))) for idx in groups.values()]
     val_loss = np.full(len(configs), np.inf)
     best_epoch = np.full(len(configs), -1)
-    fits = []
-    for idx in groups.values():
+
+    def run(idx: list[int]) -> GroupFit:
         model, params, cfg = make_model([configs[i] for i in idx], idx)
         es = train_group(model, params, cfg, make_stream(configs[idx[0]]), val, settings, seed)
         val_loss[idx] = es.best_loss.numpy()
         best_epoch[idx] = es.best_epoch.numpy()
-        fits.append(GroupFit(model, idx, {k: v.detach() for k, v in es.best_params.items()}, cfg))
+        return GroupFit(model, idx, {k: v.detach() for k, v in es.best_params.items()}, cfg)
+
+    workers = min(torch.get_num_threads(), len(order))
+    if workers <= 1:
+        fits = [run(idx) for idx in order]
+    else:
+        # groups are independent: train them in parallel threads (torch releases the GIL in its
+        # kernels), one intra-op thread each, most expensive first; same fits as sequentially
+        cost = [sum(_config_cost(configs[i]) for i in idx) for idx in order]
+        by_cost = sorted(range(len(order)), key=lambda j: -cost[j])
+        old = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                done = dict(zip(by_cost, pool.map(lambda j: _one_thread(run, order[j]), by_cost)))
+        finally:
+            torch.set_num_threads(old)
+        fits = [done[j] for j in range(len(order))]
     return GridFit(configs, val_loss, best_epoch, fits, time.perf_counter() - t0)
+
+
+def _one_thread(fn, *args):
+    torch.set_num_threads(1)  # OpenMP/MKL thread counts are per calling thread
+    return fn(*args)
+
+
+def _config_cost(c: dict) -> float:
+    """Rough relative cost of training one configuration (for scheduling groups on threads)."""
+    w, d = float(c.get("width", 1)), float(c.get("depth", 1))
+    return d * w * (w + 64.0)
 
 
 def group_key_for(strategy: str) -> Callable[[int, dict], object]:
