@@ -1,39 +1,16 @@
 """The C++ fusion solvers against independent references: cvxpy (Clarabel), closed-form limits,
 the weighted Huber location, and Monte Carlo for the squared-penalty delta method."""
-import warnings
 
 import numpy as np
 import pytest
-from fusion_testdata import random_problem
+from fusion_testdata import cvxpy_fusion, random_problem
 from scipy import optimize
 
 from hetmtl import _core
 
-cp = pytest.importorskip("cvxpy")
+pytest.importorskip("cvxpy")
 
 SOLVERS = [("squared", "matched"), ("group", "matched"), ("group", "euclidean")]
-
-
-def cvxpy_fusion(theta, H, w, shape, C, penalty, metric):
-    K, d = theta.shape
-    T, c = cp.Variable((K, d)), cp.Variable(d)
-    obj = 0
-    for k in range(K):
-        L = np.linalg.cholesky(H[k])
-        obj += w[k] * 0.5 * cp.sum_squares(L.T @ (T[k] - theta[k]))
-        v = T[k] - c
-        if penalty == "squared":
-            obj += w[k] * C * shape[k] * cp.sum_squares(v)
-        elif metric == "matched":
-            obj += w[k] * C * shape[k] * cp.norm(L.T @ v)
-        else:
-            obj += w[k] * C * shape[k] * cp.norm(v)
-    prob = cp.Problem(cp.Minimize(obj))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        prob.solve(solver="CLARABEL", tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12, tol_ktratio=1e-10,
-                   max_iter=500)
-    return T.value, c.value, prob.value
 
 
 @pytest.mark.parametrize("penalty,metric", SOLVERS)

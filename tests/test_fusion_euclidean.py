@@ -1,28 +1,13 @@
 """The exact Euclidean-metric group solver (per-site secular equations on H_k's eigenbasis, warm
 starts along paths and bootstrap draws) against cvxpy/Clarabel and against cold solves."""
-import warnings
 
 import numpy as np
 import pytest
+from fusion_testdata import cvxpy_fusion
 
 from hetmtl import _core
 
-cp = pytest.importorskip("cvxpy")
-
-
-def cvxpy_euclidean(theta, H, w, shape, C):
-    K, d = theta.shape
-    T, c = cp.Variable((K, d)), cp.Variable(d)
-    obj = 0
-    for k in range(K):
-        L = np.linalg.cholesky(H[k])
-        obj += w[k] * (0.5 * cp.sum_squares(L.T @ (T[k] - theta[k])) + C * shape[k] * cp.norm(T[k] - c))
-    prob = cp.Problem(cp.Minimize(obj))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        prob.solve(solver="CLARABEL", tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12, tol_ktratio=1e-10,
-                   max_iter=500)
-    return T.value, c.value, prob.value
+pytest.importorskip("cvxpy")
 
 
 def ill_conditioned_problem(rng, K, d, cond=1e3, outliers=1):
@@ -46,7 +31,7 @@ def test_euclidean_matches_cvxpy_with_outlier_and_fused_sites(d):
     mixed = False
     for C in (0.05, 1.0, 30.0):
         sol = prob.solve(C, "group", "euclidean")
-        T, c, value = cvxpy_euclidean(theta, H, w, shape, C)
+        T, c, value = cvxpy_fusion(theta, H, w, shape, C, "group", "euclidean")
         assert sol["converged"]
         assert sol["objective"] <= value + 1e-12
         np.testing.assert_allclose(sol["theta"], T, atol=1e-6)

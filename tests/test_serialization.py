@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from hetmtl._jsonio import canonical_digest
 from hetmtl.blockwise import MTLHMB, simulate_blockwise
 from hetmtl.encoders import DualEncoderMTL, simulate_latent
-from hetmtl.serialization import ModelFormatError, _digest, decode_array, encode_array, loads
+from hetmtl.serialization import ModelFormatError, decode_array, encode_array, loads
 
 pytestmark = pytest.mark.filterwarnings("ignore::hetmtl.exceptions.ConvergenceWarning")
 
@@ -34,7 +35,7 @@ def _retamper(text: str, edit) -> str:
     """Edit the payload and recompute the checksum (a consistent but wrong file)."""
     obj = json.loads(text)
     edit(obj["payload"])
-    obj["sha256"] = _digest(obj["payload"])
+    obj["sha256"] = canonical_digest(obj["payload"])
     return json.dumps(obj)
 
 

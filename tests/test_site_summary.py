@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import simulate_site
+from hetmtl._jsonio import canonical_digest
 from hetmtl.exceptions import SummaryValidationError
 from hetmtl.latefusion import SiteDML, SiteSummary
 
@@ -60,7 +61,7 @@ def _tamper(path, edit, resign=False):
     obj = json.loads(path.read_text())
     edit(obj)
     if resign:  # a crafted file with a valid checksum: the content checks must still catch it
-        obj["sha256"] = SiteSummary._digest(obj["payload"])
+        obj["sha256"] = canonical_digest(obj["payload"])
     path.write_text(json.dumps(obj))
 
 

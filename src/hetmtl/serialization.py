@@ -22,7 +22,6 @@ another estimator, or has arrays whose bytes do not match their shape and dtype.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,8 @@ from typing import Any
 import jsonschema
 import numpy as np
 import torch
+
+from hetmtl._jsonio import canonical_digest, write_atomic
 
 FORMAT = "hetmtl.model"
 VERSION = 1
@@ -110,11 +111,6 @@ def decode_tensor(obj: dict[str, Any], name: str = "tensor") -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------- envelope
-def _digest(payload: dict[str, Any]) -> str:
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
 def jsonable(value: Any) -> Any:
     """Hyperparameters and fitted labels as JSON values (tuples become lists, NumPy scalars Python)."""
     if isinstance(value, dict):
@@ -142,12 +138,9 @@ def dumps(estimator: str, params: dict, fitted: dict, tensors: dict, path: str |
     payload = {"params": jsonable(params), "fitted": jsonable(fitted),
                "tensors": {str(k): encode_array(v) for k, v in tensors.items()}}
     text = json.dumps({"format": FORMAT, "version": VERSION, "estimator": estimator, "payload": payload,
-                       "sha256": _digest(payload)}, allow_nan=False)
+                       "sha256": canonical_digest(payload)}, allow_nan=False)
     if path is not None:
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        write_atomic(path, text)
     return text
 
 
@@ -177,7 +170,7 @@ def loads(source: str | Path, estimator: str) -> tuple[dict, dict, dict[str, dic
     if obj["estimator"] != estimator:
         raise ModelFormatError(f"{where}: holds a {obj['estimator']} model, not a {estimator}")
     payload = obj["payload"]
-    if _digest(payload) != obj["sha256"]:
+    if canonical_digest(payload) != obj["sha256"]:
         raise ModelFormatError(f"{where}: checksum mismatch - the model was edited or corrupted after export")
     return payload["params"], payload["fitted"], payload["tensors"]
 

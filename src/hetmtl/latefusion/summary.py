@@ -8,7 +8,6 @@ edited files. (Never exchange pickles.)
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import jsonschema
 import numpy as np
 
+from hetmtl._jsonio import canonical_digest, write_atomic
 from hetmtl.exceptions import SummaryValidationError
 
 FORMAT = "hetmtl.site_summary"
@@ -221,23 +221,15 @@ class SiteSummary:
             ]
         return p
 
-    @staticmethod
-    def _digest(payload: dict[str, Any]) -> str:
-        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
-        return hashlib.sha256(canonical.encode()).hexdigest()
-
     def to_dict(self) -> dict[str, Any]:
         payload = self._payload()
-        return {"format": FORMAT, "version": VERSION, "payload": payload, "sha256": self._digest(payload)}
+        return {"format": FORMAT, "version": VERSION, "payload": payload, "sha256": canonical_digest(payload)}
 
     def to_json(self, path: str | Path | None = None) -> str:
         """Serialise to JSON; write it to ``path`` (atomically) when given."""
         text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
         if path is not None:
-            path = Path(path)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(text)
-            tmp.replace(path)
+            write_atomic(path, text)
         return text
 
     @classmethod
@@ -248,7 +240,7 @@ class SiteSummary:
             where = "/".join(map(str, exc.absolute_path)) or "(top level)"
             raise SummaryValidationError(f"{source}: does not match the site-summary schema at {where}: {exc.message}") from None
         payload = obj["payload"]
-        if cls._digest(payload) != obj["sha256"]:
+        if canonical_digest(payload) != obj["sha256"]:
             raise SummaryValidationError(f"{source}: checksum mismatch — the file was edited or corrupted after export")
         folds = [
             CVFold(
