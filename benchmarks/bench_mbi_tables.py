@@ -8,8 +8,10 @@ One study per seed-002 setting (``blockwise-<setting>-mbi``): the registered ``b
 generator and ``blockwise-split`` splitter (60/20/20 per task; MBI fits on the 80 % training +
 validation rows and is scored on the 20 % test rows, as the seed's appendix states), and only the
 registered ``blockwise`` method with ``name="mbi"`` (native engine, nlam = 15 as the R runs of the
-golden fixtures). Master seed 2 and the full grid of each setting as in the built-in
-``blockwise-<setting>`` studies, so the replicates' data are those of the built-in studies. The
+golden fixtures). Master seed 2 and the full grid of each setting. (The built-in ``blockwise-<setting>``
+studies have since moved to the authors' seeds 0-19, so these MBI replicates are not paired
+with the MTL-HMB/STL/HTL ones; rerunning with ``blockwise_study(setting, methods=['mbi'])``
+would pair them.) The
 report puts our mean (SD) over replicates of the average test RMSE over tasks beside the seed's
 MBI column (benchmarks/data/mtlhmb_seed_tables.csv).
 """

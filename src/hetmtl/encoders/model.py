@@ -222,9 +222,9 @@ def coefficient_step(S, C, y, mask, coef: Coefficients, *, n_total: float, lam_a
             z = delta - eta_d[:, None] * grad
             za, zb = z[:, 1 : 1 + q], z[:, 1 + q :]
             if centred_a:
-                za = _prox(za, zq, eta_d * lam_alpha, penalty, backend)
+                za = prox_to_center_torch(za, zq, eta_d * lam_alpha, penalty)
             if p:
-                zb = _prox(zb, zp, eta_d * lam_beta, penalty, backend)
+                zb = prox_to_center_torch(zb, zp, eta_d * lam_beta, penalty)
             delta = torch.cat([z[:, :1], za, zb], dim=1)
         theta = c + delta
         if joint_a:
@@ -237,9 +237,9 @@ def coefficient_step(S, C, y, mask, coef: Coefficients, *, n_total: float, lam_a
             z = theta - eta[:, None] * grad_of(theta)
             za, zb = z[:, 1 : 1 + q], z[:, 1 + q :]
             if centred_a:
-                za = _prox(za, a_c, eta * lam_alpha, penalty, backend)
+                za = prox_to_center_torch(za, a_c, eta * lam_alpha, penalty)
             if p:
-                zb = _prox(zb, b_c, eta * lam_beta, penalty, backend)
+                zb = prox_to_center_torch(zb, b_c, eta * lam_beta, penalty)
             theta = torch.cat([z[:, :1], za, zb], dim=1)
     alpha, beta = theta[:, 1 : 1 + q], theta[:, 1 + q :]
     if update_centers:
@@ -273,11 +273,3 @@ def _coefficient_step_cpp(G, h, coef: Coefficients, q, p, n_total, lam_alpha, la
         if p:
             b_c = torch.from_numpy(update_center(beta.numpy(), center_weights[1], penalty, center))
     return Coefficients(alpha, beta, theta[:, 0].contiguous(), a_c, b_c)
-
-
-def _prox(Z: torch.Tensor, c: torch.Tensor, t: torch.Tensor, penalty: str, backend: str) -> torch.Tensor:
-    if backend == "cpp":
-        K = Z.shape[0]
-        out = _core.prox_to_center(np.ascontiguousarray(Z.numpy()), c.numpy(), t.numpy(), np.ones(K), np.ones(K), penalty)
-        return torch.from_numpy(out)
-    return prox_to_center_torch(Z, c, t, penalty)

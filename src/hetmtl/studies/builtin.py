@@ -395,7 +395,7 @@ BLOCKWISE_METHODS = {"mtl-hmb": ("hetmtl.blockwise.model", "MTLHMB"), "stl": ("h
                      "step1+stl": ("hetmtl.blockwise.baselines", "STL"),
                      "step1+hps": ("hetmtl.blockwise.baselines", "HPS"),
                      "naive+step2": ("hetmtl.blockwise.baselines", "naive_step2"),
-                     # MBI: assumed to follow the block-wise estimator API (fit(data, split), test_table_)
+                     # MBI (native engine by default): fit(data, split) on training + validation rows, test_table_
                      "mbi": ("hetmtl.blockwise.mbi", "MBI")}
 #: Methods that run Step 1 (HBI); within a replicate they share one fitted imputer.
 HBI_METHODS = ("mtl-hmb", "step1+stl", "step1+hps")

@@ -146,8 +146,7 @@ def _as_rows(out: Any, method: str, reserved: set[str]) -> list[dict]:
 def _iter_job(study: Study, job: Job, n_threads: int | None = 1) -> Iterator[dict]:
     """Generate the job's data once and run the requested methods on it, yielding each method's
     record as soon as it is done; never raises."""
-    base = {"study": study.name, "setting": job.label, "setting_index": job.setting_index,
-            "params": job.setting, "replicate": job.replicate}
+    base = _record_base(study, job)
     specs = {m.name: m for m in study.methods}
     data_seed, method_seed = study.seeds(job.setting_index, job.replicate)
     reserved = set(RESERVED) | set(study.grid)
@@ -162,9 +161,7 @@ def _iter_job(study: Study, job: Job, n_threads: int | None = 1) -> Iterator[dic
                 splits = resolve(study.splitter, "generator")(data, method_seed)
             rep = Replicate(data=data, setting=dict(job.setting), replicate=job.replicate, seed=method_seed, splits=splits)
         except Exception as exc:  # data generation failed: every method of the job fails with it
-            err = "data generation failed: " + _error_text(exc)
-            for name in job.methods:
-                yield {**base, "method": name, "status": "failed", "error": err, "seconds": None, "rows": None}
+            yield from _failed(study, job, job.methods, "data generation failed: " + _error_text(exc), None)
             return
         cache: dict = {}
         for name in job.methods:
@@ -183,9 +180,13 @@ def _iter_job(study: Study, job: Job, n_threads: int | None = 1) -> Iterator[dic
             yield rec
 
 
-def _failed(study: Study, job: Job, methods, error: str, seconds: float | None) -> list[dict]:
-    base = {"study": study.name, "setting": job.label, "setting_index": job.setting_index,
+def _record_base(study: Study, job: Job) -> dict:
+    return {"study": study.name, "setting": job.label, "setting_index": job.setting_index,
             "params": job.setting, "replicate": job.replicate}
+
+
+def _failed(study: Study, job: Job, methods, error: str, seconds: float | None) -> list[dict]:
+    base = _record_base(study, job)
     return [{**base, "method": m, "status": "failed", "error": error, "seconds": seconds, "rows": None} for m in methods]
 
 
