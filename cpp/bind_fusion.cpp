@@ -69,10 +69,12 @@ py::dict solution_dict(const fusion::Solution& s) {
   return out;
 }
 
-fusion::Options options(double tol, int max_iter) {
+fusion::Options options(double tol, int max_iter, int threads) {
+  if (threads < 1) throw std::invalid_argument("threads must be >= 1");
   fusion::Options o;
   o.tol = tol;
   o.max_iter = max_iter;
+  o.threads = threads;
   return o;
 }
 }  // namespace
@@ -113,27 +115,27 @@ void bind_fusion(py::module_& m) {
       .def(
           "solve",
           [](const Problem& p, double C, const std::string& penalty, const std::string& metric,
-             std::optional<VectorXd> start, double tol, int max_iter) {
+             std::optional<VectorXd> start, double tol, int max_iter, int threads) {
             const auto pen = fusion::parse_penalty(penalty, metric);
             fusion::Solution s;
             {
               py::gil_scoped_release release;
-              s = p.solve(C, pen, start ? &*start : nullptr, options(tol, max_iter));
+              s = p.solve(C, pen, start ? &*start : nullptr, options(tol, max_iter, threads));
             }
             return solution_dict(s);
           },
           py::arg("C"), py::arg("penalty") = "group", py::arg("metric") = "matched",
-          py::arg("start") = py::none(), py::arg("tol") = 1e-12, py::arg("max_iter") = 1000,
+          py::arg("start") = py::none(), py::arg("tol") = 1e-12, py::arg("max_iter") = 1000, py::arg("threads") = 1,
           "Fused estimates at one C: dict(centre, theta (K, d), fused, objective, n_iter, converged).")
       .def(
           "path",
           [](const Problem& p, const std::vector<double>& C_grid, const std::string& penalty,
-             const std::string& metric, double tol, int max_iter) {
+             const std::string& metric, double tol, int max_iter, int threads) {
             const auto pen = fusion::parse_penalty(penalty, metric);
             std::vector<fusion::Solution> sols;
             {
               py::gil_scoped_release release;
-              sols = p.path(C_grid, pen, options(tol, max_iter));
+              sols = p.path(C_grid, pen, options(tol, max_iter, threads));
             }
             const py::ssize_t nC = sols.size(), K = p.K(), d = p.d();
             py::array_t<double> centre({nC, d}), theta({nC, K, d});
@@ -157,25 +159,25 @@ void bind_fusion(py::module_& m) {
             return out;
           },
           py::arg("C_grid"), py::arg("penalty") = "group", py::arg("metric") = "matched",
-          py::arg("tol") = 1e-12, py::arg("max_iter") = 1000,
+          py::arg("tol") = 1e-12, py::arg("max_iter") = 1000, py::arg("threads") = 1,
           "Solutions along C_grid, each warm-started at the previous centre.")
       .def(
           "path_losses",
           [](const Problem& p, const std::vector<double>& C_grid, const std::string& penalty,
              const std::string& metric, const Arr& A, const Arr& b, const VectorXd& c, const VectorXd& lw,
-             double tol, int max_iter) {
+             double tol, int max_iter, int threads) {
             const auto pen = fusion::parse_penalty(penalty, metric);
             auto As = to_stack(A, "A");
             MatrixXd bs = to_columns(b, "b");
             std::vector<double> out;
             {
               py::gil_scoped_release release;
-              out = p.path_losses(C_grid, pen, As, bs, c, lw, options(tol, max_iter));
+              out = p.path_losses(C_grid, pen, As, bs, c, lw, options(tol, max_iter, threads));
             }
             return out;
           },
           py::arg("C_grid"), py::arg("penalty"), py::arg("metric"), py::arg("A"), py::arg("b"),
-          py::arg("c"), py::arg("loss_weights"), py::arg("tol") = 1e-12, py::arg("max_iter") = 1000,
+          py::arg("c"), py::arg("loss_weights"), py::arg("tol") = 1e-12, py::arg("max_iter") = 1000, py::arg("threads") = 1,
           "Held-out losses sum_k lw_k (c_k - 2 b_k' t_k + t_k' A_k t_k) of the fused t_k along C_grid.")
       .def(
           "objective",
@@ -212,13 +214,13 @@ void bind_fusion(py::module_& m) {
       .def(
           "bootstrap",
           [](const Problem& p, const Arr& V, double C, const std::string& penalty, const std::string& metric,
-             int n_boot, uint64_t seed, double tol, int max_iter) {
+             int n_boot, uint64_t seed, double tol, int max_iter, int threads) {
             const auto pen = fusion::parse_penalty(penalty, metric);
             auto Vs = to_stack(V, "V");
             Problem::Bootstrap bs;
             {
               py::gil_scoped_release release;
-              bs = p.bootstrap(Vs, C, pen, n_boot, seed, options(tol, max_iter));
+              bs = p.bootstrap(Vs, C, pen, n_boot, seed, options(tol, max_iter, threads));
             }
             const py::ssize_t B = n_boot, K = p.K(), d = p.d();
             py::array_t<double> theta({B, K, d});
@@ -232,7 +234,7 @@ void bind_fusion(py::module_& m) {
             return out;
           },
           py::arg("V"), py::arg("C"), py::arg("penalty") = "group", py::arg("metric") = "matched",
-          py::arg("n_boot") = 1000, py::arg("seed") = 0, py::arg("tol") = 1e-10, py::arg("max_iter") = 1000,
+          py::arg("n_boot") = 1000, py::arg("seed") = 0, py::arg("tol") = 1e-10, py::arg("max_iter") = 1000, py::arg("threads") = 1,
           "Parametric bootstrap: draws that_k* ~ N(that_k, V_k), refits with the same C; "
           "dict(centre (B, d), theta (B, K, d), fused_count (K,), n_not_converged).");
 }

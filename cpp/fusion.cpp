@@ -6,12 +6,30 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 namespace hetmtl {
 namespace fusion {
 
 namespace {
 constexpr double kInf = std::numeric_limits<double>::infinity();
+// Sites per thread below which a second thread costs more than it saves.
+constexpr int kMinSitesPerThread = 2000;
+
+// Run fn(chunk, k0, k1) over contiguous chunks of 0..K-1, chunk 0 on the calling thread. The
+// chunking depends only on (K, threads), so per-chunk partial sums combined in chunk order give
+// results that are identical from run to run.
+template <class Fn>
+int for_site_chunks(int K, int threads, Fn&& fn) {
+  const int n = std::max(1, std::min(threads, K / kMinSitesPerThread));
+  std::vector<std::thread> pool;
+  pool.reserve(n - 1);
+  for (int i = 1; i < n; ++i)
+    pool.emplace_back([&fn, i, n, K]() { fn(i, static_cast<int>(int64_t(K) * i / n), static_cast<int>(int64_t(K) * (i + 1) / n)); });
+  fn(0, 0, static_cast<int>(int64_t(K) / n));
+  for (auto& t : pool) t.join();
+  return n;
+}
 // Centre reported at C = 0 for the group penalties: the C -> 0+ limit, approximated at this C.
 constexpr double kTinyC = 1e-8;
 
@@ -132,11 +150,10 @@ Problem::Problem(MatrixXd theta_hat, std::vector<MatrixXd> H, VectorXd w, Vector
 namespace {
 // Eigen-decompositions of every H_k (fixed-size solver for small d: no allocation per site).
 template <int D>
-void eigen_all(const std::vector<MatrixXd>& H, std::vector<MatrixXd>& evec, MatrixXd& eval) {
+void eigen_all(const std::vector<MatrixXd>& H, std::vector<MatrixXd>& evec, MatrixXd& eval, int k0, int k1) {
   using Mat = Eigen::Matrix<double, D, D>;
-  const int K = static_cast<int>(H.size());
   Eigen::SelfAdjointEigenSolver<Mat> es(static_cast<int>(H[0].rows()));
-  for (int k = 0; k < K; ++k) {
+  for (int k = k0; k < k1; ++k) {
     es.compute(Mat(H[k]));
     evec[k] = es.eigenvectors();
     eval.col(k) = es.eigenvalues();
@@ -144,22 +161,24 @@ void eigen_all(const std::vector<MatrixXd>& H, std::vector<MatrixXd>& evec, Matr
 }
 }  // namespace
 
-void Problem::ensure_eigen() const {
-  std::call_once(eig_once_, [this]() {
+void Problem::ensure_eigen(int threads) const {
+  std::call_once(eig_once_, [this, threads]() {
     const int K = this->K(), d = this->d();
     evec_.resize(K);
     eval_.resize(d, K);
-    switch (d) {
-      case 1: eigen_all<1>(H_, evec_, eval_); break;
-      case 2: eigen_all<2>(H_, evec_, eval_); break;
-      case 3: eigen_all<3>(H_, evec_, eval_); break;
-      case 4: eigen_all<4>(H_, evec_, eval_); break;
-      case 5: eigen_all<5>(H_, evec_, eval_); break;
-      case 6: eigen_all<6>(H_, evec_, eval_); break;
-      case 7: eigen_all<7>(H_, evec_, eval_); break;
-      case 8: eigen_all<8>(H_, evec_, eval_); break;
-      default: eigen_all<Eigen::Dynamic>(H_, evec_, eval_); break;
-    }
+    for_site_chunks(K, threads, [&](int, int k0, int k1) {
+      switch (d) {
+        case 1: eigen_all<1>(H_, evec_, eval_, k0, k1); break;
+        case 2: eigen_all<2>(H_, evec_, eval_, k0, k1); break;
+        case 3: eigen_all<3>(H_, evec_, eval_, k0, k1); break;
+        case 4: eigen_all<4>(H_, evec_, eval_, k0, k1); break;
+        case 5: eigen_all<5>(H_, evec_, eval_, k0, k1); break;
+        case 6: eigen_all<6>(H_, evec_, eval_, k0, k1); break;
+        case 7: eigen_all<7>(H_, evec_, eval_, k0, k1); break;
+        case 8: eigen_all<8>(H_, evec_, eval_, k0, k1); break;
+        default: eigen_all<Eigen::Dynamic>(H_, evec_, eval_, k0, k1); break;
+      }
+    });
   });
 }
 
@@ -216,7 +235,10 @@ Solution Problem::solve_at(const MatrixXd& th, double C, Penalty pen, const Vect
   if (std::isnan(C) || C < 0) throw std::invalid_argument("C must be >= 0 (or +inf)");
   if (std::isinf(C)) return pooled(th);
   if (C == 0.0) return unpooled(th, pen, opt);
-  if (pen == Penalty::Squared) return solve_squared(th, C);
+  if (pen == Penalty::Squared) {
+    ensure_eigen(opt.threads);
+    return solve_squared(th, C);
+  }
   return solve_group(th, C, pen, start, opt, rho_cache);
 }
 
@@ -277,40 +299,72 @@ Solution Problem::solve_squared_t(const MatrixXd& th, double C) const {
 }
 
 double Problem::profile(const MatrixXd& th, const VectorXd& c, double C, Penalty pen, VectorXd* grad,
-                        MatrixXd* newton, MatrixXd* major, Solution* sol, double* rho) const {
-  switch (d()) {
-    case 1: return profile_t<1>(th, c, C, pen, grad, newton, major, sol, rho);
-    case 2: return profile_t<2>(th, c, C, pen, grad, newton, major, sol, rho);
-    case 3: return profile_t<3>(th, c, C, pen, grad, newton, major, sol, rho);
-    case 4: return profile_t<4>(th, c, C, pen, grad, newton, major, sol, rho);
-    case 5: return profile_t<5>(th, c, C, pen, grad, newton, major, sol, rho);
-    case 6: return profile_t<6>(th, c, C, pen, grad, newton, major, sol, rho);
-    case 7: return profile_t<7>(th, c, C, pen, grad, newton, major, sol, rho);
-    case 8: return profile_t<8>(th, c, C, pen, grad, newton, major, sol, rho);
-    default: return profile_t<Eigen::Dynamic>(th, c, C, pen, grad, newton, major, sol, rho);
+                        MatrixXd* newton, MatrixXd* major, Solution* sol, double* rho, int threads) const {
+  const int K = this->K(), d = this->d();
+  if (sol) {
+    sol->theta.resize(d, K);
+    sol->fused.assign(K, 0);
+    sol->centre = c;
   }
+  const auto range = [&](int k0, int k1, VectorXd* g, MatrixXd* N, MatrixXd* M) {
+    switch (d) {
+      case 1: return profile_t<1>(th, c, C, pen, g, N, M, sol, rho, k0, k1);
+      case 2: return profile_t<2>(th, c, C, pen, g, N, M, sol, rho, k0, k1);
+      case 3: return profile_t<3>(th, c, C, pen, g, N, M, sol, rho, k0, k1);
+      case 4: return profile_t<4>(th, c, C, pen, g, N, M, sol, rho, k0, k1);
+      case 5: return profile_t<5>(th, c, C, pen, g, N, M, sol, rho, k0, k1);
+      case 6: return profile_t<6>(th, c, C, pen, g, N, M, sol, rho, k0, k1);
+      case 7: return profile_t<7>(th, c, C, pen, g, N, M, sol, rho, k0, k1);
+      case 8: return profile_t<8>(th, c, C, pen, g, N, M, sol, rho, k0, k1);
+      default: return profile_t<Eigen::Dynamic>(th, c, C, pen, g, N, M, sol, rho, k0, k1);
+    }
+  };
+  // Euclidean: the majoriser sum_k w_k H_k does not depend on c.
+  MatrixXd* major_sum = pen == Penalty::GroupEuclidean ? nullptr : major;
+  double F;
+  if (threads <= 1 || K < 2 * kMinSitesPerThread) {
+    F = range(0, K, grad, newton, major_sum);
+  } else {
+    // per-chunk partial sums, combined in chunk order (deterministic for a given thread count)
+    const int n = std::min(threads, K / kMinSitesPerThread);
+    std::vector<double> Fs(n, 0.0);
+    std::vector<VectorXd> gs(n, VectorXd::Zero(d));
+    std::vector<MatrixXd> Ns(n, MatrixXd::Zero(d, d)), Ms(n, MatrixXd::Zero(d, d));
+    for_site_chunks(K, threads, [&](int i, int k0, int k1) {
+      Fs[i] = range(k0, k1, grad ? &gs[i] : nullptr, newton ? &Ns[i] : nullptr, major_sum ? &Ms[i] : nullptr);
+    });
+    F = Fs[0];
+    if (grad) *grad = gs[0];
+    if (newton) *newton = Ns[0];
+    if (major_sum) *major_sum = Ms[0];
+    for (int i = 1; i < n; ++i) {
+      F += Fs[i];
+      if (grad) *grad += gs[i];
+      if (newton) *newton += Ns[i];
+      if (major_sum) *major_sum += Ms[i];
+    }
+  }
+  if (major && !major_sum) *major = wH_sum_;
+  return F;
 }
 
 template <int D>
 double Problem::profile_t(const MatrixXd& th, const VectorXd& c_in, double C, Penalty pen, VectorXd* grad_out,
-                          MatrixXd* newton_out, MatrixXd* major_out, Solution* sol, double* rho_cache) const {
+                          MatrixXd* newton_out, MatrixXd* major_out, Solution* sol, double* rho_cache,
+                          int k_begin, int k_end) const {
+  // Sums over sites k_begin..k_end-1 (sol already sized by the caller; each site writes only its
+  // own column / radius, so disjoint ranges can run concurrently).
   // Allocation-free inner loop: every temporary is a fixed-size buffer (for d <= 8).
   using Vec = Eigen::Matrix<double, D, 1>;
   using Mat = Eigen::Matrix<double, D, D>;
-  const int K = this->K(), d = this->d();
+  const int d = this->d();
   double F = 0.0;
   const Vec c = c_in;
   Vec g_acc = Vec::Zero(d);
   Mat N_acc = Mat::Zero(d, d), M_acc = Mat::Zero(d, d);
   Vec* grad = grad_out ? &g_acc : nullptr;
   Mat* newton = newton_out ? &N_acc : nullptr;
-  // Euclidean: the majoriser sum_k w_k H_k does not depend on c (set below).
-  Mat* major = major_out && pen != Penalty::GroupEuclidean ? &M_acc : nullptr;
-  if (sol) {
-    sol->theta.resize(d, K);
-    sol->fused.assign(K, 0);
-    sol->centre = c_in;
-  }
+  Mat* major = major_out ? &M_acc : nullptr;
   Vec z(d), Hz(d), zt(d), a(d), ut(d), et(d), p(d), uh(d), h(d);
   Mat tmp(d, d);
   // A site inside its threshold is fused: θ_k = c, loss ½ z'Hz (z = θ̂_k − c), quadratic pieces.
@@ -324,7 +378,7 @@ double Problem::profile_t(const MatrixXd& th, const VectorXd& c_in, double C, Pe
       sol->fused[k] = 1;
     }
   };
-  for (int k = 0; k < K; ++k) {
+  for (int k = k_begin; k < k_end; ++k) {
     const double lam = C * shape_[k], wk = w_[k];
     Eigen::Map<const Mat> H(H_[k].data(), d, d);
     z.noalias() = th.col(k) - c;
@@ -431,13 +485,13 @@ double Problem::profile_t(const MatrixXd& th, const VectorXd& c_in, double C, Pe
   }
   if (grad_out) *grad_out = g_acc;
   if (newton_out) *newton_out = N_acc;
-  if (major_out) *major_out = pen == Penalty::GroupEuclidean ? wH_sum_ : MatrixXd(M_acc);
+  if (major_out) *major_out = M_acc;
   return F;
 }
 
 Solution Problem::solve_group(const MatrixXd& th, double C, Penalty pen, const VectorXd* start,
                               const Options& opt, std::vector<double>* rho_cache) const {
-  if (pen == Penalty::GroupEuclidean) ensure_eigen();
+  if (pen == Penalty::GroupEuclidean) ensure_eigen(opt.threads);
   const int d = this->d();
   VectorXd c = (start && start->size() == d && start->allFinite()) ? *start : gls_centre(th);
   VectorXd g(d), g2(d), g3(d);
@@ -452,7 +506,7 @@ Solution Problem::solve_group(const MatrixXd& th, double C, Penalty pen, const V
   }
   // Every evaluation also records the per-site minimisers, so the accepted last one is the answer.
   Solution cur, trial, big;
-  double F = profile(th, c, C, pen, &g, &N, &M, &cur, rho);
+  double F = profile(th, c, C, pen, &g, &N, &M, &cur, rho, opt.threads);
   bool converged = false;
   int it = 0;
   for (; it < opt.max_iter; ++it) {
@@ -478,7 +532,7 @@ Solution Problem::solve_group(const MatrixXd& th, double C, Penalty pen, const V
         for (double t = 1.0; t >= 1.0 / 1024.0 && !accepted; t *= 0.5) {
           step = t * dir;
           c_try = c + step;
-          F_try = profile(th, c_try, C, pen, &g2, &N2, &M2, &trial, rho);
+          F_try = profile(th, c_try, C, pen, &g2, &N2, &M2, &trial, rho, opt.threads);
           accepted = F_try <= F + 1e-4 * t * slope + slack;
         }
       }
@@ -495,7 +549,7 @@ Solution Problem::solve_group(const MatrixXd& th, double C, Penalty pen, const V
       }
       step = dir;
       c_try = c + step;
-      F_try = profile(th, c_try, C, pen, &g2, &N2, &M2, &trial, rho);
+      F_try = profile(th, c_try, C, pen, &g2, &N2, &M2, &trial, rho, opt.threads);
       if (!(F_try < F)) {
         // the MM step decreases F in exact arithmetic: no decrease means F is at its rounding
         // floor (large K), so c is optimal to machine precision
@@ -505,7 +559,7 @@ Solution Problem::solve_group(const MatrixXd& th, double C, Penalty pen, const V
       }
       for (double t = 2.0; t <= 1048576.0; t *= 2.0) {
         const VectorXd c_big = c + t * dir;
-        const double F_big = profile(th, c_big, C, pen, &g3, &N3, &M3, &big, rho);
+        const double F_big = profile(th, c_big, C, pen, &g3, &N3, &M3, &big, rho, opt.threads);
         if (!(F_big < F_try)) break;
         step = t * dir;
         c_try = c_big;

@@ -47,6 +47,7 @@ SiteMatrices site_matrices(const std::vector<MatrixXd>& J, const std::vector<Mat
 struct Options {
   double tol = 1e-12;  // stop when ||step|| <= tol * (1 + ||c||)
   int max_iter = 1000;
+  int threads = 1;  // threads for the per-site loops (used only from 2 x 2000 sites up)
 };
 
 struct Solution {
@@ -111,14 +112,16 @@ class Problem {
   // and the per-site minimisers. rho (Euclidean only, optional, K entries): per-site radii
   // ||theta_k - c|| of the previous evaluation, used as warm starts and updated (0 = fused).
   double profile(const MatrixXd& th, const VectorXd& c, double C, Penalty pen, VectorXd* grad,
-                 MatrixXd* newton, MatrixXd* major, Solution* sol, double* rho = nullptr) const;
+                 MatrixXd* newton, MatrixXd* major, Solution* sol, double* rho = nullptr,
+                 int threads = 1) const;
   // Fixed-size kernels (D = d for d <= 8, else Eigen::Dynamic): no heap allocation per site.
   template <int D>
   double profile_t(const MatrixXd& th, const VectorXd& c, double C, Penalty pen, VectorXd* grad,
-                   MatrixXd* newton, MatrixXd* major, Solution* sol, double* rho) const;
+                   MatrixXd* newton, MatrixXd* major, Solution* sol, double* rho, int k_begin,
+                   int k_end) const;
   template <int D>
   Solution solve_squared_t(const MatrixXd& th, double C) const;
-  void ensure_eigen() const;
+  void ensure_eigen(int threads = 1) const;
 
   MatrixXd theta_hat_;
   std::vector<MatrixXd> H_;

@@ -268,6 +268,18 @@ def test_sklearn_conventions():
 
     with pytest.raises(NotFittedError):
         lf.summary_frame()
+    with pytest.raises(ValueError, match="n_jobs"):
+        LateFusion(n_jobs=0).fit(make_summaries(np.random.default_rng(0), K=3, d=1)[0])
+
+
+def test_n_jobs_gives_the_same_fit_and_cv_curve():
+    """Few sites: n_jobs only sets the C++ thread count, so the fit is identical."""
+    sums, _ = make_summaries(np.random.default_rng(5), K=8, d=2, eta=0.2, outliers=1)
+    a = LateFusion(penalty="group", metric="euclidean", n_boot=50, random_state=1).fit(sums)
+    b = LateFusion(penalty="group", metric="euclidean", n_boot=50, random_state=1, n_jobs=-1).fit(sums)
+    assert np.array_equal(a.coef_, b.coef_) and a.C_ == b.C_
+    assert np.array_equal(a.cv_results_["cv_loss"], b.cv_results_["cv_loss"])
+    assert np.array_equal(a.boot_theta_, b.boot_theta_)
 
 
 def test_heterogeneity_q_is_zero_for_identical_estimates():
