@@ -127,6 +127,7 @@ Problem::Problem(MatrixXd theta_hat, std::vector<MatrixXd> H, VectorXd w, Vector
     throw std::invalid_argument("theta_hat, H, w and shape must describe the same number of sites");
   if (!theta_hat_.allFinite()) throw std::invalid_argument("theta_hat has non-finite entries");
   wH_sum_ = MatrixXd::Zero(d, d);
+  H_flat_.resize(d, ptrdiff_t(d) * K);
   for (int k = 0; k < K; ++k) {
     if (H_[k].rows() != d || H_[k].cols() != d)
       throw std::invalid_argument("site " + std::to_string(k) + ": H has the wrong shape");
@@ -144,18 +145,20 @@ Problem::Problem(MatrixXd theta_hat, std::vector<MatrixXd> H, VectorXd w, Vector
     if (!(shape_[k] > 0) || !std::isfinite(shape_[k]))
       throw std::invalid_argument("site " + std::to_string(k) + ": lambda shape must be positive and finite");
     wH_sum_ += w_[k] * H_[k];
+    H_flat_.middleCols(ptrdiff_t(k) * d, d) = H_[k];
   }
 }
 
 namespace {
 // Eigen-decompositions of every H_k (fixed-size solver for small d: no allocation per site).
 template <int D>
-void eigen_all(const std::vector<MatrixXd>& H, std::vector<MatrixXd>& evec, MatrixXd& eval, int k0, int k1) {
+void eigen_all(const std::vector<MatrixXd>& H, MatrixXd& evec, MatrixXd& eval, int k0, int k1) {
   using Mat = Eigen::Matrix<double, D, D>;
   Eigen::SelfAdjointEigenSolver<Mat> es(static_cast<int>(H[0].rows()));
   for (int k = k0; k < k1; ++k) {
     es.compute(Mat(H[k]));
-    evec[k] = es.eigenvectors();
+    const int d = static_cast<int>(eval.rows());
+    evec.middleCols(ptrdiff_t(k) * d, d) = es.eigenvectors();
     eval.col(k) = es.eigenvalues();
   }
 }
@@ -164,7 +167,7 @@ void eigen_all(const std::vector<MatrixXd>& H, std::vector<MatrixXd>& evec, Matr
 void Problem::ensure_eigen(int threads) const {
   std::call_once(eig_once_, [this, threads]() {
     const int K = this->K(), d = this->d();
-    evec_.resize(K);
+    evec_.resize(d, ptrdiff_t(d) * K);
     eval_.resize(d, K);
     for_site_chunks(K, threads, [&](int, int k0, int k1) {
       switch (d) {
@@ -268,7 +271,7 @@ Solution Problem::solve_squared_t(const MatrixXd& th, double C) const {
   Vec rhs = Vec::Zero(d), t(d), bdiag(d);
   for (int k = 0; k < K; ++k) {
     const double lam = C * shape_[k];
-    Eigen::Map<const Mat> Q(evec_[k].data(), d, d);
+    Eigen::Map<const Mat> Q(evec_.data() + ptrdiff_t(k) * d * d, d, d);
     for (int i = 0; i < d; ++i) {
       const double h = eval_(i, k);
       bdiag[i] = w_[k] * 2.0 * lam * h / (h + 2.0 * lam);
@@ -285,7 +288,7 @@ Solution Problem::solve_squared_t(const MatrixXd& th, double C) const {
   Vec z(d), u(d);
   for (int k = 0; k < K; ++k) {
     const double lam = C * shape_[k];
-    Eigen::Map<const Mat> Q(evec_[k].data(), d, d);
+    Eigen::Map<const Mat> Q(evec_.data() + ptrdiff_t(k) * d * d, d, d);
     Eigen::Map<const Mat> H(H_[k].data(), d, d);
     z = th.col(k) - centre;
     t.noalias() = Q.transpose() * z;
@@ -380,7 +383,7 @@ double Problem::profile_t(const MatrixXd& th, const VectorXd& c_in, double C, Pe
   };
   for (int k = k_begin; k < k_end; ++k) {
     const double lam = C * shape_[k], wk = w_[k];
-    Eigen::Map<const Mat> H(H_[k].data(), d, d);
+    Eigen::Map<const Mat> H(H_flat_.data() + ptrdiff_t(k) * d * d, d, d);
     z.noalias() = th.col(k) - c;
     if (pen == Penalty::GroupMatched) {
       Hz.noalias() = H * z;
@@ -403,7 +406,7 @@ double Problem::profile_t(const MatrixXd& th, const VectorXd& c_in, double C, Pe
     // GroupEuclidean: the exact per-site minimiser from H's eigen-decomposition H = Q diag(h) Q'
     // (computed once per problem). With z~ = Q'z and a = h * z~ (so ||Hz|| = ||a||) the site is
     // fused iff ||a|| <= lam.
-    Eigen::Map<const Mat> Q(evec_[k].data(), d, d);
+    Eigen::Map<const Mat> Q(evec_.data() + ptrdiff_t(k) * d * d, d, d);
     h = eval_.col(k);
     zt.noalias() = Q.transpose() * z;
     a = h.cwiseProduct(zt);

@@ -187,3 +187,18 @@ def test_threaded_site_loops_agree_with_one_thread(penalty, metric):
     assert np.allclose(l1, l2, rtol=1e-9, atol=0)
     with pytest.raises(ValueError, match="threads"):
         prob.solve(1.0, penalty, metric, threads=0)
+
+
+@pytest.mark.parametrize("penalty,metric", [("group", "matched"), ("group", "euclidean")])
+def test_cv_tolerance_leaves_the_heldout_curve_unchanged(penalty, metric):
+    """LateFusion solves its CV paths to CV_TOL = 1e-9: the held-out losses equal the 1e-12 ones."""
+    from hetmtl.latefusion.fusion import CV_TOL
+
+    rng = np.random.default_rng(4)
+    theta, H, w, shape, _ = random_problem(rng, K=300, d=3)
+    A = np.broadcast_to(np.eye(3), (300, 3, 3)).copy()
+    prob = _core.FusionProblem(theta, H, w, shape)
+    grid = list(np.geomspace(0.05, 20, 30))
+    args = (grid, penalty, metric, A, theta + 0.3, np.ones(300), w)
+    tight, cv = np.array(prob.path_losses(*args, tol=1e-12)), np.array(prob.path_losses(*args, tol=CV_TOL))
+    assert np.abs(cv - tight).max() <= 1e-10 * np.abs(tight).max()

@@ -53,6 +53,10 @@ METRICS = ("matched", "euclidean")
 LOSS_MATRICES = ("vcov", "jacobian", "identity")
 TAU2_METHODS = ("dl", "pm", "reml")
 MAX_BOOT_VALUES = 10_000_000  # K * d * n_boot kept in memory
+#: Solver tolerance of the CV paths (or ``tol`` if larger): the held-out losses move by ~1e-13
+#: relative between 1e-12 and 1e-9 (K = 10,000, d = 5; ``benchmarks/results/fusion_speed_cv.md``),
+#: far below any CV standard error, at 40 % less work.
+CV_TOL = 1e-9
 
 
 def default_C_grid() -> np.ndarray:
@@ -400,7 +404,7 @@ class LateFusion(BaseEstimator):
             losses[r] = prob.path_losses(
                 list(grid), self.penalty, self.metric,
                 np.stack([f.A for f in folds]), np.stack([f.b for f in folds]),
-                np.array([f.c for f in folds], float), lw, tol=self.tol, max_iter=self.max_iter,
+                np.array([f.c for f in folds], float), lw, tol=max(self.tol, CV_TOL), max_iter=self.max_iter,
                 threads=self._threads(),
             )
         self.cv_rounds_ = losses
