@@ -219,11 +219,10 @@ class LateFusion(BaseEstimator):
     Which intervals are valid (documented honestly):
     - per-site DML intervals (columns ``dml …``): valid by standard DML theory (asymptotic in
       n_k). Measured at n_k = 40–80 (ATE, 5-fold cross-fitting, sieve nuisances; 200 replicates ×
-      10 sites, ``benchmarks/results/fusion_dml_coverage.md``): 0.92 at nominal 0.95 — slightly
-      low because of first-step nuisance bias (≈ 0.25 SD) and an SE ≈ 10 % too small; the
-      HC1-type ``df_correction`` of :class:`~hetmtl.latefusion.SiteDML` (n/(n − d) on Ω̂) plus
-      t(n − d) quantiles adds only ≈ 0.009 (0.917 → 0.926). With multi-task nuisances 0.93–0.94
-      (``fusion_stats.md``). Call them valid from a few hundred observations per site;
+      10 sites, ``benchmarks/results/fusion_dml_coverage.md``): 0.932–0.934 at nominal 0.95 with
+      ``n_rep=5`` repeated cross-fitting (valid), 0.915–0.920 with ``n_rep=1`` (liberal:
+      first-step nuisance bias and an SE ≈ 10 % small); with multi-task nuisances and ``n_rep=1``
+      0.927–0.948 (``fusion_stats.md``). Fit the sites with ``n_rep >= 5`` at such sizes;
     - "squared": Wald intervals from the exact delta-method covariance, *conditional on C / τ²*
       (estimation error of Ĥ_k and a data-driven C or τ² are ignored). They are intervals for
       E[θ̃_k], which is shrunk toward θ_0: when sites differ they are biased for θ_k. The BLUP
