@@ -16,19 +16,20 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 // Sites per thread below which a second thread costs more than it saves.
 constexpr int kMinSitesPerThread = 2000;
 
-// Run fn(chunk, k0, k1) over contiguous chunks of 0..K-1, chunk 0 on the calling thread. The
-// chunking depends only on (K, threads), so per-chunk partial sums combined in chunk order give
-// results that are identical from run to run.
+int n_site_chunks(int K, int threads) { return std::max(1, std::min(threads, K / kMinSitesPerThread)); }
+
+// Run fn(chunk, k0, k1) over the n_site_chunks contiguous chunks of 0..K-1, chunk 0 on the calling
+// thread. The chunking depends only on (K, threads), so per-chunk partial sums combined in chunk
+// order give results that are identical from run to run.
 template <class Fn>
-int for_site_chunks(int K, int threads, Fn&& fn) {
-  const int n = std::max(1, std::min(threads, K / kMinSitesPerThread));
+void for_site_chunks(int K, int threads, Fn&& fn) {
+  const int n = n_site_chunks(K, threads);
+  const auto bound = [n, K](int i) { return static_cast<int>(int64_t(K) * i / n); };
   std::vector<std::thread> pool;
   pool.reserve(n - 1);
-  for (int i = 1; i < n; ++i)
-    pool.emplace_back([&fn, i, n, K]() { fn(i, static_cast<int>(int64_t(K) * i / n), static_cast<int>(int64_t(K) * (i + 1) / n)); });
-  fn(0, 0, static_cast<int>(int64_t(K) / n));
+  for (int i = 1; i < n; ++i) pool.emplace_back([&fn, &bound, i]() { fn(i, bound(i), bound(i + 1)); });
+  fn(0, 0, bound(1));
   for (auto& t : pool) t.join();
-  return n;
 }
 // Centre reported at C = 0 for the group penalties: the C -> 0+ limit, approximated at this C.
 constexpr double kTinyC = 1e-8;
@@ -127,7 +128,6 @@ Problem::Problem(MatrixXd theta_hat, std::vector<MatrixXd> H, VectorXd w, Vector
     throw std::invalid_argument("theta_hat, H, w and shape must describe the same number of sites");
   if (!theta_hat_.allFinite()) throw std::invalid_argument("theta_hat has non-finite entries");
   wH_sum_ = MatrixXd::Zero(d, d);
-  H_flat_.resize(d, ptrdiff_t(d) * K);
   for (int k = 0; k < K; ++k) {
     if (H_[k].rows() != d || H_[k].cols() != d)
       throw std::invalid_argument("site " + std::to_string(k) + ": H has the wrong shape");
@@ -145,7 +145,6 @@ Problem::Problem(MatrixXd theta_hat, std::vector<MatrixXd> H, VectorXd w, Vector
     if (!(shape_[k] > 0) || !std::isfinite(shape_[k]))
       throw std::invalid_argument("site " + std::to_string(k) + ": lambda shape must be positive and finite");
     wH_sum_ += w_[k] * H_[k];
-    H_flat_.middleCols(ptrdiff_t(k) * d, d) = H_[k];
   }
 }
 
@@ -325,11 +324,11 @@ double Problem::profile(const MatrixXd& th, const VectorXd& c, double C, Penalty
   // Euclidean: the majoriser sum_k w_k H_k does not depend on c.
   MatrixXd* major_sum = pen == Penalty::GroupEuclidean ? nullptr : major;
   double F;
-  if (threads <= 1 || K < 2 * kMinSitesPerThread) {
+  const int n = n_site_chunks(K, threads);
+  if (n == 1) {
     F = range(0, K, grad, newton, major_sum);
   } else {
     // per-chunk partial sums, combined in chunk order (deterministic for a given thread count)
-    const int n = std::min(threads, K / kMinSitesPerThread);
     std::vector<double> Fs(n, 0.0);
     std::vector<VectorXd> gs(n, VectorXd::Zero(d));
     std::vector<MatrixXd> Ns(n, MatrixXd::Zero(d, d)), Ms(n, MatrixXd::Zero(d, d));
@@ -383,7 +382,7 @@ double Problem::profile_t(const MatrixXd& th, const VectorXd& c_in, double C, Pe
   };
   for (int k = k_begin; k < k_end; ++k) {
     const double lam = C * shape_[k], wk = w_[k];
-    Eigen::Map<const Mat> H(H_flat_.data() + ptrdiff_t(k) * d * d, d, d);
+    Eigen::Map<const Mat> H(H_[k].data(), d, d);
     z.noalias() = th.col(k) - c;
     if (pen == Penalty::GroupMatched) {
       Hz.noalias() = H * z;

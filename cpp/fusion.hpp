@@ -127,7 +127,6 @@ class Problem {
   std::vector<MatrixXd> H_;
   VectorXd w_, shape_;
   MatrixXd wH_sum_;  // sum_k w_k H_k
-  MatrixXd H_flat_;  // d x (d K): the H_k side by side (contiguous for the per-site loops)
   mutable std::once_flag eig_once_;
   mutable MatrixXd evec_;  // d x (d K): eigenvectors of H_k in columns k d .. k d + d - 1
   mutable MatrixXd eval_;  // d x K
