@@ -2,7 +2,8 @@
 
 Run: ``PYTHONPATH=src nice -n 10 python -m benchmarks.bench_fusion_dml_coverage --reps 200``;
 ``--summarize`` rebuilds the tables from the raw per-site rows alone.
-Writes benchmarks/results/fusion_dml_coverage.{csv,md} and fusion_dml_coverage_raw.csv.
+Writes benchmarks/results/fusion_dml_coverage.{csv,md} and fusion_dml_coverage_raw.csv
+(``--tag T``: fusion_dml_coverage_T.*).
 
 Design: the fusion-statistics Scenario 1 (``make_latefusion_data``; ATE, K = 10 sites, n_k ~
 U{40..80}), 5-fold cross-fitting, sieve nuisances through ``fit_multitask_dml``. Configurations
@@ -43,7 +44,7 @@ CONFIGS = {  # name: (nuisance_options, n_rep)
 }
 DEFAULT_CONFIGS = ["itl-alpha1", "itl", "itl-alpha1-rep5", "itl-rep5"]
 VARIANTS = ("none", "hc1", "t", "hc1+t")
-RAW = RESULTS / "fusion_dml_coverage_raw.csv"
+NAME = "fusion_dml_coverage"
 
 
 def intervals(raw: pd.DataFrame) -> pd.DataFrame:
@@ -56,7 +57,7 @@ def intervals(raw: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(out, ignore_index=True)
 
 
-def summarize(raw: pd.DataFrame, notes: list[str]) -> None:
+def summarize(raw: pd.DataFrame, notes: list[str], name: str = NAME) -> None:
     rows = intervals(raw)
     g = rows.groupby(["config", "eta", "variant"])
     table = g.agg(coverage=("covered", "mean"), m=("covered", "size"), mean_width=("width", "mean"),
@@ -69,7 +70,7 @@ def summarize(raw: pd.DataFrame, notes: list[str]) -> None:
     band.columns = ["config", "variant", "n band", "coverage", "m"]
     band["mc_se"] = np.sqrt(band.coverage * (1 - band.coverage) / band.m)
     notes = notes + ["Coverage by n_k band (pooled over eta):\n\n" + band.to_markdown(index=False, floatfmt=".4g")]
-    write_results("fusion_dml_coverage", table, "Per-site DML Wald coverage at n_k = 40-80", notes)
+    write_results(name, table, "Per-site DML Wald coverage at n_k = 40-80", notes)
 
 
 def main() -> None:
@@ -79,9 +80,12 @@ def main() -> None:
     ap.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, choices=list(CONFIGS))
     ap.add_argument("--time-budget", type=float, default=np.inf, help="seconds; stop starting replicates after")
     ap.add_argument("--summarize", action="store_true", help="only rebuild the tables from the raw rows")
+    ap.add_argument("--tag", default="", help="write fusion_dml_coverage_<tag>.* instead")
     args = ap.parse_args()
+    name = f"{NAME}_{args.tag}" if args.tag else NAME
+    raw_path = RESULTS / f"{name}_raw.csv"
     if args.summarize:
-        summarize(pd.read_csv(RAW), ["Rebuilt from fusion_dml_coverage_raw.csv (--summarize)."])
+        summarize(pd.read_csv(raw_path), [f"Rebuilt from {raw_path.name} (--summarize)."], name)
         return
     t0 = time.time()
     rows, failed = [], 0
@@ -107,9 +111,9 @@ def main() -> None:
                                  "err": float(s.theta[0] - sim.theta[k, 0]), "se": float(np.sqrt(s.vcov[0, 0]))})
         print(f"rep={r} elapsed {time.time() - t0:.0f}s", flush=True)
     raw = pd.DataFrame(rows)
-    raw.to_csv(RAW, index=False)
-    summarize(raw, [f"{args.reps} replicates requested per eta; {failed} fits refused (a site with fewer "
-                    f"treated/control units than folds). Wall time {time.time() - t0:.0f} s."])
+    raw.to_csv(raw_path, index=False)
+    summarize(raw, [f"{args.reps} replicates requested per eta (etas {args.etas}); {failed} fits refused (a site "
+                    f"with fewer treated/control units than folds). Wall time {time.time() - t0:.0f} s."], name)
 
 
 if __name__ == "__main__":
