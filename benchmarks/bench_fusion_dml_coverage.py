@@ -12,8 +12,10 @@ U{40..80}), 5-fold cross-fitting, sieve nuisances through ``fit_multitask_dml``.
 - ``itl-alpha1``: per-site sieves with ridge α = 1 on outcome and propensity (the ``itl`` method of
   ``bench_fusion_stats``);
 - ``itl``: per-site sieves with the package's default penalties (α = 0.1 outcome, 1 propensity);
-- ``…-rep5``: the same with 5 repetitions of cross-fitting, DoubleML's median aggregation;
-- ``itl-mt``: multi-task sieves (C_η tuned), only with ``--configs itl-mt``.
+- ``…-rep5`` / ``…-rep10``: the same with 5 / 10 repetitions of cross-fitting, DoubleML's median
+  aggregation;
+- ``itl-mt`` (``itl-mt-rep5``): multi-task sieves (C_η tuned; the ``itl-mt`` method of
+  ``bench_fusion_stats``), only when named in ``--configs``; ``itl-rep10`` likewise.
 
 Each fit is then read with four intervals, from the summary n_k, θ̂_k and V̂_k alone (paired):
 ``none`` (V̂, normal quantile: DoubleML's interval), ``hc1`` (V̂·n/(n − d)), ``t`` (Student-t
@@ -40,7 +42,9 @@ CONFIGS = {  # name: (nuisance_options, n_rep)
     "itl": ({"C_eta": 0.0}, 1),
     "itl-alpha1-rep5": ({"C_eta": 0.0, "alpha": 1.0}, 5),
     "itl-rep5": ({"C_eta": 0.0}, 5),
+    "itl-rep10": ({"C_eta": 0.0}, 10),
     "itl-mt": ({"C_grid": [0.03, 0.1, 0.3, 1.0, 3.0, float("inf")], "n_inner": 1}, 1),
+    "itl-mt-rep5": ({"C_grid": [0.03, 0.1, 0.3, 1.0, 3.0, float("inf")], "n_inner": 1}, 5),
 }
 DEFAULT_CONFIGS = ["itl-alpha1", "itl", "itl-alpha1-rep5", "itl-rep5"]
 VARIANTS = ("none", "hc1", "t", "hc1+t")
@@ -95,8 +99,8 @@ def main() -> None:
         for eta in args.etas:
             seed = 7000 + 1000 * int(10 * eta) + r
             sim = make_latefusion_data(scenario=1, n_sites=10, eta=eta, random_state=seed)
-            for name in args.configs:
-                opts, n_rep = CONFIGS[name]
+            for config in args.configs:
+                opts, n_rep = CONFIGS[config]
                 try:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
@@ -104,10 +108,10 @@ def main() -> None:
                                                 nuisance_options=opts)
                 except Exception as exc:  # a site with fewer treated/control units than folds
                     failed += 1
-                    print(f"eta={eta} rep={r} {name}: {exc}", flush=True)
+                    print(f"eta={eta} rep={r} {config}: {exc}", flush=True)
                     continue
                 for k, s in enumerate(est.summaries()):
-                    rows.append({"config": name, "eta": eta, "rep": r, "site": k, "n": s.n,
+                    rows.append({"config": config, "eta": eta, "rep": r, "site": k, "n": s.n,
                                  "err": float(s.theta[0] - sim.theta[k, 0]), "se": float(np.sqrt(s.vcov[0, 0]))})
         print(f"rep={r} elapsed {time.time() - t0:.0f}s", flush=True)
     raw = pd.DataFrame(rows)
