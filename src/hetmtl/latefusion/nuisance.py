@@ -381,6 +381,12 @@ def fit_multitask_dml(
     and fits :class:`MultiSiteDML` (``dml_options``) with those folds and predictions. The
     returned estimator carries ``multitask_folds_`` and ``multitask_C_eta_`` (chosen C_η per
     nuisance, repetition and fold). Needs pooled rows: see the module docs.
+
+    Per-site Wald intervals measured at n_k = 40–80 (ATE, 5 folds, ``n_rep=1``, C_η tuned over
+    {0.03, 0.1, 0.3, 1, 3, ∞} with one inner fold; 200 replicates × 10 sites,
+    ``benchmarks/results/fusion_dml_coverage.md``): 0.941–0.945 at nominal 0.95 (MC SE 0.005),
+    inside the 0.93–0.97 band. Per-site sieves (``nuisance_options={"C_eta": 0}``) need
+    ``n_rep=5`` for that (0.932–0.934; 0.915–0.920 with ``n_rep=1``).
     """
     folds = make_site_folds(data, n_folds, n_rep, random_state)
     preds, info = multitask_predictions(data, model, folds, **(nuisance_options or {}))
