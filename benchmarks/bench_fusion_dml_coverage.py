@@ -37,14 +37,15 @@ from hetmtl.latefusion.nuisance import fit_multitask_dml
 from hetmtl.latefusion.simulate import make_latefusion_data
 
 LEVEL = 0.95
+MULTITASK = {"C_grid": [0.03, 0.1, 0.3, 1.0, 3.0, float("inf")], "n_inner": 1}
 CONFIGS = {  # name: (nuisance_options, n_rep)
     "itl-alpha1": ({"C_eta": 0.0, "alpha": 1.0}, 1),
     "itl": ({"C_eta": 0.0}, 1),
     "itl-alpha1-rep5": ({"C_eta": 0.0, "alpha": 1.0}, 5),
     "itl-rep5": ({"C_eta": 0.0}, 5),
     "itl-rep10": ({"C_eta": 0.0}, 10),
-    "itl-mt": ({"C_grid": [0.03, 0.1, 0.3, 1.0, 3.0, float("inf")], "n_inner": 1}, 1),
-    "itl-mt-rep5": ({"C_grid": [0.03, 0.1, 0.3, 1.0, 3.0, float("inf")], "n_inner": 1}, 5),
+    "itl-mt": (MULTITASK, 1),
+    "itl-mt-rep5": (MULTITASK, 5),
 }
 DEFAULT_CONFIGS = ["itl-alpha1", "itl", "itl-alpha1-rep5", "itl-rep5"]
 VARIANTS = ("none", "hc1", "t", "hc1+t")

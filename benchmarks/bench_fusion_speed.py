@@ -43,13 +43,15 @@ def problem(rng: np.random.Generator, K: int, d: int, outlier_frac: float = 0.1)
     return theta, H, V, n / n.sum(), np.sqrt(d / n), n
 
 
-def timed(fn, repeat: int = 3) -> tuple[float, object]:
-    best, out = np.inf, None
+def timed(fn, repeat: int = 3, cpu: bool = False):
+    """Best wall time of ``repeat`` calls and the last result; with ``cpu`` also the best CPU time
+    (wall, cpu, result)."""
+    wall, cpu_best, out = np.inf, np.inf, None
     for _ in range(repeat):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
+        wall, cpu_best = min(wall, time.perf_counter() - t), min(cpu_best, time.process_time() - c)
+    return (wall, cpu_best, out) if cpu else (wall, out)
 
 
 def cvxpy_solve(theta, H, w, shape, C, penalty, metric):
@@ -133,11 +135,7 @@ def bench_cv(rng, K: int, d: int, n_folds: int = 5, threads=(1, 2)) -> list[dict
                 C = grid[int(np.argmin(total))]
                 return C, _core.FusionProblem(theta, H, w, shape).solve(C, penalty, metric, threads=nt)
 
-            wall, cpu = np.inf, np.inf
-            for _ in range(3):  # best of 3: the machine is shared
-                t, c0 = time.perf_counter(), time.process_time()
-                chosen[nt] = run()
-                wall, cpu = min(wall, time.perf_counter() - t), min(cpu, time.process_time() - c0)
+            wall, cpu, chosen[nt] = timed(run, repeat=3, cpu=True)  # best of 3: the machine is shared
             rows.append({"task": f"cv ({n_folds} folds x {len(grid)} C + final fit)", "K": K, "d": d, "penalty": penalty,
                          "metric": metric if penalty == "group" else "", "threads": nt, "hetmtl s": wall,
                          "cpu s": cpu, "chosen C": chosen[nt][0],

@@ -218,12 +218,8 @@ class LateFusion(BaseEstimator):
 
     Which intervals are valid (documented honestly):
     - per-site DML intervals (columns ``dml …``): valid by standard DML theory (asymptotic in
-      n_k). Measured at n_k = 40–80 (ATE, 5-fold cross-fitting, sieve nuisances; 200 replicates ×
-      10 sites, ``benchmarks/results/fusion_dml_coverage.md``): 0.932–0.934 at nominal 0.95 with
-      ``n_rep=5`` repeated cross-fitting (valid), 0.915–0.920 with ``n_rep=1`` (liberal:
-      first-step nuisance bias and an SE ≈ 10 % small); with multi-task nuisances 0.941–0.945 at
-      ``n_rep=1`` (0.927–0.948 over the 16 points of ``fusion_stats.md``). At such sizes fit the
-      sites with ``n_rep >= 5`` or multi-task nuisances;
+      n_k). At n_k = 40–80 only with ``n_rep >= 5`` or multi-task nuisances; with ``n_rep=1``
+      and per-site learners they are liberal (measured coverage: :class:`~hetmtl.latefusion.SiteDML`);
     - "squared": Wald intervals from the exact delta-method covariance, *conditional on C / τ²*
       (estimation error of Ĥ_k and a data-driven C or τ² are ignored). They are intervals for
       E[θ̃_k], which is shrunk toward θ_0: when sites differ they are biased for θ_k. The BLUP
