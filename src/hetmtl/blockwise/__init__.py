@@ -9,7 +9,9 @@ What to use when:
 - :class:`HBImputer` — Step 1 alone (fills the missing blocks of a BlockwiseData).
 - :class:`STL`, :class:`HTL`, :class:`HPS`, :func:`naive_step2` — the paper's competitors and
   ablations, same API and paired splits (:func:`make_split`).
-- :func:`simulate_blockwise`, :func:`setting_params`, :data:`SETTINGS` — the paper's simulations.
+- :func:`simulate_blockwise`, :func:`setting_params`, :data:`SETTINGS` — the paper's simulations;
+  :func:`bayes_floor` — the exact Bayes floor RMSE of a replicate (y depends on blocks a task never
+  observes, so no method can reach sigma), :func:`bayes_predict` — the Bayes predictor.
 - :func:`demo_comparison` — a few-minute MTL-HMB vs STL vs HTL comparison.
 - :func:`load_adni_mtlhmb`, :func:`simulate_adni_like` — the ADNI application (user-held file).
 - :class:`MBI` — the statistical baseline (Xue & Qu 2021, R's BlockMissingData): one common sparse
@@ -25,11 +27,13 @@ from hetmtl.blockwise.hbi import HBImputer
 from hetmtl.blockwise.mbi import MBI, mbi_layout
 from hetmtl.blockwise.model import MTLHMB, BlockwiseRegressor, rmse_table
 from hetmtl.blockwise.selection import BlockwiseSplit, hbi_grid, htl_grid, make_split, mlp_grid, step2_grid
-from hetmtl.blockwise.simulate import SETTINGS, SimulatedBlockwise, setting_params, simulate_blockwise
+from hetmtl.blockwise.simulate import (SETTINGS, BayesFloor, SimulatedBlockwise, bayes_floor, bayes_predict,
+                                      setting_params, simulate_blockwise)
 
 __all__ = [
     "MTLHMB", "HBImputer", "STL", "HTL", "HPS", "naive_step2", "BlockwiseRegressor", "rmse_table",
     "BlockwiseSplit", "make_split", "step2_grid", "hbi_grid", "mlp_grid", "htl_grid",
     "SETTINGS", "SimulatedBlockwise", "setting_params", "simulate_blockwise", "demo_comparison",
+    "bayes_floor", "bayes_predict", "BayesFloor",
     "load_adni_mtlhmb", "simulate_adni_like", "MBI", "mbi_layout",
 ]

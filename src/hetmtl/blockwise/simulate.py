@@ -14,6 +14,11 @@ variant) and
 (``linear=True`` replaces x_d^2 by x_d in the shared term); v_c, v_t ~ N(-10, 10^2) once per
 replicate. The sums run over all p features, including the blocks the task does not observe.
 Task t observes the anchor x_0 and its own block x_t only.
+
+Because y depends on blocks a task never observes, no predictor reaches sigma_t: :func:`bayes_floor`
+gives the exact Bayes floor RMSE, sqrt(E[(mu - E[mu | x_0, x_t])^2] + sigma_t^2), of a replicate
+(the same seed draws the same coefficients as :func:`simulate_blockwise`), and
+:func:`bayes_predict` the Bayes predictor E[mu | x_0, x_t].
 """
 from __future__ import annotations
 
@@ -51,6 +56,12 @@ def exchangeable_cov(p: int, rho: float) -> np.ndarray:
     return rho ** (0.01 * np.abs(idx[:, None] - idx[None, :]))
 
 
+def _draw_coefficients(rng: np.random.Generator, p: int, T: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """v_c, v_t ~ N(-10, 10^2): the first draws of a replicate's generator."""
+    v_c = rng.normal(-10.0, 10.0, p)
+    return v_c, [rng.normal(-10.0, 10.0, p) for _ in range(T)]
+
+
 def simulate_blockwise(
     n: int | Sequence[int] = 300,
     p0: int = 100,
@@ -79,8 +90,7 @@ def simulate_blockwise(
     rng = np.random.default_rng(seed)
     p = p0 + sum(ps)
     starts = np.concatenate([[0, p0], p0 + np.cumsum(ps)])
-    v_c = rng.normal(-10.0, 10.0, p)
-    v_t = [rng.normal(-10.0, 10.0, p) for _ in range(T)]
+    v_c, v_t = _draw_coefficients(rng, p, T)
     X_full, mean, blocks, ys = [], [], [], []
     for t in range(T):
         L = np.linalg.cholesky(exchangeable_cov(p, rhos[t]))
@@ -99,6 +109,126 @@ def simulate_blockwise(
     params = dict(n=ns, p0=p0, p_private=ps, rho=rhos, alpha=alpha, sigma=sigmas, n_tasks=T,
                   linear=linear, gaussian=gaussian, v_c=v_c, v_t=v_t)
     return SimulatedBlockwise(data, X_full, mean, params)
+
+
+@dataclass
+class BayesFloor:
+    """Bayes floor RMSE of a DGP: ``per_task`` (mean over ``seeds`` when several), ``average`` (the
+    paper's average over tasks, mean over seeds), ``per_seed`` (seeds x tasks) and ``seeds``."""
+
+    per_task: np.ndarray
+    average: float
+    per_seed: np.ndarray
+    seeds: list
+
+
+def _observed_columns(p0: int, ps: Sequence[int], t: int) -> tuple[np.ndarray, np.ndarray]:
+    """Columns of all p features that task t observes (anchor, own block) and those it does not."""
+    p = p0 + sum(ps)
+    start = p0 + sum(ps[:t])
+    obs = np.r_[np.arange(p0), np.arange(start, start + ps[t])]
+    return obs, np.setdiff1d(np.arange(p), obs)
+
+
+def _conditional(p: int, rho: float, obs: np.ndarray, un: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """x_U | x_O ~ N(B x_O, S) under Sigma(rho): returns B, S and Cov(B x_O) = Sigma_UU - S."""
+    cov = exchangeable_cov(p, rho)
+    s_oo, s_ou, s_uu = cov[np.ix_(obs, obs)], cov[np.ix_(obs, un)], cov[np.ix_(un, un)]
+    B = np.linalg.solve(s_oo, s_ou).T
+    S = s_uu - B @ s_ou
+    S = (S + S.T) / 2
+    return B, S, s_uu - S
+
+
+def _task_params(params: dict, task: int) -> tuple:
+    if not params.get("gaussian", True):
+        raise ValueError("the Bayes floor is exact for Gaussian covariates only (gaussian=True); the non-Gaussian "
+                         "variant X + 0.3 sin X has no closed-form conditional mean")
+    p0, ps = int(params["p0"]), [int(v) for v in params["p_private"]]
+    p = p0 + sum(ps)
+    obs, un = _observed_columns(p0, ps, task)
+    B, S, M = _conditional(p, float(params["rho"][task]), obs, un)
+    a = float(params["alpha"])
+    v_c, v_t = np.asarray(params["v_c"], float), np.asarray(params["v_t"][task], float)
+    return p, obs, un, B, S, M, a, v_c, v_t
+
+
+def bayes_predict(params: dict, task: int, X_obs: np.ndarray) -> np.ndarray:
+    """The Bayes predictor E[mu | x_0, x_t] of task ``task`` for rows ``X_obs`` = [x_0, x_t] (the
+    task's observed columns, anchor first). ``params``: :attr:`SimulatedBlockwise.params`."""
+    p, obs, un, B, S, _, a, v_c, v_t = _task_params(params, task)
+    X_obs = np.asarray(X_obs, float)
+    if X_obs.ndim != 2 or X_obs.shape[1] != len(obs):
+        raise ValueError(f"X_obs must have {len(obs)} columns (anchor and task {task}'s block), got {X_obs.shape}")
+    m = X_obs @ B.T
+    lin = (X_obs @ v_t[obs] + m @ v_t[un]) / p
+    if params.get("linear", False):
+        shared = (X_obs @ v_c[obs] + m @ v_c[un]) / p
+    else:
+        shared = ((X_obs**2) @ v_c[obs] + (m**2 + np.diag(S)) @ v_c[un]) / p
+    return a * shared + (1.0 - a) * lin
+
+
+def _excess_variance(params: dict, task: int) -> float:
+    """E[(mu - E[mu | x_0, x_t])^2] in closed form. With z = x_U - m ~ N(0, S) independent of
+    m = E[x_U | x_O] ~ N(0, M), c = alpha v_cU / p and l = (1 - alpha) v_tU / p, the residual is
+    (2 c*m + l)'z + sum_i c_i (z_i^2 - S_ii), whose variance is c'(4 S*M + 2 S*S)c + l'S l
+    (* elementwise; the linear DGP: (c + l)'S(c + l))."""
+    p, _, un, _, S, M, a, v_c, v_t = _task_params(params, task)
+    c, lin = a * v_c[un] / p, (1.0 - a) * v_t[un] / p
+    if params.get("linear", False):
+        w = c + lin
+        return float(w @ S @ w)
+    return float(c @ (4.0 * S * M + 2.0 * S * S) @ c + lin @ S @ lin)
+
+
+def bayes_floor(
+    n: int | Sequence[int] = 300,
+    p0: int = 100,
+    p_private: int | Sequence[int] = 25,
+    rho: float | Sequence[float] = (0.95, 0.7),
+    alpha: float = 0.3,
+    sigma: float | Sequence[float] = 0.1,
+    n_tasks: int | None = None,
+    linear: bool = False,
+    gaussian: bool = True,
+    seed: int | np.random.Generator | Sequence[int] | None = None,
+    v_c: np.ndarray | None = None,
+    v_t: Sequence[np.ndarray] | None = None,
+) -> BayesFloor:
+    """Exact Bayes floor RMSE of the DGP, per task: sqrt(E[(mu - E[mu | x_0, x_t])^2] + sigma_t^2),
+    the smallest population RMSE any predictor of y from the task's observed blocks can reach.
+
+    Takes the arguments of :func:`simulate_blockwise` (``n`` is unused): the coefficients are those
+    the generator draws with ``seed``, so this is the floor of that replicate; a sequence of seeds
+    averages over replicates. ``v_c``/``v_t`` give the coefficients instead (``bayes_floor(**sim.params)``).
+    Computed from the Gaussian conditional x_U | x_O (quadratic terms via E[x^2 | x_O] = m^2 + s^2);
+    Gaussian covariates only."""
+    if not gaussian:
+        raise ValueError("the Bayes floor is exact for Gaussian covariates only (gaussian=True); the non-Gaussian "
+                         "variant X + 0.3 sin X has no closed-form conditional mean")
+    if n_tasks is None:
+        n_tasks = len(rho) if np.ndim(rho) else 2
+    T = int(n_tasks)
+    ps = [int(v) for v in _per_task("p_private", p_private, T)]
+    rhos = [float(v) for v in _per_task("rho", rho, T)]
+    sigmas = [float(v) for v in _per_task("sigma", sigma, T)]
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    p = int(p0) + sum(ps)
+    if (v_c is None) != (v_t is None):
+        raise ValueError("give both v_c and v_t, or neither (then they are drawn with seed)")
+    if v_c is not None:
+        coefs, seeds = [(np.asarray(v_c, float), [np.asarray(v, float) for v in v_t])], [None]
+        if len(coefs[0][0]) != p or len(coefs[0][1]) != T or any(len(v) != p for v in coefs[0][1]):
+            raise ValueError(f"v_c and each of the {T} v_t must have p = {p} entries")
+    else:
+        seeds = list(seed) if isinstance(seed, Sequence) else [seed]
+        coefs = [_draw_coefficients(np.random.default_rng(s), p, T) for s in seeds]
+    params = dict(p0=int(p0), p_private=ps, rho=rhos, alpha=float(alpha), linear=linear, gaussian=gaussian)
+    per_seed = np.array([[np.sqrt(_excess_variance({**params, "v_c": vc, "v_t": vt}, t) + sigmas[t] ** 2)
+                          for t in range(T)] for vc, vt in coefs])
+    return BayesFloor(per_seed.mean(axis=0), float(per_seed.mean()), per_seed, seeds)
 
 
 _BASE = dict(n=300, p0=100, p_private=25, alpha=0.3, sigma=0.1)
