@@ -145,6 +145,8 @@ def test_blockwise_study_matches_direct_fits_and_shares_hbi(blockwise_store):
         for name, est in (("mtl-hmb", mtl), ("stl", stl), ("step1+stl", s1)):
             got = f.loc[(r, name)]
             np.testing.assert_allclose(got.rmse.loc[est.test_rmse_.index], est.test_rmse_, rtol=1e-6)
+            np.testing.assert_allclose(got.rmse_code.loc[est.test_rmse_.index],
+                                       est.test_table_["rmse_code"].iloc[:-1], rtol=1e-6)  # the code's batch metric
             assert got.n.tolist() == [len(t) for t in split.test]
             assert json.loads(got.selected.iloc[0]) == json.loads(json.dumps(est.selected_config_))
 
@@ -165,6 +167,17 @@ def test_blockwise_driver_summarize_and_reference_deltas(blockwise_store):
     m = ref[(ref.setting == "D") & (ref.setting_value == 100) & (ref.method == "mtl-hmb")].iloc[0]
     assert m.reference == 0.598 and m.delta == pytest.approx(per_rep["mtl-hmb"].mean() - 0.598)
     assert set(ref.method) == {"mtl-hmb", "stl"}  # seed rows we did not run are left out
+    # Bayes floor over the seeds run (0, 1), the authors' code printouts (code setting C n=100) on their metric
+    from hetmtl.blockwise import bayes_floor, setting_params
+
+    assert float(row["floor"]) == pytest.approx(bayes_floor(**setting_params("D", 100), seed=[0, 1]).average, abs=6e-4)
+    assert row["seed below floor"] == "no" and row["code MTL-HMB"] == "0.780 (0.707)"
+    code = load_results(d).frame.groupby(["replicate", "method"]).rmse_code.mean().unstack("method")
+    assert row["code gap metric"] == "rmse_code"
+    assert float(row["gap to code STL"]) == pytest.approx(code["stl"].mean() - 0.953, abs=6e-4)
+    c = ref[(ref.metric == "rmse_code") & (ref.method == "stl")].iloc[0]
+    assert c.reference == 0.953 and c.source.startswith("authors' code printout (C 100")
+    assert c.ours == pytest.approx(code["stl"].mean())
     raw = pd.read_csv(out / "blockwise_repro_raw.csv", dtype={"value": str})
     assert len(raw) == 6 and set(raw.method) == {"MTL-HMB", "STL", "Step1+STL"}
     assert raw.rmse_avg.tolist() == pytest.approx(
