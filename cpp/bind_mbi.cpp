@@ -97,9 +97,11 @@ void bind_mbi(py::module_& m) {
           [](const Problem& self, const VectorXd& start, const VectorXd& lambdas, double a,
              double eps1, double tol, int max_iter, bool multi_start, bool lasso_restart,
              int drop_candidates, int drop_rounds, double mu, std::optional<VectorXd> anchor,
-             int screen_iter) {
+             int screen_iter, int threads) {
+            if (threads < 1) throw std::invalid_argument("threads must be >= 1");
             mbi::PathOptions opt;
             opt.screen_iter = screen_iter;
+            opt.threads = threads;
             opt.mu = mu;
             opt.anchor = anchor ? *anchor : start;
             opt.multi_start = multi_start;
@@ -128,6 +130,7 @@ void bind_mbi(py::module_& m) {
           py::arg("tol") = 1e-8, py::arg("max_iter") = 500, py::arg("multi_start") = true,
           py::arg("lasso_restart") = true, py::arg("drop_candidates") = 3, py::arg("drop_rounds") = 2,
           py::arg("mu") = 0.0, py::arg("anchor") = py::none(), py::arg("screen_iter") = 25,
+          py::arg("threads") = 1,
           "SCAD path with warm starts in the given lambda order (standardised scale); mu > 0 adds "
           "the proximal anchor mu/2 ||beta - anchor||^2 (anchor defaults to start).");
 }

@@ -5,6 +5,7 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 namespace hetmtl {
 namespace mbi {
@@ -62,7 +63,6 @@ struct GroupState {
   MatrixXd scores;              // n_k x d: instrument columns times residuals
   VectorXd g;                   // d
   MatrixXd C;                   // d x d
-  Eigen::SelfAdjointEigenSolver<MatrixXd> eig;  // of C when it has one moment set (d == d1)
 };
 
 }  // namespace
@@ -169,8 +169,8 @@ Evaluation Problem::evaluate(const VectorXd& beta, bool with_derivatives) const 
   if (beta.size() != p_) throw std::invalid_argument("beta has the wrong length");
   const int K = n_groups();
   std::vector<GroupState> st(K);
-  double max_eigen = 0.0;
-  // Pass 1: moments, their second-moment matrix, and the largest eigenvalue over all groups.
+  double max_eigen = 0.0, trace_bound = 0.0;
+  // Pass 1: moments and their second-moment matrices.
   for (int k = 0; k < K; ++k) {
     const Group& G = groups_[k];
     GroupState& S = st[k];
@@ -200,14 +200,43 @@ Evaluation Problem::evaluate(const VectorXd& beta, bool with_derivatives) const 
     S.C = MatrixXd::Zero(S.d, S.d);
     S.C.selfadjointView<Eigen::Lower>().rankUpdate(S.scores.transpose(), inv_n);
     S.C.triangularView<Eigen::StrictlyUpper>() = S.C.transpose();
-    if (S.d == S.d1) {
-      S.eig.compute(S.C);
-      max_eigen = std::max(max_eigen, S.eig.eigenvalues()(S.d - 1));
-    } else {
-      max_eigen = std::max(max_eigen, Eigen::SelfAdjointEigenSolver<MatrixXd>(
-                                          S.C, Eigen::EigenvaluesOnly).eigenvalues()(S.d - 1));
-    }
+    trace_bound = std::max(trace_bound, S.C.trace());
   }
+  // The truncation threshold of a moment set is max(eps3, 1e-10 * max_eigen, tr log(nr)/nr),
+  // max_eigen being the largest eigenvalue of the groups' second-moment matrices (every set's
+  // eigenvalues are at most that: principal blocks and residualised covariances). Since C is
+  // positive semi-definite, max_eigen <= trace_bound; where 1e-10 * trace_bound cannot bind, the
+  // threshold is known without any eigenvalue, and a well-conditioned set (kept whole) is
+  // recognised by one Cholesky factorisation of C - threshold * I. Otherwise, and for sets that
+  // are truncated, the eigendecompositions are computed as before.
+  bool have_max_eigen = false;
+  auto exact_max_eigen = [&]() -> double& {
+    if (!have_max_eigen) {
+      for (const GroupState& S : st)
+        max_eigen = std::max(max_eigen, Eigen::SelfAdjointEigenSolver<MatrixXd>(
+                                            S.C, Eigen::EigenvaluesOnly).eigenvalues()(S.d - 1));
+      have_max_eigen = true;
+    }
+    return max_eigen;
+  };
+  auto components = [&](const MatrixXd& cov, int n_rows, int max_components) -> MatrixXd {
+    const int d = static_cast<int>(cov.rows());
+    const double nr = static_cast<double>(n_rows) * d;
+    const double base = std::max(eps3_, cov.trace() * std::log(nr) / nr);
+    if (1e-10 * trace_bound <= base) {
+      if (d <= max_components) {
+        // smallest eigenvalue > threshold (full rank follows, as threshold >= 1e-10 * largest)
+        MatrixXd shifted = cov;
+        shifted.diagonal().array() -= base;
+        if (Eigen::LLT<MatrixXd>(shifted).info() == Eigen::Success) return MatrixXd::Identity(d, d);
+      }
+      double unused = 0.0;  // the 1e-10 * max_eigen floor cannot bind
+      return retained_components(Eigen::SelfAdjointEigenSolver<MatrixXd>(cov), n_rows,
+                                 max_components, eps3_, unused);
+    }
+    return retained_components(Eigen::SelfAdjointEigenSolver<MatrixXd>(cov), n_rows,
+                               max_components, eps3_, exact_max_eigen());
+  };
   Evaluation ev;
   ev.n_moments.resize(K);
   ev.n_retained.resize(K);
@@ -224,10 +253,7 @@ Evaluation Problem::evaluate(const VectorXd& beta, bool with_derivatives) const 
     const int d1 = S.d1, d2 = S.d - S.d1;
     ev.n_moments[k] = S.d;
     const MatrixXd C11 = S.C.topLeftCorner(d1, d1);
-    const MatrixXd U1 =
-        d2 == 0 ? retained_components(S.eig, nk, nk - 1, eps3_, max_eigen)
-                : retained_components(Eigen::SelfAdjointEigenSolver<MatrixXd>(C11), nk, nk - 1,
-                                      eps3_, max_eigen);
+    const MatrixXd U1 = components(C11, nk, nk - 1);
     const int r1 = static_cast<int>(U1.cols());
     MatrixXd U2(d2, 0), A = MatrixXd::Zero(d2, d1);
     if (d2 > 0) {
@@ -240,8 +266,7 @@ Evaluation Problem::evaluate(const VectorXd& beta, bool with_derivatives) const 
         cov2 = cov2 - A * C21.transpose() - C21 * A.transpose() + A * C11 * A.transpose();
       }
       cov2 = 0.5 * (cov2 + cov2.transpose());
-      U2 = retained_components(Eigen::SelfAdjointEigenSolver<MatrixXd>(cov2), nk, nk - 1 - r1,
-                               eps3_, max_eigen);
+      U2 = components(cov2, nk, nk - 1 - r1);
     }
     const int r2 = static_cast<int>(U2.cols());
     const int r = r1 + r2;
@@ -329,13 +354,14 @@ VectorXd Problem::solve(const VectorXd& start, double lambda, const PathOptions&
     if (is_frozen(j)) beta(j) = 0.0;
   const bool anchored = opt.mu > 0.0;
   if (anchored && opt.anchor.size() != p_) throw std::invalid_argument("anchor has the wrong length");
-  double F = solver_objective(beta, lambda, opt);
+  // derivatives at the current point, from the start or an accepted first trial step
+  Evaluation next = evaluate(beta, true);
+  bool have_next = true;
+  double F = next.Q + solver_penalty(beta, lambda, opt);
   *converged = false;
   int it = 0;
   VectorXd weight = VectorXd::Zero(p_);
   double t_start = 1.0;  // first trial step, adapted to the last accepted one
-  Evaluation next;        // derivatives at an accepted first trial, reused by the next iteration
-  bool have_next = false;
   for (; it < opt.max_iter; ++it) {
     Evaluation ev = have_next ? std::move(next) : evaluate(beta, true);
     have_next = false;
@@ -388,6 +414,7 @@ VectorXd Problem::solve(const VectorXd& start, double lambda, const PathOptions&
     }
     double t = t_start;
     bool accepted = false;
+    bool first_try = false;
     VectorXd trial;
     double F_trial = F;
     for (int ls = 0; ls < 60 && t * step_size > 0.1 * opt.tol; ++ls) {
@@ -403,6 +430,7 @@ VectorXd Problem::solve(const VectorXd& start, double lambda, const PathOptions&
       const double target = decrease < 0.0 ? F + 1e-4 * t * decrease : F;
       if (F_trial <= target || (F_trial < F && t * step_size < 1e3 * opt.tol)) {
         accepted = true;
+        first_try = ls == 0;
         break;
       }
       t *= 0.5;
@@ -412,7 +440,8 @@ VectorXd Problem::solve(const VectorXd& start, double lambda, const PathOptions&
       *converged = t * step_size < std::sqrt(opt.tol);
       break;
     }
-    t_start = std::min(1.0, 2.0 * t);
+    // grow the first trial after a step accepted at once; keep it after a backtrack
+    t_start = first_try ? std::min(1.0, 2.0 * t) : t;
     const double F_old = F;
     beta = trial;
     F = F_trial;
@@ -468,18 +497,33 @@ VectorXd Problem::improve_by_elimination(const VectorXd& beta0, double lam,
     std::sort(nz.begin(), nz.end(),
               [&](int i, int j) { return std::abs(best(i)) < std::abs(best(j)); });
     const int k = std::min<int>(opt.drop_candidates, static_cast<int>(nz.size()));
-    VectorXd round_best;
-    double f_round = f_best;
-    int j_round = -1;
-    for (int c = 0; c < k; ++c) {
+    // Candidates are independent re-solves: screened in parallel, compared in a fixed order.
+    std::vector<VectorXd> cands(k);
+    std::vector<int> cand_iters(k, 0);
+    auto screen_one = [&](int c) {
       std::vector<char> trial_held = held;
       trial_held[nz[c]] = 1;
       VectorXd start = best;
       start(nz[c]) = 0.0;
-      int iters = 0;
       bool conv = false;
-      VectorXd cand = solve_thresholded(start, lam, screen, &iters, &conv, trial_held);
-      *n_iter += iters;
+      cands[c] = solve_thresholded(start, lam, screen, &cand_iters[c], &conv, trial_held);
+    };
+    const int n_threads = std::max(1, std::min(opt.threads, k));
+    if (n_threads == 1) {
+      for (int c = 0; c < k; ++c) screen_one(c);
+    } else {
+      std::vector<std::thread> pool;
+      for (int t = 1; t < n_threads; ++t)
+        pool.emplace_back([&, t]() { for (int c = t; c < k; c += n_threads) screen_one(c); });
+      for (int c = 0; c < k; c += n_threads) screen_one(c);
+      for (std::thread& th : pool) th.join();
+    }
+    VectorXd round_best;
+    double f_round = f_best;
+    int j_round = -1;
+    for (int c = 0; c < k; ++c) {
+      const VectorXd& cand = cands[c];
+      *n_iter += cand_iters[c];
       const double f = solver_objective(cand, lam, opt);
       // a candidate fitting worse than the null model sits in the QIF's spurious region
       if (rss1(cand) > rss_null) continue;

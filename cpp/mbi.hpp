@@ -49,6 +49,7 @@ struct PathOptions {
   int drop_candidates = 3; // elimination: smallest nonzero coefficients tried per round
   int drop_rounds = 2;     // elimination rounds per lambda
   int screen_iter = 25;    // iterations of the short solve that screens each elimination
+  int threads = 1;         // threads for the elimination candidates (results do not depend on it)
   // Proximal anchor (used where the QIF is not identified): the solver minimises
   // Q + SCAD + mu/2 ||beta - anchor||^2. mu = 0 (default) switches it off.
   double mu = 0.0;

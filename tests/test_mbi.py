@@ -449,3 +449,92 @@ def test_study_runner_runs_mbi_through_the_registered_blockwise_method(tmp_path)
         est = MBI(nlam=5, random_state=method_seed).fit(sim.data, make_split(sim.data, seed=method_seed))
     stored = float(rep.loc[rep["replicate"] == 1, "rmse"].iloc[0])
     np.testing.assert_allclose(stored, est.test_rmse_avg_, rtol=1e-10)
+
+
+# ------------------------------------------------------------- QIF against a direct computation
+def _three_group_data(n_per_group, seed=0):
+    """A complete group and two groups each missing one of sources 1, 2 (as the fixture
+    three_group_complete); few rows per group make the weight-matrix truncation bite."""
+    rng = np.random.default_rng(seed)
+    p = 20
+    X = rng.normal(size=(3 * n_per_group, p))
+    beta = np.zeros(p)
+    beta[[0, 3, 10, 12, 15, 18]] = [2.0, -1.5, 1.0, 1.5, -1.0, 2.0]
+    y = X @ beta + rng.normal(size=3 * n_per_group)
+    X[n_per_group:2 * n_per_group, 10:15] = np.nan
+    X[2 * n_per_group:, 15:20] = np.nan
+    return X, y, [(0, 10), (10, 15), (15, 20)]
+
+
+def _retained(cov, n_rows, max_components, eps3, max_eigen):
+    """Components of one moment set kept by MBI's truncation (spec: shared/specs/mbi.md)."""
+    values, vectors = np.linalg.eigh(cov)
+    d = len(values)
+    max_eigen = max(max_eigen, values[-1])
+    nr = n_rows * d
+    threshold = max(eps3, 1e-10 * max_eigen, values.sum() * np.log(nr) / nr)
+    rank = int(np.sum(np.abs(values) >= d * np.finfo(float).eps * np.abs(values).max()))
+    if values[0] > threshold and rank == d and d <= max_components:
+        return np.eye(d), max_eigen
+    if values[-1] > threshold and rank > 0 and max_components > 0:
+        r = max(1, min(n_rows, int(np.sum(values > threshold)), rank, max_components))
+        return vectors[:, ::-1][:, :r], max_eigen
+    return np.zeros((d, 0)), max_eigen
+
+
+def _reference_qif(prep, beta, eps3=1e-8):
+    """Q(beta) computed directly: stacked moments per group, truncation T, g*' (T C T')^-1 g*."""
+    states = []
+    for k, rows in enumerate(prep.layout.group_rows):
+        y = prep.yc[rows]
+        active = [s for s in range(len(prep.copies[k]))
+                  if s == 0 or np.any(beta[prep.diff_cols[k][s]] != 0)]
+        scores = np.hstack([prep.copies[k][s][:, prep.instruments[k][s]]
+                            * (y - prep.copies[k][s] @ beta)[:, None] for s in active])
+        states.append((len(y), len(prep.instruments[k][0]), scores.mean(0),
+                       scores.T @ scores / len(y)))
+    max_eigen = max(np.linalg.eigvalsh(C)[-1] for *_, C in states)
+    Q = 0.0
+    for n, d1, g, C in states:
+        U1, max_eigen = _retained(C[:d1, :d1], n, n - 1, eps3, max_eigen)
+        T = U1.T
+        if len(g) > d1:
+            C11, C21 = C[:d1, :d1], C[d1:, :d1]
+            A = np.zeros((len(g) - d1, d1))
+            if U1.shape[1]:
+                A = C21 @ U1 @ np.linalg.solve(U1.T @ C11 @ U1, U1.T)
+            cov2 = C[d1:, d1:] - A @ C21.T - C21 @ A.T + A @ C11 @ A.T
+            U2, max_eigen = _retained((cov2 + cov2.T) / 2, n, n - 1 - U1.shape[1], eps3, max_eigen)
+            T = np.block([[U1.T, np.zeros((U1.shape[1], len(g) - d1))], [-U2.T @ A, U2.T]])
+        if T.shape[0]:
+            gs = T @ g
+            Q += gs @ np.linalg.solve(T @ C @ T.T, gs)
+    return Q
+
+
+@pytest.mark.parametrize("n_per_group", [25, 60, 400])
+def test_qif_matches_direct_computation_with_and_without_truncation(n_per_group):
+    X, y, sources = _three_group_data(n_per_group)
+    prep = _prepare(X, y, sources, None, 0)
+    prob = _core_problem(prep, 1e-8)
+    rng = np.random.default_rng(1)
+    truncated = kept_whole = 0
+    for trial in range(12):
+        beta = rng.normal(size=20) * (rng.random(20) < 0.6)
+        if trial == 0:
+            beta[10:] = 0.0  # copies equal to the first one are dropped
+        ev = prob.evaluate(beta)
+        np.testing.assert_allclose(ev["Q"], _reference_qif(prep, beta), rtol=1e-8)
+        truncated += sum(r < m for r, m in zip(ev["n_retained"], ev["n_moments"]))
+        kept_whole += sum(r == m for r, m in zip(ev["n_retained"], ev["n_moments"]))
+    assert truncated > 0 if n_per_group <= 60 else kept_whole == 36
+
+
+def test_path_does_not_depend_on_n_jobs():
+    X, y, sources = _three_group_data(60, seed=2)
+    one = MBI(nlam=8).fit(X, y, sources)
+    two = MBI(nlam=8, n_jobs=2).fit(X, y, sources)
+    np.testing.assert_array_equal(one.coef_path_, two.coef_path_)
+    np.testing.assert_array_equal(one.n_iter_, two.n_iter_)
+    with pytest.raises(ValueError, match="n_jobs"):
+        MBI(n_jobs=0).fit(X, y, sources)

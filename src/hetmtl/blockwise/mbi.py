@@ -51,6 +51,7 @@ import numpy as np
 import scipy.linalg
 from sklearn.base import BaseEstimator, RegressorMixin
 
+from hetmtl._parallel import resolve_n_jobs
 from hetmtl.exceptions import ConvergenceWarning, DataValidationError
 
 __all__ = ["MBI", "MBILayout", "mbi_layout", "standardize_observed", "fit_imputation",
@@ -449,7 +450,8 @@ class MBI(RegressorMixin, BaseEstimator):
     a : SCAD parameter.
     eps1 : coefficients with |β_j| < eps1 (standardised scale) are set to zero.
     eps3 : eigenvalue floor of the weight-matrix truncation.
-    tol, max_iter : native solver tolerance (max |step|) and iteration cap per λ.
+    tol, max_iter : native solver tolerance (max |step| on the standardised scale; R's eps2 = 1e-3
+        as run) and iteration cap per λ.
     anchor : where MBI is not identified (fewer retained moments than coefficients), the native
         path minimises Q + SCAD + μ/2 ‖β − β_start‖² with μ = ``anchor`` × the largest
         Gauss-Newton curvature of Q at the start (see the module notes); ignored otherwise.
@@ -458,6 +460,8 @@ class MBI(RegressorMixin, BaseEstimator):
     r_seed : R seed set right before the R call (engine="r").
     r_args : extra MBI arguments for the R call (defaults eps2 = 1e-3, h1 = 2^-(8:20); R's
         default eps2 = 1e-7 practically never converges).
+    n_jobs : native engine: threads for the greedy-elimination re-solves at each λ
+        (scikit-learn convention: None = 1, −1 = all cores); the path does not depend on it.
 
     Fitted attributes: ``lambdas_``, ``coef_path_`` (L × p, original scale and column order),
     ``intercept_path_``, ``coef_path_std_``, ``bic1_``, ``objective_path_`` (Q + SCAD),
@@ -469,9 +473,9 @@ class MBI(RegressorMixin, BaseEstimator):
 
     def __init__(self, engine: str = "native", nlam: int = 100,
                  lambda_min_ratio: float | None = None, lambdas: Sequence[float] | None = None,
-                 a: float = 3.7, eps1: float = 1e-3, eps3: float = 1e-8, tol: float = 1e-8,
+                 a: float = 3.7, eps1: float = 1e-3, eps3: float = 1e-8, tol: float = 1e-6,
                  max_iter: int = 500, anchor: float = 1.0, random_state=0, r_seed: int = 1,
-                 r_args: dict | None = None):
+                 r_args: dict | None = None, n_jobs: int | None = None):
         self.engine = engine
         self.nlam = nlam
         self.lambda_min_ratio = lambda_min_ratio
@@ -485,6 +489,7 @@ class MBI(RegressorMixin, BaseEstimator):
         self.random_state = random_state
         self.r_seed = r_seed
         self.r_args = r_args
+        self.n_jobs = n_jobs
 
     # -- fitting
     def fit(self, X, y=None, sources=None, groups=None):
@@ -555,6 +560,7 @@ class MBI(RegressorMixin, BaseEstimator):
         return self
 
     def _fit_native(self):
+        threads = resolve_n_jobs(self.n_jobs)
         prep = self._prep
         n, p = prep.X2.shape
         problem = _core_problem(prep, self.eps3)
@@ -593,7 +599,8 @@ class MBI(RegressorMixin, BaseEstimator):
             self.lambda_max_ = lam_max
             lambdas = np.exp(np.linspace(np.log(ratio * lam_max), np.log(lam_max), self.nlam))
         res = problem.path(start, lambdas, self.a, self.eps1, self.tol, self.max_iter,
-                           mu=self.anchor_mu_, anchor=self.beta_start_std_)
+                           mu=self.anchor_mu_, anchor=self.beta_start_std_,
+                           threads=threads)
         self.lambdas_ = lambdas
         self.coef_path_std_ = res["beta"]
         self.coef_path_ = res["beta"] / prep.scale

@@ -31,7 +31,6 @@ regret. The fused intervals of both penalties under-cover there (0.65–0.92 at 
 """
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -43,6 +42,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 
 from hetmtl import _core
+from hetmtl._parallel import resolve_n_jobs
 from hetmtl.exceptions import ConvergenceWarning, SummaryValidationError
 from hetmtl.inference import _level_names, coef_table, format_table
 from hetmtl.latefusion.summary import SiteSummary
@@ -264,12 +264,7 @@ class LateFusion(BaseEstimator):
 
     # ------------------------------------------------------------------ checks
     def _threads(self) -> int:
-        if self.n_jobs is None:
-            return 1
-        n = int(self.n_jobs)
-        if n == 0 or n < -1:
-            raise ValueError(f"n_jobs must be None, -1 or >= 1, got {self.n_jobs!r}")
-        return (os.cpu_count() or 1) if n == -1 else n
+        return resolve_n_jobs(self.n_jobs)
 
     def _check_params(self) -> None:
         self._threads()

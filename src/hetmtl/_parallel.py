@@ -1,0 +1,14 @@
+"""Thread counts for the C++ kernels, from scikit-learn's ``n_jobs`` convention."""
+from __future__ import annotations
+
+import os
+
+
+def resolve_n_jobs(n_jobs: int | None) -> int:
+    """Threads for ``n_jobs``: None → 1, −1 → all cores, k ≥ 1 → k; anything else is refused."""
+    if n_jobs is None:
+        return 1
+    n = int(n_jobs)
+    if n == 0 or n < -1:
+        raise ValueError(f"n_jobs must be None, -1 or >= 1, got {n_jobs!r}")
+    return (os.cpu_count() or 1) if n == -1 else n
