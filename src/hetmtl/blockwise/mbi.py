@@ -274,7 +274,8 @@ def fit_imputation(X2: np.ndarray, targets: np.ndarray, predictors: np.ndarray,
 
     Each target column is regressed on the predictors over every row where it and all the
     predictors are observed: OLS with intercept when rows > predictors, otherwise a lasso with
-    3-fold cross-validation (R uses ``cv.glmnet(nfolds = 3)`` at ``lambda.min``).
+    3-fold cross-validation at the CV minimum (:func:`cv_lasso_start`, as R's
+    ``cv.glmnet(nfolds = 3)`` at ``lambda.min``).
     """
     obs = ~np.isnan(X2)
     pred_ok = obs[:, predictors].all(axis=1)
@@ -304,14 +305,9 @@ def fit_imputation(X2: np.ndarray, targets: np.ndarray, predictors: np.ndarray,
             coef[ts] = sol[1:].T
             methods += ["ols"] * len(ts)
         else:
-            from sklearn.linear_model import LassoCV
-            from sklearn.model_selection import KFold
-
             for j, t in enumerate(ts):
-                folds = KFold(n_splits=min(3, n_train), shuffle=True, random_state=random_state)
-                fit = LassoCV(cv=folds).fit(Xt, Yt[:, j])
-                intercept[t] = fit.intercept_
-                coef[t] = fit.coef_
+                coef[t] = cv_lasso_start(Xt, Yt[:, j], random_state)
+                intercept[t] = Yt[:, j].mean() - Xt.mean(axis=0) @ coef[t]
             methods += ["lasso_cv"] * len(ts)
     return ImputationModel(targets, predictors, intercept, coef, methods)
 
