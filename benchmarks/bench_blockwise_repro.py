@@ -6,8 +6,8 @@ Every row of a table is a grid value of its study (:data:`hetmtl.blockwise.SETTI
 draws its data with seed r (the authors used seeds 0-19), one paired 60/20/20 split per task, and
 fits every method on that split with ``random_state=r``. Methods: MTL-HMB, STL, HTL (Tables 2-9);
 Figure 8 adds Step1+STL, Step1+HPS and Naive+Step2 (HBI is fitted once per replicate and shared by
-MTL-HMB and the Step-1 ablations). MBI is a separate issue (``bench_mbi_tables.py``); its seed
-values are shown for reference only.
+MTL-HMB and the Step-1 ablations). MBI runs in ``bench_mbi_tables.py`` with the same seeds; the
+summary puts its replicates that match the ones run here beside the other methods.
 
 Results go to resumable stores ``results/studies/blockwise-repro/<profile>/blockwise-<setting>/``,
 one profile per (grid, HBI grid, epoch caps, dr_mode), e.g. ``code-code-e25000-h5000-per_task``
@@ -45,6 +45,7 @@ from hetmtl.studies.spec import Study, setting_label
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 STORES = RESULTS / "studies" / "blockwise-repro"
+MBI_STORE = RESULTS / "mbi_tables_paired"  # bench_mbi_tables.py
 REFERENCE = HERE / "data" / "mtlhmb_seed_tables.csv"
 #: the authors' code printouts (spec §5.6), mapped to the paper's setting letters; Gaussian rows are used
 CODE_REFERENCE = HERE / "data" / "mtlhmb_code_printouts.csv"
@@ -209,6 +210,20 @@ def code_reference_frame(setting: str, metric: str = "rmse_code") -> pd.DataFram
                          "note": ref["note"].fillna("")})
 
 
+def paired_mbi(setting: str, value, replicates) -> str:
+    """Our native MBI on the same replicates (``bench_mbi_tables.py`` store: replicate r uses seed r,
+    as these studies): mean (SD) of the average test RMSE over tasks, or "" where not run."""
+    try:
+        f = load_results(MBI_STORE, f"blockwise-{setting}-mbi").frame
+    except (FileNotFoundError, ValueError):
+        return ""
+    f = f[(f.setting_value.map(_norm) == _norm(value)) & f.replicate.isin(list(replicates))]
+    avg = f.groupby("replicate").rmse.mean()
+    if len(avg) < len(replicates):
+        return ""
+    return f"{avg.mean():.3f} ({avg.std(ddof=1):.3f})" if len(avg) > 1 else f"{avg.mean():.3f}"
+
+
 def row_floor(setting: str, value, seeds) -> tuple[float, float, np.ndarray]:
     """Bayes floor RMSE of a setting row (:func:`hetmtl.blockwise.simulate.bayes_floor`) over the
     replicate data seeds ``seeds``: mean and SD over seeds of the task average, mean per task."""
@@ -253,6 +268,7 @@ def summarize(stores: Path = STORES, results: Path = RESULTS, figures: bool = Tr
             row["floor"] = round(fl, 3)
             row["floor per task"] = " / ".join(f"{x:.3f}" for x in fl_task)
             row["floor (seeds 0-19)"] = f"{fl20:.3f} ({fl20_sd:.3f})"
+            row["ours MBI"] = paired_mbi(setting, value, run)
             for r in g.itertuples():
                 lab = LABELS.get(r.method, r.method)
                 row[f"ours {lab}"] = f"{r.mean:.3f} ({r.sd:.3f})" if r.n_reps > 1 else f"{r.mean:.3f}"
@@ -307,7 +323,8 @@ def summarize(stores: Path = STORES, results: Path = RESULTS, figures: bool = Tr
         fh.write("Written by `benchmarks/bench_blockwise_repro.py` from the study stores "
                  "(`results/studies/blockwise-repro/<profile>/`). ours = mean (SD) of the average test RMSE over "
                  "`reps` replicates (seeds 0..reps-1), with the grid, HBI grid and epoch cap actually run; seed = the "
-                 "paper's table values. MBI: seed values only. Per-row deltas to the seed's numbers: "
+                 "paper's table values. ours MBI = native MBI on the same replicates (`mbi_tables_paired` store of "
+                 "`bench_mbi_tables.py`). Per-row deltas to the seed's numbers: "
                  "`blockwise_repro_reference.csv`. Which run produced which numbers: `blockwise_NOTES.md`.\n\n"
                  "floor = the exact Bayes floor RMSE of the DGP (`hetmtl.blockwise.bayes_floor`: the RMSE of "
                  "E[y | the task's observed blocks], averaged over tasks), mean over the replicate seeds actually "

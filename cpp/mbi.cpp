@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <exception>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -223,19 +224,16 @@ Evaluation Problem::evaluate(const VectorXd& beta, bool with_derivatives) const 
     const int d = static_cast<int>(cov.rows());
     const double nr = static_cast<double>(n_rows) * d;
     const double base = std::max(eps3_, cov.trace() * std::log(nr) / nr);
-    if (1e-10 * trace_bound <= base) {
-      if (d <= max_components) {
-        // smallest eigenvalue > threshold (full rank follows, as threshold >= 1e-10 * largest)
-        MatrixXd shifted = cov;
-        shifted.diagonal().array() -= base;
-        if (Eigen::LLT<MatrixXd>(shifted).info() == Eigen::Success) return MatrixXd::Identity(d, d);
-      }
-      double unused = 0.0;  // the 1e-10 * max_eigen floor cannot bind
-      return retained_components(Eigen::SelfAdjointEigenSolver<MatrixXd>(cov), n_rows,
-                                 max_components, eps3_, unused);
+    const bool floor_binds = 1e-10 * trace_bound > base;
+    if (!floor_binds && d <= max_components) {
+      // smallest eigenvalue > threshold (full rank follows, as threshold >= 1e-10 * largest)
+      MatrixXd shifted = cov;
+      shifted.diagonal().array() -= base;
+      if (Eigen::LLT<MatrixXd>(shifted).info() == Eigen::Success) return MatrixXd::Identity(d, d);
     }
+    double unused = 0.0;
     return retained_components(Eigen::SelfAdjointEigenSolver<MatrixXd>(cov), n_rows,
-                               max_components, eps3_, exact_max_eigen());
+                               max_components, eps3_, floor_binds ? exact_max_eigen() : unused);
   };
   Evaluation ev;
   ev.n_moments.resize(K);
@@ -512,11 +510,20 @@ VectorXd Problem::improve_by_elimination(const VectorXd& beta0, double lam,
     if (n_threads == 1) {
       for (int c = 0; c < k; ++c) screen_one(c);
     } else {
+      std::vector<std::exception_ptr> errors(n_threads);
+      auto worker = [&](int t) {
+        try {
+          for (int c = t; c < k; c += n_threads) screen_one(c);
+        } catch (...) {
+          errors[t] = std::current_exception();
+        }
+      };
       std::vector<std::thread> pool;
-      for (int t = 1; t < n_threads; ++t)
-        pool.emplace_back([&, t]() { for (int c = t; c < k; c += n_threads) screen_one(c); });
-      for (int c = 0; c < k; c += n_threads) screen_one(c);
+      for (int t = 1; t < n_threads; ++t) pool.emplace_back(worker, t);
+      worker(0);
       for (std::thread& th : pool) th.join();
+      for (const std::exception_ptr& e : errors)
+        if (e) std::rethrow_exception(e);
     }
     VectorXd round_best;
     double f_round = f_best;
