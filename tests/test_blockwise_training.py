@@ -45,8 +45,12 @@ def test_batched_equals_one_by_one(sim):
     np.testing.assert_allclose(two.fit_.val_loss, by_width.fit_.val_loss, rtol=1e-12)
     np.testing.assert_array_equal(two.fit_.best_epoch, by_width.fit_.best_epoch)
     np.testing.assert_allclose(two.test_rmse_avg_, by_width.test_rmse_avg_, rtol=1e-12)
-    # deepest configurations first within a group
+    for s in (1, 2):  # the HBI grids of both sources share the two threads
+        np.testing.assert_allclose(two.imputer_.fits_[s].val_loss, by_width.imputer_.fits_[s].val_loss, rtol=1e-12)
+    # deepest configurations first within a group; the width-16 group, more than half of the
+    # work, is split by depth so that it does not bound the wall time
     assert [c["depth"] for c in (GRID[i] for i in two.fit_.groups[0].index)] == [3, 2]
+    assert [[GRID[i]["depth"] for i in g.index] for g in two.fit_.groups[1:]] == [[3], [2]]
 
 
 def test_early_stopping_stops_and_restores_best(sim):

@@ -9,8 +9,9 @@ generator (seeded by the grid seed and its position in the grid), all configurat
 mini-batch sequence, and early stopping is per configuration (:class:`BatchedEarlyStopping`);
 stopped configurations are dropped from the batch. Within a group the configurations are ordered
 by decreasing depth, so each hidden layer is computed only for the configurations that use it.
-With ``torch.get_num_threads() > 1`` (e.g. ``n_threads=2``) independent groups train in parallel
-threads, one torch thread each. Training the configurations one by one
+With ``torch.get_num_threads() > 1`` (e.g. ``n_threads=2``) independent groups, of one grid or of
+several (:func:`fit_grids`, e.g. the HBI grids of all sources), train in parallel threads, one
+torch thread each, and a group too large for an even share is split by depth. Training the configurations one by one
 (``group_by="config"``) therefore gives the same fits up to floating-point summation order.
 """
 from __future__ import annotations
@@ -279,48 +280,93 @@ def train_group(model, params: Params, cfg: dict[str, torch.Tensor], stream: Tas
     return es
 
 
+@dataclass
+class GridJob:
+    """One hyperparameter grid to train (the arguments of :func:`fit_grid`).
+
+    ``make_model(group_configs, grid_indices)`` returns ``(model, params, cfg)`` for one group;
+    ``make_stream(first_config)`` its training stream (the batch size may differ by group)."""
+
+    make_model: Callable[[list[dict], list[int]], tuple[object, Params, dict]]
+    configs: list[dict]
+    make_stream: Callable[[dict], TaskBatches]
+    val: dict
+    settings: TrainSettings
+    seed: int
+    group_key: Callable[[int, dict], object]
+
+
 def fit_grid(make_model: Callable[[list[dict], list[int]], tuple[object, Params, dict]], configs: list[dict],
              make_stream: Callable[[dict], TaskBatches], val: dict, settings: TrainSettings, seed: int,
              group_key: Callable[[int, dict], object]) -> GridFit:
-    """Train every configuration (grouped by ``group_key``) and collect the early-stopped fits.
+    """Train every configuration of one grid (grouped by ``group_key``): :func:`fit_grids` of one job."""
+    return fit_grids([GridJob(make_model, configs, make_stream, val, settings, seed, group_key)])[0]
 
-    ``make_model(group_configs, grid_indices)`` returns ``(model, params, cfg)`` for one group;
-    ``make_stream(first_config)`` its training stream (the batch size may differ by group).
+
+def fit_grids(jobs: Sequence[GridJob]) -> list[GridFit]:
+    """Train independent grids and collect their early-stopped fits, one :class:`GridFit` each.
+
+    The groups of all grids form one work list: with ``torch.get_num_threads() > 1`` they train in
+    that many threads (one intra-op thread each, most expensive first), so e.g. the HBI grids of
+    all private sources share the cores. A group whose estimated cost exceeds an even share of the
+    total is split by depth, so that no single group bounds the wall time. The fits do not depend
+    on the threads or on the grouping beyond floating-point summation order.
     """
     t0 = time.perf_counter()
-    groups: dict[object, list[int]] = {}
-    for i, c in enumerate(configs):
-        groups.setdefault(group_key(i, c), []).append(i)
-    # deepest configurations first: a hidden layer is then used by a prefix of the group, which
-    # the networks compute on that prefix only (no work on depth padding)
-    order = [sorted(idx, key=lambda i: -int(configs[i].get("depth", 0))) for idx in groups.values()]
-    val_loss = np.full(len(configs), np.inf)
-    best_epoch = np.full(len(configs), -1)
+    workers = torch.get_num_threads()
+    tasks: list[tuple[int, list[int]]] = []
+    for j, job in enumerate(jobs):
+        groups: dict[object, list[int]] = {}
+        for i, c in enumerate(job.configs):
+            groups.setdefault(job.group_key(i, c), []).append(i)
+        # deepest configurations first: a hidden layer is then used by a prefix of the group, which
+        # the networks compute on that prefix only (no work on depth padding)
+        tasks += [(j, sorted(idx, key=lambda i, c=job.configs: -int(c[i].get("depth", 0))))
+                  for idx in groups.values()]
+    cost = lambda t: sum(_config_cost(jobs[t[0]].configs[i]) for i in t[1])  # noqa: E731
+    if workers > 1:
+        share = sum(cost(t) for t in tasks) / workers
+        tasks = [part for t in tasks for part in (_split_by_depth(t, jobs[t[0]].configs) if cost(t) > share else [t])]
+    val_loss = [np.full(len(job.configs), np.inf) for job in jobs]
+    best_epoch = [np.full(len(job.configs), -1) for job in jobs]
 
-    def run(idx: list[int]) -> GroupFit:
-        model, params, cfg = make_model([configs[i] for i in idx], idx)
-        es = train_group(model, params, cfg, make_stream(configs[idx[0]]), val, settings, seed)
-        val_loss[idx] = es.best_loss.numpy()
-        best_epoch[idx] = es.best_epoch.numpy()
+    def run(task: tuple[int, list[int]]) -> GroupFit:
+        j, idx = task
+        job = jobs[j]
+        model, params, cfg = job.make_model([job.configs[i] for i in idx], idx)
+        es = train_group(model, params, cfg, job.make_stream(job.configs[idx[0]]), job.val, job.settings, job.seed)
+        val_loss[j][idx] = es.best_loss.numpy()
+        best_epoch[j][idx] = es.best_epoch.numpy()
         return GroupFit(model, idx, {k: v.detach() for k, v in es.best_params.items()}, cfg)
 
-    workers = min(torch.get_num_threads(), len(order))
+    workers = min(workers, len(tasks))
     if workers <= 1:
-        fits = [run(idx) for idx in order]
+        fits = [run(t) for t in tasks]
     else:
-        # groups are independent: train them in parallel threads (torch releases the GIL in its
-        # kernels), one intra-op thread each, most expensive first; same fits as sequentially
-        cost = [sum(_config_cost(configs[i]) for i in idx) for idx in order]
-        by_cost = sorted(range(len(order)), key=lambda j: -cost[j])
+        by_cost = sorted(range(len(tasks)), key=lambda k: -cost(tasks[k]))
         old = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
             with ThreadPoolExecutor(max_workers=workers) as pool:
-                done = dict(zip(by_cost, pool.map(lambda j: _one_thread(run, order[j]), by_cost)))
+                done = dict(zip(by_cost, pool.map(lambda k: _one_thread(run, tasks[k]), by_cost)))
         finally:
             torch.set_num_threads(old)
-        fits = [done[j] for j in range(len(order))]
-    return GridFit(configs, val_loss, best_epoch, fits, time.perf_counter() - t0)
+        fits = [done[k] for k in range(len(tasks))]
+    seconds = time.perf_counter() - t0
+    return [GridFit(job.configs, val_loss[j], best_epoch[j], [f for t, f in zip(tasks, fits) if t[0] == j], seconds)
+            for j, job in enumerate(jobs)]
+
+
+def _split_by_depth(task: tuple[int, list[int]], configs: list[dict]) -> list[tuple[int, list[int]]]:
+    """Split a group (ordered deepest first) into two of about equal cost at a change of depth."""
+    j, idx = task
+    depths = [int(configs[i].get("depth", 0)) for i in idx]
+    cuts = [k for k in range(1, len(idx)) if depths[k] != depths[k - 1]]
+    if not cuts:
+        return [task]
+    costs = np.cumsum([_config_cost(configs[i]) for i in idx])
+    k = min(cuts, key=lambda k: abs(2 * costs[k - 1] - costs[-1]))
+    return [(j, idx[:k]), (j, idx[k:])]
 
 
 def _one_thread(fn, *args):

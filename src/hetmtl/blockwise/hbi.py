@@ -16,12 +16,22 @@ import pandas as pd
 import torch
 from sklearn.base import BaseEstimator
 
-from hetmtl.blockwise._engine import GridFit, GroupFit, TaskBatches, TrainSettings, fit_grid, group_key_for
+from hetmtl.blockwise._engine import GridFit, GridJob, GroupFit, TrainSettings, fit_grids, group_key_for
 from hetmtl.blockwise.nets import HBINet
 from hetmtl.blockwise.selection import hbi_grid
 from hetmtl.data.blockwise import BlockwiseData
 from hetmtl.exceptions import DataValidationError
 from hetmtl.training import seed_all, split_indices, torch_threads
+
+
+class _FullBatch:
+    """Training stream of one full batch per epoch (HBI trains full-batch)."""
+
+    def __init__(self, batch: dict[str, torch.Tensor]) -> None:
+        self.batch = batch
+
+    def epoch(self, rng) -> list[dict[str, torch.Tensor]]:
+        return [self.batch]
 
 
 def _dtype(name) -> torch.dtype:
@@ -72,34 +82,33 @@ class HBImputer(BaseEstimator):
         self.fits_: dict[int, GridFit] = {}
         self.members_: dict[int, tuple] = {}
         key = group_key_for(self.group_by) if self.group_by == "config" else (lambda i, c: c["depth"])
-        with torch_threads(self.n_threads):
-            for t in range(data.n_tasks):
-                s = data.private_source[t]
-                x0t, xst = data.x0(t), data.x_private(t)
-                tr, va = split_indices(x0t.shape[0], (1 - self.val_fraction, self.val_fraction), rng)
-                others = [r for r in range(data.n_tasks) if r != t]
-                x0m = np.vstack([data.x0(r) for r in others])
-                to = lambda a: torch.as_tensor(a, dtype=dtype)  # noqa: E731
-                train = {"x0t": to(x0t[tr]), "xst": to(xst[tr]), "x0m": to(x0m)}
-                val = {"x0t": to(x0t[va]), "xst": to(xst[va])}
+        jobs, sources = [], []
+        for t in range(data.n_tasks):
+            s = data.private_source[t]
+            x0t, xst = data.x0(t), data.x_private(t)
+            tr, va = split_indices(x0t.shape[0], (1 - self.val_fraction, self.val_fraction), rng)
+            others = [r for r in range(data.n_tasks) if r != t]
+            x0m = np.vstack([data.x0(r) for r in others])
+            to = lambda a: torch.as_tensor(a, dtype=dtype)  # noqa: E731
+            train = {"x0t": to(x0t[tr]), "xst": to(xst[tr]), "x0m": to(x0m)}
+            val = {"x0t": to(x0t[va]), "xst": to(xst[va])}
 
-                class _Stream:  # one full batch per epoch
-                    def epoch(self, rng):
-                        return [train]
+            def make_model(cfgs, idx, ps=data.source_dims[s], s=s):
+                net = HBINet(p0, ps, int(cfgs[0]["depth"]), max(int(c["width"]) for c in cfgs),
+                             self.heterogeneous, self.orth_power)
+                if any(int(c["depth"]) != net.depth for c in cfgs):
+                    raise ValueError("an HBI group must share the depth")
+                params, cfg = net.init(cfgs, idx, seed + 101 * (s + 1), dtype)
+                return net, params, cfg
 
-                ps = data.source_dims[s]
-
-                def make_model(cfgs, idx, ps=ps):
-                    net = HBINet(p0, ps, int(cfgs[0]["depth"]), max(int(c["width"]) for c in cfgs),
-                                 self.heterogeneous, self.orth_power)
-                    if any(int(c["depth"]) != net.depth for c in cfgs):
-                        raise ValueError("an HBI group must share the depth")
-                    params, cfg = net.init(cfgs, idx, seed + 101 * (s + 1), dtype)
-                    return net, params, cfg
-
-                fit = fit_grid(make_model, configs, lambda c: _Stream(), val, settings, seed + s, key)
-                self.fits_[s] = fit
-                self.members_[s] = fit.member()
+            jobs.append(GridJob(make_model, configs, lambda c, train=train: _FullBatch(train), val, settings,
+                                seed + s, key))
+            sources.append(s)
+        with torch_threads(self.n_threads):  # the groups of every source share the threads
+            fits = fit_grids(jobs)
+        for s, fit in zip(sources, fits):
+            self.fits_[s] = fit
+            self.members_[s] = fit.member()
         self.n_tasks_ = data.n_tasks
         self.source_dims_ = data.source_dims
         self.private_source_ = data.private_source
