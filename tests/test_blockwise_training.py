@@ -45,6 +45,7 @@ def test_batched_equals_one_by_one(sim):
     np.testing.assert_allclose(two.fit_.val_loss, by_width.fit_.val_loss, rtol=1e-12)
     np.testing.assert_array_equal(two.fit_.best_epoch, by_width.fit_.best_epoch)
     np.testing.assert_allclose(two.test_rmse_avg_, by_width.test_rmse_avg_, rtol=1e-12)
+    assert two.imputer_.n_threads == 2
     for s in (1, 2):  # the HBI grids of both sources share the two threads
         np.testing.assert_allclose(two.imputer_.fits_[s].val_loss, by_width.imputer_.fits_[s].val_loss, rtol=1e-12)
     # deepest configurations first within a group; the width-16 group, more than half of the

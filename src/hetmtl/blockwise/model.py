@@ -177,7 +177,7 @@ class Step1Mixin:
         imp = HBImputer(grid=self.hbi_grid, heterogeneous=imputation == "hbi", orth_power=getattr(self, "hbi_orth_power", 1),
                         max_epochs=self.hbi_max_epochs, patience=self.patience, lr=self.lr,
                         group_by="config" if self.group_by == "config" else "depth", dtype=self.dtype,
-                        random_state=self.random_state)
+                        n_threads=self.n_threads, random_state=self.random_state)
         return imp.fit(src)
 
     def _features(self, t: int, x0: np.ndarray, x_own: np.ndarray) -> np.ndarray:
