@@ -204,9 +204,6 @@ def bayes_floor(
     averages over replicates. ``v_c``/``v_t`` give the coefficients instead (``bayes_floor(**sim.params)``).
     Computed from the Gaussian conditional x_U | x_O (quadratic terms via E[x^2 | x_O] = m^2 + s^2);
     Gaussian covariates only."""
-    if not gaussian:
-        raise ValueError("the Bayes floor is exact for Gaussian covariates only (gaussian=True); the non-Gaussian "
-                         "variant X + 0.3 sin X has no closed-form conditional mean")
     if n_tasks is None:
         n_tasks = len(rho) if np.ndim(rho) else 2
     T = int(n_tasks)
