@@ -36,7 +36,12 @@ carries its gradient noise (the native one is the noiseless value).
   lasso's choice among them is unstable) and R's λ = 0 run, which moves further along
   directions that halve Q while raising RSS₁. So native coefficients differ from R's by more
   than R's seed-to-seed spread and native Q + SCAD is higher than R's there, while the fits
-  agree within a few per cent and native bic1/RSS₁ are lower (see tests/test_mbi.py).
+  agree within a few per cent, native bic1/RSS₁ are lower, and — on the fixtures whose
+  generator is known — native predictions are closer to the true task means than R's
+  (task-averaged RMSE; see tests/test_mbi.py).
+
+Speed: 45–300× R's on the fixtures; ``n_jobs=2`` runs the greedy-elimination re-solves of each λ
+on two threads (identical path).
 
 Input: ``X`` (n × p) with NaN for missing blocks, ``y`` (n,), and ``sources``: one column range
 ``(start, stop)`` or list of column indices per source, together covering every column once.
