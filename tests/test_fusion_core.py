@@ -3,7 +3,7 @@ the weighted Huber location, and Monte Carlo for the squared-penalty delta metho
 
 import numpy as np
 import pytest
-from fusion_testdata import cvxpy_fusion, random_problem
+from fusion_testdata import cvxpy_fusion, kkt_residual, random_problem
 from scipy import optimize
 
 from hetmtl import _core
@@ -23,11 +23,14 @@ def test_solver_matches_cvxpy(penalty, metric, d):
         sol = prob.solve(C, penalty, metric)
         T, c, value = cvxpy_fusion(theta, H, w, shape, C, penalty, metric)
         assert sol["converged"]
-        # our optimum is never worse than cvxpy's, and the minimisers agree
+        # our optimum is never worse than cvxpy's and satisfies the optimality conditions to
+        # rounding; the minimisers agree to cvxpy's accuracy (its KKT residuals reach 1e-7, and
+        # the centre of the group penalty is weakly determined by the objective)
         assert sol["objective"] <= value + 1e-12
         assert abs(sol["objective"] - value) < 1e-9
-        np.testing.assert_allclose(sol["theta"], T, atol=1e-6)
-        np.testing.assert_allclose(sol["centre"], c, atol=1e-6)
+        assert kkt_residual(sol["theta"], sol["centre"], theta, H, w, shape, C, penalty, metric) < 1e-9
+        np.testing.assert_allclose(sol["theta"], T, atol=1e-5)
+        np.testing.assert_allclose(sol["centre"], c, atol=1e-5)
         assert prob.objective(sol["theta"], sol["centre"], C, penalty, metric) == pytest.approx(sol["objective"], abs=1e-14)
 
 
