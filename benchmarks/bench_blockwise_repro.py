@@ -30,6 +30,7 @@ Import a pre-runner raw CSV into the stores: ... --import-raw OLD.csv
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -198,11 +199,18 @@ def reference_frame(setting: str) -> pd.DataFrame:
                          "source": [f"seed 002 Table {t}" for t in ref.table]})
 
 
+@functools.lru_cache(maxsize=None)
+def _code_printouts() -> pd.DataFrame:
+    """The authors' code printouts for Gaussian covariates (the rows compared with ours)."""
+    ref = pd.read_csv(CODE_REFERENCE, dtype={"value": str})
+    return ref[ref.covariates == "gaussian"]
+
+
 def code_reference_frame(setting: str, metric: str = "rmse_code") -> pd.DataFrame:
     """The authors' code printouts (Gaussian data) of one setting in the report's reference format,
     compared on ``metric`` (their batch-mean RMSE, ``rmse_code``, when the store has it)."""
-    ref = pd.read_csv(CODE_REFERENCE, dtype={"value": str})
-    ref = ref[(ref.setting == setting) & (ref.covariates == "gaussian")]
+    ref = _code_printouts()
+    ref = ref[ref.setting == setting]
     return pd.DataFrame({"setting_value": ref.value.map(float), "method": ref.method.map(NAMES), "metric": metric,
                          "value": ref["mean"], "sd": ref["sd"],
                          "source": [f"authors' code printout ({c} {v}; {s})"
@@ -210,12 +218,20 @@ def code_reference_frame(setting: str, metric: str = "rmse_code") -> pd.DataFram
                          "note": ref["note"].fillna("")})
 
 
+@functools.lru_cache(maxsize=None)
+def _mbi_frame(setting: str) -> pd.DataFrame | None:
+    """The paired MBI store's results of one setting (read once), None where not run."""
+    try:
+        return load_results(MBI_STORE, f"blockwise-{setting}-mbi").frame
+    except (FileNotFoundError, ValueError):
+        return None
+
+
 def paired_mbi(setting: str, value, replicates) -> str:
     """Our native MBI on the same replicates (``bench_mbi_tables.py`` store: replicate r uses seed r,
     as these studies): mean (SD) of the average test RMSE over tasks, or "" where not run."""
-    try:
-        f = load_results(MBI_STORE, f"blockwise-{setting}-mbi").frame
-    except (FileNotFoundError, ValueError):
+    f = _mbi_frame(setting)
+    if f is None:
         return ""
     f = f[(f.setting_value.map(_norm) == _norm(value)) & f.replicate.isin(list(replicates))]
     avg = f.groupby("replicate").rmse.mean()
@@ -237,8 +253,7 @@ def row_floor(setting: str, value, seeds) -> tuple[float, float, np.ndarray]:
 def summarize(stores: Path = STORES, results: Path = RESULTS, figures: bool = True) -> pd.DataFrame:
     """Summary (wide, one row per setting row and profile), reference deltas, raw CSV, boxplots."""
     settings = _settings()
-    code_ref = pd.read_csv(CODE_REFERENCE, dtype={"value": str})
-    code_ref = code_ref[code_ref.covariates == "gaussian"]
+    code_ref = _code_printouts()
     rows, comps = [], []
     for profile, setting, d in _stores(stores):
         res = load_results(d)

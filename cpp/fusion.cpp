@@ -1,4 +1,5 @@
 #include "fusion.hpp"
+#include "parallel.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -6,7 +7,6 @@
 #include <random>
 #include <stdexcept>
 #include <string>
-#include <thread>
 
 namespace hetmtl {
 namespace fusion {
@@ -25,11 +25,7 @@ template <class Fn>
 void for_site_chunks(int K, int threads, Fn&& fn) {
   const int n = n_site_chunks(K, threads);
   const auto bound = [n, K](int i) { return static_cast<int>(int64_t(K) * i / n); };
-  std::vector<std::thread> pool;
-  pool.reserve(n - 1);
-  for (int i = 1; i < n; ++i) pool.emplace_back([&fn, &bound, i]() { fn(i, bound(i), bound(i + 1)); });
-  fn(0, 0, bound(1));
-  for (auto& t : pool) t.join();
+  run_on_threads(n, [&](int i) { fn(i, bound(i), bound(i + 1)); });
 }
 // Centre reported at C = 0 for the group penalties: the C -> 0+ limit, approximated at this C.
 constexpr double kTinyC = 1e-8;

@@ -1,12 +1,11 @@
 #include "mbi.hpp"
+#include "parallel.hpp"
 
 #include <algorithm>
 #include <cmath>
-#include <exception>
 #include <limits>
 #include <stdexcept>
 #include <string>
-#include <thread>
 
 namespace hetmtl {
 namespace mbi {
@@ -507,24 +506,9 @@ VectorXd Problem::improve_by_elimination(const VectorXd& beta0, double lam,
       cands[c] = solve_thresholded(start, lam, screen, &cand_iters[c], &conv, trial_held);
     };
     const int n_threads = std::max(1, std::min(opt.threads, k));
-    if (n_threads == 1) {
-      for (int c = 0; c < k; ++c) screen_one(c);
-    } else {
-      std::vector<std::exception_ptr> errors(n_threads);
-      auto worker = [&](int t) {
-        try {
-          for (int c = t; c < k; c += n_threads) screen_one(c);
-        } catch (...) {
-          errors[t] = std::current_exception();
-        }
-      };
-      std::vector<std::thread> pool;
-      for (int t = 1; t < n_threads; ++t) pool.emplace_back(worker, t);
-      worker(0);
-      for (std::thread& th : pool) th.join();
-      for (const std::exception_ptr& e : errors)
-        if (e) std::rethrow_exception(e);
-    }
+    run_on_threads(n_threads, [&](int t) {
+      for (int c = t; c < k; c += n_threads) screen_one(c);
+    });
     VectorXd round_best;
     double f_round = f_best;
     int j_round = -1;

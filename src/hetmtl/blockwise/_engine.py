@@ -11,8 +11,9 @@ stopped configurations are dropped from the batch. Within a group the configurat
 by decreasing depth, so each hidden layer is computed only for the configurations that use it.
 With ``torch.get_num_threads() > 1`` (e.g. ``n_threads=2``) independent groups, of one grid or of
 several (:func:`fit_grids`, e.g. the HBI grids of all sources), train in parallel threads, one
-torch thread each, and a group too large for an even share is split by depth. Training the configurations one by one
-(``group_by="config"``) therefore gives the same fits up to floating-point summation order.
+torch thread each, and a group too large for an even share is split by depth. Training the
+configurations one by one (``group_by="config"``) therefore gives the same fits up to
+floating-point summation order.
 """
 from __future__ import annotations
 

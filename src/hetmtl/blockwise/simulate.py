@@ -50,6 +50,20 @@ def _per_task(name: str, value, T: int) -> list:
     return value
 
 
+def _task_arguments(n, p_private, rho, alpha, sigma, n_tasks) -> tuple[int, list, list, list, list]:
+    """The DGP's per-task arguments, checked: (T, n_t, p_t, rho_t, sigma_t); ``n_tasks`` defaults
+    to the length of ``rho`` (2 for a scalar)."""
+    if n_tasks is None:
+        n_tasks = len(rho) if np.ndim(rho) else 2
+    T = int(n_tasks)
+    if T < 2:
+        raise ValueError("n_tasks must be at least 2")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    return (T, [int(v) for v in _per_task("n", n, T)], [int(v) for v in _per_task("p_private", p_private, T)],
+            [float(v) for v in _per_task("rho", rho, T)], [float(v) for v in _per_task("sigma", sigma, T)])
+
+
 def exchangeable_cov(p: int, rho: float) -> np.ndarray:
     """Sigma(rho)_ij = rho ** (0.01 |i - j|), the paper's covariance."""
     idx = np.arange(p)
@@ -76,17 +90,7 @@ def simulate_blockwise(
 ) -> SimulatedBlockwise:
     """One data set of the paper's DGP. ``n``, ``p_private``, ``rho`` and ``sigma`` are scalars or
     per-task sequences; ``n_tasks`` defaults to the length of ``rho`` (2 for a scalar)."""
-    if n_tasks is None:
-        n_tasks = len(rho) if np.ndim(rho) else 2
-    T = int(n_tasks)
-    if T < 2:
-        raise ValueError("n_tasks must be at least 2")
-    ns = [int(v) for v in _per_task("n", n, T)]
-    ps = [int(v) for v in _per_task("p_private", p_private, T)]
-    rhos = [float(v) for v in _per_task("rho", rho, T)]
-    sigmas = [float(v) for v in _per_task("sigma", sigma, T)]
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    T, ns, ps, rhos, sigmas = _task_arguments(n, p_private, rho, alpha, sigma, n_tasks)
     rng = np.random.default_rng(seed)
     p = p0 + sum(ps)
     starts = np.concatenate([[0, p0], p0 + np.cumsum(ps)])
@@ -204,14 +208,7 @@ def bayes_floor(
     averages over replicates. ``v_c``/``v_t`` give the coefficients instead (``bayes_floor(**sim.params)``).
     Computed from the Gaussian conditional x_U | x_O (quadratic terms via E[x^2 | x_O] = m^2 + s^2);
     Gaussian covariates only."""
-    if n_tasks is None:
-        n_tasks = len(rho) if np.ndim(rho) else 2
-    T = int(n_tasks)
-    ps = [int(v) for v in _per_task("p_private", p_private, T)]
-    rhos = [float(v) for v in _per_task("rho", rho, T)]
-    sigmas = [float(v) for v in _per_task("sigma", sigma, T)]
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    T, _, ps, rhos, sigmas = _task_arguments(n, p_private, rho, alpha, sigma, n_tasks)
     p = int(p0) + sum(ps)
     if (v_c is None) != (v_t is None):
         raise ValueError("give both v_c and v_t, or neither (then they are drawn with seed)")
