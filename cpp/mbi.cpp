@@ -26,10 +26,38 @@ int numerical_rank(const VectorXd& eigenvalues) {
   return rank;
 }
 
-// Components kept of one moment set with covariance `cov` (d x d): the identity when the set
-// is well conditioned, otherwise its leading eigenvectors, otherwise nothing (d x 0).
-// `max_eigen` is the running largest eigenvalue (updated as in the reference implementation).
-MatrixXd retained_components(const Eigen::SelfAdjointEigenSolver<MatrixXd>& es, int n_rows,
+// The retained part of one moment set with covariance `cov` (d x d), in one of two forms:
+// the whole set (`whole`, with the Cholesky factor of cov) or its r leading eigenvectors U with
+// their eigenvalues (U' cov U = diag(values)); r = 0 keeps nothing. In both forms the retained
+// moments' covariance is cheap to invert, and the weight of a moment set depends only on the
+// retained subspace (identity or span U).
+struct Retained {
+  bool whole = false;
+  MatrixXd U;        // d x r (eigen form)
+  VectorXd values;   // r (eigen form)
+  Eigen::LLT<MatrixXd> llt;  // of cov (whole form)
+  int dim = 0;       // number of retained moments
+
+  // Moment rows of X expressed in the retained coordinates.
+  MatrixXd reduce(const MatrixXd& X) const { return whole ? X : MatrixXd(U.transpose() * X); }
+  // Retained coordinates back to moment coordinates.
+  VectorXd lift(const VectorXd& v) const { return whole ? v : VectorXd(U * v); }
+  // Cov_r^{-1} x, Cov_r being the retained moments' covariance.
+  VectorXd solve(const VectorXd& x) const {
+    return whole ? VectorXd(llt.solve(x)) : VectorXd(x.cwiseQuotient(values));
+  }
+  // L^{-1} X with Cov_r = L L' (so that X' Cov_r^{-1} X = W' W).
+  MatrixXd whiten(const MatrixXd& X) const {
+    if (whole) return llt.matrixL().solve(X);
+    return values.cwiseSqrt().cwiseInverse().asDiagonal() * X;
+  }
+};
+
+// Eigen-form truncation of one moment set from its eigendecomposition (`max_eigen` is the
+// running largest eigenvalue, updated as in the reference implementation): every component
+// when the set is well conditioned, otherwise the leading ones above the threshold, otherwise
+// none.
+Retained retained_components(const Eigen::SelfAdjointEigenSolver<MatrixXd>& es, int n_rows,
                              int max_components, double eps3, double& max_eigen) {
   const int d = static_cast<int>(es.eigenvalues().size());
   const VectorXd& values = es.eigenvalues();  // ascending
@@ -40,18 +68,24 @@ MatrixXd retained_components(const Eigen::SelfAdjointEigenSolver<MatrixXd>& es, 
   const double threshold =
       std::max({eps3, max_eigen * 1e-10, values.sum() * std::log(nr) / nr});
   const int rank = numerical_rank(values);
-  if (smallest > threshold && rank == d && d <= max_components)
-    return MatrixXd::Identity(d, d);
-  if (largest > threshold && rank > 0 && max_components > 0) {
+  int r = 0;
+  if (smallest > threshold && rank == d && d <= max_components) {
+    r = d;
+  } else if (largest > threshold && rank > 0 && max_components > 0) {
     int above = 0;
     for (int i = 0; i < d; ++i)
       if (values(i) > threshold) ++above;
-    const int r = std::max(1, std::min({n_rows, above, rank, max_components}));
-    MatrixXd U(d, r);
-    for (int c = 0; c < r; ++c) U.col(c) = es.eigenvectors().col(d - 1 - c);
-    return U;
+    r = std::max(1, std::min({n_rows, above, rank, max_components}));
   }
-  return MatrixXd(d, 0);
+  Retained out;
+  out.dim = r;
+  out.U.resize(d, r);
+  out.values.resize(r);
+  for (int c = 0; c < r; ++c) {
+    out.U.col(c) = es.eigenvectors().col(d - 1 - c);
+    out.values(c) = values(d - 1 - c);
+  }
+  return out;
 }
 
 // Per-group state at one beta.
@@ -219,7 +253,7 @@ Evaluation Problem::evaluate(const VectorXd& beta, bool with_derivatives) const 
     }
     return max_eigen;
   };
-  auto components = [&](const MatrixXd& cov, int n_rows, int max_components) -> MatrixXd {
+  auto components = [&](const MatrixXd& cov, int n_rows, int max_components) -> Retained {
     const int d = static_cast<int>(cov.rows());
     const double nr = static_cast<double>(n_rows) * d;
     const double base = std::max(eps3_, cov.trace() * std::log(nr) / nr);
@@ -228,7 +262,13 @@ Evaluation Problem::evaluate(const VectorXd& beta, bool with_derivatives) const 
       // smallest eigenvalue > threshold (full rank follows, as threshold >= 1e-10 * largest)
       MatrixXd shifted = cov;
       shifted.diagonal().array() -= base;
-      if (Eigen::LLT<MatrixXd>(shifted).info() == Eigen::Success) return MatrixXd::Identity(d, d);
+      if (Eigen::LLT<MatrixXd>(shifted).info() == Eigen::Success) {
+        Retained whole;
+        whole.whole = true;
+        whole.dim = d;
+        whole.llt.compute(cov);
+        return whole;
+      }
     }
     double unused = 0.0;
     return retained_components(Eigen::SelfAdjointEigenSolver<MatrixXd>(cov), n_rows,
@@ -242,7 +282,10 @@ Evaluation Problem::evaluate(const VectorXd& beta, bool with_derivatives) const 
     ev.grad_fixed_weight = VectorXd::Zero(p_);
     ev.gn_hessian = MatrixXd::Zero(p_, p_);
   }
-  // Pass 2: truncation T, transformed moments, and Q.
+  // Pass 2: truncation, transformed moments, and Q. With R1 the retained part of copy 0's moments
+  // g1 and R2 that of the further copies' moments g2 residualised on R1's, g2 - A g1, the
+  // transformed moments T g are uncorrelated between the two parts, so their covariance T C T'
+  // is block diagonal: blocks R1' C11 R1 and R2' cov2 R2, each inverted through its own form.
   for (int k = 0; k < K; ++k) {
     const Group& G = groups_[k];
     const GroupState& S = st[k];
@@ -250,39 +293,47 @@ Evaluation Problem::evaluate(const VectorXd& beta, bool with_derivatives) const 
     const int d1 = S.d1, d2 = S.d - S.d1;
     ev.n_moments[k] = S.d;
     const MatrixXd C11 = S.C.topLeftCorner(d1, d1);
-    const MatrixXd U1 = components(C11, nk, nk - 1);
-    const int r1 = static_cast<int>(U1.cols());
-    MatrixXd U2(d2, 0), A = MatrixXd::Zero(d2, d1);
+    const Retained R1 = components(C11, nk, nk - 1);
+    Retained R2;
+    MatrixXd A = MatrixXd::Zero(d2, d1);
     if (d2 > 0) {
       const MatrixXd C21 = S.C.bottomLeftCorner(d2, d1);
       MatrixXd cov2 = S.C.bottomRightCorner(d2, d2);
-      if (r1 > 0) {
-        // Residualise the further copies' moments on copy 0's retained components.
-        const MatrixXd M = U1.transpose() * C11 * U1;
-        A = C21 * U1 * M.ldlt().solve(U1.transpose());
-        cov2 = cov2 - A * C21.transpose() - C21 * A.transpose() + A * C11 * A.transpose();
+      if (R1.dim > 0) {
+        // A = C21 R1 (R1' C11 R1)^{-1} R1', and cov(g2 - A g1) = C22 - A C21'.
+        if (R1.whole) {
+          A = R1.llt.solve(C21.transpose()).transpose();
+        } else {
+          const MatrixXd C21U = C21 * R1.U;
+          A = C21U * R1.values.cwiseInverse().asDiagonal() * R1.U.transpose();
+        }
+        cov2 -= A * C21.transpose();
       }
       cov2 = 0.5 * (cov2 + cov2.transpose());
-      U2 = components(cov2, nk, nk - 1 - r1);
+      R2 = components(cov2, nk, nk - 1 - R1.dim);
     }
-    const int r2 = static_cast<int>(U2.cols());
-    const int r = r1 + r2;
+    const int r = R1.dim + R2.dim;
     ev.n_retained[k] = r;
     if (r == 0) continue;
-    MatrixXd T = MatrixXd::Zero(r, S.d);
-    T.topLeftCorner(r1, d1) = U1.transpose();
-    if (r2 > 0) {
-      T.bottomLeftCorner(r2, d1) = -U2.transpose() * A;
-      T.bottomRightCorner(r2, d2) = U2.transpose();
+    const VectorXd g1 = S.g.head(d1);
+    const VectorXd gs1 = R1.reduce(g1);
+    const VectorXd v1 = R1.solve(gs1);
+    ev.Q += gs1.dot(v1);
+    VectorXd gs2, v2;
+    if (R2.dim > 0) {
+      gs2 = R2.reduce(S.g.tail(d2) - A * g1);
+      v2 = R2.solve(gs2);
+      ev.Q += gs2.dot(v2);
     }
-    MatrixXd Cs = T * S.C * T.transpose();
-    Cs = 0.5 * (Cs + Cs.transpose());
-    const VectorXd gs = T * S.g;
-    Eigen::LDLT<MatrixXd> ldlt(Cs);
-    const VectorXd v = ldlt.solve(gs);
-    ev.Q += gs.dot(v);
     if (!with_derivatives) continue;
-    const VectorXd u = T.transpose() * v;  // d
+    VectorXd u(S.d);  // T' v, v = (T C T')^{-1} T g
+    if (R2.dim > 0) {
+      u.tail(d2) = R2.lift(v2);
+      u.head(d1) = (R1.dim > 0 ? R1.lift(v1) : VectorXd::Zero(d1)) - A.transpose() * u.tail(d2);
+    } else {
+      u.tail(d2).setZero();
+      u.head(d1) = R1.lift(v1);
+    }
     MatrixXd Dstack(S.d, p_);
     for (std::size_t a = 0; a < S.active.size(); ++a)
       Dstack.middleRows(S.offset[a], G.D[S.active[a]].rows()) = G.D[S.active[a]];
@@ -300,9 +351,15 @@ Evaluation Problem::evaluate(const VectorXd& beta, bool with_derivatives) const 
     for (std::size_t a = 0; a < S.active.size(); ++a)
       extra += G.copies[S.active[a]].transpose() * agg.cwiseProduct(w[a]);
     ev.grad += gfixed + (2.0 / nk) * extra;
-    const MatrixXd Gs = T * Dstack;  // r x p
-    ev.gn_hessian += 2.0 * Gs.transpose() * ldlt.solve(Gs);
+    // Gauss-Newton term 2 (T D)' (T C T')^{-1} (T D), one block at a time.
+    auto add_gram = [&](const MatrixXd& W) {
+      ev.gn_hessian.selfadjointView<Eigen::Lower>().rankUpdate(W.transpose(), 2.0);
+    };
+    if (R1.dim > 0) add_gram(R1.whiten(R1.reduce(Dstack.topRows(d1))));
+    if (R2.dim > 0) add_gram(R2.whiten(R2.reduce(Dstack.bottomRows(d2) - A * Dstack.topRows(d1))));
   }
+  if (with_derivatives)
+    ev.gn_hessian.triangularView<Eigen::StrictlyUpper>() = ev.gn_hessian.transpose();
   return ev;
 }
 

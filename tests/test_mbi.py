@@ -541,19 +541,22 @@ def _retained(cov, n_rows, max_components, eps3, max_eigen):
 
 
 def _reference_qif(prep, beta, eps3=1e-8):
-    """Q(beta) computed directly: stacked moments per group, truncation T, g*' (T C T')^-1 g*."""
+    """Q(beta) computed directly: stacked moments per group, truncation T, g*' (T C T')^-1 g*;
+    with the fixed-weight gradient -2 D' T' (T C T')^-1 g* and the Gauss-Newton curvature
+    2 (T D)' (T C T')^-1 (T D), D = -dg/dbeta."""
     states = []
     for k, rows in enumerate(prep.layout.group_rows):
         y = prep.yc[rows]
         active = [s for s in range(len(prep.copies[k]))
                   if s == 0 or np.any(beta[prep.diff_cols[k][s]] != 0)]
-        scores = np.hstack([prep.copies[k][s][:, prep.instruments[k][s]]
-                            * (y - prep.copies[k][s] @ beta)[:, None] for s in active])
+        Z = [prep.copies[k][s][:, prep.instruments[k][s]] for s in active]
+        scores = np.hstack([z * (y - prep.copies[k][s] @ beta)[:, None] for z, s in zip(Z, active)])
+        D = np.vstack([z.T @ prep.copies[k][s] / len(y) for z, s in zip(Z, active)])
         states.append((len(y), len(prep.instruments[k][0]), scores.mean(0),
-                       scores.T @ scores / len(y)))
-    max_eigen = max(np.linalg.eigvalsh(C)[-1] for *_, C in states)
-    Q = 0.0
-    for n, d1, g, C in states:
+                       scores.T @ scores / len(y), D))
+    max_eigen = max(np.linalg.eigvalsh(C)[-1] for *_, C, _ in states)
+    Q, grad, gn = 0.0, np.zeros(len(beta)), np.zeros((len(beta), len(beta)))
+    for n, d1, g, C, D in states:
         U1, max_eigen = _retained(C[:d1, :d1], n, n - 1, eps3, max_eigen)
         T = U1.T
         if len(g) > d1:
@@ -565,9 +568,12 @@ def _reference_qif(prep, beta, eps3=1e-8):
             U2, max_eigen = _retained((cov2 + cov2.T) / 2, n, n - 1 - U1.shape[1], eps3, max_eigen)
             T = np.block([[U1.T, np.zeros((U1.shape[1], len(g) - d1))], [-U2.T @ A, U2.T]])
         if T.shape[0]:
+            W = np.linalg.inv(T @ C @ T.T)
             gs = T @ g
-            Q += gs @ np.linalg.solve(T @ C @ T.T, gs)
-    return Q
+            Q += gs @ W @ gs
+            grad += -2 * (T @ D).T @ W @ gs
+            gn += 2 * (T @ D).T @ W @ (T @ D)
+    return Q, grad, gn
 
 
 @pytest.mark.parametrize("n_per_group", [25, 60, 400])
@@ -582,7 +588,11 @@ def test_qif_matches_direct_computation_with_and_without_truncation(n_per_group)
         if trial == 0:
             beta[10:] = 0.0  # copies equal to the first one are dropped
         ev = prob.evaluate(beta)
-        np.testing.assert_allclose(ev["Q"], _reference_qif(prep, beta), rtol=1e-8)
+        Q, grad, gn = _reference_qif(prep, beta)
+        np.testing.assert_allclose(ev["Q"], Q, rtol=1e-8)
+        np.testing.assert_allclose(ev["grad_fixed_weight"], grad, rtol=1e-7,
+                                   atol=1e-9 * np.abs(grad).max())
+        np.testing.assert_allclose(ev["gn_hessian"], gn, rtol=1e-7, atol=1e-9 * np.abs(gn).max())
         truncated += sum(r < m for r, m in zip(ev["n_retained"], ev["n_moments"]))
         kept_whole += sum(r == m for r, m in zip(ev["n_retained"], ev["n_moments"]))
     assert truncated > 0 if n_per_group <= 60 else kept_whole == 36

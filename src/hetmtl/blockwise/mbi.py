@@ -56,7 +56,7 @@ import numpy as np
 import scipy.linalg
 from sklearn.base import BaseEstimator, RegressorMixin
 
-from hetmtl._parallel import resolve_n_jobs
+from hetmtl._parallel import resolve_n_jobs, single_blas_thread
 from hetmtl.exceptions import ConvergenceWarning, DataValidationError
 
 __all__ = ["MBI", "MBILayout", "mbi_layout", "standardize_observed", "fit_imputation",
@@ -333,9 +333,7 @@ class _Prepared:
 
 
 def _prepare(X: np.ndarray, y: np.ndarray, sources, groups, random_state) -> _Prepared:
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1):  # small dense solves: BLAS threads only add contention
+    with single_blas_thread():  # small dense solves: BLAS threads only add contention
         return _prepare_unlimited(X, y, sources, groups, random_state)
 
 
@@ -422,8 +420,6 @@ def _initial_beta(prep: _Prepared, random_state=0) -> np.ndarray:
     """MBI's start (standardised scale): with a complete group, OLS on it (cross-validated lasso
     when it has no more rows than columns); without one, the cross-validated lasso of the
     centred response on the copy-averaged rows (R's ``cv.glmnet`` on the averaged imputations)."""
-    from threadpoolctl import threadpool_limits
-
     lay = prep.layout
     if lay.complete:
         Xs, ys = prep.copies[0][0], prep.yc[lay.group_rows[0]]
@@ -434,7 +430,7 @@ def _initial_beta(prep: _Prepared, random_state=0) -> np.ndarray:
         design = np.column_stack([np.ones(len(ys)), Xs])
         sol, *_ = np.linalg.lstsq(design, ys, rcond=None)
         return sol[1:]
-    with threadpool_limits(1):
+    with single_blas_thread():
         return cv_lasso_start(Xs, ys, random_state)
 
 
