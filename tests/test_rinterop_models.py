@@ -60,3 +60,27 @@ def test_mtl_hmb_bridge_equals_direct_fit_and_checks_newdata():
         ri.mtl_hmb_predict(res["model_json"], bad, frame["task"])
     with pytest.raises(DataValidationError, match="unknown task 'task9'"):
         ri.mtl_hmb_predict(res["model_json"], cols, ["task9"] * 200)
+
+
+def test_mbi_baseline_bridge_equals_direct_fit_on_the_same_split():
+    """R's blockwise_baseline(method = "mbi"): native MBI on the paired split (fitted on training +
+    validation rows), per-task RMSE of every part equal to a direct fit's; network settings refused."""
+    from hetmtl.blockwise import MBI
+
+    sim = ri.simulate_blockwise("linear", True, n=60, p0=6, p_private=3, seed=3)
+    frame = sim["data"]["data"]
+    cols = {c: frame[c] for c in sim["data"]["columns"][2:]}
+    res = ri.blockwise_baseline_fit("mbi", cols, frame["task"], frame["y"], sim["block_map"], "x0",
+                                    random_state=5, n_threads=1, nlam=6)
+    data = BlockwiseData.from_dataframe(__import__("pandas").DataFrame({"task": frame["task"], "y": frame["y"], **cols}),
+                                        sim["block_map"], "task", "y", anchor="x0")
+    split = make_split(data, (0.6, 0.2, 0.2), seed=5)
+    with __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("ignore")
+        direct = MBI(nlam=6, random_state=5).fit(data, split)
+    np.testing.assert_allclose(res["rmse"]["rmse_test"], direct.test_rmse_.to_numpy(), rtol=1e-12)
+    train = direct.evaluate(data, split.train)
+    np.testing.assert_allclose(res["rmse"]["rmse_train"], train["rmse"].iloc[:-1].to_numpy(), rtol=1e-12)
+    assert res["rmse"]["n_test"] == [len(r) for r in split.test]
+    with pytest.raises(ValueError, match=r"MBI has no setting\(s\) \['max_epochs'\]"):
+        ri.blockwise_baseline_fit("mbi", cols, frame["task"], frame["y"], sim["block_map"], "x0", max_epochs=5)

@@ -161,12 +161,23 @@ mtl_hmb <- function(data, y, task, blocks, anchor = names(blocks)[1], split = c(
             class = c("hetmtl_mtl_hmb", "hetmtl_mtl"))
 }
 
-blockwise_baseline <- function(data, y, task, blocks, method = c("stl", "htl", "hps"), anchor = names(blocks)[1],
+blockwise_baseline <- function(data, y, task, blocks, method = c("stl", "htl", "hps", "mbi"), anchor = names(blocks)[1],
                                split = c(0.6, 0.2, 0.2), grid = "small", hbi_grid = "small", max_epochs = 25000L,
                                hbi_max_epochs = 5000L, patience = 30L, lr = 1e-3, batch_size = 16L, seed = NULL,
                                n_threads = 1L, ...) {
   method <- match.arg(method)
   inp <- blockwise_inputs(data, y, task, blocks, anchor)
+  if (method == "mbi") {  # no network settings: only the split, the seed, threads and MBI's own (...)
+    nets <- c("grid", "hbi_grid", "max_epochs", "hbi_max_epochs", "patience", "lr", "batch_size")
+    given <- intersect(names(match.call())[-1], nets)
+    if (length(given)) stop(sprintf("method \"mbi\" has no network settings; remove %s", paste(given, collapse = ", ")), call. = FALSE)
+    res <- rinterop()$blockwise_baseline_fit(
+      method, columns = inp$columns, task = inp$task, y = inp$y, block_map = inp$blocks, anchor = anchor,
+      split = check_split(split), random_state = py_seed(seed), n_threads = as.integer(n_threads), ...)
+    out <- rmse_frame(res$rmse)
+    attr(out, "method") <- method
+    return(out)
+  }
   res <- rinterop()$blockwise_baseline_fit(
     method, columns = inp$columns, task = inp$task, y = inp$y, block_map = inp$blocks, anchor = anchor,
     split = check_split(split), grid = py_grid(grid), hbi_grid = py_grid(hbi_grid), max_epochs = as.integer(max_epochs),

@@ -304,16 +304,24 @@ def mtl_hmb_fit(columns: dict[str, Sequence[float]], task: Sequence[str], y: Seq
 def blockwise_baseline_fit(method: str, columns: dict[str, Sequence[float]], task: Sequence[str], y: Sequence[float],
                            block_map: dict[str, Sequence[str]], anchor: str, split: Sequence[float] = (0.6, 0.2, 0.2),
                            **params: Any) -> dict[str, Any]:
-    """Fit a block-wise competitor (``"stl"``, ``"htl"``, ``"hps"``) on the same seeded split as
-    :func:`mtl_hmb_fit`; returns per-task RMSE of every part (HTL imputes nothing: no HBI settings)."""
-    from hetmtl.blockwise import HPS, HTL, STL
+    """Fit a block-wise competitor (``"stl"``, ``"htl"``, ``"hps"``, ``"mbi"``) on the same seeded
+    split as :func:`mtl_hmb_fit`; returns per-task RMSE of every part (HTL imputes nothing: no HBI
+    settings; MBI, native engine, fits on the training and validation rows and takes only its own
+    settings, ``random_state`` and ``n_threads``)."""
+    from hetmtl.blockwise import HPS, HTL, MBI, STL
 
-    classes = {"stl": STL, "htl": HTL, "hps": HPS}
+    classes = {"stl": STL, "htl": HTL, "hps": HPS, "mbi": MBI}
     if method not in classes:
         raise ValueError(f"method must be one of {sorted(classes)}, got {method!r}")
     data, split_, params = _blockwise_setup(columns, task, y, block_map, anchor, split, params)
     if method == "htl":
         params = {k: v for k, v in params.items() if not k.startswith("hbi_")}
+    if method == "mbi":
+        n_threads = params.pop("n_threads", None)
+        unknown = sorted(set(params) - set(MBI().get_params()))
+        if unknown:
+            raise ValueError(f"MBI has no setting(s) {unknown}; its settings are {sorted(MBI().get_params())}")
+        params["n_jobs"] = n_threads
     model = classes[method](**params).fit(data, split_)
     return {"rmse": _blockwise_rmse(model, data, split_)}
 

@@ -187,3 +187,22 @@ test_that("blockwise_baseline: STL on the same split equals Python's STL", {
   expect_equal(stl$rmse_test, unlist(ri$plain(py$test_rmse_$to_numpy())), tolerance = 1e-10)
   expect_error(blockwise_baseline(sim$data, "y", "task", sim$blocks, method = "nope"), "should be one of")
 })
+
+test_that("blockwise_baseline: MBI on the same split equals Python's MBI; network settings refused", {
+  skip_if_no_hetmtl()
+  sim <- hmb_data()
+  mbi <- suppressWarnings(blockwise_baseline(sim$data, "y", "task", sim$blocks, method = "mbi", seed = 2L, nlam = 6L))
+  expect_equal(attr(mbi, "method"), "mbi")
+  ri <- reticulate::import("hetmtl.rinterop")
+  bw <- reticulate::import("hetmtl.blockwise", convert = FALSE)
+  hd <- reticulate::import("hetmtl.data.blockwise", convert = FALSE)
+  cols <- unlist(sim$blocks, use.names = FALSE)
+  frame <- ri$`_blockwise_frame`(lapply(sim$data[cols], function(v) as.list(as.double(v))), as.list(sim$data$task),
+                                  as.list(sim$data$y))
+  data <- hd$BlockwiseData$from_dataframe(frame, lapply(sim$blocks, as.list), ".task", ".y", anchor = "x0")
+  py <- suppressWarnings(bw$MBI(nlam = 6L, random_state = 2L)$fit(data, bw$make_split(data, list(0.6, 0.2, 0.2), seed = 2L)))
+  expect_equal(mbi$rmse_test, unlist(ri$plain(py$test_rmse_$to_numpy())), tolerance = 1e-10)
+  expect_true(all(is.finite(mbi$rmse_train)) && all(mbi$n_test > 0))
+  expect_error(blockwise_baseline(sim$data, "y", "task", sim$blocks, method = "mbi", grid = "small"),
+               "no network settings; remove grid")
+})

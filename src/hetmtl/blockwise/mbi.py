@@ -542,16 +542,11 @@ class MBI(RegressorMixin, BaseEstimator):
         return self
 
     def _fit_split(self, data, split):
-        from hetmtl.blockwise.model import rmse_table
-
         split.check(data)
         fit_rows = [np.concatenate([np.asarray(a), np.asarray(b)]) for a, b in zip(split.train, split.val)]
         self.fit(data.subset(fit_rows))
         if all(len(r) > 0 for r in split.test):
-            test = data.subset([np.asarray(r) for r in split.test]).stacked_design()
-            pred = self.predict(test.X)
-            self.test_table_ = rmse_table([test.y[r] for r in test.task_rows],
-                                          [pred[r] for r in test.task_rows], list(data.task_names))
+            self.test_table_ = self.evaluate(data, split.test)
             self.test_rmse_ = self.test_table_["rmse"].iloc[:-1]
             self.test_rmse_avg_ = float(self.test_table_["rmse"].iloc[-1])
         return self
@@ -687,6 +682,18 @@ class MBI(RegressorMixin, BaseEstimator):
                 preds.append(Xk @ beta_std)
             out[rows] = self.y_mean_ + np.mean(preds, axis=0)
         return out
+
+    def evaluate(self, data, rows=None):
+        """Per-task RMSE on ``rows[t]`` of each task of a BlockwiseData (all rows by default) and
+        their average, as the other block-wise estimators' ``evaluate``."""
+        from hetmtl.blockwise.model import rmse_table
+
+        if rows is not None:
+            data = data.subset([np.asarray(r) for r in rows])
+        design = data.stacked_design()
+        pred = self.predict(design.X)
+        return rmse_table([design.y[r] for r in design.task_rows], [pred[r] for r in design.task_rows],
+                          list(data.task_names))
 
     def path_frame(self):
         """The λ path as a DataFrame: lambda, bic1, df, intercept and one column per feature."""
