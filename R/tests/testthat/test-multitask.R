@@ -169,6 +169,16 @@ test_that("predict in a fresh R session from the stored JSON only", {
   expect_error(predict(tampered, df), "checksum mismatch")
 })
 
+# The same data as a Python BlockwiseData (for fits made directly in Python).
+py_blockwise_data <- function(sim) {
+  ri <- reticulate::import("hetmtl.rinterop")
+  hd <- reticulate::import("hetmtl.data.blockwise", convert = FALSE)
+  cols <- unlist(sim$blocks, use.names = FALSE)
+  frame <- ri$`_blockwise_frame`(lapply(sim$data[cols], function(v) as.list(as.double(v))), as.list(sim$data$task),
+                                  as.list(sim$data$y))
+  hd$BlockwiseData$from_dataframe(frame, lapply(sim$blocks, as.list), ".task", ".y", anchor = "x0")
+}
+
 test_that("blockwise_baseline: STL on the same split equals Python's STL", {
   skip_if_no_hetmtl()
   sim <- hmb_data()
@@ -177,11 +187,7 @@ test_that("blockwise_baseline: STL on the same split equals Python's STL", {
   expect_equal(attr(stl, "method"), "stl")
   ri <- reticulate::import("hetmtl.rinterop")
   bw <- reticulate::import("hetmtl.blockwise", convert = FALSE)
-  hd <- reticulate::import("hetmtl.data.blockwise", convert = FALSE)
-  cols <- unlist(sim$blocks, use.names = FALSE)
-  frame <- ri$`_blockwise_frame`(lapply(sim$data[cols], function(v) as.list(as.double(v))), as.list(sim$data$task),
-                                  as.list(sim$data$y))
-  data <- hd$BlockwiseData$from_dataframe(frame, lapply(sim$blocks, as.list), ".task", ".y", anchor = "x0")
+  data <- py_blockwise_data(sim)
   py <- bw$STL(grid = list(list(width = 6L, depth = 2L)), max_epochs = 10L, random_state = 2L)$fit(
     data, bw$make_split(data, list(0.6, 0.2, 0.2), seed = 2L))
   expect_equal(stl$rmse_test, unlist(ri$plain(py$test_rmse_$to_numpy())), tolerance = 1e-10)
@@ -195,11 +201,7 @@ test_that("blockwise_baseline: MBI on the same split equals Python's MBI; networ
   expect_equal(attr(mbi, "method"), "mbi")
   ri <- reticulate::import("hetmtl.rinterop")
   bw <- reticulate::import("hetmtl.blockwise", convert = FALSE)
-  hd <- reticulate::import("hetmtl.data.blockwise", convert = FALSE)
-  cols <- unlist(sim$blocks, use.names = FALSE)
-  frame <- ri$`_blockwise_frame`(lapply(sim$data[cols], function(v) as.list(as.double(v))), as.list(sim$data$task),
-                                  as.list(sim$data$y))
-  data <- hd$BlockwiseData$from_dataframe(frame, lapply(sim$blocks, as.list), ".task", ".y", anchor = "x0")
+  data <- py_blockwise_data(sim)
   py <- suppressWarnings(bw$MBI(nlam = 6L, random_state = 2L)$fit(data, bw$make_split(data, list(0.6, 0.2, 0.2), seed = 2L)))
   expect_equal(mbi$rmse_test, unlist(ri$plain(py$test_rmse_$to_numpy())), tolerance = 1e-10)
   expect_true(all(is.finite(mbi$rmse_train)) && all(mbi$n_test > 0))
