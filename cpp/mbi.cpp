@@ -315,25 +315,15 @@ Evaluation Problem::evaluate(const VectorXd& beta, bool with_derivatives) const 
     const int r = R1.dim + R2.dim;
     ev.n_retained[k] = r;
     if (r == 0) continue;
+    // (an empty part contributes nothing: its reduce/solve/lift act on zero-length vectors)
     const VectorXd g1 = S.g.head(d1);
-    const VectorXd gs1 = R1.reduce(g1);
-    const VectorXd v1 = R1.solve(gs1);
-    ev.Q += gs1.dot(v1);
-    VectorXd gs2, v2;
-    if (R2.dim > 0) {
-      gs2 = R2.reduce(S.g.tail(d2) - A * g1);
-      v2 = R2.solve(gs2);
-      ev.Q += gs2.dot(v2);
-    }
+    const VectorXd gs1 = R1.reduce(g1), v1 = R1.solve(gs1);
+    const VectorXd gs2 = R2.reduce(S.g.tail(d2) - A * g1), v2 = R2.solve(gs2);
+    ev.Q += gs1.dot(v1) + gs2.dot(v2);
     if (!with_derivatives) continue;
     VectorXd u(S.d);  // T' v, v = (T C T')^{-1} T g
-    if (R2.dim > 0) {
-      u.tail(d2) = R2.lift(v2);
-      u.head(d1) = (R1.dim > 0 ? R1.lift(v1) : VectorXd::Zero(d1)) - A.transpose() * u.tail(d2);
-    } else {
-      u.tail(d2).setZero();
-      u.head(d1) = R1.lift(v1);
-    }
+    u.tail(d2) = R2.lift(v2);
+    u.head(d1) = R1.lift(v1) - A.transpose() * u.tail(d2);
     MatrixXd Dstack(S.d, p_);
     for (std::size_t a = 0; a < S.active.size(); ++a)
       Dstack.middleRows(S.offset[a], G.D[S.active[a]].rows()) = G.D[S.active[a]];

@@ -167,22 +167,19 @@ blockwise_baseline <- function(data, y, task, blocks, method = c("stl", "htl", "
                                n_threads = 1L, ...) {
   method <- match.arg(method)
   inp <- blockwise_inputs(data, y, task, blocks, anchor)
+  fit <- function(...) rinterop()$blockwise_baseline_fit(
+    method, columns = inp$columns, task = inp$task, y = inp$y, block_map = inp$blocks, anchor = anchor,
+    split = check_split(split), random_state = py_seed(seed), n_threads = as.integer(n_threads), ...)
   if (method == "mbi") {  # no network settings: only the split, the seed, threads and MBI's own (...)
     nets <- c("grid", "hbi_grid", "max_epochs", "hbi_max_epochs", "patience", "lr", "batch_size")
     given <- intersect(names(match.call())[-1], nets)
     if (length(given)) stop(sprintf("method \"mbi\" has no network settings; remove %s", paste(given, collapse = ", ")), call. = FALSE)
-    res <- rinterop()$blockwise_baseline_fit(
-      method, columns = inp$columns, task = inp$task, y = inp$y, block_map = inp$blocks, anchor = anchor,
-      split = check_split(split), random_state = py_seed(seed), n_threads = as.integer(n_threads), ...)
-    out <- rmse_frame(res$rmse)
-    attr(out, "method") <- method
-    return(out)
+    res <- fit(...)
+  } else {
+    res <- fit(grid = py_grid(grid), hbi_grid = py_grid(hbi_grid), max_epochs = as.integer(max_epochs),
+               hbi_max_epochs = as.integer(hbi_max_epochs), patience = as.integer(patience), lr = lr,
+               batch_size = as.integer(batch_size), ...)
   }
-  res <- rinterop()$blockwise_baseline_fit(
-    method, columns = inp$columns, task = inp$task, y = inp$y, block_map = inp$blocks, anchor = anchor,
-    split = check_split(split), grid = py_grid(grid), hbi_grid = py_grid(hbi_grid), max_epochs = as.integer(max_epochs),
-    hbi_max_epochs = as.integer(hbi_max_epochs), patience = as.integer(patience), lr = lr,
-    batch_size = as.integer(batch_size), random_state = py_seed(seed), n_threads = as.integer(n_threads), ...)
   out <- rmse_frame(res$rmse)
   attr(out, "method") <- method
   out

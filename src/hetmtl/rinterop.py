@@ -318,9 +318,10 @@ def blockwise_baseline_fit(method: str, columns: dict[str, Sequence[float]], tas
         params = {k: v for k, v in params.items() if not k.startswith("hbi_")}
     if method == "mbi":
         n_threads = params.pop("n_threads", None)
-        unknown = sorted(set(params) - set(MBI().get_params()))
+        known = sorted(MBI().get_params())
+        unknown = sorted(set(params) - set(known))
         if unknown:
-            raise ValueError(f"MBI has no setting(s) {unknown}; its settings are {sorted(MBI().get_params())}")
+            raise ValueError(f"MBI has no setting(s) {unknown}; its settings are {known}")
         params["n_jobs"] = n_threads
     model = classes[method](**params).fit(data, split_)
     return {"rmse": _blockwise_rmse(model, data, split_)}

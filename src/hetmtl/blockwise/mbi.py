@@ -40,8 +40,8 @@ carries its gradient noise (the native one is the noiseless value).
   generator is known — native predictions are closer to the true task means than R's
   (task-averaged RMSE; see tests/test_mbi.py).
 
-Speed: 49–355× R's on the fixtures (CPU time, one thread; 53–74× in five of six runs on the
-slowest case), 64–94× there with ``n_jobs=2``, which runs the greedy-elimination re-solves of
+Speed: 49–355× R's on the fixtures (CPU time, one thread; 53–74× in six of seven runs on the
+slowest case), 50–94× there with ``n_jobs=2``, which runs the greedy-elimination re-solves of
 each λ on two threads (identical path).
 
 Input: ``X`` (n × p) with NaN for missing blocks, ``y`` (n,), and ``sources``: one column range
