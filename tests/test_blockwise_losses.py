@@ -54,7 +54,7 @@ def _reference_step2(params, g, c, H, s, dr_mode):
         ho = relu(z @ _rows2(p["g0.W"], h, H)[:, :h] + p["g0.b"][0, :h])
         hr = relu(z @ _rows2(p["r0.W"][t], h, H)[:, :h] + p["r0.b"][t][0, :h])
         for l in range(1, L):
-            hr, ho = (relu(np.hstack([hr, ho]) @ _rows2(p[f"r{l}.W"][t], h, H)[:, :h] + p[f"r{l}.b"][t][0, :h]),
+            hr, ho = (relu(hr @ p[f"r{l}.W"][t][:h, :h] + ho @ p[f"rs{l}.W"][t][:h, :h] + p[f"r{l}.b"][t][0, :h]),
                       relu(ho @ p[f"g{l}.W"][:h, :h] + p[f"g{l}.b"][0, :h]))
         yhat = (np.hstack([hr, ho]) @ _rows2(p["rout.W"][t], h, H)[:, 0] + p["rout.b"][t][0, 0]
                 + ho @ p["gout.W"][:h, 0] + p["gout.b"][0, 0])
@@ -64,7 +64,7 @@ def _reference_step2(params, g, c, H, s, dr_mode):
     dr = 0.0
     for l in range(1, L):
         Wg = p[f"g{l}.W"][:h, :h]
-        prods = [Wg.T @ p[f"r{l}.W"][t][H:H + h, :h] for t in range(T)]
+        prods = [Wg.T @ p[f"rs{l}.W"][t][:h, :h] for t in range(T)]
         dr += sum(np.sum(m**2) for m in prods) if dr_mode == "per_task" else np.sum(sum(prods) ** 2)
     ips = [p["rout.W"][t][H:H + h, 0] @ p["gout.W"][:h, 0] for t in range(T)]
     dr += sum(v**2 for v in ips) if dr_mode == "per_task" else sum(ips) ** 2

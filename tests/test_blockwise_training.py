@@ -200,3 +200,44 @@ def test_group_with_unused_padded_layer_trains():
                      TrainSettings(max_epochs=3, patience=5, dtype=torch.float64), seed=0)
     assert float(es.best_params["c2.W"].abs().sum()) == 0.0 and float(es.best_params["c1.W"].abs().sum()) > 0
     assert np.isfinite(es.best_loss.numpy()).all()
+
+
+def test_training_leaves_cover_exactly_the_layers_in_use():
+    """Hidden-layer leaves hold only the leading configurations that use the layer (deepest first)
+    and share storage with the stacked parameters; unused layers are not trained."""
+    from hetmtl.blockwise._engine import _training_leaves
+    from hetmtl.blockwise.nets import HBINet, Step2Net
+
+    net = Step2Net(4, 6, 2, torch.zeros(2, 6), width=8, depth=4)
+    cfgs = [dict(width=8, depth=d, lambda_orth=0.1, lambda_imp=0.1, lambda_dr=0.1) for d in (3, 2, 2)]
+    params, cfg = net.init(cfgs, [0, 1, 2], seed=0, dtype=torch.float64)
+    leaves, names = _training_leaves(net, params, cfg)
+    assert leaves["c1.W"].shape[0] == 3 and leaves["rs2.W"].shape[0] == 1 and leaves["g0.W"].shape[0] == 3
+    assert "u3.W" not in names and "r3.b" not in names and "rs1.W" in names
+    before = params["g2.W"].clone()
+    with torch.no_grad():
+        leaves["g2.W"].add_(1.0)  # an optimiser step on the leaf lands in the stacked parameter
+    assert torch.equal(params["g2.W"][0], before[0] + 1.0) and torch.equal(params["g2.W"][1:], before[1:])
+    hbi = HBINet(5, 3, depth=2, width=4)
+    p, c = hbi.init([dict(width=4, depth=2), dict(width=2, depth=2)], [0, 1], seed=0, dtype=torch.float64)
+    hl, hn = _training_leaves(hbi, p, c)
+    assert hn == list(p) and all(hl[k].shape == p[k].shape for k in hn)
+
+
+def test_split_weight_parts_are_rows_of_the_unsplit_layer():
+    from hetmtl.blockwise._engine import ParamStack, config_generator
+
+    whole, parts = ParamStack(1), ParamStack(1)
+    whole.linear("r1", 0, config_generator(3, 0), [3, 3], [4, 4], 3, 4)
+    parts.linear("r1", 0, config_generator(3, 0), [3, 3], [4, 4], 3, 4, weight_parts=("r1", "rs1"))
+    W = whole.tensors["r1.W"]
+    assert torch.equal(parts.tensors["r1.W"], W[:, :4]) and torch.equal(parts.tensors["rs1.W"], W[:, 4:])
+    assert torch.equal(parts.tensors["r1.b"], whole.tensors["r1.b"]) and float(W[:, 3].abs().sum()) == 0.0
+
+
+def test_retain_freed_memory_on_glibc():
+    import platform
+
+    from hetmtl._parallel import retain_freed_memory
+
+    assert retain_freed_memory() is (platform.libc_ver()[0] == "glibc")

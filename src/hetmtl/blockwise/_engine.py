@@ -8,7 +8,8 @@ exactly the function its unpadded network would. Each configuration is initialis
 generator (seeded by the grid seed and its position in the grid), all configurations see the same
 mini-batch sequence, and early stopping is per configuration (:class:`BatchedEarlyStopping`);
 stopped configurations are dropped from the batch. Within a group the configurations are ordered
-by decreasing depth, so each hidden layer is computed only for the configurations that use it.
+by decreasing depth, so each hidden layer is computed, differentiated and updated only for the
+leading configurations that use it (:func:`_training_leaves`).
 With ``torch.get_num_threads() > 1`` (e.g. ``n_threads=2``) independent groups, of one grid or of
 several (:func:`fit_grids`, e.g. the HBI grids of all sources), train in parallel threads, one
 torch thread each, and a group too large for an even share is split by depth. Training the
@@ -28,6 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from hetmtl._parallel import retain_freed_memory
 from hetmtl.training import BatchedEarlyStopping
 
 Params = dict[str, torch.Tensor]
@@ -68,15 +70,25 @@ class ParamStack:
         self.tensors: Params = {}
 
     def linear(self, name: str, g: int, gen: torch.Generator | None, in_true: Sequence[int], in_pad: Sequence[int],
-               out_true: int, out_pad: int, lead: tuple[int, ...] = (), lead_index: tuple[int, ...] = ()) -> None:
-        """Initialise layer ``name`` of configuration ``g`` (``gen=None`` leaves it zero)."""
-        if name + ".W" not in self.tensors:
-            self.tensors[name + ".W"] = torch.zeros(self.G, *lead, sum(in_pad), out_pad, dtype=torch.float64)
+               out_true: int, out_pad: int, lead: tuple[int, ...] = (), lead_index: tuple[int, ...] = (),
+               weight_parts: Sequence[str] | None = None) -> None:
+        """Initialise layer ``name`` of configuration ``g`` (``gen=None`` leaves it zero).
+
+        ``weight_parts`` (one name per input segment) stores the weight rows of each input segment
+        as its own tensor ``<part>.W`` (the bias stays ``<name>.b``); the initial values are those
+        of the unsplit layer."""
+        parts = list(weight_parts) if weight_parts else [name]
+        bounds = np.cumsum([0, *in_pad]) if weight_parts else np.array([0, sum(in_pad)])
+        if name + ".b" not in self.tensors:
+            for part, lo, hi in zip(parts, bounds[:-1], bounds[1:]):
+                self.tensors[part + ".W"] = torch.zeros(self.G, *lead, int(hi - lo), out_pad, dtype=torch.float64)
             self.tensors[name + ".b"] = torch.zeros(self.G, *lead, 1, out_pad, dtype=torch.float64)
         if gen is None:
             return
         W, b = linear_init(gen, sum(in_true), out_true)
-        self.tensors[name + ".W"][(g, *lead_index)] = embed(W, in_true, in_pad, out_pad)
+        W = embed(W, in_true, in_pad, out_pad)
+        for part, lo, hi in zip(parts, bounds[:-1], bounds[1:]):
+            self.tensors[part + ".W"][(g, *lead_index)] = W[lo:hi]
         self.tensors[name + ".b"][(g, *lead_index)][0, :out_true] = b
 
     def done(self, dtype: torch.dtype) -> Params:
@@ -154,9 +166,10 @@ class StackedAdam:
 
     @torch.no_grad()
     def step(self, params: list[torch.Tensor], grads: Sequence[torch.Tensor], names: list[str], lr: float) -> None:
+        """One update; a parameter may be the first rows of the stacked one (moments likewise)."""
         self.t += 1
-        m = [self.m[k] for k in names]
-        v = [self.v[k] for k in names]
+        m = [self.m[k][: p.shape[0]] for k, p in zip(names, params)]
+        v = [self.v[k][: p.shape[0]] for k, p in zip(names, params)]
         if self.fused and params[0].dtype in (torch.float32, torch.float64):
             steps = [torch.tensor(float(self.t))] * len(params)  # read-only in the kernel
             torch._fused_adam_(params, list(grads), m, v, [], steps, lr=lr, beta1=self.b1, beta2=self.b2,
@@ -245,27 +258,25 @@ def train_group(model, params: Params, cfg: dict[str, torch.Tensor], stream: Tas
     es = BatchedEarlyStopping(G, patience=settings.patience)
     alive = torch.arange(G)
     full = {k: v.detach().clone() for k, v in params.items()}
-    params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
-    names = list(params)
+    params = {k: v.detach().clone() for k, v in params.items()}
     opt = StackedAdam(params)
     inf = torch.tensor(float("inf"), dtype=torch.float64)
+    leaves, names = _training_leaves(model, params, cfg)
     t0 = time.perf_counter()
     epoch = -1
     for epoch in range(settings.max_epochs):
         lr = settings.lr * (settings.lr_gamma ** (epoch // settings.lr_step) if settings.lr_step else 1.0)
-        plist = [params[k] for k in names]
+        plist = [leaves[k] for k in names]
         for batch in stream.epoch(rng):
-            loss = model.loss(params, cfg, batch)
-            # a layer no remaining configuration uses (all deeper ones stopped) is left out of the
-            # graph: its gradient is zero, as for the depth padding it holds (Adam moments stay 0)
+            loss = model.loss(leaves, cfg, batch)
             grads = torch.autograd.grad(loss.sum(), plist, materialize_grads=True)
             opt.step(plist, grads, names, lr)
         with torch.no_grad():
             vl = model.val_loss(params, cfg, val).to(torch.float64)
             vl_full = inf.expand(G).clone()
             vl_full[alive] = torch.nan_to_num(vl, nan=float("inf"))
-            for k in names:
-                full[k].index_copy_(0, alive, params[k].detach())
+            for k, v in params.items():
+                full[k].index_copy_(0, alive, v)
         active = es.update(epoch, vl_full, full)
         keep_local = active[alive]
         if not bool(keep_local.any()):
@@ -273,12 +284,29 @@ def train_group(model, params: Params, cfg: dict[str, torch.Tensor], stream: Tas
         if not bool(keep_local.all()):
             rows = torch.nonzero(keep_local).view(-1)
             alive = alive[rows]
-            params = {k: v.detach().index_select(0, rows).requires_grad_(True) for k, v in params.items()}
+            params = {k: v.index_select(0, rows) for k, v in params.items()}
             cfg = {k: v.index_select(0, rows) for k, v in cfg.items()}
             opt.keep(rows)
+            leaves, names = _training_leaves(model, params, cfg)
     logger.info("%s: %d configuration(s), %d epoch(s), %.1f s", type(model).__name__, G, epoch + 1,
                 time.perf_counter() - t0)
     return es
+
+
+def _training_leaves(model, params: Params, cfg: dict) -> tuple[Params, list[str]]:
+    """Gradient leaves sharing storage with ``params``: a hidden-layer parameter is cut to the
+    leading configurations that use the layer (``model.param_rows``; the group is ordered deepest
+    first), so neither its gradient nor its Adam update touches the depth padding (whose gradient
+    would be zero and whose moments stay zero: the same update). Layers nobody uses are left out.
+    Returns the leaves (unused parameters as they are) and the names of those to train."""
+    rows = model.param_rows(cfg) if hasattr(model, "param_rows") else {}
+    leaves, names = dict(params), []
+    for k, v in params.items():
+        r = rows.get(k, v.shape[0])
+        if r > 0:
+            leaves[k] = v[:r].detach().requires_grad_(True)  # a view: updates land in params
+            names.append(k)
+    return leaves, names
 
 
 @dataclass
@@ -314,6 +342,7 @@ def fit_grids(jobs: Sequence[GridJob]) -> list[GridFit]:
     on the threads or on the grouping beyond floating-point summation order.
     """
     t0 = time.perf_counter()
+    retain_freed_memory()
     workers = torch.get_num_threads()
     tasks: list[tuple[int, list[int]]] = []
     for j, job in enumerate(jobs):

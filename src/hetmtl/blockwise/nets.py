@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from typing import Sequence
+
 from hetmtl.blockwise._engine import ParamStack, Params, config_generator
 
 relu = torch.relu
@@ -44,6 +46,31 @@ def _prefix(cfg: dict, layer: int) -> int | None:
     act = cfg["depth"] > layer
     k = int(act.sum())
     return k if bool(act[:k].all()) else None
+
+
+def _rows(p: torch.Tensor, s: slice) -> torch.Tensor:
+    """Rows ``s`` (all, or the first k) of a stacked parameter; a parameter that already holds just
+    those rows (a training leaf, see :meth:`Step2Net.param_rows`) is used as it is, so autograd does
+    not scatter its gradient into a zero-filled full-size buffer."""
+    return p if s.stop is None or p.shape[0] == s.stop else p[s]
+
+
+def _layer_params(params: Params, layer: int):
+    """Accessors ``W(name, rows)`` and ``b(name, rows)`` of hidden layer ``layer``'s parameters."""
+    return (lambda name, s: _rows(params[f"{name}{layer}.W"], s),
+            lambda name, s: _rows(params[f"{name}{layer}.b"], s))
+
+
+def _prefix_rows(cfg: dict, depth: int, names: Sequence[str]) -> dict[str, int]:
+    """Rows of each hidden-layer parameter ``<name><l>.W/.b`` (l >= 1) that configurations use."""
+    G = int(cfg["depth"].shape[0])
+    rows = {}
+    for l in range(1, depth):
+        k = _prefix(cfg, l)
+        for name in names:
+            for suffix in (".W", ".b"):
+                rows[f"{name}{l}{suffix}"] = G if k is None else k
+    return rows
 
 
 def _layer(k: int | None, cfg: dict, layer: int, ndim: int, old: torch.Tensor, fn) -> torch.Tensor:
@@ -118,22 +145,24 @@ class HBINet:
         """Per-configuration loss terms on full batches ``x0t, xst`` (observing task) and ``x0m``
         (the other tasks pooled)."""
         x0t, xst = batch["x0t"], batch["xst"]
-        fc_t = self.mlp(params, "Ec", x0t)
-        out = {"pre": ((self.mlp(params, "G", fc_t) - xst) ** 2).mean((-2, -1))}
-        if self.heterogeneous:
-            x0m = batch["x0m"]
-            fc_m = self.mlp(params, "Ec", x0m)
-            f_t = self.mlp(params, "Et", x0t)
-            f_m = self.mlp(params, "Em", x0m)
-            rec_t = self.mlp(params, "D", torch.cat([fc_t, f_t], -1))
-            rec_m = self.mlp(params, "D", torch.cat([fc_m, f_m], -1))
-            out["recon"] = ((rec_t - x0t) ** 2).mean((-2, -1)) + ((rec_m - x0m) ** 2).mean((-2, -1))
-            o_t = (torch.matmul(fc_t.transpose(-1, -2), f_t) ** 2).sum((-2, -1))
-            o_m = (torch.matmul(fc_m.transpose(-1, -2), f_m) ** 2).sum((-2, -1))
-            if self.orth_power == 1:
-                o_t, o_m = torch.sqrt(o_t + 1e-12), torch.sqrt(o_m + 1e-12)
-            out["orth"] = o_t + o_m
-        return out
+        if not self.heterogeneous:
+            return {"pre": ((self.mlp(params, "G", self.mlp(params, "Ec", x0t)) - xst) ** 2).mean((-2, -1))}
+        # E_c and D act on both row sets: one pass over the stacked rows (row-wise, the same values)
+        x0m = batch["x0m"]
+        nt = x0t.shape[0]
+        x0 = torch.cat([x0t, x0m], 0)
+        fc = self.mlp(params, "Ec", x0)
+        fc_t, fc_m = fc[:, :nt], fc[:, nt:]
+        f_t = self.mlp(params, "Et", x0t)
+        f_m = self.mlp(params, "Em", x0m)
+        rec = self.mlp(params, "D", torch.cat([fc, torch.cat([f_t, f_m], 1)], -1))
+        o_t = (torch.matmul(fc_t.transpose(-1, -2), f_t) ** 2).sum((-2, -1))
+        o_m = (torch.matmul(fc_m.transpose(-1, -2), f_m) ** 2).sum((-2, -1))
+        if self.orth_power == 1:
+            o_t, o_m = torch.sqrt(o_t + 1e-12), torch.sqrt(o_m + 1e-12)
+        return {"pre": ((self.mlp(params, "G", fc_t) - xst) ** 2).mean((-2, -1)),
+                "recon": ((rec[:, :nt] - x0t) ** 2).mean((-2, -1)) + ((rec[:, nt:] - x0m) ** 2).mean((-2, -1)),
+                "orth": o_t + o_m}
 
     def loss(self, params: Params, cfg: dict, batch: dict) -> torch.Tensor:
         t = self.terms(params, batch)
@@ -160,6 +189,7 @@ class Step2Net:
             raise ValueError(f"dr_mode must be 'per_task' or 'sum_inside', got {dr_mode!r}")
         self.p0, self.P, self.T = p0, P, T
         self.imputed = imputed
+        self._imputed_rows = torch.nonzero(imputed.reshape(-1) != 0).view(-1)  # into the (T * P) input rows
         self.width, self.depth = width, depth
         self.dr_mode = dr_mode
         self.in_true = in_true or [P] * T
@@ -186,7 +216,9 @@ class Step2Net:
             for t in range(T):
                 for l in range(Lmax):
                     use = gen if l < L else None
-                    st.linear(f"r{l}", g, use, [h, h], [H, H], h, H, lead=(T,), lead_index=(t,))
+                    # hidden layers: weights on the task's own activations (r) and on the shared ones (rs)
+                    parts = (f"r{l}", f"rs{l}") if l > 0 else None
+                    st.linear(f"r{l}", g, use, [h, h], [H, H], h, H, lead=(T,), lead_index=(t,), weight_parts=parts)
                 st.linear("rout", g, gen, [h, h], [H, H], 1, 1, lead=(T,), lead_index=(t,))
         cfg = {
             "depth": torch.tensor([int(c["depth"]) for c in configs]),
@@ -196,6 +228,12 @@ class Step2Net:
         }
         return st.done(dtype), cfg
 
+    def param_rows(self, cfg: dict) -> dict[str, int]:
+        """Rows (leading configurations) of each hidden-layer parameter that the group uses."""
+        rows = _prefix_rows(cfg, self.depth, ["c", "u", "g", "r"])
+        rows.update({f"rs{l}.W": rows[f"r{l}.W"] for l in range(1, self.depth)})
+        return rows
+
     def encode(self, params: Params, cfg: dict, x0: torch.Tensor, xf: torch.Tensor):
         """Shared codes f_c = E_c(x_0) and task codes f_u = E_r(x_full): each (G, T, B, H)."""
         T, B = x0.shape[0], x0.shape[1]
@@ -203,8 +241,9 @@ class Step2Net:
         fu = relu(torch.matmul(xf.unsqueeze(0), params["u0.W"]) + params["u0.b"])
         for l in range(1, self.depth):
             k = _prefix(cfg, l)
-            fc = _layer(k, cfg, l, 3, fc, lambda s: relu(torch.baddbmm(params[f"c{l}.b"][s], fc[s], params[f"c{l}.W"][s])))
-            fu = _layer(k, cfg, l, 4, fu, lambda s: relu(torch.matmul(fu[s], params[f"u{l}.W"][s]) + params[f"u{l}.b"][s]))
+            W, b = _layer_params(params, l)
+            fc = _layer(k, cfg, l, 3, fc, lambda s: relu(torch.baddbmm(b("c", s), fc[s], W("c", s))))
+            fu = _layer(k, cfg, l, 4, fu, lambda s: relu(torch.matmul(fu[s], W("u", s)) + b("u", s)))
         fc = fc.view(fc.shape[0], T, B, -1)
         return fc, fu
 
@@ -219,9 +258,10 @@ class Step2Net:
         for l in range(1, self.depth):
             k = _prefix(cfg, l)
             h_o4 = h_o.view(G, T, B, H)
+            W, b = _layer_params(params, l)
             h_r = _layer(k, cfg, l, 4, h_r, lambda s: relu(
-                torch.matmul(torch.cat([h_r[s], h_o4[s]], -1), params[f"r{l}.W"][s]) + params[f"r{l}.b"][s]))
-            h_o = _layer(k, cfg, l, 3, h_o, lambda s: relu(torch.baddbmm(params[f"g{l}.b"][s], h_o[s], params[f"g{l}.W"][s])))
+                torch.matmul(h_r[s], W("r", s)) + torch.matmul(h_o4[s], W("rs", s)) + b("r", s)))
+            h_o = _layer(k, cfg, l, 3, h_o, lambda s: relu(torch.baddbmm(b("g", s), h_o[s], W("g", s))))
         y = (torch.matmul(torch.cat([h_r, h_o.view(G, T, B, H)], -1), params["rout.W"]) + params["rout.b"]).squeeze(-1)
         y = y + torch.baddbmm(params["gout.b"], h_o, params["gout.W"]).view(G, T, B)
         return y, fc, fu
@@ -239,19 +279,28 @@ class Step2Net:
 
     def r_imp(self, params: Params) -> torch.Tensor:
         """sum_r sum_{j imputed in r} ||first-layer weights of E_r on column j||^2."""
-        return (params["u0.W"] ** 2 * self.imputed.unsqueeze(-1)).sum((1, 2, 3))
+        W = params["u0.W"]
+        rows = W.reshape(W.shape[0], -1, W.shape[-1]).index_select(1, self._imputed_rows)
+        return (rows**2).sum((1, 2))
 
     def r_dr(self, params: Params, cfg: dict) -> torch.Tensor:
         """Disentanglement of pathway weights: hidden layers 1..L-1 and the output layer."""
-        H = self.width
+        H, G = self.width, params["g0.W"].shape[0]
         total = 0.0
         for l in range(1, self.depth):
-            Wg = params[f"g{l}.W"]  # (G, H, H)
-            Bo = params[f"r{l}.W"][:, :, H:, :]  # (G, T, H, H): task weights on shared activations
-            prod = torch.matmul(Wg.transpose(-1, -2).unsqueeze(1), Bo)
+            k = _prefix(cfg, l)
+            if k == 0:
+                continue
+            W, _ = _layer_params(params, l)
+            s = slice(None) if k is None else slice(0, k)
+            # (k, T, H, H): shared weights W_g' times the task weights on the shared activations
+            prod = torch.matmul(W("g", s).transpose(-1, -2).unsqueeze(1), W("rs", s))
             val = (prod**2).sum((1, 2, 3)) if self.dr_mode == "per_task" else (prod.sum(1) ** 2).sum((1, 2))
-            act = _active(cfg, l, 1)
-            total = total + (val if act is None else val * act.to(val.dtype))
+            if k is None:
+                val = val * _active(cfg, l, 1).to(val.dtype)
+            elif k < G:
+                val = torch.cat([val, val.new_zeros(G - k)])
+            total = total + val
         ip = (params["rout.W"][:, :, H:, 0] * params["gout.W"][:, None, :, 0]).sum(-1)  # (G, T)
         total = total + ((ip**2).sum(1) if self.dr_mode == "per_task" else ip.sum(1) ** 2)
         return total
@@ -296,11 +345,16 @@ class HPSNet:
                 st.linear("head", g, gen, [h], [H], 1, 1, lead=(self.T,), lead_index=(t,))
         return st.done(dtype), {"depth": torch.tensor([int(c["depth"]) for c in configs])}
 
+    def param_rows(self, cfg: dict) -> dict[str, int]:
+        """Rows (leading configurations) of each hidden-layer parameter that the group uses."""
+        return _prefix_rows(cfg, self.depth, ["s"])
+
     def forward(self, params: Params, cfg: dict, xf: torch.Tensor) -> torch.Tensor:
         T, B = xf.shape[0], xf.shape[1]
         h = relu(torch.matmul(xf.reshape(1, T * B, -1), params["s0.W"]) + params["s0.b"])
         for l in range(1, self.depth):
-            h = _layer(_prefix(cfg, l), cfg, l, 3, h, lambda s: relu(torch.matmul(h[s], params[f"s{l}.W"][s]) + params[f"s{l}.b"][s]))
+            W, b = _layer_params(params, l)
+            h = _layer(_prefix(cfg, l), cfg, l, 3, h, lambda s: relu(torch.matmul(h[s], W("s", s)) + b("s", s)))
         h = h.view(h.shape[0], T, B, -1)
         return (torch.matmul(h, params["head.W"]) + params["head.b"]).squeeze(-1)
 
