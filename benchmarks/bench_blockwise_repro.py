@@ -253,11 +253,11 @@ def row_floor(setting: str, value, seeds) -> tuple[float, float, np.ndarray]:
 PAIRED = "MTL-HMB - STL (paired, 95% CI)"
 
 
-def paired_difference(avg: pd.DataFrame) -> str:
-    """Mean paired difference MTL-HMB - STL of the replicates' average RMSE with its t 95 % CI."""
+def paired_difference(avg: pd.DataFrame, other: str = "stl") -> str:
+    """Mean paired difference MTL-HMB - ``other`` of the replicates' average RMSE with its t 95 % CI."""
     from scipy import stats
 
-    diff = (avg["mtl-hmb"] - avg["stl"]).dropna().to_numpy()
+    diff = (avg["mtl-hmb"] - avg[other]).dropna().to_numpy()
     if len(diff) < 2:
         return f"{diff.mean():+.3f}" if len(diff) else ""
     half = stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff))
@@ -268,7 +268,7 @@ def summarize(stores: Path = STORES, results: Path = RESULTS, figures: bool = Tr
     """Summary (wide, one row per setting row and profile), reference deltas, raw CSV, boxplots."""
     settings = _settings()
     code_ref = _code_printouts()
-    rows, comps = [], []
+    rows, comps, ablations = [], [], []
     for profile, setting, d in _stores(stores):
         res = load_results(d)
         if res.frame.empty:
@@ -327,7 +327,13 @@ def summarize(stores: Path = STORES, results: Path = RESULTS, figures: bool = Tr
             if "_mean MTL-HMB" in row and "_mean STL" in row:
                 row["MTL-HMB < STL"] = "yes" if row["_mean MTL-HMB"] < row["_mean STL"] else "no"
                 per_rep = res.frame[res.frame.setting_index == si].groupby(["replicate", "method"])["rmse"].mean()
-                row[PAIRED] = paired_difference(per_rep.unstack())
+                per_rep = per_rep.unstack()
+                row[PAIRED] = paired_difference(per_rep)
+                for other in per_rep.columns.drop(["mtl-hmb", "stl"]) if setting == "ablation" else []:
+                    wins = (per_rep["mtl-hmb"] - per_rep[other]).dropna()
+                    ablations.append({"setting": setting, "value": _norm(value), "method": LABELS.get(other, other),
+                                      "reps": len(wins), "MTL-HMB - method (paired, 95% CI)": paired_difference(per_rep, other),
+                                      "MTL-HMB lower in": f"{int((wins < 0).sum())} of {len(wins)}"})
             rows.append(row)
     df = pd.DataFrame(rows)
     if df.empty:
@@ -369,6 +375,10 @@ def summarize(stores: Path = STORES, results: Path = RESULTS, figures: bool = Tr
                  "average test RMSE (both methods on the same data and split), with its t-based 95 % CI.\n\n")
         fh.write(summary.to_markdown(index=False))
         fh.write("\n")
+        if ablations:
+            fh.write("\n## Figure 8: MTL-HMB against each ablation and baseline (paired)\n\n")
+            fh.write(pd.DataFrame(ablations).to_markdown(index=False))
+            fh.write("\n")
     if figures:
         _boxplots(raw, results)
     return summary
