@@ -35,9 +35,9 @@ def retain_freed_memory() -> bool:
 
     Network training frees and reallocates the same multi-megabyte buffers (activations,
     gradients) every step; by default glibc serves them with fresh ``mmap`` pages, each zeroed by
-    the kernel on first touch (thousands of page faults per step). Raising the mmap and trim
-    threshold to glibc's maximum (32 MiB) and the trim threshold to 1 GiB keeps them in the heap. The process keeps its peak heap until exit.
-    Returns False where the C library is not glibc (nothing is changed)."""
+    the kernel on first touch (thousands of page faults per step). Raising the mmap threshold to
+    glibc's maximum (32 MiB) and the trim threshold to 1 GiB keeps them in the heap; the process
+    then keeps its peak heap until exit. Returns False where the C library is not glibc."""
     import ctypes
     import ctypes.util
 

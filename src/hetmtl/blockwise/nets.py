@@ -14,9 +14,9 @@ Every parameter has a leading configuration axis G; weights are stored ``(in, ou
 """
 from __future__ import annotations
 
-import torch
-
 from typing import Sequence
+
+import torch
 
 from hetmtl.blockwise._engine import ParamStack, Params, config_generator
 
