@@ -14,7 +14,8 @@ With ``torch.get_num_threads() > 1`` (e.g. ``n_threads=2``) independent groups, 
 several (:func:`fit_grids`, e.g. the HBI grids of all sources), train in parallel threads, one
 torch thread each, and a group too large for an even share is split by depth. Training the
 configurations one by one (``group_by="config"``) therefore gives the same fits up to
-floating-point summation order.
+floating-point summation order. Training raises glibc's mmap and trim thresholds once per process
+(:func:`hetmtl._parallel.retain_freed_memory`), so the per-step buffers are reused, not page-faulted.
 """
 from __future__ import annotations
 
