@@ -264,6 +264,22 @@ def paired_difference(avg: pd.DataFrame, other: str = "stl") -> str:
     return f"{diff.mean():+.3f} [{diff.mean() - half:+.3f}, {diff.mean() + half:+.3f}]"
 
 
+def check_totals(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per profile: rows run, their replicate counts, and how many rows pass each of the issue's checks
+    (MTL-HMB below STL in mean and with the paired CI below 0; MTL-HMB <= seed + 1 SE)."""
+    out = []
+    for (grid, hbi), g in summary.groupby(["grid", "hbi_grid"], sort=False):
+        paired, reps = g[PAIRED].astype(str), g.reps.astype(int)
+        seeded = g["MTL-HMB <= seed + 1 SE"].astype(str) if "MTL-HMB <= seed + 1 SE" in g else pd.Series(dtype=str)
+        ci_below = paired.str.extract(r"\[[^,]+, ([-+][0-9.]+)\]")[0].astype(float) < 0
+        out.append({"grid": grid, "hbi_grid": hbi, "rows": len(g),
+                    "replicates per row": "-".join(dict.fromkeys(str(r) for r in (reps.min(), reps.max()))),
+                    "MTL-HMB < STL": f"{(g['MTL-HMB < STL'] == 'yes').sum()} of {(g['MTL-HMB < STL'] != '').sum()}",
+                    "paired CI below 0": f"{int(ci_below.sum())} of {int((paired != '').sum())}",
+                    "MTL-HMB <= seed + 1 SE": f"{(seeded == 'yes').sum()} of {(seeded != '').sum()}"})
+    return pd.DataFrame(out)
+
+
 def summarize(stores: Path = STORES, results: Path = RESULTS, figures: bool = True) -> pd.DataFrame:
     """Summary (wide, one row per setting row and profile), reference deltas, raw CSV, boxplots."""
     settings = _settings()
@@ -331,7 +347,8 @@ def summarize(stores: Path = STORES, results: Path = RESULTS, figures: bool = Tr
                 row[PAIRED] = paired_difference(per_rep)
                 for other in per_rep.columns.drop(["mtl-hmb", "stl"]) if setting == "ablation" else []:
                     wins = (per_rep["mtl-hmb"] - per_rep[other]).dropna()
-                    ablations.append({"setting": setting, "value": _norm(value), "method": LABELS.get(other, other),
+                    ablations.append({"setting": setting, "value": _norm(value), "grid": opts["grid"],
+                                      "hbi_grid": opts["hbi_grid"], "method": LABELS.get(other, other),
                                       "reps": len(wins), "MTL-HMB - method (paired, 95% CI)": paired_difference(per_rep, other),
                                       "MTL-HMB lower in": f"{int((wins < 0).sum())} of {len(wins)}"})
             rows.append(row)
@@ -374,6 +391,8 @@ def summarize(stores: Path = STORES, results: Path = RESULTS, figures: bool = Tr
                  "about 1-3 % higher). " + PAIRED + " = mean over replicates of the paired difference of the "
                  "average test RMSE (both methods on the same data and split), with its t-based 95 % CI.\n\n")
         fh.write(summary.to_markdown(index=False))
+        fh.write("\n\n## The issue's checks, by profile\n\n")
+        fh.write(check_totals(summary).to_markdown(index=False))
         fh.write("\n")
         if ablations:
             fh.write("\n## Figure 8: MTL-HMB against each ablation and baseline (paired)\n\n")

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from hetmtl.studies import MethodSpec, get_study, load_results, run_study
 
@@ -182,6 +183,15 @@ def test_blockwise_driver_summarize_and_reference_deltas(blockwise_store):
     assert len(raw) == 6 and set(raw.method) == {"MTL-HMB", "STL", "Step1+STL"}
     assert raw.rmse_avg.tolist() == pytest.approx(
         [per_rep.loc[r, bw.NAMES[m]] for r, m in zip(raw.rep, raw.method)])
+    # the per-profile tally of the checks counts the summary's rows
+    totals = bw.check_totals(summ.fillna(""))
+    diff = (per_rep["mtl-hmb"] - per_rep["stl"]).to_numpy()
+    half = stats.t.ppf(0.975, 1) * diff.std(ddof=1) / np.sqrt(2)
+    assert totals.to_dict("records") == [{
+        "grid": "small", "hbi_grid": "small", "rows": 1, "replicates per row": "2",
+        "MTL-HMB < STL": f"{int(diff.mean() < 0)} of 1", "paired CI below 0": f"{int(diff.mean() + half < 0)} of 1",
+        "MTL-HMB <= seed + 1 SE": f"{int(row['MTL-HMB <= seed + 1 SE'] == 'yes')} of 1"}]
+    assert "## The issue's checks, by profile" in (out / "blockwise_repro_summary.md").read_text()
 
 
 def test_encoders_study_under_a_timeout_gives_the_same_numbers(encoders_store, tmp_path):
