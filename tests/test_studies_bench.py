@@ -184,14 +184,13 @@ def test_blockwise_driver_summarize_and_reference_deltas(blockwise_store):
     assert raw.rmse_avg.tolist() == pytest.approx(
         [per_rep.loc[r, bw.NAMES[m]] for r, m in zip(raw.rep, raw.method)])
     # the per-profile tally of the checks counts the summary's rows
-    totals = bw.check_totals(summ.fillna(""))
     diff = (per_rep["mtl-hmb"] - per_rep["stl"]).to_numpy()
     half = stats.t.ppf(0.975, 1) * diff.std(ddof=1) / np.sqrt(2)
-    assert totals.to_dict("records") == [{
-        "grid": "small", "hbi_grid": "small", "rows": 1, "replicates per row": "2",
-        "MTL-HMB < STL": f"{int(diff.mean() < 0)} of 1", "paired CI below 0": f"{int(diff.mean() + half < 0)} of 1",
-        "MTL-HMB <= seed + 1 SE": f"{int(row['MTL-HMB <= seed + 1 SE'] == 'yes')} of 1"}]
-    assert "## The issue's checks, by profile" in (out / "blockwise_repro_summary.md").read_text()
+    text = (out / "blockwise_repro_summary.md").read_text()
+    tally = text.split("## The issue's checks, by profile")[1].strip().splitlines()[2]
+    assert [c.strip() for c in tally.strip("|").split("|")] == [
+        "small", "small", "1", "2", f"{int(diff.mean() < 0)} of 1", f"{int(diff.mean() + half < 0)} of 1",
+        f"{int(row['MTL-HMB <= seed + 1 SE'] == 'yes')} of 1"]
 
 
 def test_encoders_study_under_a_timeout_gives_the_same_numbers(encoders_store, tmp_path):
