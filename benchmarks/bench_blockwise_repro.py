@@ -9,6 +9,12 @@ Figure 8 adds Step1+STL, Step1+HPS and Naive+Step2 (HBI is fitted once per repli
 MTL-HMB and the Step-1 ablations). MBI runs in ``bench_mbi_tables.py`` with the same seeds; the
 summary puts its replicates that match the ones run here beside the other methods.
 
+Rows of different tables with the same DGP (:func:`hetmtl.blockwise.simulate.dgp_key`: Table 3
+rho2 = 0.7, Table 5 n = 300, Table 6 p = 25, Table 7 sigma1 = 0.1; Table 2 rho = 0.8, Table 4
+alpha = 0.3) draw the same data and split for a seed, and the paper prints one run for each group.
+They are run once (the member with the most stored replicates, :func:`shared_sources`), and the
+summary reports that member's replicates for every row of the group (column ``replicates of``).
+
 Results go to resumable stores ``results/studies/blockwise-repro/<profile>/blockwise-<setting>/``,
 one profile per (grid, HBI grid, epoch caps, dr_mode), e.g. ``code-code-e25000-h5000-per_task``
 (the full protocol). After a run (or with ``--summarize``) the driver writes from every store:
@@ -106,10 +112,53 @@ def _study(setting: str, directory: Path, extra_methods=(), n_reps=None, **optio
     return blockwise_study(setting, methods=list(dict.fromkeys(names)), n_reps=n_reps, **options)
 
 
+def _row_counts(setting: str, frame: pd.DataFrame) -> dict[tuple[str, str], int]:
+    """Replicates stored per row of one store: (setting, value) -> the fewest over the row's methods."""
+    if frame.empty:
+        return {}
+    per = frame.groupby(["setting_value", "method"]).replicate.nunique().groupby(level=0).min()
+    return {(setting, _norm(v)): int(n) for v, n in per.items()}
+
+
+def _stored_counts(profile_dir: Path) -> dict[tuple[str, str], int]:
+    """:func:`_row_counts` of every store of one profile."""
+    return {k: n for db in profile_dir.glob("blockwise-*/results.sqlite")
+            for k, n in _row_counts(db.parent.name.removeprefix("blockwise-"), load_results(db.parent).frame).items()}
+
+
+def shared_sources(counts: dict[tuple[str, str], int], prefer=()) -> dict[tuple[str, str], tuple[str, str]]:
+    """Row (setting, value) -> the row whose replicates it reports. Rows with the same DGP
+    (:func:`hetmtl.blockwise.simulate.dgp_key`; the studies draw replicate r with seed r) get the same
+    data and split, so they are run once, as the paper did; the source is the member with the most
+    stored replicates (``counts``), ties broken by the rows in ``prefer``, then by paper order."""
+    from hetmtl.blockwise.simulate import dgp_key
+
+    groups: dict[tuple, list[tuple[str, str]]] = {}
+    for setting, values in parse_rows(None).items():
+        for v in values:
+            groups.setdefault(dgp_key(setting, v), []).append((setting, _norm(v)))
+    return {row: max(members, key=lambda m: (counts.get(m, 0), m in prefer, -members.index(m)))
+            for members in groups.values() for row in members}
+
+
+def _value(setting: str, norm_value: str):
+    """The setting's grid value (its own type) whose normalised text is ``norm_value``."""
+    return next(v for v in _settings()[setting]["values"] if _norm(v) == norm_value)
+
+
 def run(rows: dict[str, list], reps: int | None, options: dict, methods=None, jobs: int = 1,
         timeout: float | None = None, stores: Path = STORES, progress: bool = True) -> None:
     base = stores / profile_name(**options)
+    source = shared_sources(_stored_counts(base), [(s, _norm(v)) for s, values in rows.items() for v in values])
+    todo: dict[str, list] = {}
     for setting, values in rows.items():
+        for v in values:
+            src = source[(setting, _norm(v))]
+            if src != (setting, _norm(v)):
+                print(f"{setting} {_norm(v)}: the same data as {src[0]} {src[1]}, which is run instead", flush=True)
+            if _value(*src) not in todo.setdefault(src[0], []):
+                todo[src[0]].append(_value(*src))
+    for setting, values in todo.items():
         d = base / f"blockwise-{setting}"
         study = _study(setting, d, methods or (), **options)
         n = reps if setting != "ablation" or reps != 20 else 30  # Figure 8: 30 replicates
@@ -275,17 +324,74 @@ def paired_difference(avg: pd.DataFrame, other: str = "stl") -> str:
 
 def check_totals(df: pd.DataFrame) -> pd.DataFrame:
     """Per profile: rows run, their replicate counts, and how many rows pass each of the issue's checks
-    (MTL-HMB below STL in mean and with the paired CI below 0; MTL-HMB <= seed + 1 SE). ``df``: the
+    (20+ replicates; MTL-HMB below STL in mean and with the paired CI below 0; MTL-HMB <= seed + 1 SE). ``df``: the
     summary rows with their numeric ``_paired_hi`` (upper end of the paired CI)."""
     out = []
     for (grid, hbi), g in df.groupby(["grid", "hbi_grid"], sort=False):
         count = lambda col, ok: f"{int((g[col] == ok).sum())} of {int(g[col].notna().sum())}" if col in g else "0 of 0"  # noqa: E731
         out.append({"grid": grid, "hbi_grid": hbi, "rows": len(g),
                     "replicates per row": "-".join(dict.fromkeys(str(r) for r in (g.reps.min(), g.reps.max()))),
+                    "rows with 20+ replicates": f"{int((g.reps >= 20).sum())} of {len(g)}",
                     "MTL-HMB < STL": count("MTL-HMB < STL", "yes"),
                     "paired CI below 0": f"{int((g['_paired_hi'] < 0).sum())} of {int(g['_paired_hi'].notna().sum())}",
                     "MTL-HMB <= seed + 1 SE": count("MTL-HMB <= seed + 1 SE", "yes")})
     return pd.DataFrame(out)
+
+
+def _summary_row(setting: str, value, src: tuple[str, str], res, si, g: pd.DataFrame, summ_all: pd.DataFrame,
+                 code_metric: str, opts: dict, code_ref: pd.DataFrame, ablations: list) -> dict:
+    """One summary row: the replicates of row ``src`` (setting index ``si`` of ``res``; ``g`` and ``summ_all``
+    its summary on rmse and on every metric) against the seed's and the code's numbers of row
+    (``setting``, ``value``). Figure 8's paired comparisons are appended to ``ablations``."""
+    row = dict(setting=setting, table=_settings()[setting]["table"], value=_norm(value), grid=opts["grid"],
+               hbi_grid=opts["hbi_grid"], max_epochs=opts["max_epochs"], reps=int(g.n_reps.min()),
+               **{"replicates of": "" if src == (setting, _norm(value)) else " ".join(src)})
+    run = sorted(res.frame.loc[res.frame.setting_index == si, "replicate"].unique())
+    study = Study.from_dict(res.spec)
+    fl, _, fl_task = row_floor(setting, value, [study.seeds(int(si), int(r))[0] for r in run])
+    fl20, fl20_sd, _ = row_floor(setting, value, FLOOR_SEEDS)
+    row["floor"] = round(fl, 3)
+    row["floor per task"] = " / ".join(f"{x:.3f}" for x in fl_task)
+    row["floor (seeds 0-19)"] = f"{fl20:.3f} ({fl20_sd:.3f})"
+    row["ours MBI"] = paired_mbi(setting, value, run)
+    for r in g.itertuples():
+        lab = LABELS.get(r.method, r.method)
+        row[f"ours {lab}"] = f"{r.mean:.3f} ({r.sd:.3f})" if r.n_reps > 1 else f"{r.mean:.3f}"
+        row[f"_mean {lab}"] = r.mean
+    ref = pd.read_csv(REFERENCE, dtype={"value": str})
+    below = []
+    for r in ref[(ref.setting == setting) & (ref.value.map(_norm) == _norm(value))].itertuples():
+        row[f"seed {r.method}"] = f"{r.mean:.3f} ({r.sd:.3f})"
+        row[f"_seed {r.method}"] = r.mean
+        row[f"_seedsd {r.method}"] = r.sd
+        if r.mean < fl20:
+            below.append(r.method)
+    if any(k.startswith("_seed ") for k in row):
+        row["seed below floor"] = ", ".join(below) if below else "no"
+    ours_code = summ_all[summ_all.metric == code_metric]
+    ours_code = {LABELS.get(m, m): v for m, v in zip(ours_code.method, ours_code["mean"])}
+    for r in code_ref[(code_ref.setting == setting) & (code_ref.value.map(_norm) == _norm(value))].itertuples():
+        row[f"code {r.method}"] = f"{r.mean:.3f} ({r.sd:.3f})"
+        if r.method in ours_code:
+            row[f"gap to code {r.method}"] = round(ours_code[r.method] - r.mean, 3)
+            row["code gap metric"] = code_metric
+    if "_mean MTL-HMB" in row and "_seed MTL-HMB" in row:
+        se = row["_seedsd MTL-HMB"] / np.sqrt(20)
+        gap = row["_mean MTL-HMB"] - row["_seed MTL-HMB"]
+        row["MTL-HMB <= seed + 1 SE"] = "yes" if gap <= se else "no"
+        row["gap to seed MTL-HMB"] = round(gap, 3)
+    if "_mean MTL-HMB" in row and "_mean STL" in row:
+        row["MTL-HMB < STL"] = "yes" if row["_mean MTL-HMB"] < row["_mean STL"] else "no"
+        per_rep = res.frame[res.frame.setting_index == si].groupby(["replicate", "method"])["rmse"].mean().unstack()
+        row[PAIRED] = paired_difference(per_rep)
+        row["_paired_hi"] = paired_interval(per_rep)[2]
+        for other in per_rep.columns.drop(["mtl-hmb", "stl"]) if setting == "ablation" else []:
+            wins = (per_rep["mtl-hmb"] - per_rep[other]).dropna()
+            ablations.append({"setting": setting, "value": _norm(value), "grid": opts["grid"],
+                              "hbi_grid": opts["hbi_grid"], "method": LABELS.get(other, other),
+                              "reps": len(wins), "MTL-HMB - method (paired, 95% CI)": paired_difference(per_rep, other),
+                              "MTL-HMB lower in": f"{int((wins < 0).sum())} of {len(wins)}"})
+    return row
 
 
 def summarize(stores: Path = STORES, results: Path = RESULTS, figures: bool = True) -> pd.DataFrame:
@@ -293,78 +399,42 @@ def summarize(stores: Path = STORES, results: Path = RESULTS, figures: bool = Tr
     settings = _settings()
     code_ref = _code_printouts()
     rows, comps, ablations = [], [], []
+    loaded: dict[tuple[str, str], tuple] = {}
     for profile, setting, d in _stores(stores):
         res = load_results(d)
         if res.frame.empty:
             continue
-        opts = _profile_options(profile)
         code_metric = "rmse_code" if "rmse_code" in res.frame.columns else "rmse"
-        summ_all = summary_table(res, list(dict.fromkeys(["rmse", code_metric])))
-        summ = summ_all[summ_all.metric == "rmse"]
-        if isinstance(settings[setting]["table"], int):
-            comp = compare_reference(summ, reference_frame(setting), ["setting_value"]).dropna(subset=["ours"])
-            comps.append(comp.assign(setting=setting, profile=profile))
-            code = code_reference_frame(setting, code_metric)
-            if not code.empty:
-                code_comp = compare_reference(summ_all, code, ["setting_value"]).dropna(subset=["ours"])
-                comps.append(code_comp.assign(setting=setting, profile=profile))
+        loaded[(profile, setting)] = (res, code_metric, summary_table(res, list(dict.fromkeys(["rmse", code_metric]))))
         if figures:
             write_report(d, figures=True)
-        study = Study.from_dict(res.spec)
-        for si, g in summ.groupby("setting_index", sort=True):
-            value = g.setting_value.iloc[0]
-            row = dict(setting=setting, table=settings[setting]["table"], value=_norm(value), grid=opts["grid"],
-                       hbi_grid=opts["hbi_grid"], max_epochs=opts["max_epochs"], reps=int(g.n_reps.min()))
-            run = sorted(res.frame.loc[res.frame.setting_index == si, "replicate"].unique())
-            fl, _, fl_task = row_floor(setting, value, [study.seeds(int(si), int(r))[0] for r in run])
-            fl20, fl20_sd, _ = row_floor(setting, value, FLOOR_SEEDS)
-            row["floor"] = round(fl, 3)
-            row["floor per task"] = " / ".join(f"{x:.3f}" for x in fl_task)
-            row["floor (seeds 0-19)"] = f"{fl20:.3f} ({fl20_sd:.3f})"
-            row["ours MBI"] = paired_mbi(setting, value, run)
-            for r in g.itertuples():
-                lab = LABELS.get(r.method, r.method)
-                row[f"ours {lab}"] = f"{r.mean:.3f} ({r.sd:.3f})" if r.n_reps > 1 else f"{r.mean:.3f}"
-                row[f"_mean {lab}"] = r.mean
-            ref = pd.read_csv(REFERENCE, dtype={"value": str})
-            below = []
-            for r in ref[(ref.setting == setting) & (ref.value.map(_norm) == _norm(value))].itertuples():
-                row[f"seed {r.method}"] = f"{r.mean:.3f} ({r.sd:.3f})"
-                row[f"_seed {r.method}"] = r.mean
-                row[f"_seedsd {r.method}"] = r.sd
-                if r.mean < fl20:
-                    below.append(r.method)
-            if any(k.startswith("_seed ") for k in row):
-                row["seed below floor"] = ", ".join(below) if below else "no"
-            ours_code = summ_all[(summ_all.setting_index == si) & (summ_all.metric == code_metric)]
-            ours_code = {LABELS.get(m, m): v for m, v in zip(ours_code.method, ours_code["mean"])}
-            for r in code_ref[(code_ref.setting == setting) & (code_ref.value.map(_norm) == _norm(value))].itertuples():
-                row[f"code {r.method}"] = f"{r.mean:.3f} ({r.sd:.3f})"
-                if r.method in ours_code:
-                    row[f"gap to code {r.method}"] = round(ours_code[r.method] - r.mean, 3)
-                    row["code gap metric"] = code_metric
-            if "_mean MTL-HMB" in row and "_seed MTL-HMB" in row:
-                se = row["_seedsd MTL-HMB"] / np.sqrt(20)
-                gap = row["_mean MTL-HMB"] - row["_seed MTL-HMB"]
-                row["MTL-HMB <= seed + 1 SE"] = "yes" if gap <= se else "no"
-                row["gap to seed MTL-HMB"] = round(gap, 3)
-            if "_mean MTL-HMB" in row and "_mean STL" in row:
-                row["MTL-HMB < STL"] = "yes" if row["_mean MTL-HMB"] < row["_mean STL"] else "no"
-                per_rep = res.frame[res.frame.setting_index == si].groupby(["replicate", "method"])["rmse"].mean()
-                per_rep = per_rep.unstack()
-                row[PAIRED] = paired_difference(per_rep)
-                row["_paired_hi"] = paired_interval(per_rep)[2]
-                for other in per_rep.columns.drop(["mtl-hmb", "stl"]) if setting == "ablation" else []:
-                    wins = (per_rep["mtl-hmb"] - per_rep[other]).dropna()
-                    ablations.append({"setting": setting, "value": _norm(value), "grid": opts["grid"],
-                                      "hbi_grid": opts["hbi_grid"], "method": LABELS.get(other, other),
-                                      "reps": len(wins), "MTL-HMB - method (paired, 95% CI)": paired_difference(per_rep, other),
-                                      "MTL-HMB lower in": f"{int((wins < 0).sum())} of {len(wins)}"})
-            rows.append(row)
+    for profile in dict.fromkeys(p for p, _ in loaded):
+        opts = _profile_options(profile)
+        counts = {k: n for (p, setting), (res, _, _) in loaded.items() if p == profile
+                  for k, n in _row_counts(setting, res.frame).items()}
+        source = shared_sources(counts)
+        for setting, values in parse_rows(None).items():
+            for value in values:
+                src = source[(setting, _norm(value))]
+                if src not in counts:
+                    continue
+                res, code_metric, summ_all = loaded[(profile, src[0])]
+                si = summ_all.setting_index[summ_all.setting_value.map(_norm) == src[1]].iloc[0]
+                summ_all = summ_all[summ_all.setting_index == si].assign(setting_value=value)
+                g = summ_all[summ_all.metric == "rmse"]
+                if isinstance(settings[setting]["table"], int):
+                    comp = compare_reference(g, reference_frame(setting), ["setting_value"]).dropna(subset=["ours"])
+                    comps.append(comp.assign(setting=setting, profile=profile))
+                    code = code_reference_frame(setting, code_metric)
+                    if not code.empty:
+                        code_comp = compare_reference(summ_all, code, ["setting_value"]).dropna(subset=["ours"])
+                        comps.append(code_comp.assign(setting=setting, profile=profile))
+                rows.append(_summary_row(setting, value, src, res, si, g, summ_all, code_metric, opts, code_ref,
+                                         ablations))
     df = pd.DataFrame(rows)
     if df.empty:
         return df
-    first = ["setting", "table", "value", "grid", "hbi_grid", "max_epochs", "reps"]
+    first = ["setting", "table", "value", "grid", "hbi_grid", "max_epochs", "reps", "replicates of"]
     ours = [f"ours {m}" for m in ORDER if f"ours {m}" in df.columns]
     seed = [f"seed {m}" for m in ("STL", "HTL", "MTL-HMB", "MBI") if f"seed {m}" in df.columns]
     checks = [c for c in ("gap to seed MTL-HMB", "MTL-HMB <= seed + 1 SE", "MTL-HMB < STL", PAIRED) if c in df.columns]
@@ -385,7 +455,9 @@ def summarize(stores: Path = STORES, results: Path = RESULTS, figures: bool = Tr
         fh.write("# MTL-HMB reproduction (seed 002 Tables 2-9, Figure 8)\n\n")
         fh.write("Written by `benchmarks/bench_blockwise_repro.py` from the study stores "
                  "(`results/studies/blockwise-repro/<profile>/`). ours = mean (SD) of the average test RMSE over "
-                 "`reps` replicates (seeds 0..reps-1), with the grid, HBI grid and epoch cap actually run; seed = the "
+                 "`reps` replicates (seeds 0..reps-1), with the grid, HBI grid and epoch cap actually run; replicates of = "
+                 "the row of another table whose replicates are reported (the same DGP, hence the same data; the "
+                 "paper prints one run for these rows too); seed = the "
                  "paper's table values. ours MBI = native MBI on the same replicates (`mbi_tables_paired` store of "
                  "`bench_mbi_tables.py`). Per-row deltas to the seed's numbers: "
                  "`blockwise_repro_reference.csv`. Which run produced which numbers: `blockwise_NOTES.md`.\n\n"

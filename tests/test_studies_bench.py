@@ -189,7 +189,7 @@ def test_blockwise_driver_summarize_and_reference_deltas(blockwise_store):
     text = (out / "blockwise_repro_summary.md").read_text()
     tally = text.split("## The issue's checks, by profile")[1].strip().splitlines()[2]
     assert [c.strip() for c in tally.strip("|").split("|")] == [
-        "small", "small", "1", "2", f"{int(diff.mean() < 0)} of 1", f"{int(diff.mean() + half < 0)} of 1",
+        "small", "small", "1", "2", "0 of 1", f"{int(diff.mean() < 0)} of 1", f"{int(diff.mean() + half < 0)} of 1",
         f"{int(row['MTL-HMB <= seed + 1 SE'] == 'yes')} of 1"]
 
 
@@ -201,3 +201,36 @@ def test_encoders_study_under_a_timeout_gives_the_same_numbers(encoders_store, t
     a = load_results(root / "stores" / "encoders-imbalance").frame.drop(columns=drop)
     b = load_results(tmp_path).frame.drop(columns=drop)
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_blockwise_rows_with_the_same_dgp_share_replicates(tmp_path, capsys):
+    """The paper's rows that are one DGP (its own tables repeat their numbers) are run once and the
+    summary reports the stored replicates of the fullest of them, labelled."""
+    from benchmarks import bench_blockwise_repro as bw
+    from hetmtl.blockwise.simulate import dgp_key, setting_params, simulate_blockwise
+
+    assert dgp_key("B", 0.7) == dgp_key("D", 300) == dgp_key("E", 25) == dgp_key("F", 0.1) != dgp_key("D", 200)
+    assert dgp_key("A", 0.8) == dgp_key("C", 0.3) != dgp_key("A", 0.9)
+    a, b = (simulate_blockwise(**setting_params(*row), seed=3).data for row in (("F", 0.1), ("D", 300)))
+    np.testing.assert_array_equal(np.concatenate([a.y(t) for t in (0, 1)]), np.concatenate([b.y(t) for t in (0, 1)]))
+    src = bw.shared_sources({("D", "300"): 20, ("B", "0.7"): 2})
+    assert src[("B", "0.7")] == src[("E", "25")] == src[("F", "0.1")] == src[("D", "300")] == ("D", "300")
+    assert src[("A", "0.8")] == src[("C", "0.3")] == ("A", "0.8") and src[("D", "200")] == ("D", "200")
+    assert bw.shared_sources({})[("D", "300")] == ("B", "0.7")  # ties: paper order, unless a row is asked for
+    assert bw.shared_sources({("A", "0.8"): 2, ("C", "0.3"): 2}, [("C", "0.3")])[("A", "0.8")] == ("C", "0.3")
+
+    options = dict(BW_TINY, n_threads=1)
+    stores = tmp_path / "stores"
+    bw.run({"D": [300]}, 1, options, ["mtl-hmb", "stl"], stores=stores, progress=False)
+    capsys.readouterr()
+    bw.run({"E": [25], "F": [0.1]}, 1, options, ["mtl-hmb", "stl"], stores=stores, progress=False)
+    out = capsys.readouterr().out
+    assert "E 25: the same data as D 300" in out and "F 0.1: the same data as D 300" in out
+    assert "D [300]: 0 jobs run" in out and not (stores / bw.profile_name(**BW_TINY) / "blockwise-E").exists()
+    bw.main(["--summarize", "--stores", str(stores), "--results", str(tmp_path), "--no-figures"])
+    summ = pd.read_csv(tmp_path / "blockwise_repro_summary.csv", dtype=str).fillna("").set_index(["setting", "value"])
+    assert list(summ.index) == [("B", "0.7"), ("D", "300"), ("E", "25"), ("F", "0.1")]
+    assert summ["replicates of"].tolist() == ["D 300", "", "D 300", "D 300"]
+    for col in ("ours MTL-HMB", "ours STL", "reps", "floor", bw.PAIRED):
+        assert summ[col].nunique() == 1, col
+    assert summ.loc[("E", "25"), "seed MTL-HMB"] == "0.375 (0.143)"  # the row's own seed numbers

@@ -273,3 +273,14 @@ def setting_params(setting: str, value) -> dict:
     elif setting == "ablation":
         kw["n"] = (300, int(value))
     return kw
+
+
+def dgp_key(setting: str, value) -> tuple:
+    """The resolved data-generating process of a paper row, hashable. Rows with equal keys draw
+    identical data for a seed (the paper reports one run for them: Table 3 rho2 = 0.7, Table 5
+    n = 300, Table 6 p = 25 and Table 7 sigma1 = 0.1 are all the base row)."""
+    kw = setting_params(setting, value)
+    T, ns, ps, rhos, sigmas = _task_arguments(kw["n"], kw["p_private"], kw["rho"], kw["alpha"], kw["sigma"],
+                                              kw.get("n_tasks"))
+    return (T, tuple(ns), int(kw["p0"]), tuple(ps), tuple(rhos), float(kw["alpha"]), tuple(sigmas),
+            bool(kw.get("linear", False)), bool(kw.get("gaussian", True)))
