@@ -234,3 +234,25 @@ def test_blockwise_rows_with_the_same_dgp_share_replicates(tmp_path, capsys):
     for col in ("ours MTL-HMB", "ours STL", "reps", "floor", bw.PAIRED):
         assert summ[col].nunique() == 1, col
     assert summ.loc[("E", "25"), "seed MTL-HMB"] == "0.375 (0.143)"  # the row's own seed numbers
+
+
+def test_blockwise_speed_flop_count_matches_closed_form():
+    """The speed benchmark's work count: a Step-2 validation pass against the matmul FLOPs of its layers."""
+    import torch
+
+    from benchmarks.bench_blockwise_speed import _epochs_run, _step_flops
+    from hetmtl.blockwise.nets import Step2Net
+
+    T, p0, P, h, L, n = 2, 10, 6, 8, 3, 5
+    net = Step2Net(p0, P, T, torch.zeros(T, P), h, L)
+    params, cfg = net.init([dict(width=h, depth=L, lambda_orth=0.1, lambda_imp=0.1, lambda_dr=0.1)], [0], 0,
+                           torch.float32)
+    data = {"x0": torch.randn(T, n, p0), "xf": torch.randn(T, n, P), "y": torch.randn(T, n), "w": torch.ones(T, n)}
+    rows = T * n
+    hidden = (L - 1) * 2 * rows * h * h * (2 + 1 + 2)  # c, u; g; r on own and shared codes
+    first = 2 * rows * (p0 * h + P * h + 2 * (2 * h) * h)  # c0, u0, g0, r0
+    out = 2 * rows * (2 * h + h)  # rout, gout
+    step, val = _step_flops(net, params, cfg, data, data)
+    assert val == first + hidden + out
+    assert val < step < 4 * val  # backward about twice the forward, plus the regularisers
+    assert _epochs_run(4, 30, 25000) == 35 and _epochs_run(4, 30, 20) == 20
