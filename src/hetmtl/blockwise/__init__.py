@@ -18,7 +18,8 @@ What to use when:
   linear model by penalised GMM over multiple block-wise imputations; native C++ engine or R.
 
 Grids are trained in batched form (all configurations of a group stacked on one axis), which gives
-the same fits as training them one by one (``group_by="config"``).
+the same fits as training them one by one (``group_by="config"``) in float64; in float32 (the
+default) the rounding differs, and over many epochs it can change a near-tied selection.
 """
 from hetmtl.blockwise.adni import load_adni_mtlhmb, simulate_adni_like
 from hetmtl.blockwise.baselines import HPS, HTL, STL, naive_step2

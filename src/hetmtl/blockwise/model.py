@@ -207,7 +207,7 @@ class MTLHMB(Step1Mixin, BlockwiseRegressor):
     dr_mode : "per_task" (paper Eq. 8) or "sum_inside" (authors' code).
     batch_size, max_epochs, patience, lr, lr_step, lr_gamma : Step-2 optimisation (Adam; StepLR).
     group_by : how configurations are batched: "width" (default), "all", "depth" or "config"
-        (one by one; the reference the batched fits reproduce).
+        (one by one; the batched fits reproduce it exactly in float64, up to rounding in float32).
     imputer : optional fitted :class:`HBImputer` to reuse (e.g. shared with the Step-1 baselines).
     """
 
