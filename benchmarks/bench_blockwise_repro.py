@@ -16,7 +16,8 @@ They are run once (the member with the most stored replicates, :func:`shared_sou
 summary reports that member's replicates for every row of the group (column ``replicates of``).
 
 Results go to resumable stores ``results/studies/blockwise-repro/<profile>/blockwise-<setting>/``,
-one profile per (grid, HBI grid, epoch caps, dr_mode), e.g. ``code-code-e25000-h5000-per_task``
+one profile per (grid, HBI grid, epoch caps, dr_mode, engine), e.g. ``code-code-e25000-h5000-per_task``
+(torch engine; ``...-per_task-native`` for ``--engine native``)
 (the full protocol). After a run (or with ``--summarize``) the driver writes from every store:
 ``results/blockwise_repro_raw.csv`` (one row per fit, the pre-runner format),
 ``results/blockwise_repro_summary.{csv,md}`` (our mean (SD) next to the seed's numbers row by row,
@@ -92,13 +93,17 @@ def parse_rows(spec: str | None) -> dict[str, list]:
     return rows
 
 
-def profile_name(grid="code", hbi_grid="code", max_epochs=25000, hbi_max_epochs=5000, dr_mode="per_task", **_) -> str:
-    return f"{grid}-{hbi_grid}-e{int(max_epochs)}-h{int(hbi_max_epochs)}-{dr_mode}"
+def profile_name(grid="code", hbi_grid="code", max_epochs=25000, hbi_max_epochs=5000, dr_mode="per_task",
+                 engine="torch", **_) -> str:
+    suffix = "" if engine == "torch" else f"-{engine}"  # torch-engine stores keep their names
+    return f"{grid}-{hbi_grid}-e{int(max_epochs)}-h{int(hbi_max_epochs)}-{dr_mode}{suffix}"
 
 
 def _profile_options(profile: str) -> dict:
-    grid, hbi, e, h, dr = profile.split("-", 4)
-    return {"grid": grid, "hbi_grid": hbi, "max_epochs": int(e[1:]), "hbi_max_epochs": int(h[1:]), "dr_mode": dr}
+    grid, hbi, e, h, rest = profile.split("-", 4)
+    dr, _, engine = rest.partition("-")
+    return {"grid": grid, "hbi_grid": hbi, "max_epochs": int(e[1:]), "hbi_max_epochs": int(h[1:]), "dr_mode": dr,
+            "engine": engine or "torch"}
 
 
 def _study(setting: str, directory: Path, extra_methods=(), n_reps=None, **options):
@@ -232,7 +237,7 @@ def export_raw(stores: Path = STORES) -> pd.DataFrame:
             out.append(dict(setting=setting, table=settings[setting]["table"], value=_norm(g.setting_value.iloc[0]),
                             rep=int(rep), method=LABELS.get(method, method), grid=opts["grid"],
                             hbi_grid=opts["hbi_grid"], max_epochs=opts["max_epochs"],
-                            hbi_max_epochs=opts["hbi_max_epochs"], dr_mode=opts["dr_mode"],
+                            hbi_max_epochs=opts["hbi_max_epochs"], dr_mode=opts["dr_mode"], engine=opts["engine"],
                             rmse_tasks=json.dumps([round(float(v), 6) for v in g.rmse]),
                             rmse_avg=float(g.rmse.mean()), seconds=round(float(g.seconds.iloc[0]), 2),
                             selected=g["selected"].iloc[0] if "selected" in g else ""))
@@ -327,9 +332,9 @@ def check_totals(df: pd.DataFrame) -> pd.DataFrame:
     (20+ replicates; MTL-HMB below STL in mean and with the paired CI below 0; MTL-HMB <= seed + 1 SE). ``df``: the
     summary rows with their numeric ``_paired_hi`` (upper end of the paired CI)."""
     out = []
-    for (grid, hbi), g in df.groupby(["grid", "hbi_grid"], sort=False):
+    for (grid, hbi, engine), g in df.groupby(["grid", "hbi_grid", "engine"], sort=False):
         count = lambda col, ok: f"{int((g[col] == ok).sum())} of {int(g[col].notna().sum())}" if col in g else "0 of 0"  # noqa: E731
-        out.append({"grid": grid, "hbi_grid": hbi, "rows": len(g),
+        out.append({"grid": grid, "hbi_grid": hbi, "engine": engine, "rows": len(g),
                     "replicates per row": "-".join(dict.fromkeys(str(r) for r in (g.reps.min(), g.reps.max()))),
                     "rows with 20+ replicates": f"{int((g.reps >= 20).sum())} of {len(g)}",
                     "MTL-HMB < STL": count("MTL-HMB < STL", "yes"),
@@ -344,7 +349,7 @@ def _summary_row(setting: str, value, src: tuple[str, str], res, si, g: pd.DataF
     its summary on rmse and on every metric) against the seed's and the code's numbers of row
     (``setting``, ``value``). Figure 8's paired comparisons are appended to ``ablations``."""
     row = dict(setting=setting, table=_settings()[setting]["table"], value=_norm(value), grid=opts["grid"],
-               hbi_grid=opts["hbi_grid"], max_epochs=opts["max_epochs"], reps=int(g.n_reps.min()),
+               hbi_grid=opts["hbi_grid"], engine=opts["engine"], max_epochs=opts["max_epochs"], reps=int(g.n_reps.min()),
                **{"replicates of": "" if src == (setting, _norm(value)) else " ".join(src)})
     run = sorted(res.frame.loc[res.frame.setting_index == si, "replicate"].unique())
     study = Study.from_dict(res.spec)
@@ -388,7 +393,7 @@ def _summary_row(setting: str, value, src: tuple[str, str], res, si, g: pd.DataF
         for other in per_rep.columns.drop(["mtl-hmb", "stl"]) if setting == "ablation" else []:
             wins = (per_rep["mtl-hmb"] - per_rep[other]).dropna()
             ablations.append({"setting": setting, "value": _norm(value), "grid": opts["grid"],
-                              "hbi_grid": opts["hbi_grid"], "method": LABELS.get(other, other),
+                              "hbi_grid": opts["hbi_grid"], "engine": opts["engine"], "method": LABELS.get(other, other),
                               "reps": len(wins), "MTL-HMB - method (paired, 95% CI)": paired_difference(per_rep, other),
                               "MTL-HMB lower in": f"{int((wins < 0).sum())} of {len(wins)}"})
     return row
@@ -434,7 +439,7 @@ def summarize(stores: Path = STORES, results: Path = RESULTS, figures: bool = Tr
     df = pd.DataFrame(rows)
     if df.empty:
         return df
-    first = ["setting", "table", "value", "grid", "hbi_grid", "max_epochs", "reps", "replicates of"]
+    first = ["setting", "table", "value", "grid", "hbi_grid", "engine", "max_epochs", "reps", "replicates of"]
     ours = [f"ours {m}" for m in ORDER if f"ours {m}" in df.columns]
     seed = [f"seed {m}" for m in ("STL", "HTL", "MTL-HMB", "MBI") if f"seed {m}" in df.columns]
     checks = [c for c in ("gap to seed MTL-HMB", "MTL-HMB <= seed + 1 SE", "MTL-HMB < STL", PAIRED) if c in df.columns]
@@ -512,6 +517,8 @@ def main(argv=None) -> None:
     ap.add_argument("--max-epochs", type=int, default=BLOCKWISE_PROTOCOL["max_epochs"])
     ap.add_argument("--hbi-max-epochs", type=int, default=BLOCKWISE_PROTOCOL["hbi_max_epochs"])
     ap.add_argument("--dr-mode", default=BLOCKWISE_PROTOCOL["dr_mode"])
+    ap.add_argument("--engine", default=BLOCKWISE_PROTOCOL["engine"], choices=["torch", "native"],
+                    help="training engine of MTL-HMB, HTL and naive + Step 2 (native: profile suffix '-native')")
     ap.add_argument("--methods", default=None,
                     help="comma list of study method names (mtl-hmb, stl, htl, hps, step1+stl, step1+hps, naive+step2, "
                          "mbi) to run now; default: the protocol's (MTL-HMB, STL, HTL, + ablations in Figure 8)")
@@ -530,7 +537,8 @@ def main(argv=None) -> None:
         print(f"{import_raw(Path(args.import_raw), stores)} records imported", flush=True)
     elif not args.summarize:
         options = {"grid": args.grid, "hbi_grid": args.hbi_grid, "max_epochs": args.max_epochs,
-                   "hbi_max_epochs": args.hbi_max_epochs, "dr_mode": args.dr_mode, "n_threads": args.threads}
+                   "hbi_max_epochs": args.hbi_max_epochs, "dr_mode": args.dr_mode, "n_threads": args.threads,
+                   "engine": args.engine}
         methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
         run(parse_rows(args.rows), args.reps, options, methods, args.jobs, args.timeout, stores)
     summary = summarize(stores, results, figures=not args.no_figures)

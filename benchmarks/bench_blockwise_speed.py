@@ -9,6 +9,8 @@ agree between the two. Usage (long; run under nice):
     PYTHONPATH=src nice -n 10 python benchmarks/bench_blockwise_speed.py --grid code --max-epochs 25000
 
 ``--threads 2`` trains independent groups in two threads (the 2-core target of the issue).
+``--engine native`` trains on the C++ kernel; its ``config`` mode trains every configuration in
+its own call on one thread, the one-by-one reference the grid must reproduce bit for bit.
 
 Each record also counts the work: the matrix-multiply FLOPs the fit needed (:func:`training_flops`:
 every configuration alone, unpadded, times the epochs it ran) and this machine's one-thread matmul
@@ -113,12 +115,12 @@ def matmul_gflops(shape: tuple[int, ...] = (1024, 1024, 1024), seconds: float = 
     return 2.0 * math.prod(lead) * M * K * N / best / 1e9
 
 
-def run(grid: str, hbi_grid: str, group_by: str, max_epochs: int, hbi_max_epochs: int, seed: int, threads: int) -> dict:
+def run(grid: str, hbi_grid: str, group_by: str, max_epochs: int, hbi_max_epochs: int, seed: int, threads: int,
+        engine: str = "torch") -> dict:
     sim = simulate_blockwise(**setting_params("D", 300), seed=seed)
     split = make_split(sim.data, seed=seed)
     est = MTLHMB(grid=grid, hbi_grid=hbi_grid, group_by=group_by, max_epochs=max_epochs, hbi_max_epochs=hbi_max_epochs,
-                 random_state=seed,
-                 n_threads=threads)
+                 random_state=seed, engine=engine, n_threads=threads)
     t0, c0 = time.perf_counter(), time.process_time()
     est.fit(sim.data, split)
     total, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -127,7 +129,7 @@ def run(grid: str, hbi_grid: str, group_by: str, max_epochs: int, hbi_max_epochs
     flops = training_flops(est, sim.data, split)
     peak = matmul_gflops()
     return {
-        "group_by": group_by, "grid": grid, "hbi_grid": hbi_grid, "n_configs": len(tab), "max_epochs": max_epochs,
+        "engine": engine, "group_by": group_by, "grid": grid, "hbi_grid": hbi_grid, "n_configs": len(tab), "max_epochs": max_epochs,
         "hbi_max_epochs": hbi_max_epochs, "hbi_n_configs": len(est.imputer_.selection_table()),
         "seconds_total": round(total, 2), "cpu_seconds_total": round(cpu, 2), "seconds_hbi": round(hbi_seconds, 2),
         "seconds_step2": round(est.fit_.seconds, 2), "n_groups_step2": len(est.fit_.groups),
@@ -153,7 +155,8 @@ def main() -> None:
     ap.add_argument("--hbi-grid", default="code")
     ap.add_argument("--max-epochs", type=int, default=25000)
     ap.add_argument("--hbi-max-epochs", type=int, default=5000)
-    ap.add_argument("--modes", default="width,config")
+    ap.add_argument("--modes", default="width,config", help="group_by values to run (native: 'config' = one by one)")
+    ap.add_argument("--engine", default="torch", choices=["torch", "native"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--version", default="", help="label of the code version, recorded with the numbers")
@@ -164,7 +167,8 @@ def main() -> None:
     records = json.loads(out.read_text()) if out.exists() else []
     for mode in args.modes.split(","):
         load0 = round(os.getloadavg()[0], 2)
-        rec = run(args.grid, args.hbi_grid, mode, args.max_epochs, args.hbi_max_epochs, args.seed, args.threads)
+        rec = run(args.grid, args.hbi_grid, mode, args.max_epochs, args.hbi_max_epochs, args.seed, args.threads,
+                  args.engine)
         rec.update(machine=platform.machine(), torch=torch.__version__, threads=args.threads,
                    load_average_1min_start_end=[load0, round(os.getloadavg()[0], 2)], version=args.version,
                    cpu_count=os.cpu_count(), note=args.note)

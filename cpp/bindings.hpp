@@ -8,4 +8,5 @@ void bind_fusion(pybind11::module_& m);
 void bind_proximal(pybind11::module_& m);
 void bind_mbi(pybind11::module_& m);
 void bind_sieve_mtl(pybind11::module_& m);
+void bind_blockwise(pybind11::module_& m);
 }  // namespace hetmtl

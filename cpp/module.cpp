@@ -8,4 +8,5 @@ PYBIND11_MODULE(_core, m, pybind11::mod_gil_not_used()) {
   hetmtl::bind_proximal(m);
   hetmtl::bind_mbi(m);
   hetmtl::bind_sieve_mtl(m);
+  hetmtl::bind_blockwise(m);
 }

@@ -140,7 +140,7 @@ def test_blockwise_study_matches_direct_fits_and_shares_hbi(blockwise_store):
         data = simulate_blockwise(**setting_params("D", 100), seed=r).data
         split = make_split(data, seed=r)
         common = dict(grid="small", max_epochs=3, n_threads=1, random_state=r)
-        mtl = MTLHMB(hbi_grid="small", hbi_max_epochs=3, dr_mode="per_task", **common).fit(data, split)
+        mtl = MTLHMB(hbi_grid="small", hbi_max_epochs=3, dr_mode="per_task", engine="torch", **common).fit(data, split)
         stl = STL(**common).fit(data, split)
         s1 = STL(features="imputed", hbi_grid="small", hbi_max_epochs=3, imputer=mtl.imputer_, **common).fit(data, split)
         for name, est in (("mtl-hmb", mtl), ("stl", stl), ("step1+stl", s1)):
@@ -189,7 +189,7 @@ def test_blockwise_driver_summarize_and_reference_deltas(blockwise_store):
     text = (out / "blockwise_repro_summary.md").read_text()
     tally = text.split("## The issue's checks, by profile")[1].strip().splitlines()[2]
     assert [c.strip() for c in tally.strip("|").split("|")] == [
-        "small", "small", "1", "2", "0 of 1", f"{int(diff.mean() < 0)} of 1", f"{int(diff.mean() + half < 0)} of 1",
+        "small", "small", "torch", "1", "2", "0 of 1", f"{int(diff.mean() < 0)} of 1", f"{int(diff.mean() + half < 0)} of 1",
         f"{int(row['MTL-HMB <= seed + 1 SE'] == 'yes')} of 1"]
 
 
@@ -256,3 +256,18 @@ def test_blockwise_speed_flop_count_matches_closed_form():
     assert val == first + hidden + out
     assert val < step < 4 * val  # backward about twice the forward, plus the regularisers
     assert _epochs_run(4, 30, 25000) == 35 and _epochs_run(4, 30, 20) == 20
+
+
+def test_profile_names_and_method_specs_carry_the_engine():
+    from benchmarks import bench_blockwise_repro as bw
+    from hetmtl.studies.builtin import BLOCKWISE_PROTOCOL, blockwise_method_specs
+
+    assert bw.profile_name(**BW_TINY) == "small-small-e3-h3-per_task"  # torch stores keep their names
+    assert bw.profile_name(**BW_TINY, engine="native") == "small-small-e3-h3-per_task-native"
+    for engine in ("torch", "native"):
+        opts = bw._profile_options(bw.profile_name(**BW_TINY, engine=engine))
+        assert opts == {**BW_TINY, "dr_mode": "per_task", "engine": engine}
+    assert BLOCKWISE_PROTOCOL["engine"] == "torch"
+    specs = {s.name: s.options for s in blockwise_method_specs(["mtl-hmb", "htl", "stl", "step1+stl"], engine="native")}
+    assert specs["mtl-hmb"]["engine"] == specs["htl"]["engine"] == "native"
+    assert "engine" not in specs["stl"] and "engine" not in specs["step1+stl"]  # STL trains on torch

@@ -17,9 +17,12 @@ What to use when:
 - :class:`MBI` — the statistical baseline (Xue & Qu 2021, R's BlockMissingData): one common sparse
   linear model by penalised GMM over multiple block-wise imputations; native C++ engine or R.
 
-Grids are trained in batched form (all configurations of a group stacked on one axis), which gives
-the same fits as training them one by one (``group_by="config"``) in float64; in float32 (the
-default) the rounding differs, and over many epochs it can change a near-tied selection.
+Grids train on one of two engines (``engine=``). ``"native"`` (the default in float32) is a C++
+kernel that trains each configuration alone (hand-written backward, Adam, early stopping) with
+the configurations spread over ``n_threads``: the fits are bit for bit those of training the
+configurations one by one, whatever the threads. ``"torch"`` stacks the configurations of a group on
+one axis (autograd; float32 or float64): the same fits as one by one in float64, while in float32
+the rounding differs and can change a near-tied selection. STL and HPS train on torch.
 """
 from hetmtl.blockwise.adni import load_adni_mtlhmb, simulate_adni_like
 from hetmtl.blockwise.baselines import HPS, HTL, STL, naive_step2

@@ -1,4 +1,7 @@
-"""Batched grid training: every configuration of a hyperparameter grid trained together.
+"""Batched grid training (the torch engine): every configuration of a hyperparameter grid trained together.
+
+:func:`fit_grids` hands grids whose settings ask for ``engine="native"`` to the C++ kernel
+(:mod:`hetmtl.blockwise._native`); what follows describes the torch engine.
 
 Weights of all configurations in a group are stacked on a leading configuration axis and zero-
 padded to the group's largest width; configurations of smaller depth skip the extra layers (an
@@ -34,7 +37,17 @@ from hetmtl._parallel import retain_freed_memory
 from hetmtl.training import BatchedEarlyStopping
 
 Params = dict[str, torch.Tensor]
+ENGINES = ("auto", "torch", "native")
 logger = logging.getLogger("hetmtl.blockwise")
+
+
+def resolve_engine(engine: str, dtype: torch.dtype) -> str:
+    """``"auto"``: the C++ kernel (``"native"``, float32 only) for float32, torch for float64."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "auto":
+        return "native" if dtype == torch.float32 else "torch"
+    return engine
 
 
 # ---------------------------------------------------------------------------- initialisation
@@ -204,6 +217,10 @@ class TrainSettings:
     lr_gamma: float = 0.95
     batch_size: int | None = 16
     dtype: torch.dtype = torch.float32
+    engine: str = "torch"
+
+    def __post_init__(self) -> None:
+        self.engine = resolve_engine(self.engine, self.dtype)
 
 
 @dataclass
@@ -342,6 +359,10 @@ def fit_grids(jobs: Sequence[GridJob]) -> list[GridFit]:
     total is split by depth, so that no single group bounds the wall time. The fits do not depend
     on the threads or on the grouping beyond floating-point summation order.
     """
+    if any(job.settings.engine == "native" for job in jobs):
+        from hetmtl.blockwise._native import fit_grids_native
+
+        return fit_grids_native(jobs)
     t0 = time.perf_counter()
     retain_freed_memory()
     workers = torch.get_num_threads()
@@ -411,11 +432,16 @@ def _config_cost(c: dict) -> float:
     return d * w * (w + 64.0)
 
 
+def one_by_one(i: int, c: dict) -> int:
+    """Group key of ``group_by="config"``: every configuration alone."""
+    return i
+
+
 def group_key_for(strategy: str) -> Callable[[int, dict], object]:
     """``"config"`` (one by one), ``"arch"`` (same width, depth and batch size: no padding),
     ``"width"`` (same width and batch size; depths padded), ``"depth"``, ``"all"``."""
     if strategy == "config":
-        return lambda i, c: i
+        return one_by_one
     if strategy == "width":
         return lambda i, c: (c.get("batch_size"), c.get("width"))
     if strategy == "depth":

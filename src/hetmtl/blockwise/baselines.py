@@ -120,14 +120,16 @@ class HPS(_MLPBaseline):
 
 class HTL(_MLPBaseline):
     """HTL as adapted by the authors: shared encoder on x_0, task encoder on the task's own block
-    only (no imputation), shared and task-specific pathways, L_integ + R_orth + R_dr (weights 1)."""
+    only (no imputation), shared and task-specific pathways, L_integ + R_orth + R_dr (weights 1).
+    ``engine`` as for :class:`~hetmtl.blockwise.MTLHMB` (default "auto": the C++ kernel in float32)."""
 
     def __init__(self, grid="small", dr_mode: str = "per_task", batch_size: int = 16, max_epochs: int = 25000,
                  patience: int = 30, lr: float = 1e-3, lr_step: int | None = 200, lr_gamma: float = 0.95,
-                 group_by: str = "width", dtype: str = "float32", n_threads: int | None = 1,
+                 group_by: str = "width", dtype: str = "float32", engine: str = "auto", n_threads: int | None = 1,
                  random_state: int | None = None) -> None:
         self.grid = grid
         self.dr_mode = dr_mode
+        self.engine = engine
         self.batch_size = batch_size
         self.max_epochs = max_epochs
         self.patience = patience

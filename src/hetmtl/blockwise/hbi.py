@@ -49,12 +49,14 @@ class HBImputer(BaseEstimator):
     val_fraction : held-out share of the observing task's rows for early stopping (code: 0.1).
     max_epochs, patience, lr : full-batch Adam settings (code: 5000, 30, 1e-3).
     group_by : "depth" (batched; configurations of equal depth trained together) or "config".
+    engine : "auto", "native" (the C++ kernel, float32) or "torch"; see :class:`~hetmtl.blockwise.MTLHMB`.
     random_state : seed of the split and the initialisations.
     """
 
     def __init__(self, grid="small", heterogeneous: bool = True, orth_power: int = 1, val_fraction: float = 0.1,
                  max_epochs: int = 5000, patience: int = 30, lr: float = 1e-3, group_by: str = "depth",
-                 dtype: str = "float32", n_threads: int | None = 1, random_state: int | None = None) -> None:
+                 dtype: str = "float32", engine: str = "auto", n_threads: int | None = 1,
+                 random_state: int | None = None) -> None:
         self.grid = grid
         self.heterogeneous = heterogeneous
         self.orth_power = orth_power
@@ -64,6 +66,7 @@ class HBImputer(BaseEstimator):
         self.lr = lr
         self.group_by = group_by
         self.dtype = dtype
+        self.engine = engine
         self.n_threads = n_threads
         self.random_state = random_state
 
@@ -75,7 +78,7 @@ class HBImputer(BaseEstimator):
         dtype = _dtype(self.dtype)
         configs = hbi_grid(self.grid, data.n_tasks)
         settings = TrainSettings(max_epochs=self.max_epochs, patience=self.patience, lr=self.lr, lr_step=None,
-                                 batch_size=None, dtype=dtype)
+                                 batch_size=None, dtype=dtype, engine=self.engine)
         seed = 0 if self.random_state is None else int(self.random_state)
         rng = seed_all(seed)
         p0 = data.source_dims[0]

@@ -157,7 +157,8 @@ class Step1Mixin:
 
     def _settings(self) -> TrainSettings:
         return TrainSettings(max_epochs=self.max_epochs, patience=self.patience, lr=self.lr, lr_step=self.lr_step,
-                             lr_gamma=self.lr_gamma, batch_size=self.batch_size, dtype=self.dtype_)
+                             lr_gamma=self.lr_gamma, batch_size=self.batch_size, dtype=self.dtype_,
+                             engine=getattr(self, "engine", "torch"))  # STL / HPS: torch
 
     def _fit_imputer(self, data: BlockwiseData, split: BlockwiseSplit) -> HBImputer:
         given = getattr(self, "imputer", None)
@@ -177,6 +178,7 @@ class Step1Mixin:
         imp = HBImputer(grid=self.hbi_grid, heterogeneous=imputation == "hbi", orth_power=getattr(self, "hbi_orth_power", 1),
                         max_epochs=self.hbi_max_epochs, patience=self.patience, lr=self.lr,
                         group_by="config" if self.group_by == "config" else "depth", dtype=self.dtype,
+                        engine=getattr(self, "engine", "torch"),
                         n_threads=self.n_threads, random_state=self.random_state)
         return imp.fit(src)
 
@@ -206,19 +208,26 @@ class MTLHMB(Step1Mixin, BlockwiseRegressor):
     hbi_orth_power : 1 (authors' unsquared norm) or 2.
     dr_mode : "per_task" (paper Eq. 8) or "sum_inside" (authors' code).
     batch_size, max_epochs, patience, lr, lr_step, lr_gamma : Step-2 optimisation (Adam; StepLR).
-    group_by : how configurations are batched: "width" (default), "all", "depth" or "config"
-        (one by one; the batched fits reproduce it exactly in float64, up to rounding in float32).
+    group_by : how the torch engine batches configurations: "width" (default), "all", "depth" or
+        "config" (one by one; the batched fits reproduce it exactly in float64, up to rounding in
+        float32).
+    engine : "auto" (default: "native" in float32, "torch" in float64), "native" (the C++ kernel:
+        each configuration trained alone, float32, the grid spread over ``n_threads``; bit for bit
+        the fits of training one by one, about twice as fast as torch; ``group_by`` is ignored but
+        for "config") or "torch" (configurations stacked, autograd; float32 or float64). Step 1
+        (HBI) uses the same engine.
     imputer : optional fitted :class:`HBImputer` to reuse (e.g. shared with the Step-1 baselines).
     """
 
     def __init__(self, grid="small", hbi_grid="small", imputation: str = "hbi", hbi_rows: str = "all",
                  hbi_orth_power: int = 1, dr_mode: str = "per_task", batch_size: int = 16, max_epochs: int = 25000,
                  patience: int = 30, lr: float = 1e-3, lr_step: int | None = 200, lr_gamma: float = 0.95,
-                 hbi_max_epochs: int = 5000, group_by: str = "width", dtype: str = "float32",
+                 hbi_max_epochs: int = 5000, group_by: str = "width", dtype: str = "float32", engine: str = "auto",
                  n_threads: int | None = 1, random_state: int | None = None, imputer: HBImputer | None = None) -> None:
         self.grid = grid
         self.hbi_grid = hbi_grid
         self.imputation = imputation
+        self.engine = engine
         self.imputer = imputer
         self.hbi_rows = hbi_rows
         self.hbi_orth_power = hbi_orth_power

@@ -403,12 +403,19 @@ _HBI_DEFAULTS = {"hbi_grid": "small", "hbi_max_epochs": 5000, "hbi_rows": "all",
                  "lr": 1e-3, "dtype": "float32"}
 
 
-def _hbi_key(options: dict) -> tuple:
+def _hbi_key(options: dict, name: str) -> tuple:
     """What determines the fitted HBI imputer (besides the replicate's data and seed)."""
     import json
 
+    import torch
+
+    from hetmtl.blockwise._engine import resolve_engine
+
     hbi = {k: options.get(k, v) for k, v in _HBI_DEFAULTS.items()}
     hbi["one_by_one"] = options.get("group_by", "width") == "config"
+    # MTL-HMB's Step 1 follows its engine ("auto" by default); STL / HPS fit Step 1 on torch
+    engine = options.get("engine", "auto" if name == "mtl-hmb" else "torch")
+    hbi["engine"] = resolve_engine(engine, torch.float64 if hbi["dtype"] == "float64" else torch.float32)
     return ("hbi", json.dumps(hbi, sort_keys=True, default=str))
 
 
@@ -431,7 +438,7 @@ def blockwise_method(rep: Replicate, name: str = "mtl-hmb", **options) -> list[d
     if name == "step1+stl":
         kwargs["features"] = "imputed"
     shared = name in HBI_METHODS and kwargs.get("imputation", "hbi") == "hbi" and "imputer" not in kwargs
-    key = _hbi_key(kwargs) if shared else None
+    key = _hbi_key(kwargs, name) if shared else None
     if shared and key in rep.cache:
         kwargs["imputer"] = rep.cache[key]
     est = cls(random_state=rep.seed, **kwargs).fit(rep.data.data, rep.splits)
@@ -449,19 +456,22 @@ def blockwise_method(rep: Replicate, name: str = "mtl-hmb", **options) -> list[d
 
 #: The options of the seed-002 reproduction protocol (the authors' code grid, early stopping caps).
 BLOCKWISE_PROTOCOL = {"grid": "code", "hbi_grid": "code", "max_epochs": 25000, "hbi_max_epochs": 5000,
-                      "dr_mode": "per_task", "n_threads": 1}
+                      "dr_mode": "per_task", "n_threads": 1, "engine": "torch"}
 BLOCKWISE_TABLE_METHODS = ["mtl-hmb", "stl", "htl"]
 BLOCKWISE_ABLATION_METHODS = ["mtl-hmb", "stl", "htl", "step1+stl", "step1+hps", "naive+step2"]
 
 
 def blockwise_method_specs(names, grid="code", hbi_grid="code", max_epochs: int = 25000, hbi_max_epochs: int = 5000,
-                           dr_mode: str = "per_task", n_threads: int | None = 1) -> list[MethodSpec]:
+                           dr_mode: str = "per_task", n_threads: int | None = 1, engine: str = "torch") -> list[MethodSpec]:
     """MethodSpecs of the reproduction protocol: each estimator gets the options it takes (STL:
-    grid and epochs; HTL: + dr_mode; Step-1 methods: + the HBI grid and epoch cap)."""
+    grid and epochs; HTL: + dr_mode and engine; Step-1 methods: + the HBI grid and epoch cap).
+    The protocol trains on the torch engine, as its recorded stores did; ``engine="native"`` runs
+    MTL-HMB, HTL and naive + Step 2 on the C++ kernel (STL / HPS and their Step 1 stay on torch)."""
     common = {"grid": grid, "max_epochs": max_epochs, "n_threads": n_threads}
     step1 = {"hbi_grid": hbi_grid, "hbi_max_epochs": hbi_max_epochs}
-    extra = {"stl": {}, "hps": {}, "htl": {"dr_mode": dr_mode}, "mtl-hmb": {**step1, "dr_mode": dr_mode},
-             "step1+stl": step1, "step1+hps": step1, "naive+step2": {**step1, "dr_mode": dr_mode}}
+    step2 = {"dr_mode": dr_mode, "engine": engine}
+    extra = {"stl": {}, "hps": {}, "htl": step2, "mtl-hmb": {**step1, **step2},
+             "step1+stl": step1, "step1+hps": step1, "naive+step2": {**step1, **step2}}
     specs = []
     for n in names:
         if n == "mbi":
