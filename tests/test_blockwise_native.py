@@ -204,3 +204,19 @@ def test_native_errors(sim):
         _core.blockwise_hbi_loss(hbi_spec(net, config), {k: v for k, v in params.items() if k != "Ec0.b"}, batch)
     with pytest.raises(ValueError, match="x0t and xst"):
         _core.blockwise_hbi_loss(hbi_spec(net, config), params, {**batch, "xst": np.zeros((2, 4), np.float32)})
+
+
+def test_batch_sizes_of_one_grid(sim):
+    """Configurations with different mini-batch sizes (the paper grid's batch_sizes) train on their
+    own streams; the grid still equals one by one."""
+    base = dict(width=8, depth=2, lambda_orth=0.01, lambda_imp=0.01, lambda_dr=0.1)
+    grid = [{**base, "batch_size": 8}, {**base, "batch_size": 16}]
+    imputer = HBImputer(grid=HBI_GRID[:1], max_epochs=20, random_state=0).fit(sim.data)
+    kw = dict(grid=grid, max_epochs=15, patience=30, lr=3e-3, engine="native", random_state=2, imputer=imputer)
+    both = MTLHMB(n_threads=2, **kw).fit(sim.data)
+    alone = MTLHMB(group_by="config", **kw).fit(sim.data)
+    np.testing.assert_array_equal(both.fit_.val_loss, alone.fit_.val_loss)
+    # alone at grid position 0, each starts from the same weights: only the batch size differs
+    only8, only16 = (MTLHMB(**{**kw, "grid": [c]}).fit(sim.data) for c in grid)
+    assert only8.fit_.val_loss[0] == both.fit_.val_loss[0]
+    assert only16.fit_.val_loss[0] != only8.fit_.val_loss[0]
