@@ -197,6 +197,18 @@ void bind_blockwise(py::module_& m) {
       py::arg("spec"), py::arg("params"), py::arg("batch"),
       "HBI loss (L_pre + L_recon + lambda orth), its terms and gradients of one configuration.");
   m.def(
+      "blockwise_hbi_impute",
+      [](const py::dict& spec, const py::dict& params, const Mat& x0) {
+        HBINet net(hbi_spec(spec));
+        const auto theta = flatten(net.layout(), params);
+        if (x0.cols() != item<int>(spec, "p0", "HBI spec"))
+          throw py::value_error("anchor rows have " + std::to_string(x0.cols()) + " columns, the imputer expects " +
+                                std::to_string(item<int>(spec, "p0", "HBI spec")));
+        return net.impute(theta.data(), x0);
+      },
+      py::arg("spec"), py::arg("params"), py::arg("x0"),
+      "G(E_c(x0)) of one HBI configuration: the imputed private block for anchor rows x0 (float32).");
+  m.def(
       "blockwise_train_step2",
       [](const py::list& problems, const py::list& members, const py::dict& opt, int n_threads) {
         std::vector<Step2Problem> probs;

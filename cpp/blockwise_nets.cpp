@@ -435,11 +435,15 @@ float HBINet::loss(const float* th, float* g, const HBIData& d, HBITerms* terms)
   return pre + recon + s_.lambda_orth * (ot + om);
 }
 
-float HBINet::val_loss(const float* th, const HBIData& val) {
+Mat HBINet::impute(const float* th, const Mat& x0) {
   const View V{layout_};
-  mlp_forward(V, th, Ec_, 0, val.x0t, a_c_);
+  mlp_forward(V, th, Ec_, 0, x0, a_c_);
   mlp_forward(V, th, G_, 0, a_c_.back(), a_g_);
-  return (a_g_.back() - val.xst).squaredNorm() / static_cast<float>(val.xst.size());
+  return a_g_.back();
+}
+
+float HBINet::val_loss(const float* th, const HBIData& val) {
+  return (impute(th, val.x0t) - val.xst).squaredNorm() / static_cast<float>(val.xst.size());
 }
 
 // ---------------------------------------------------------------------------------- training

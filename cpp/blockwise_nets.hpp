@@ -113,6 +113,7 @@ class HBINet {
   const Layout& layout() const { return layout_; }
   float loss(const float* theta, float* grad, const HBIData& d, HBITerms* terms = nullptr);
   float val_loss(const float* theta, const HBIData& val);  // mean squared imputation error
+  Mat impute(const float* theta, const Mat& x0);            // G(E_c(x0))
 
  private:
   Mlp add_mlp(const std::string& name, int in, int hidden, int out);

@@ -220,3 +220,19 @@ def test_batch_sizes_of_one_grid(sim):
     only8, only16 = (MTLHMB(**{**kw, "grid": [c]}).fit(sim.data) for c in grid)
     assert only8.fit_.val_loss[0] == both.fit_.val_loss[0]
     assert only16.fit_.val_loss[0] != only8.fit_.val_loss[0]
+
+
+def test_native_imputation_equals_the_torch_network(sim):
+    """A native fit imputes on the kernel (independent of torch's CPU kernels); the values are the
+    torch network's forward pass up to float32 rounding, and a torch fit still imputes with torch."""
+    imp = HBImputer(grid=HBI_GRID, max_epochs=15, engine="native", random_state=0).fit(sim.data)
+    x0 = sim.data.x0(1)
+    for s in (1, 2):
+        net, params, _ = imp.members_[s]
+        with torch.no_grad():
+            ref = net.impute(params, torch.as_tensor(x0, dtype=torch.float32))[0].numpy()
+        got = imp.impute_block(x0, s)
+        assert got.dtype == np.float64 and got.shape == ref.shape
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="columns"):
+        _core.blockwise_hbi_impute(hbi_spec(net, {}), to_kernel(params), np.zeros((3, 2), np.float32))

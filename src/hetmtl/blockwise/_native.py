@@ -52,6 +52,15 @@ def from_kernel(params: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(np.ascontiguousarray(v))[None] for k, v in params.items()}
 
 
+def hbi_impute(net: HBINet, params: dict[str, torch.Tensor], x0: np.ndarray) -> np.ndarray:
+    """G(E_c(x0)) of a fitted HBI network (configuration axis of length 1) on the kernel, float32.
+
+    Used for the imputations of native fits, so that they do not depend on torch's CPU kernels
+    (which round differently in some host processes, e.g. Python embedded in R)."""
+    spec = hbi_spec(net, {})
+    return _core.blockwise_hbi_impute(spec, to_kernel(params), np.asarray(x0, dtype=np.float32))
+
+
 def _task_rows(padded: dict[str, torch.Tensor], n: Sequence[int]) -> dict[str, list[np.ndarray]]:
     """Per-task arrays from the engine's padded ``(T, n_max, ...)`` tensors."""
     return {k: [padded[k][t, : n[t]].to(torch.float32).numpy() for t in range(len(n))] for k in ("x0", "xf", "y")}
