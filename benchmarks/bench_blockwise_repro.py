@@ -17,8 +17,7 @@ summary reports that member's replicates for every row of the group (column ``re
 
 Results go to resumable stores ``results/studies/blockwise-repro/<profile>/blockwise-<setting>/``,
 one profile per (grid, HBI grid, epoch caps, dr_mode, engine), e.g. ``code-code-e25000-h5000-per_task``
-(torch engine; ``...-per_task-native`` for ``--engine native``)
-(the full protocol). After a run (or with ``--summarize``) the driver writes from every store:
+(the full protocol, torch engine; ``...-per_task-native`` with ``--engine native``). After a run (or with ``--summarize``) the driver writes from every store:
 ``results/blockwise_repro_raw.csv`` (one row per fit, the pre-runner format),
 ``results/blockwise_repro_summary.{csv,md}`` (our mean (SD) next to the seed's numbers row by row,
 with the two checks of issue 4: MTL-HMB mean <= seed MTL-HMB mean + 1 SE (SE = seed SD / sqrt(20)),

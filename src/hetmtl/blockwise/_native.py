@@ -10,7 +10,8 @@ one thread (the one-by-one reference).
 
 Initial parameters come from the torch networks (:meth:`Step2Net.init`, :meth:`HBINet.init` with
 one configuration), so both engines start from the same weights; the fitted parameters come back
-in the torch layout and predict through the torch networks. The mini-batch order is the kernel's
+in the torch layout and predict through the torch networks, while the imputations of a native fit
+are computed on the kernel (:func:`hbi_impute`). The mini-batch order is the kernel's
 own (xoshiro256** seeded by the grid seed, the same for every configuration), so the two engines
 follow different, equally valid, trajectories.
 """
@@ -49,6 +50,7 @@ def to_kernel(params: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
 
 
 def from_kernel(params: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """Inverse of :func:`to_kernel`: the configuration axis restored."""
     return {k: torch.from_numpy(np.ascontiguousarray(v))[None] for k, v in params.items()}
 
 
