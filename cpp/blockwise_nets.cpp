@@ -8,7 +8,6 @@
 
 #include "parallel.hpp"
 
-
 namespace hetmtl::blockwise {
 
 using MapM = Eigen::Map<Mat>;
@@ -21,10 +20,16 @@ int Layout::add(const std::string& name, int rows, int cols, int lead) {
   return static_cast<int>(tensors_.size()) - 1;
 }
 
-int Layout::index(const std::string& name) const {
-  for (std::size_t i = 0; i < tensors_.size(); ++i)
-    if (tensors_[i].name == name) return static_cast<int>(i);
-  throw std::out_of_range("no parameter " + name);
+Mlp add_mlp(Layout& layout, const std::string& name, int in, int hidden, int out, int depth, int lead,
+            bool relu_last) {
+  Mlp m;
+  m.relu_last = relu_last;
+  for (int k = 0; k < depth; ++k) {
+    const int rows = k == 0 ? in : hidden, cols = k + 1 < depth ? hidden : out;
+    m.W.push_back(layout.add(name + std::to_string(k) + ".W", rows, cols, lead));
+    m.b.push_back(layout.add(name + std::to_string(k) + ".b", 1, cols, lead));
+  }
+  return m;
 }
 
 namespace {
@@ -148,22 +153,11 @@ Step2Net::Step2Net(const Step2Spec& s) : s_(s) {
   const int h = s.width, L = s.depth, T = s.T;
   if (h < 1 || L < 1 || T < 1 || s.p0 < 1 || s.P < 1) throw std::invalid_argument("Step2Net: invalid sizes");
   auto name = [](const char* base, int l, const char* suffix) { return std::string(base) + std::to_string(l) + suffix; };
-  for (int l = 0; l < L; ++l) {
-    enc_c_.W.push_back(layout_.add(name("c", l, ".W"), l == 0 ? s.p0 : h, h));
-    enc_c_.b.push_back(layout_.add(name("c", l, ".b"), 1, h));
-  }
-  enc_c_.relu_last = true;
-  Mlp u;
-  for (int l = 0; l < L; ++l) {
-    u.W.push_back(layout_.add(name("u", l, ".W"), l == 0 ? s.P : h, h, T));
-    u.b.push_back(layout_.add(name("u", l, ".b"), 1, h, T));
-  }
-  u.relu_last = true;
-  enc_u_.assign(T, u);
-  for (int l = 0; l < L; ++l) {
-    g_W_.push_back(layout_.add(name("g", l, ".W"), l == 0 ? 2 * h : h, h));
-    g_b_.push_back(layout_.add(name("g", l, ".b"), 1, h));
-  }
+  enc_c_ = add_mlp(layout_, "c", s.p0, h, h, L, 0, true);
+  enc_u_ = add_mlp(layout_, "u", s.P, h, h, L, T, true);
+  const Mlp shared = add_mlp(layout_, "g", 2 * h, h, h, L, 0, true);  // the shared pathway's layers
+  g_W_ = shared.W;
+  g_b_ = shared.b;
   gout_W_ = layout_.add("gout.W", h, 1);
   gout_b_ = layout_.add("gout.b", 1, 1);
   for (int l = 0; l < L; ++l) {
@@ -184,7 +178,7 @@ void Step2Net::forward(const float* th, int t, const TaskData& d, Cache& c) cons
   const View V{layout_};
   const int h = s_.width, L = s_.depth;
   mlp_forward(V, th, enc_c_, 0, d.x0, c.ac);
-  mlp_forward(V, th, enc_u_[t], t, d.xf, c.au);
+  mlp_forward(V, th, enc_u_, t, d.xf, c.au);
   c.z.resize(d.x0.rows(), 2 * h);
   c.z.leftCols(h) = c.au[L - 1];
   c.z.rightCols(h) = c.ac[L - 1];
@@ -210,10 +204,10 @@ float Step2Net::regularisers(const float* th, float* g, Step2Terms* terms) const
   // R_imp: squared first-layer weights of each task encoder on its imputed columns
   float imp = 0;
   for (int t = 0; t < T; ++t) {
-    const CMapM W = V(th, enc_u_[t].W[0], t);
+    const CMapM W = V(th, enc_u_.W[0], t);
     for (int j : s_.imputed[t]) {
       imp += W.row(j).squaredNorm();
-      if (g) V(g, enc_u_[t].W[0], t).row(j) += 2.0f * s_.lambda_imp * W.row(j);
+      if (g) V(g, enc_u_.W[0], t).row(j) += 2.0f * s_.lambda_imp * W.row(j);
     }
   }
   // R_dr: shared hidden weights against the task weights on the shared activations, and the
@@ -317,7 +311,7 @@ float Step2Net::loss(const float* th, float* g, const std::vector<TaskData>& bat
     Mat dfu = dz.leftCols(h), dfc = dz.rightCols(h);
     dfc.noalias() += (2.0f * s_.lambda_orth) * (fu * O.transpose());
     dfu.noalias() += (2.0f * s_.lambda_orth) * (fc * O);
-    mlp_backward(V, th, g, enc_u_[t], t, d.xf, c.au, dfu, nullptr);
+    mlp_backward(V, th, g, enc_u_, t, d.xf, c.au, dfu, nullptr);
     mlp_backward(V, th, g, enc_c_, 0, d.x0, c.ac, dfc, nullptr);
   }
   const float reg = regularisers(th, g, terms);
@@ -348,23 +342,14 @@ HBINet::HBINet(const HBISpec& s) : s_(s) {
   if (s.width < 1 || s.depth < 1 || s.p0 < 1 || s.ps < 1) throw std::invalid_argument("HBINet: invalid sizes");
   if (s.orth_power != 1 && s.orth_power != 2) throw std::invalid_argument("HBINet: orth_power must be 1 or 2");
   const int w = s.width;
-  Ec_ = add_mlp("Ec", s.p0, w, w);
+  const int D = s.depth;
+  Ec_ = add_mlp(layout_, "Ec", s.p0, w, w, D);
   if (s.heterogeneous) {
-    Et_ = add_mlp("Et", s.p0, w, w);
-    Em_ = add_mlp("Em", s.p0, w, w);
-    D_ = add_mlp("D", 2 * w, s.p0, s.p0);
+    Et_ = add_mlp(layout_, "Et", s.p0, w, w, D);
+    Em_ = add_mlp(layout_, "Em", s.p0, w, w, D);
+    D_ = add_mlp(layout_, "D", 2 * w, s.p0, s.p0, D);
   }
-  G_ = add_mlp("G", w, w, s.ps);
-}
-
-Mlp HBINet::add_mlp(const std::string& name, int in, int hidden, int out) {
-  Mlp m;
-  for (int k = 0; k < s_.depth; ++k) {
-    const int rows = k == 0 ? in : hidden, cols = k + 1 < s_.depth ? hidden : out;
-    m.W.push_back(layout_.add(name + std::to_string(k) + ".W", rows, cols));
-    m.b.push_back(layout_.add(name + std::to_string(k) + ".b", 1, cols));
-  }
-  return m;
+  G_ = add_mlp(layout_, "G", w, w, s.ps, D);
 }
 
 float HBINet::loss(const float* th, float* g, const HBIData& d, HBITerms* terms) {
@@ -453,7 +438,7 @@ namespace {
 // as the task with the fewest batches (the last batch of a task may be short).
 class TaskSampler {
  public:
-  TaskSampler(const Step2Problem& p, int batch_size) : p_(p), rng_(p.seed), B_(batch_size) {
+  explicit TaskSampler(const Step2Problem& p) : p_(p), rng_(p.seed), B_(p.batch_size) {
     const std::size_t T = p.train.size();
     perm_.resize(T);
     batch_.resize(T);
@@ -564,7 +549,7 @@ std::vector<FitResult> train_step2(const std::vector<Step2Problem>& problems,
                                    int n_threads) {
   return run_members(problems, members, n_threads, [&](const Member<Step2Spec>& m, const Step2Problem& p) {
     Step2Net net(m.spec);
-    TaskSampler sampler(p, p.batch_size);
+    TaskSampler sampler(p);
     return train_one(net, m.theta, sampler, p.val, opt);
   });
 }

@@ -29,7 +29,6 @@ struct TensorSpec {
 class Layout {
  public:
   int add(const std::string& name, int rows, int cols, int lead = 0);
-  int index(const std::string& name) const;
   const std::vector<TensorSpec>& tensors() const { return tensors_; }
   std::size_t size() const { return size_; }
 
@@ -44,6 +43,11 @@ struct Mlp {
   std::vector<int> W, b;
   bool relu_last = false;
 };
+
+// Adds the layers <name><k>.W (in or hidden rows) and <name><k>.b of a depth-layer MLP to the
+// layout (per task when lead > 0) and returns their indices.
+Mlp add_mlp(Layout& layout, const std::string& name, int in, int hidden, int out, int depth, int lead = 0,
+            bool relu_last = false);
 
 // ---------------------------------------------------------------------------------- Step 2
 struct TaskData {
@@ -82,8 +86,7 @@ class Step2Net {
 
   Step2Spec s_;
   Layout layout_;
-  Mlp enc_c_;
-  std::vector<Mlp> enc_u_;  // one per task (tensor slices t)
+  Mlp enc_c_, enc_u_;  // shared encoder; task encoders (tensor slice t of each layer)
   std::vector<int> g_W_, g_b_, r_W_, r_b_, rs_W_;
   int gout_W_, gout_b_, rout_W_, rout_b_;
   std::vector<Cache> cache_;
@@ -116,7 +119,6 @@ class HBINet {
   Mat impute(const float* theta, const Mat& x0);            // G(E_c(x0))
 
  private:
-  Mlp add_mlp(const std::string& name, int in, int hidden, int out);
   HBISpec s_;
   Layout layout_;
   Mlp Ec_, Et_, Em_, D_, G_;

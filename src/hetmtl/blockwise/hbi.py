@@ -18,6 +18,7 @@ from sklearn.base import BaseEstimator
 
 from hetmtl.blockwise._engine import (GridFit, GridJob, GroupFit, TrainSettings, fit_grids, group_key_for,
                                       resolve_engine)
+from hetmtl.blockwise._native import hbi_impute
 from hetmtl.blockwise.nets import HBINet
 from hetmtl.blockwise.selection import hbi_grid
 from hetmtl.data.blockwise import BlockwiseData
@@ -133,8 +134,6 @@ class HBImputer(BaseEstimator):
             raise DataValidationError(f"anchor rows must have {self.source_dims_[0]} columns, got shape {x0.shape}")
         net, params, _ = self.members_[source]
         if resolve_engine(self.engine, self.dtype_) == "native":
-            from hetmtl.blockwise._native import hbi_impute
-
             return hbi_impute(net, params, x0).astype(float)
         with torch.no_grad():
             out = net.impute(params, torch.as_tensor(x0, dtype=self.dtype_))[0]
