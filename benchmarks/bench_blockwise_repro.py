@@ -1,4 +1,4 @@
-"""Reproduction of the MTL-HMB paper's simulations: Tables 2-9 and Figure 8 (seed 002), run
+"""Reproduction of the MTL-HMB paper's simulations (arXiv 2505.24413): Tables 2-9 and Figure 8, run
 through the study runner (:mod:`hetmtl.studies`; built-in studies ``blockwise-A`` ...
 ``blockwise-linear``, ``blockwise-ablation``, built by :func:`hetmtl.studies.builtin.blockwise_study`).
 
@@ -19,15 +19,16 @@ Results go to resumable stores ``results/studies/blockwise-repro/<profile>/block
 one profile per (grid, HBI grid, epoch caps, dr_mode, engine), e.g. ``code-code-e25000-h5000-per_task``
 (the full protocol, torch engine; ``...-per_task-native`` with ``--engine native``). After a run (or with ``--summarize``) the driver writes from every store:
 ``results/blockwise_repro_raw.csv`` (one row per fit, the pre-runner format),
-``results/blockwise_repro_summary.{csv,md}`` (our mean (SD) next to the seed's numbers row by row,
-with the two checks of issue 4: MTL-HMB mean <= seed MTL-HMB mean + 1 SE (SE = seed SD / sqrt(20)),
+``results/blockwise_repro_summary.{csv,md}`` (our mean (SD) next to the paper's numbers row by row,
+with the two checks of issue 4: MTL-HMB mean <= paper MTL-HMB mean + 1 SE (SE = paper SD / sqrt(20)),
 and MTL-HMB mean < our STL mean; the row's exact Bayes floor RMSE (:func:`hetmtl.blockwise.bayes_floor`)
 over the seeds run and over seeds 0-19, with a flag where the paper's mean lies below it; the authors'
 code printouts of spec §5.6 (``data/mtlhmb_code_printouts.csv``) and our gap to them),
-``results/blockwise_repro_reference.csv`` (every seed number and code printout with ours, the delta,
-relative delta and delta in SEs), boxplots ``results/blockwise_repro_<setting>.png`` and each store's
-``report/``. Only rewriting these from the stores (no fits): ``--summarize`` (``--no-figures``
-leaves the PNGs and store reports alone).
+``results/blockwise_repro_reference.csv`` (every paper number and code printout with ours, the delta,
+relative delta and delta in SEs) and boxplots ``results/blockwise_repro_<setting>.png``; with
+``--store-reports`` also each store's ``report/`` (:func:`hetmtl.studies.write_report`; not kept
+under version control). Only rewriting these from the stores (no fits): ``--summarize``
+(``--no-figures`` leaves the PNGs alone).
 
 Full protocol (CPU-days):  PYTHONPATH=src nice -n 10 python -m benchmarks.bench_blockwise_repro --reps 20
 Reduced run:               ... --rows "D:300;B:0.5" --reps 3 --grid small --hbi-grid small --jobs 2
@@ -53,13 +54,13 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 STORES = RESULTS / "studies" / "blockwise-repro"
 MBI_STORE = RESULTS / "mbi_tables_paired"  # bench_mbi_tables.py
-REFERENCE = HERE / "data" / "mtlhmb_seed_tables.csv"
+REFERENCE = HERE / "data" / "mtlhmb_paper_tables.csv"
 #: the authors' code printouts (spec §5.6), mapped to the paper's setting letters; Gaussian rows are used
 CODE_REFERENCE = HERE / "data" / "mtlhmb_code_printouts.csv"
 #: replicate seeds of the "floor (seeds 0-19)" column: the authors' seeds
 FLOOR_SEEDS = range(20)
 TABLE_SETTINGS = ["A", "B", "C", "D", "E", "F", "T", "linear"]
-#: study method name -> the label of the pre-runner files and the seed tables
+#: study method name -> the label of the pre-runner files and the paper's tables
 LABELS = {"mtl-hmb": "MTL-HMB", "stl": "STL", "htl": "HTL", "hps": "HPS", "mbi": "MBI", "step1+stl": "Step1+STL",
           "step1+hps": "Step1+HPS", "naive+step2": "Naive+Step2"}
 NAMES = {v: k for k, v in LABELS.items()}
@@ -244,12 +245,12 @@ def export_raw(stores: Path = STORES) -> pd.DataFrame:
 
 
 def reference_frame(setting: str) -> pd.DataFrame:
-    """The seed's numbers of one setting in the report's reference format."""
+    """The paper's numbers of one setting in the report's reference format."""
     ref = pd.read_csv(REFERENCE, dtype={"value": str})
     ref = ref[ref.setting == setting]
     return pd.DataFrame({"setting_value": ref.value.map(lambda v: v == "True" if v in ("True", "False") else float(v)),
                          "method": ref.method.map(NAMES), "metric": "rmse", "value": ref["mean"], "sd": ref["sd"],
-                         "source": [f"seed 002 Table {t}" for t in ref.table]})
+                         "source": [f"MTL-HMB paper (arXiv 2505.24413) Table {t}" for t in ref.table]})
 
 
 @functools.lru_cache(maxsize=None)
@@ -328,7 +329,7 @@ def paired_difference(avg: pd.DataFrame, other: str = "stl") -> str:
 
 def check_totals(df: pd.DataFrame) -> pd.DataFrame:
     """Per profile: rows run, their replicate counts, and how many rows pass each of the issue's checks
-    (20+ replicates; MTL-HMB below STL in mean and with the paired CI below 0; MTL-HMB <= seed + 1 SE). ``df``: the
+    (20+ replicates; MTL-HMB below STL in mean and with the paired CI below 0; MTL-HMB <= paper + 1 SE). ``df``: the
     summary rows with their numeric ``_paired_hi`` (upper end of the paired CI)."""
     out = []
     for (grid, hbi, engine), g in df.groupby(["grid", "hbi_grid", "engine"], sort=False):
@@ -338,14 +339,14 @@ def check_totals(df: pd.DataFrame) -> pd.DataFrame:
                     "rows with 20+ replicates": f"{int((g.reps >= 20).sum())} of {len(g)}",
                     "MTL-HMB < STL": count("MTL-HMB < STL", "yes"),
                     "paired CI below 0": f"{int((g['_paired_hi'] < 0).sum())} of {int(g['_paired_hi'].notna().sum())}",
-                    "MTL-HMB <= seed + 1 SE": count("MTL-HMB <= seed + 1 SE", "yes")})
+                    "MTL-HMB <= paper + 1 SE": count("MTL-HMB <= paper + 1 SE", "yes")})
     return pd.DataFrame(out)
 
 
 def _summary_row(setting: str, value, src: tuple[str, str], res, si, g: pd.DataFrame, summ_all: pd.DataFrame,
                  code_metric: str, opts: dict, code_ref: pd.DataFrame, ablations: list) -> dict:
     """One summary row: the replicates of row ``src`` (setting index ``si`` of ``res``; ``g`` and ``summ_all``
-    its summary on rmse and on every metric) against the seed's and the code's numbers of row
+    its summary on rmse and on every metric) against the paper's and the code's numbers of row
     (``setting``, ``value``). Figure 8's paired comparisons are appended to ``ablations``."""
     row = dict(setting=setting, table=_settings()[setting]["table"], value=_norm(value), grid=opts["grid"],
                hbi_grid=opts["hbi_grid"], engine=opts["engine"], max_epochs=opts["max_epochs"], reps=int(g.n_reps.min()),
@@ -365,13 +366,13 @@ def _summary_row(setting: str, value, src: tuple[str, str], res, si, g: pd.DataF
     ref = pd.read_csv(REFERENCE, dtype={"value": str})
     below = []
     for r in ref[(ref.setting == setting) & (ref.value.map(_norm) == _norm(value))].itertuples():
-        row[f"seed {r.method}"] = f"{r.mean:.3f} ({r.sd:.3f})"
-        row[f"_seed {r.method}"] = r.mean
-        row[f"_seedsd {r.method}"] = r.sd
+        row[f"paper {r.method}"] = f"{r.mean:.3f} ({r.sd:.3f})"
+        row[f"_paper {r.method}"] = r.mean
+        row[f"_papersd {r.method}"] = r.sd
         if r.mean < fl20:
             below.append(r.method)
-    if any(k.startswith("_seed ") for k in row):
-        row["seed below floor"] = ", ".join(below) if below else "no"
+    if any(k.startswith("_paper ") for k in row):
+        row["paper below floor"] = ", ".join(below) if below else "no"
     ours_code = summ_all[summ_all.metric == code_metric]
     ours_code = {LABELS.get(m, m): v for m, v in zip(ours_code.method, ours_code["mean"])}
     for r in code_ref[(code_ref.setting == setting) & (code_ref.value.map(_norm) == _norm(value))].itertuples():
@@ -379,11 +380,11 @@ def _summary_row(setting: str, value, src: tuple[str, str], res, si, g: pd.DataF
         if r.method in ours_code:
             row[f"gap to code {r.method}"] = round(ours_code[r.method] - r.mean, 3)
             row["code gap metric"] = code_metric
-    if "_mean MTL-HMB" in row and "_seed MTL-HMB" in row:
-        se = row["_seedsd MTL-HMB"] / np.sqrt(20)
-        gap = row["_mean MTL-HMB"] - row["_seed MTL-HMB"]
-        row["MTL-HMB <= seed + 1 SE"] = "yes" if gap <= se else "no"
-        row["gap to seed MTL-HMB"] = round(gap, 3)
+    if "_mean MTL-HMB" in row and "_paper MTL-HMB" in row:
+        se = row["_papersd MTL-HMB"] / np.sqrt(20)
+        gap = row["_mean MTL-HMB"] - row["_paper MTL-HMB"]
+        row["MTL-HMB <= paper + 1 SE"] = "yes" if gap <= se else "no"
+        row["gap to paper MTL-HMB"] = round(gap, 3)
     if "_mean MTL-HMB" in row and "_mean STL" in row:
         row["MTL-HMB < STL"] = "yes" if row["_mean MTL-HMB"] < row["_mean STL"] else "no"
         per_rep = res.frame[res.frame.setting_index == si].groupby(["replicate", "method"])["rmse"].mean().unstack()
@@ -398,8 +399,10 @@ def _summary_row(setting: str, value, src: tuple[str, str], res, si, g: pd.DataF
     return row
 
 
-def summarize(stores: Path = STORES, results: Path = RESULTS, figures: bool = True) -> pd.DataFrame:
-    """Summary (wide, one row per setting row and profile), reference deltas, raw CSV, boxplots."""
+def summarize(stores: Path = STORES, results: Path = RESULTS, figures: bool = True,
+              store_reports: bool = False) -> pd.DataFrame:
+    """Summary (wide, one row per setting row and profile), reference deltas, raw CSV, boxplots;
+    ``store_reports``: also each store's ``report/`` (with figures when ``figures``)."""
     settings = _settings()
     code_ref = _code_printouts()
     rows, comps, ablations = [], [], []
@@ -410,8 +413,8 @@ def summarize(stores: Path = STORES, results: Path = RESULTS, figures: bool = Tr
             continue
         code_metric = "rmse_code" if "rmse_code" in res.frame.columns else "rmse"
         loaded[(profile, setting)] = (res, code_metric, summary_table(res, list(dict.fromkeys(["rmse", code_metric]))))
-        if figures:
-            write_report(d, figures=True)
+        if store_reports:
+            write_report(d, figures=figures)
     for profile in dict.fromkeys(p for p, _ in loaded):
         opts = _profile_options(profile)
         counts = {k: n for (p, setting), (res, _, _) in loaded.items() if p == profile
@@ -440,12 +443,12 @@ def summarize(stores: Path = STORES, results: Path = RESULTS, figures: bool = Tr
         return df
     first = ["setting", "table", "value", "grid", "hbi_grid", "engine", "max_epochs", "reps", "replicates of"]
     ours = [f"ours {m}" for m in ORDER if f"ours {m}" in df.columns]
-    seed = [f"seed {m}" for m in ("STL", "HTL", "MTL-HMB", "MBI") if f"seed {m}" in df.columns]
-    checks = [c for c in ("gap to seed MTL-HMB", "MTL-HMB <= seed + 1 SE", "MTL-HMB < STL", PAIRED) if c in df.columns]
-    floor = [c for c in ("floor", "floor per task", "floor (seeds 0-19)", "seed below floor") if c in df.columns]
+    paper = [f"paper {m}" for m in ("STL", "HTL", "MTL-HMB", "MBI") if f"paper {m}" in df.columns]
+    checks = [c for c in ("gap to paper MTL-HMB", "MTL-HMB <= paper + 1 SE", "MTL-HMB < STL", PAIRED) if c in df.columns]
+    floor = [c for c in ("floor", "floor per task", "floor (seeds 0-19)", "paper below floor") if c in df.columns]
     code = [c for m in ("STL", "HTL", "MTL-HMB") for c in (f"code {m}", f"gap to code {m}") if c in df.columns]
     code += ["code gap metric"] if "code gap metric" in df.columns else []
-    summary = df[first + ours + seed + checks + floor + code].astype(object).fillna("")
+    summary = df[first + ours + paper + checks + floor + code].astype(object).fillna("")
     summary.to_csv(results / "blockwise_repro_summary.csv", index=False)
     if comps:
         comp = pd.concat(comps, ignore_index=True)
@@ -456,19 +459,19 @@ def summarize(stores: Path = STORES, results: Path = RESULTS, figures: bool = Tr
     raw = export_raw(stores)
     raw.to_csv(results / "blockwise_repro_raw.csv", index=False)
     with open(results / "blockwise_repro_summary.md", "w") as fh:
-        fh.write("# MTL-HMB reproduction (seed 002 Tables 2-9, Figure 8)\n\n")
+        fh.write("# MTL-HMB reproduction (the MTL-HMB paper, arXiv 2505.24413: Tables 2-9, Figure 8)\n\n")
         fh.write("Written by `benchmarks/bench_blockwise_repro.py` from the study stores "
                  "(`results/studies/blockwise-repro/<profile>/`). ours = mean (SD) of the average test RMSE over "
                  "`reps` replicates (seeds 0..reps-1), with the grid, HBI grid and epoch cap actually run; replicates of = "
                  "the row of another table whose replicates are reported (the same DGP, hence the same data; the "
-                 "paper prints one run for these rows too); seed = the "
-                 "paper's table values. ours MBI = native MBI on the same replicates (`mbi_tables_paired` store of "
-                 "`bench_mbi_tables.py`). Per-row deltas to the seed's numbers: "
+                 "paper prints one run for these rows too); paper X = the "
+                 "paper's table value of method X, mean (SD). ours MBI = native MBI on the same replicates (`mbi_tables_paired` store of "
+                 "`bench_mbi_tables.py`). Per-row deltas to the paper's numbers: "
                  "`blockwise_repro_reference.csv`. Which run produced which numbers: `blockwise_NOTES.md`.\n\n"
                  "floor = the exact Bayes floor RMSE of the DGP (`hetmtl.blockwise.bayes_floor`: the RMSE of "
                  "E[y | the task's observed blocks], averaged over tasks), mean over the replicate seeds actually "
                  "run; floor per task = the same per task; floor (seeds 0-19) = mean (SD over seeds) over the "
-                 "authors' 20 seeds. seed below floor = the paper's methods whose mean lies below floor (seeds "
+                 "authors' 20 seeds. paper below floor = the paper's methods whose mean lies below floor (seeds "
                  "0-19), which no predictor can reach under the written DGP. code X = the authors' code printout "
                  "(spec §5.6, Gaussian data, code setting letters mapped to the paper's; "
                  "`data/mtlhmb_code_printouts.csv`); gap to code X = our mean minus it, on `code gap metric` "
@@ -529,6 +532,8 @@ def main(argv=None) -> None:
     ap.add_argument("--import-raw", default=None, help="load a pre-runner raw CSV into the stores, then summarize")
     ap.add_argument("--summarize", action="store_true", help="only rewrite the result files from the stores")
     ap.add_argument("--no-figures", action="store_true")
+    ap.add_argument("--store-reports", action="store_true",
+                    help="also write each store's report/ (summary tables, reference deltas, figures)")
     args = ap.parse_args(argv)
     stores, results = Path(args.stores), Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
@@ -540,7 +545,7 @@ def main(argv=None) -> None:
                    "engine": args.engine}
         methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
         run(parse_rows(args.rows), args.reps, options, methods, args.jobs, args.timeout, stores)
-    summary = summarize(stores, results, figures=not args.no_figures)
+    summary = summarize(stores, results, figures=not args.no_figures, store_reports=args.store_reports)
     print(summary.to_string(index=False))
 
 

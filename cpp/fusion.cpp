@@ -45,6 +45,24 @@ bool positive_definite(const MatrixXd& M, std::string* why) {
   }
   return true;
 }
+
+// Positive definiteness by a Cholesky factorisation (whose factor is kept for solves): the pivots
+// must exceed 1e-14 x the largest diagonal entry. Only a failing matrix pays for the eigenvalues
+// that the error message reports.
+bool positive_definite_llt(const MatrixXd& M, Eigen::LLT<MatrixXd>& llt, std::string* why) {
+  if (!M.allFinite()) return positive_definite(M, why);
+  llt.compute(M);
+  if (llt.info() != Eigen::Success) {
+    if (positive_definite(M, why) && why) *why = "is not positive definite (its Cholesky factorisation failed)";
+    return false;
+  }
+  const double lo = llt.matrixLLT().diagonal().array().square().minCoeff();
+  if (!(lo > 1e-14 * M.diagonal().maxCoeff())) {
+    if (why) *why = "is not positive definite (smallest Cholesky pivot " + std::to_string(lo) + ")";
+    return false;
+  }
+  return true;
+}
 }  // namespace
 
 Penalty parse_penalty(const std::string& penalty, const std::string& metric) {
@@ -72,6 +90,7 @@ SiteMatrices site_matrices(const std::vector<MatrixXd>& J, const std::vector<Mat
   SiteMatrices out;
   out.H.resize(K);
   out.V.resize(K);
+  Eigen::LLT<MatrixXd> llt;
   for (int k = 0; k < K; ++k) {
     const int d = static_cast<int>(J[k].rows());
     std::string why;
@@ -80,15 +99,21 @@ SiteMatrices site_matrices(const std::vector<MatrixXd>& J, const std::vector<Mat
       out.reason = "n must be positive";
       return out;
     }
-    Eigen::FullPivLU<MatrixXd> lu(J[k]);
-    if (!J[k].allFinite() || !lu.isInvertible()) {
+    Eigen::PartialPivLU<MatrixXd> lu;
+    if (J[k].allFinite()) lu.compute(J[k]);
+    if (!J[k].allFinite() || !(lu.rcond() > 1e-12)) {
       out.bad_site = k;
       out.reason = "J is singular or non-finite";
       return out;
     }
     const MatrixXd Jinv = lu.inverse();
+    if (!Jinv.allFinite()) {  // an exactly zero pivot can slip past the rcond estimate
+      out.bad_site = k;
+      out.reason = "J is singular or non-finite";
+      return out;
+    }
     const MatrixXd Sigma = sym(Jinv * Omega[k] * Jinv.transpose());
-    if (!positive_definite(Sigma, &why)) {
+    if (!positive_definite_llt(Sigma, llt, &why)) {
       out.bad_site = k;
       out.reason = "the sandwich covariance J^-1 Omega J^-T " + why;
       return out;
@@ -96,20 +121,19 @@ SiteMatrices site_matrices(const std::vector<MatrixXd>& J, const std::vector<Mat
     out.V[k] = Sigma / n[k];
     switch (kind) {
       case LossMatrix::Vcov:
-        out.H[k] = sym(Sigma.llt().solve(MatrixXd::Identity(d, d)));
+        out.H[k] = sym(llt.solve(MatrixXd::Identity(d, d)));
         break;
       case LossMatrix::Jacobian:
         out.H[k] = -sym(J[k]);
+        if (!positive_definite_llt(out.H[k], llt, &why)) {
+          out.bad_site = k;
+          out.reason = "the loss matrix H " + why + " (-sym(J) must be positive definite)";
+          return out;
+        }
         break;
       case LossMatrix::Identity:
         out.H[k] = MatrixXd::Identity(d, d);
         break;
-    }
-    if (!positive_definite(out.H[k], &why)) {
-      out.bad_site = k;
-      out.reason = "the loss matrix H " + why +
-                   (kind == LossMatrix::Jacobian ? " (-sym(J) must be positive definite)" : "");
-      return out;
     }
   }
   return out;

@@ -171,22 +171,24 @@ def test_cv_prefers_fusion_when_sites_are_identical():
 def test_group_inference_tables_and_reproducibility(tmp_path):
     rng = np.random.default_rng(5)
     sums, _ = make_summaries(rng, K=8, d=2, eta=0.1, outliers=1)
-    lf = LateFusion(C=1.0, n_boot=300, random_state=3).fit(sums)
+    lf = LateFusion(C=1.0, ci="bootstrap", n_boot=300, random_state=3).fit(sums)
     table = lf.summary_frame()
     assert table.index.names == ["site", "coef"] and len(table) == 16
-    for col in ("coef", "std err", "t", "P>|t|", "2.5 %", "97.5 %", "fused", "dml coef", "dml std err", "dml 2.5 %", "dml 97.5 %"):
+    for col in ("coef", "boot std err", "boot 2.5 %", "boot 97.5 %", "fused", "boot fused share", "dml coef",
+                "dml std err", "dml 2.5 %", "dml 97.5 %"):
         assert col in table.columns
-    assert (table["std err"] > 0).all()
+    assert "t" not in table.columns and "P>|t|" not in table.columns  # no test statistic for a shrunk estimate
+    assert (table["boot std err"] > 0).all()
     np.testing.assert_allclose(table["dml coef"].to_numpy(), np.stack([s.theta for s in sums]).ravel())
     ci90 = lf.confint(0.9)
-    assert list(ci90.columns) == ["5 %", "95 %"] and ci90.index[-1] == ("(centre)", "x1")
+    assert list(ci90.columns) == ["estimate", "5 %", "95 %"] and ci90.index[-1] == ("(centre)", "x1")
     assert (ci90["5 %"] < ci90["95 %"]).all()
     # the post-fusion SE of the centre is the GLS SE over the fused set
     S = lf.fused_
     assert S.sum() >= 2
     Vi = np.linalg.inv(np.stack([s.vcov for s in sums])[S])
     np.testing.assert_allclose(lf.centre_frame()["post-fusion std err"], np.sqrt(np.diag(np.linalg.inv(Vi.sum(0)))), rtol=1e-8)
-    same = LateFusion(C=1.0, n_boot=300, random_state=3).fit(sums)
+    same = LateFusion(C=1.0, ci="bootstrap", n_boot=300, random_state=3).fit(sums)
     pd.testing.assert_frame_equal(same.summary_frame(), table)
     # file paths work and give the same fit
     paths = []
@@ -194,14 +196,14 @@ def test_group_inference_tables_and_reproducibility(tmp_path):
         p = tmp_path / f"{s.site}.json"
         s.to_json(p)
         paths.append(p)
-    from_files = LateFusion(C=1.0, n_boot=300, random_state=3).fit(paths)
+    from_files = LateFusion(C=1.0, ci="bootstrap", n_boot=300, random_state=3).fit(paths)
     pd.testing.assert_frame_equal(from_files.summary_frame(), table)
     text = lf.summary()
     assert "parametric bootstrap" in text and "Fused centre" in text and "I2" in text
     # squared: Wald intervals from the delta method
-    sq = LateFusion(penalty="squared", C=1.0).fit(sums)
+    sq = LateFusion(penalty="squared", C=1.0, ci="conditional").fit(sums)
     se = np.sqrt(np.einsum("kii->ki", sq.vcov_)).ravel()
-    np.testing.assert_allclose(sq.summary_frame()["std err"], se)
+    np.testing.assert_allclose(sq.summary_frame()["conditional std err"], se)
 
 
 def test_no_cv_folds_falls_back_to_C1_with_warning():
@@ -234,7 +236,7 @@ def test_bad_summaries_give_clear_errors(tmp_path):
         LateFusion(C=1.0, n_boot=0).fit(sums + [tampered])
     # mismatched d / names / model / duplicates
     one = SiteSummary(site="bad", model="blp", coef_names=["const"], n=50, theta=[1.0], J=[[-1.0]], Omega=[[2.0]])
-    with pytest.raises(SummaryValidationError, match="site 'bad': 1 coefficients, but site 's0' has 2"):
+    with pytest.raises(SummaryValidationError, match="site 'bad': coef_names \\['const'\\] differ from site 's0''s"):
         LateFusion(C=1.0).fit(sums + [one])
     with pytest.raises(SummaryValidationError, match="site 'bad': coef_names"):
         LateFusion(C=1.0).fit(sums + [SiteSummary(**{**base, "coef_names": ["const", "x9"]})])

@@ -23,10 +23,11 @@ def test_forest_plot_draws_every_site_and_the_centre(fitted, tmp_path):
     # the dashed centre line sits at the fitted centre
     centre_line = [l for l in ax.get_lines() if l.get_linestyle() == "--"][0]
     assert centre_line.get_xdata()[0] == pytest.approx(fitted.centre_[0])
-    # fused-interval segments span the table's CI bounds
+    # the reported interval segments span confint's bounds (robust EB, around its own estimate)
     segs = [c for c in ax.collections if isinstance(c, LineCollection)][1].get_segments()
-    table = fitted.summary_frame().xs(fitted.coef_names_[0], level="coef")
-    np.testing.assert_allclose(sorted(s[0][0] for s in segs), sorted(table["2.5 %"]))
+    ci = fitted.confint().xs(fitted.coef_names_[0], level="coef").loc[fitted.sites_]
+    np.testing.assert_allclose(sorted(s[0][0] for s in segs), sorted(ci["2.5 %"]))
+    assert "robust empirical Bayes" in fig._suptitle.get_text()
     fig.savefig(tmp_path / "forest.png")
     assert (tmp_path / "forest.png").stat().st_size > 0
     with pytest.raises(ValueError, match="unknown coefficient"):

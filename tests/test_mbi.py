@@ -14,17 +14,13 @@ from hetmtl.blockwise import MBI, mbi_layout
 from hetmtl.blockwise.mbi import _core_problem, _prepare, fit_imputation
 from hetmtl.exceptions import DataValidationError
 
-REPO = Path(__file__).resolve().parents[1]
+# R's BlockMissingData outputs (tests/data/mbi/README.md); HETMTL_FIXTURES points elsewhere.
+DEFAULT_FIXDIR = Path(__file__).resolve().parent / "data" / "mbi"
 
 
 def _fixture_dir() -> Path | None:
-    env = os.environ.get("HETMTL_FIXTURES")
-    candidates = [Path(env)] if env else [REPO / ".." / "shared" / "fixtures" / "mbi",
-                                          REPO / ".." / ".." / "shared" / "fixtures" / "mbi"]
-    for c in candidates:
-        if c.is_dir():
-            return c.resolve()
-    return None
+    c = Path(os.environ.get("HETMTL_FIXTURES", DEFAULT_FIXDIR))
+    return c.resolve() if c.is_dir() else None
 
 
 FIXDIR = _fixture_dir()

@@ -85,6 +85,7 @@ def test_encoders_driver_summarize(encoders_store):
     root, _ = encoders_store
     out = root / "results"
     bench_encoders.main(["--summarize", "--stores", str(root / "stores"), "--results", str(out), "--no-figures"])
+    assert not (root / "stores" / "encoders-imbalance" / "report").exists()  # store reports only on request
     text = (out / "encoders_summary.md").read_text()
     assert "## imbalance (2 replicates)" in text and "## ablation: not run" in text
     csv = pd.read_csv(out / "encoders_imbalance.csv")
@@ -96,6 +97,8 @@ def test_encoders_driver_summarize(encoders_store):
     d = per_rep["stl"] - per_rep["dual"]
     assert f"{per_rep['stl'].mean():.3f} ({per_rep['stl'].std():.3f})" in line
     assert f"{d.mean():+.3f} ({d.std() / np.sqrt(2):.3f})" in line
+    bench_encoders.main(["--summarize", "--stores", str(root / "stores"), "--results", str(out), "--no-figures",
+                         "--store-reports"])
     assert (root / "stores" / "encoders-imbalance" / "report" / "summary.csv").exists()
 
 
@@ -162,17 +165,17 @@ def test_blockwise_driver_summarize_and_reference_deltas(blockwise_store):
     row = summ[(summ.setting == "D") & (summ.value == "100")].iloc[0]
     per_rep = load_results(d).frame.groupby(["replicate", "method"]).rmse.mean().unstack("method")
     assert row["ours MTL-HMB"] == f"{per_rep['mtl-hmb'].mean():.3f} ({per_rep['mtl-hmb'].std():.3f})"
-    assert row["seed MTL-HMB"] == "0.598 (0.277)" and row["reps"] == "2" and row["grid"] == "small"
+    assert row["paper MTL-HMB"] == "0.598 (0.277)" and row["reps"] == "2" and row["grid"] == "small"
     assert row["MTL-HMB < STL"] == ("yes" if per_rep["mtl-hmb"].mean() < per_rep["stl"].mean() else "no")
     ref = pd.read_csv(out / "blockwise_repro_reference.csv")
     m = ref[(ref.setting == "D") & (ref.setting_value == 100) & (ref.method == "mtl-hmb")].iloc[0]
     assert m.reference == 0.598 and m.delta == pytest.approx(per_rep["mtl-hmb"].mean() - 0.598)
-    assert set(ref.method) == {"mtl-hmb", "stl"}  # seed rows we did not run are left out
+    assert set(ref.method) == {"mtl-hmb", "stl"}  # paper rows we did not run are left out
     # Bayes floor over the seeds run (0, 1), the authors' code printouts (code setting C n=100) on their metric
     from hetmtl.blockwise import bayes_floor, setting_params
 
     assert float(row["floor"]) == pytest.approx(bayes_floor(**setting_params("D", 100), seed=[0, 1]).average, abs=6e-4)
-    assert row["seed below floor"] == "no" and row["code MTL-HMB"] == "0.780 (0.707)"
+    assert row["paper below floor"] == "no" and row["code MTL-HMB"] == "0.780 (0.707)"
     code = load_results(d).frame.groupby(["replicate", "method"]).rmse_code.mean().unstack("method")
     assert row["code gap metric"] == "rmse_code"
     assert float(row["gap to code STL"]) == pytest.approx(code["stl"].mean() - 0.953, abs=6e-4)
@@ -190,7 +193,7 @@ def test_blockwise_driver_summarize_and_reference_deltas(blockwise_store):
     tally = text.split("## The issue's checks, by profile")[1].strip().splitlines()[2]
     assert [c.strip() for c in tally.strip("|").split("|")] == [
         "small", "small", "torch", "1", "2", "0 of 1", f"{int(diff.mean() < 0)} of 1", f"{int(diff.mean() + half < 0)} of 1",
-        f"{int(row['MTL-HMB <= seed + 1 SE'] == 'yes')} of 1"]
+        f"{int(row['MTL-HMB <= paper + 1 SE'] == 'yes')} of 1"]
 
 
 def test_encoders_study_under_a_timeout_gives_the_same_numbers(encoders_store, tmp_path):
@@ -233,7 +236,7 @@ def test_blockwise_rows_with_the_same_dgp_share_replicates(tmp_path, capsys):
     assert summ["replicates of"].tolist() == ["D 300", "", "D 300", "D 300"]
     for col in ("ours MTL-HMB", "ours STL", "reps", "floor", bw.PAIRED):
         assert summ[col].nunique() == 1, col
-    assert summ.loc[("E", "25"), "seed MTL-HMB"] == "0.375 (0.143)"  # the row's own seed numbers
+    assert summ.loc[("E", "25"), "paper MTL-HMB"] == "0.375 (0.143)"  # the row's own paper numbers
 
 
 def test_blockwise_speed_flop_count_matches_closed_form():

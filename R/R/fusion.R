@@ -1,126 +1,175 @@
-# Late fusion of per-site DML estimates (Step 2), from a site_dml() fit or summary JSON files.
+# Late fusion of per-site DML estimates (Step 2), from a site_dml() fit, summary JSON files, or a
+# data.frame of published estimates (site, estimate, se; optional coefficient, n).
 
 late_fusion <- function(x, penalty = c("group", "squared"), C = NULL, tau2 = NULL,
                         loss_matrix = c("vcov", "jacobian", "identity"), metric = c("matched", "euclidean"),
-                        n_boot = 1000L, seed = NULL) {
+                        ci = c("robust_eb", "bootstrap", "conditional"), centre_ci = c("hksj", "wald"),
+                        site_covariates = NULL, kappa = NULL, n_boot = NULL, seed = NULL,
+                        levels = c(0.8, 0.9, 0.95, 0.99)) {
   penalty <- match.arg(penalty); loss_matrix <- match.arg(loss_matrix); metric <- match.arg(metric)
-  summaries <- if (inherits(x, "hetmtl_dml")) unname(unlist(x$summaries)) else {
-    if (!is.character(x)) stop("x must be a site_dml() fit or a character vector of summary file paths", call. = FALSE)
+  ci <- match.arg(ci); centre_ci <- match.arg(centre_ci)
+  if (!is.numeric(levels) || !length(levels) || any(!is.finite(levels)) || any(levels <= 0 | levels >= 1))
+    stop("levels must be numbers strictly between 0 and 1", call. = FALSE)
+  summaries <- if (inherits(x, "hetmtl_dml")) {
+    as.list(unname(unlist(x$summaries)))
+  } else if (is.data.frame(x)) {
+    need <- c("site", "estimate", "se")
+    miss <- setdiff(need, names(x))
+    if (length(miss)) stop(sprintf("the estimates data.frame lacks column(s) %s", paste(miss, collapse = ", ")), call. = FALSE)
+    cols <- intersect(c("site", "coefficient", "estimate", "se", "n"), names(x))
+    out <- lapply(x[cols], function(v) if (is.factor(v)) as.character(v) else v)
+    if ("site" %in% cols) out$site <- as.character(out$site)
+    out
+  } else {
+    if (!is.character(x)) stop("x must be a site_dml() fit, a data.frame of estimates or summary file paths", call. = FALSE)
     missing <- x[!file.exists(x)]
     if (length(missing)) stop(sprintf("summary file(s) not found: %s", paste(missing, collapse = ", ")), call. = FALSE)
-    normalizePath(x)
+    as.list(normalizePath(x))
   }
-  res <- rinterop()$late_fusion(as.list(summaries), penalty = penalty, C = C, tau2 = tau2,
-                                loss_matrix = loss_matrix, metric = metric, n_boot = as.integer(n_boot),
+  if (!is.null(site_covariates)) site_covariates <- as.matrix(site_covariates)
+  res <- rinterop()$late_fusion(summaries, levels = as.list(levels), penalty = penalty, C = C, tau2 = tau2,
+                                loss_matrix = loss_matrix, metric = metric, ci = ci, centre_ci = centre_ci,
+                                site_covariates = site_covariates, kappa = kappa,
+                                n_boot = if (is.null(n_boot)) NULL else as.integer(n_boot),
                                 random_state = if (is.null(seed)) NULL else as.integer(seed))
   new_hetmtl_fusion(res, match.call())
 }
 
 rows_matrix <- function(x, ncol) matrix(unlist(x), ncol = ncol, byrow = TRUE)
 
+frame_from_py <- function(x) as.data.frame(lapply(x$data, function(v) unlist(lapply(v, function(e) if (is.null(e)) NA else e))),
+                                           col.names = unlist(x$columns), check.names = FALSE, stringsAsFactors = FALSE)
+
 new_hetmtl_fusion <- function(res, call) {
   sites <- unlist(res$sites); terms <- unlist(res$terms); d <- length(terms); K <- length(sites)
   coef <- rows_matrix(res$coef, d)
   table <- data.frame(site = rep(sites, each = d), term = rep(terms, K), estimate = as.vector(t(coef)),
-                      fused = rep(unlist(res$fused), each = d), n = rep(as.integer(unlist(res$n)), each = d),
+                      fused = rep(unlist(res$fused), each = d),
+                      n = if (isTRUE(res$n_given)) rep(as.integer(unlist(res$n)), each = d) else NA_integer_,
                       dml.estimate = as.vector(t(rows_matrix(res$dml_coef, d))),
                       dml.std.error = as.vector(t(rows_matrix(res$dml_se, d))), stringsAsFactors = FALSE)
-  centre <- data.frame(term = terms, estimate = unlist(res$centre), postfusion.std.error = unlist(res$postfusion_se))
-  boot <- NULL
-  if (!is.null(res$se)) {
-    table$std.error <- as.vector(t(rows_matrix(res$se, d)))
-    centre$std.error <- unlist(res$centre_se)
-  } else if (!is.null(res$boot_theta)) {
-    boot <- list(theta = rows_matrix(res$boot_theta, K * d), centre = rows_matrix(res$boot_centre, d))
-    table$std.error <- apply(boot$theta, 2, stats::sd)
-    centre$std.error <- apply(boot$centre, 2, stats::sd)
-  } else {
-    table$std.error <- NA_real_; centre$std.error <- NA_real_
-  }
+  site_table <- frame_from_py(res$site_table)
+  table$std.error <- if ("std err" %in% names(site_table)) site_table[["std err"]] else
+    if ("robust EB std err" %in% names(site_table)) site_table[["robust EB std err"]] else
+    if ("boot std err" %in% names(site_table)) site_table[["boot std err"]] else NA_real_
+  levels <- unlist(res$levels)
+  intervals <- lapply(res$intervals, function(m) rows_matrix(m, 3L)[, 2:3, drop = FALSE])
+  names(intervals) <- format(levels)
   cv <- NULL
-  if (!is.null(res$cv_results)) {
-    cv <- as.data.frame(lapply(res$cv_results$data, unlist), check.names = FALSE)
-  }
-  structure(list(table = table, centre = centre, boot = boot, C = res$C, penalty = res$penalty,
-                 inference = res$inference, heterogeneity = lapply(res$heterogeneity, unlist), cv = cv,
-                 call = call, model = paste("late fusion,", res$penalty, "penalty"),
-                 vcov = NULL),
+  if (!is.null(res$cv_results)) cv <- as.data.frame(lapply(res$cv_results$data, unlist), check.names = FALSE)
+  structure(list(table = table, site_table = site_table, centre = frame_from_py(res$centre_table),
+                 interval_estimate = unlist(res$interval_estimate), levels = levels, intervals = intervals,
+                 C = res$C, penalty = res$penalty, ci = res$ci, header = lapply(res$header, unlist),
+                 heterogeneity = lapply(res$heterogeneity, unlist), cv = cv, call = call,
+                 model = paste("late fusion,", res$penalty, "penalty"),
+                 vcov_sites = res$vcov_sites),
             class = c("hetmtl_fusion", "hetmtl_fit"))
 }
 
-# Intervals of the fused estimates: Wald (squared; delta method, conditional on C) or bootstrap
-# percentiles (group; approximate). quantile type 7 equals numpy's default.
-fusion_intervals <- function(object, level) {
-  a <- (1 - level) / 2
-  tab <- object$table
-  if (!is.null(object$boot)) {
-    q <- apply(object$boot$theta, 2, stats::quantile, probs = c(a, 1 - a), type = 7, names = FALSE)
-    qc <- apply(object$boot$centre, 2, stats::quantile, probs = c(a, 1 - a), type = 7, names = FALSE)
-    list(site = t(q), centre = t(qc))
-  } else {
-    z <- stats::qnorm(1 - a)
-    list(site = cbind(tab$estimate - z * tab$std.error, tab$estimate + z * tab$std.error),
-         centre = cbind(object$centre$estimate - z * object$centre$std.error,
-                        object$centre$estimate + z * object$centre$std.error))
-  }
+fusion_level <- function(object, level) {
+  if (!is.numeric(level) || length(level) != 1L || !is.finite(level) || level <= 0 || level >= 1)
+    stop("level must be one number strictly between 0 and 1", call. = FALSE)
+  i <- which(abs(object$levels - level) < 1e-12)
+  if (!length(i))
+    stop(sprintf("intervals were computed at levels %s; refit with late_fusion(..., levels = %g)",
+                 paste(object$levels, collapse = ", "), level), call. = FALSE)
+  object$intervals[[i]]
 }
 
+# Site rows then the centre rows, as LateFusion.confint() orders them.
+fusion_row_names <- function(object)
+  c(paste(object$table$site, object$table$term, sep = ":"), paste("(centre)", object$centre$term, sep = ":"))
+
 fit_table.hetmtl_fusion <- function(object, level = 0.95) {
+  ci <- fusion_level(object, level)
+  nsite <- nrow(object$table)
   tab <- object$table
-  ci <- fusion_intervals(object, level)$site
-  tab$statistic <- tab$estimate / tab$std.error
-  tab$p.value <- 2 * stats::pnorm(-abs(tab$statistic))
-  tab$conf.low <- ci[, 1]; tab$conf.high <- ci[, 2]
+  tab$ci.estimate <- object$interval_estimate[seq_len(nsite)]
+  tab$conf.low <- ci[seq_len(nsite), 1]; tab$conf.high <- ci[seq_len(nsite), 2]
+  tab$ci.method <- object$ci
   tab
 }
 
 vcov.hetmtl_fusion <- function(object, ...) {
-  if (!is.null(object$boot)) {
-    V <- stats::cov(object$boot$theta)
-  } else {
-    stop("vcov of a squared-penalty fusion: use the per-site standard errors (the full delta-method ",
-         "covariance across sites is available from Python, LateFusion.vcov_)", call. = FALSE)
-  }
+  if (is.null(object$vcov_sites))
+    stop("the group penalty has no covariance matrix of its fused estimates (it is not linear in the site ",
+         "estimates); use confint() for the robust EB intervals or refit with penalty = \"squared\"", call. = FALSE)
+  d <- length(unique(object$table$term)); K <- length(unique(object$table$site))
+  blocks <- lapply(object$vcov_sites, function(b) rows_matrix(b, d))
+  V <- matrix(0, K * d, K * d)
+  for (k in seq_len(K)) V[(k - 1) * d + seq_len(d), (k - 1) * d + seq_len(d)] <- blocks[[k]]
   nm <- paste(object$table$site, object$table$term, sep = ":")
   dimnames(V) <- list(nm, nm)
+  attr(V, "note") <- "delta-method covariance of the fused estimates given the site effects (block diagonal part)"
   V
 }
 
 confint.hetmtl_fusion <- function(object, parm, level = 0.95, ...) {
-  ci <- fusion_intervals(object, level)
+  out <- fusion_level(object, level)
   a <- (1 - level) / 2
-  out <- rbind(ci$site, ci$centre)
-  dimnames(out) <- list(c(paste(object$table$site, object$table$term, sep = ":"), paste("(centre)", object$centre$term, sep = ":")),
-                        sprintf("%s %%", format(100 * c(a, 1 - a), trim = TRUE)))
+  dimnames(out) <- list(fusion_row_names(object), sprintf("%s %%", format(100 * c(a, 1 - a), trim = TRUE)))
   if (!missing(parm)) out <- out[parm, , drop = FALSE]
   out
+}
+
+tidy.hetmtl_fusion <- function(x, conf.int = TRUE, conf.level = 0.95, ...) {
+  tab <- fit_table.hetmtl_fusion(x, conf.level)
+  cols <- c("site", "term", "estimate", "fused", "ci.estimate", "std.error", if (conf.int) c("conf.low", "conf.high"),
+            "ci.method", "dml.estimate", "dml.std.error")
+  tab[, cols]
+}
+
+summary.hetmtl_fusion <- function(object, level = 0.95, ...) {
+  structure(list(table = fit_table.hetmtl_fusion(object, level), centre = object$centre, header = object$header,
+                 call = object$call, level = level, model = object$model),
+            class = "summary.hetmtl_fusion")
+}
+
+print.summary.hetmtl_fusion <- function(x, digits = max(3L, getOption("digits") - 3L), ...) {
+  cat("Call:\n"); print(x$call)
+  cat(sprintf("\nModel: %s   (%g%% intervals)\n", x$model, 100 * x$level))
+  for (k in names(x$header)) cat(sprintf("  %s: %s\n", k, x$header[[k]]))
+  cat("\nSites (interval columns: 'ci.estimate' is the estimate each interval surrounds):\n")
+  print(x$table[, c("site", "term", "estimate", "fused", "ci.estimate", "conf.low", "conf.high", "dml.estimate",
+                    "dml.std.error")], row.names = FALSE, digits = digits)
+  cat("\nCentre (0.95 tables):\n")
+  print(x$centre, row.names = FALSE, digits = digits)
+  invisible(x)
 }
 
 print.hetmtl_fusion <- function(x, ...) {
   cat(sprintf("<hetmtl_fusion> %s penalty, C = %.4g, %d of %d sites fused to the centre\n", x$penalty, x$C,
               sum(x$table$fused[!duplicated(x$table$site)]), length(unique(x$table$site))))
+  cat(sprintf("site intervals: %s\n", x$header[["site intervals"]]))
   print(x$table[, c("site", "term", "estimate", "std.error", "fused", "dml.estimate", "dml.std.error")], row.names = FALSE)
   cat("\nCentre:\n"); print(x$centre, row.names = FALSE)
   h <- x$heterogeneity
-  cat(sprintf("\nHeterogeneity: Q = %.3g, I2 = %.1f%%, tau2 = %.3g\n", h$Q, 100 * h$I2, h$tau2))
+  cat(sprintf("\nHeterogeneity: Q = %.3g, I2 = %.1f%%, tau2 (DL) = %.3g\n", h$Q, 100 * h$I2, h$tau2))
   invisible(x)
 }
 
-plot.hetmtl_fusion <- function(x, level = 0.95, ...) {
+plot.hetmtl_fusion <- function(x, level = 0.95, term = NULL, ...) {
   tab <- fit_table.hetmtl_fusion(x, level)
-  term <- tab$term[1]
-  tab <- tab[tab$term == term, ]
+  terms <- unique(tab$term)
+  if (is.null(term)) term <- terms else if (!all(term %in% terms))
+    stop(sprintf("unknown term(s) %s; the fit has %s", paste(setdiff(term, terms), collapse = ", "),
+                 paste(terms, collapse = ", ")), call. = FALSE)
   z <- stats::qnorm(0.5 + level / 2)
-  k <- nrow(tab); yy <- rev(seq_len(k))
-  lo <- c(tab$dml.estimate - z * tab$dml.std.error, tab$conf.low)
-  hi <- c(tab$dml.estimate + z * tab$dml.std.error, tab$conf.high)
-  graphics::plot(range(lo, hi), c(0.5, k + 0.5), type = "n", yaxt = "n", ylab = "", xlab = term,
-                 main = sprintf("Per-site DML (grey) and fused (black) %g%% intervals", 100 * level), ...)
-  graphics::axis(2, at = yy, labels = tab$site, las = 1)
-  graphics::segments(tab$dml.estimate - z * tab$dml.std.error, yy + 0.15, tab$dml.estimate + z * tab$dml.std.error, yy + 0.15, col = "grey50")
-  graphics::points(tab$dml.estimate, yy + 0.15, pch = 1, col = "grey50")
-  graphics::segments(tab$conf.low, yy - 0.15, tab$conf.high, yy - 0.15)
-  graphics::points(tab$estimate, yy - 0.15, pch = ifelse(tab$fused, 19, 17))
-  graphics::abline(v = x$centre$estimate[x$centre$term == term], lty = 2)
+  op <- graphics::par(mfrow = c(1L, length(term)), mar = c(4, max(6, 0.6 * max(nchar(tab$site))), 3, 1))
+  on.exit(graphics::par(op))
+  for (tm in term) {
+    t <- tab[tab$term == tm, ]
+    k <- nrow(t); yy <- rev(seq_len(k))
+    lo <- c(t$dml.estimate - z * t$dml.std.error, t$conf.low)
+    hi <- c(t$dml.estimate + z * t$dml.std.error, t$conf.high)
+    graphics::plot(range(lo, hi, na.rm = TRUE), c(0.5, k + 0.5), type = "n", yaxt = "n", ylab = "", xlab = tm,
+                   main = sprintf("DML (grey), %s (black), %g%%", x$ci, 100 * level), ...)
+    graphics::axis(2, at = yy, labels = t$site, las = 1)
+    graphics::segments(t$dml.estimate - z * t$dml.std.error, yy + 0.15, t$dml.estimate + z * t$dml.std.error, yy + 0.15, col = "grey50")
+    graphics::points(t$dml.estimate, yy + 0.15, pch = 1, col = "grey50")
+    graphics::segments(t$conf.low, yy - 0.15, t$conf.high, yy - 0.15)
+    graphics::points(t$ci.estimate, yy - 0.15, pch = ifelse(t$fused, 19, 17))
+    graphics::abline(v = x$centre$coef[x$centre$term == tm], lty = 2)
+  }
   invisible(x)
 }

@@ -145,15 +145,35 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
         print("hetmtl fuse: the late-fusion estimator (hetmtl.latefusion.LateFusion) is not available in this "
               "installation; update hetmtl to a version that includes it", file=sys.stderr)
         return 2
-    from hetmtl.latefusion import SiteSummary
+    import inspect
 
-    summaries = [SiteSummary.read_json(p) for p in args.summaries]
+    from hetmtl.latefusion.table import SummaryTable
+
+    if not 0.0 < args.level < 1.0:
+        raise ValueError(f"--level must be strictly between 0 and 1 (e.g. 0.95), got {args.level}")
+    if bool(args.summaries) == bool(args.estimates):
+        raise ValueError("give summary JSON files or --estimates TABLE.csv (one of the two)")
+    allowed = sorted(p for p in inspect.signature(LateFusion).parameters)
     options = {}
     for item in args.option or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"--option must be KEY=VALUE, got {item!r}")
+        if key not in allowed:
+            raise ValueError(f"--option {key!r} is not a LateFusion option; known options: {', '.join(allowed)}")
         options[key] = _parse_value(value)
+    LateFusion(**options)._check_params()
+    if args.estimates:
+        import pandas as pd
+
+        path = args.estimates
+        try:
+            frame = pd.read_csv(path)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path}: cannot read the estimates table ({exc})") from None
+        summaries = SummaryTable.from_frame(frame, source=str(path))
+    else:
+        summaries = SummaryTable.read_json(args.summaries)
     fused = LateFusion(**options).fit(summaries)
     print(fused.summary(level=args.level) if hasattr(fused, "summary") else fused.summary_frame(args.level))
     if args.out:
@@ -231,10 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
     summ.add_argument("--out", required=True, help="summary JSON path")
     summ.set_defaults(func=_cmd_summarize)
 
-    fuse = sub.add_parser("fuse", help="coordinator side: late fusion of site summaries")
-    fuse.add_argument("summaries", nargs="+", help="SiteSummary JSON files")
+    fuse = sub.add_parser("fuse", help="coordinator side: late fusion of site summaries or published estimates")
+    fuse.add_argument("summaries", nargs="*", help="SiteSummary JSON files")
+    fuse.add_argument("--estimates", default=None, metavar="TABLE.csv",
+                      help="published estimates instead of summaries: a CSV with columns site, estimate, se "
+                           "(and coefficient for several per site; optional n)")
     fuse.add_argument("--option", action="append", help="LateFusion option KEY=VALUE (repeatable)")
-    fuse.add_argument("--level", type=float, default=0.95)
+    fuse.add_argument("--level", type=float, default=0.95, help="confidence level of every interval (0 < level < 1)")
     fuse.add_argument("--out", default=None, help="CSV of the fused estimates")
     fuse.set_defaults(func=_cmd_fuse)
     return p

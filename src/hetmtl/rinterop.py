@@ -75,37 +75,50 @@ def multisite_dml(
     return {"sites": sites, "notes": list(data.notes)}
 
 
-def late_fusion(summaries: Sequence[str], **params: Any) -> dict[str, Any]:
-    """Fit :class:`~hetmtl.latefusion.LateFusion` on summary JSON texts (or file paths) from R."""
+FUSION_LEVELS = (0.8, 0.9, 0.95, 0.99)
+
+
+def late_fusion(summaries: Any, levels: Sequence[float] = FUSION_LEVELS, **params: Any) -> dict[str, Any]:
+    """Fit :class:`~hetmtl.latefusion.LateFusion` from R on summary JSON texts or file paths, or on
+    a long table of published estimates (a dict of columns site, [coefficient,] estimate, se[, n]).
+    Intervals come back at every level of ``levels``, so the R object answers ``confint`` offline."""
     from pathlib import Path
 
     from hetmtl.latefusion import LateFusion, SiteSummary
 
-    sums = []
-    for i, s in enumerate(summaries):
-        text = str(s)
-        if text.lstrip().startswith("{"):
-            sums.append(SiteSummary.from_json(text, source=f"summary {i + 1}"))
-        else:
-            sums.append(SiteSummary.read_json(Path(text)))
+    if isinstance(summaries, dict):
+        data = pd.DataFrame({str(k): list(v) if isinstance(v, (list, tuple)) else [v] for k, v in summaries.items()})
+    else:
+        data = []
+        for i, s in enumerate(summaries):
+            text = str(s)
+            if text.lstrip().startswith("{"):
+                data.append(SiteSummary.from_json(text, source=f"summary {i + 1}"))
+            else:
+                data.append(SiteSummary.read_json(Path(text)))
     for key in ("n_boot", "random_state"):
         if params.get(key) is not None:
             params[key] = int(params[key])
-    fit = LateFusion(**params).fit(sums)
-    K, d = fit.coef_.shape
+    if params.get("site_covariates") is not None:
+        params["site_covariates"] = np.asarray(params["site_covariates"], float)
+    fit = LateFusion(**params).fit(data)
+    levels = sorted({float(v) for v in levels})
+    frame = fit.summary_frame(0.95)
     out: dict[str, Any] = {
         "sites": [str(s) for s in fit.sites_], "terms": list(fit.coef_names_), "coef": plain(fit.coef_),
         "fused": plain(fit.fused_), "centre": plain(fit.centre_), "C": float(fit.C_), "n": plain(fit.n_),
+        "n_given": bool(fit.table_.n_given),
         "dml_coef": plain(fit.dml_coef_), "dml_se": plain(np.sqrt(np.einsum("kii->ki", fit.dml_vcov_))),
-        "inference": fit.inference_, "heterogeneity": plain(fit.heterogeneity_),
-        "postfusion_se": plain(np.sqrt(np.diag(fit.postfusion_vcov_))), "penalty": fit.penalty,
+        "ci": fit.ci, "heterogeneity": plain(fit.heterogeneity_), "penalty": fit.penalty,
+        "header": {str(k): str(v) for k, v in fit._summary_header().items()},
+        "levels": levels,
+        "intervals": [plain(fit.confint(level).to_numpy()) for level in levels],
+        "interval_estimate": plain(fit.confint(0.95)["estimate"].to_numpy()),
+        "site_table": _frame_columns(frame.rename_axis(["site", "term"]).reset_index()),
+        "centre_table": _frame_columns(fit.centre_frame(0.95).rename_axis("term").reset_index()),
     }
     if fit.penalty == "squared":
-        out["se"] = plain(np.sqrt(np.einsum("kii->ki", fit.vcov_)))
-        out["centre_se"] = plain(np.sqrt(np.diag(fit.centre_vcov_)))
-    elif fit.inference_ == "bootstrap":  # R computes percentile intervals at any level from the draws
-        out["boot_theta"] = plain(fit.boot_theta_.reshape(fit.n_boot, K * d))
-        out["boot_centre"] = plain(fit.boot_centre_)
+        out["vcov_sites"] = plain(fit.vcov_)
     if getattr(fit, "cv_results_", None) is not None:
         out["cv_results"] = plain(fit.cv_results_)
     return out

@@ -1,9 +1,10 @@
-"""MTL-HMB (seed 002) for Python users: block-wise missing multi-source data.
+"""MTL-HMB (arXiv 2505.24413) for Python users: block-wise missing multi-source data.
 
 Two tasks share an anchoring source and each observes one private source; the other task's
 private block is missing. Step 1 (HBI) imputes the missing blocks from shared representations of
-the anchor; Step 2 learns shared and task-specific pathways. Seed 002's headline: MTL-HMB has a
-lower average test RMSE than single-task learning (STL) in every setting of its Tables 2–9.
+the anchor; Step 2 learns shared and task-specific pathways. The headline of the MTL-HMB paper
+(arXiv 2505.24413): MTL-HMB has a lower average test RMSE than single-task learning (STL) in every
+setting of its Tables 2–9.
 Reproduced here at a reduced size (n = 200 per task, p0 = 40, small grids, 2 replicates).
 """
 import numpy as np

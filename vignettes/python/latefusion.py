@@ -1,8 +1,8 @@
-"""Late fusion (seed 000) for Python users.
+"""Late fusion (Bhattacharya, Chen & Liang, arXiv 2507.07941) for Python users.
 
-Headline of the seed: aggregating per-site DML estimates toward a common centre improves on
-per-site estimation when sites are similar and n_k < 80, while staying close to per-site DML when
-they differ. Reproduced here on small settings of Scenario 1 (10 sites, n_k in 40..80, ATE),
+Headline of the late-fusion paper: aggregating per-site DML estimates toward a common centre
+improves on per-site estimation when sites are similar and n_k < 80, while staying close to
+per-site DML when they differ. Reproduced here on small settings of Scenario 1 (10 sites, n_k in 40..80, ATE),
 with linear nuisance learners so the vignette runs in about a minute.
 """
 import numpy as np

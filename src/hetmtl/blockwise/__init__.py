@@ -1,5 +1,5 @@
-"""MTL-HMB family (seed 002): multi-task learning with heterogeneous multi-source block-wise
-missing data.
+"""MTL-HMB family (the MTL-HMB paper, arXiv 2505.24413): multi-task learning with heterogeneous
+multi-source block-wise missing data.
 
 What to use when:
 

@@ -1,4 +1,4 @@
-"""ADNI application of the MTL-HMB paper (seed 002 §4.3): loader for a user-held file and a
+"""ADNI application of the MTL-HMB paper (arXiv 2505.24413, §4.3): loader for a user-held file and a
 synthetic stand-in of the same shape.
 
 ADNI data need an approved ADNI data-use application and may not be redistributed, so nothing is

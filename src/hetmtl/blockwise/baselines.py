@@ -1,5 +1,5 @@
-"""Competitors and ablations of MTL-HMB (seed 002 §4, A.3, A.5.2), all with the estimator API of
-:class:`~hetmtl.blockwise.MTLHMB` and the same paired splits.
+"""Competitors and ablations of MTL-HMB (the MTL-HMB paper, arXiv 2505.24413, §4, A.3, A.5.2),
+all with the estimator API of :class:`~hetmtl.blockwise.MTLHMB` and the same paired splits.
 
 - :class:`STL` — one MLP per task on its observed blocks ``[x_0, x_t]`` (``features="imputed"``:
   Step 1 + STL, ablation 1, on ``[x_0, x_1, ..., x_T]`` with HBI imputations);

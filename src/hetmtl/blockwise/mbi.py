@@ -22,12 +22,12 @@ carries its gradient noise (the native one is the noiseless value).
   group): R's optimiser stops near its start (eps2 = 1e-3 with noisy gradients, support frozen
   once zero), so it does not minimise its own objective; the native path does (per λ: warm
   start, greedy eliminations), reaching lower penalised objectives and sometimes other models.
-* Not identified (no complete group and strongly correlated columns, e.g. seed 002's two-task
-  layout: the eigenvalue truncation keeps 2–14 moments for 30–150 coefficients). Q then has
-  (near-)flat directions and a spurious region where huge residuals shrink it; its minimisers
-  are artefacts (test RMSE 1.7–8.7 on seed 002's linear setting). What R's MBI returns in
-  practice is its start — ``cv.glmnet`` on the copy-averaged rows, then a λ = 0 run — plus
-  small moves. The native engine makes this explicit: ``fit`` warns (``identified_`` is False),
+* Not identified (no complete group and strongly correlated columns, e.g. the two-task layout
+  of the MTL-HMB paper, arXiv 2505.24413: the eigenvalue truncation keeps 2–14 moments for
+  30–150 coefficients). Q then has (near-)flat directions and a spurious region where huge
+  residuals shrink it; its minimisers are artefacts (test RMSE 1.7–8.7 on that paper's linear
+  setting). What R's MBI returns in practice is its start — ``cv.glmnet`` on the copy-averaged
+  rows, then a λ = 0 run — plus small moves. The native engine makes this explicit: ``fit`` warns (``identified_`` is False),
   starts from the cross-validated lasso on the copy-averaged rows (:func:`cv_lasso_start`), and
   minimises Q + SCAD + μ/2 ‖β − β_start‖² along the path, μ = ``anchor`` × the largest
   Gauss-Newton curvature of Q at the start (``anchor_mu_``): a move along Q's best-determined
@@ -495,9 +495,9 @@ class MBI(RegressorMixin, BaseEstimator):
         ``sources`` gives each source's columns; or pass a :class:`~hetmtl.data.BlockwiseData`
         as ``X`` alone (its stacked design, tasks as missing-pattern groups), optionally with a
         :class:`~hetmtl.blockwise.selection.BlockwiseSplit` as second argument: MBI then fits on
-        the training and validation rows (it has no use for a validation set; the seed-002
-        protocol scores it on the 20 % test rows) and sets ``test_table_`` (per-task test RMSE
-        and their average), as the other block-wise estimators do."""
+        the training and validation rows (it has no use for a validation set; the MTL-HMB
+        paper's protocol scores it on the 20 % test rows) and sets ``test_table_`` (per-task test
+        RMSE and their average), as the other block-wise estimators do."""
         from hetmtl.blockwise.selection import BlockwiseSplit
         from hetmtl.data.blockwise import BlockwiseData
 

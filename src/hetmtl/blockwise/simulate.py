@@ -1,4 +1,4 @@
-"""Simulation designs of the MTL-HMB paper (Sui, Xu, Bai & Qu 2025, seed 002).
+"""Simulation designs of the MTL-HMB paper (Sui, Xu, Bai & Qu 2025, arXiv 2505.24413).
 
 Use :func:`simulate_blockwise` for one data set of the paper's data-generating process (DGP) and
 :func:`setting_params` / :data:`SETTINGS` for the parameter values of Settings A-F (§4.1, Tables

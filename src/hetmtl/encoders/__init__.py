@@ -1,5 +1,5 @@
-"""Dual-encoder multi-task learning (seed 001): shared + task-specific encodings with adaptive
-coefficient integration.
+"""Dual-encoder multi-task learning (the dual-encoder paper, arXiv 2505.24281): shared +
+task-specific encodings with adaptive coefficient integration.
 
 - :class:`DualEncoderMTL` — the estimator (fit / predict(X, task) / score / adapt);
 - :mod:`hetmtl.encoders.proximal` — prox maps and centre updates (C++ core);

@@ -1,4 +1,4 @@
-"""Dual-encoder multi-task regression (Sui, Xu, Bai & Qu 2025, arXiv 2505.24281; seed 001).
+"""Dual-encoder multi-task regression (Sui, Xu, Bai & Qu 2025, arXiv 2505.24281).
 
 What to use when: several regression tasks share one feature space but differ in their
 covariate distributions (distribution heterogeneity) and/or in E[y | x] (posterior

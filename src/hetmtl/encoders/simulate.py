@@ -8,8 +8,9 @@ What to use when:
   differs), ``posterior_drift`` moves beta_r* away from a common centre (P_r(Y|X) differs) for the
   ``n_drifted`` tasks; ``specific_strength`` scales the task-specific signal. Unequal ``n``
   (a sequence) gives imbalanced tasks; any n_r >= 2 is allowed.
-- :func:`simulate_paper_like` — the sister paper's design (spec §5a): equicorrelated-type
-  Gaussian features with task correlation rho_r and a quadratic (shared) plus linear (task) signal.
+- :func:`simulate_paper_like` — the design of the sister MTL-HMB paper (arXiv 2505.24413; spec
+  §5a): equicorrelated-type Gaussian features with task correlation rho_r and a quadratic (shared)
+  plus linear (task) signal.
 
 Both return :class:`SimulatedTasks`: training data plus a noise-free test mean function per task
 for the truth.

@@ -1,18 +1,24 @@
-"""Late-fusion aggregation (LF-MTL Step 2): fuse per-site DML estimates from their summaries.
+"""Late-fusion aggregation (Step 2 of late-fusion MTL, Bhattacharya, Chen & Liang, arXiv
+2507.07941): fuse per-site DML estimates from their summaries.
 
 What to use when:
 - ``LateFusion()`` — the robust default: unsquared *group* penalty with the metric-matched norm,
   λ_k = C·√(d/n_k), C tuned by summary-statistic cross-validation when the summaries carry
-  ``cv_folds`` (C = 1 otherwise). Outlying sites are left unfused instead of dragging the centre;
-  inference by a summary-level parametric bootstrap (approximate) and a post-fusion SE.
-- ``LateFusion(penalty="squared", tau2="dl")`` — random-effects (BLUP) shrinkage with a
-  DerSimonian–Laird τ² (also ``"pm"``, ``"reml"`` or a number): linear in the site estimates, so
-  its covariance is exact by the delta method (conditional on τ²); also gives BLUP prediction
-  intervals. Not robust: one outlier site moves every estimate.
+  ``cv_folds``. Outlying sites are left unfused instead of dragging the centre. Its valid
+  intervals are the robust empirical-Bayes intervals of the random-effects estimates, shown
+  beside the group estimates (no interval centred at the group estimate with a coverage guarantee
+  is shorter than the per-site DML one).
+- ``LateFusion(penalty="squared", tau2="reml")`` — random-effects (BLUP) shrinkage (τ² by REML,
+  ``"dl"``, ``"pm"`` or a number), with robust empirical-Bayes intervals around the fused
+  estimates (Armstrong, Kolesár & Plagborg-Møller 2022, Econometrica 90(6)) and the centre's
+  random-effects interval (HKSJ by default). Not robust: one outlier site moves every estimate.
+- Published estimates (estimate and SE per study): pass a DataFrame or
+  :meth:`SummaryTable.from_estimates`; without CV statistics "squared" takes τ² from the
+  random-effects model (``tau2="eb"``; ``tau2="reml"`` gives metafor's numbers, to 1e-6).
 - ``metric="euclidean"`` — ARMUL's unweighted norm ‖θ_k − θ_0‖ (for fidelity to ARMUL);
   ``loss_matrix="jacobian"`` — ARMUL on the per-site orthogonal loss (C → ∞ gives pooled DML).
 
-The objective (``latefusion.md`` §3.3), with w_k = n_k/N::
+The objective, with w_k = n_k/N::
 
     min  Σ_k w_k [ ½ (θ_k − θ̂_k)' H_k (θ_k − θ̂_k) + pen_k(θ_k − θ_0) ]
 
@@ -21,13 +27,14 @@ pen_k(v) = λ_k‖v‖² ("squared"), λ_k‖H_k^{1/2} v‖ ("group", "matched")
 "euclidean"). Both group metrics are solved exactly on the profiled centre objective (per-site
 minimisers in closed form; for "euclidean" up to a 1-D secular equation on H_k's eigenbasis,
 warm-started along C paths and bootstrap draws). The solvers, the C path, the CV losses and the
-bootstrap loop are C++
-(``hetmtl._core.FusionProblem``); only summaries are used, never individual data.
+bootstrap loop are C++ (``hetmtl._core.FusionProblem``); the summaries are held as arrays
+(:class:`~hetmtl.latefusion.table.SummaryTable`), validated once; only summaries are used, never
+individual data.
 
 The default penalty ("group") is chosen by the simulation study in
 ``benchmarks/results/fusion_stats.md``: "squared" has lower MSE when no site is an outlier (up to
 about 20 %), "group" is about 50 % better with 10 % outlier sites and has the smaller worst-case
-regret. The fused intervals of both penalties under-cover there (0.65–0.92 at nominal 0.95).
+regret. Interval coverage of every interval the summary reports: ``benchmarks/results/fusion_inference.md``.
 """
 from __future__ import annotations
 
@@ -37,24 +44,28 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, stats
-from sklearn.base import BaseEstimator
+from scipy import stats
+from sklearn.base import BaseEstimator, clone
 from sklearn.utils import check_random_state
 
 from hetmtl import _core
 from hetmtl._parallel import resolve_n_jobs
 from hetmtl.exceptions import ConvergenceWarning, SummaryValidationError
-from hetmtl.inference import _level_names, coef_table, format_table
-from hetmtl.latefusion.summary import SiteSummary
+from hetmtl.inference import _level_names, coef_table, cva_values, ebci_moments, format_table, robust_ebci
+from hetmtl.latefusion.meta import estimate_tau2, heterogeneity, random_effects
+from hetmtl.latefusion.summary import ESTIMATES, SiteSummary
+from hetmtl.latefusion.table import CENTRE, SummaryTable, as_table, site_matrices
 
-CENTRE = "(centre)"
 PENALTIES = ("group", "squared")
 METRICS = ("matched", "euclidean")
 LOSS_MATRICES = ("vcov", "jacobian", "identity")
-TAU2_METHODS = ("dl", "pm", "reml")
-MAX_BOOT_VALUES = 10_000_000  # K * d * n_boot kept in memory
+TAU2_METHODS = ("eb", "dl", "pm", "reml")
+CI_METHODS = ("robust_eb", "bootstrap", "conditional")
+CONDITIONAL_COLUMNS = {"std err": "conditional std err"}
+CENTRE_CI = ("hksj", "wald")
+MAX_BOOT_VALUES = 100_000_000  # K * d * n_boot kept in memory (800 MB)
 #: Solver tolerance of the CV paths (or ``tol`` if larger): the held-out losses move by ~1e-13
-#: relative between 1e-12 and 1e-9 (K = 10,000, d = 5; ``benchmarks/results/fusion_speed_cv.md``),
+#: relative between 1e-12 and 1e-9 (measured at K = 10,000, d = 5),
 #: far below any CV standard error, at 40 % less work.
 CV_TOL = 1e-9
 
@@ -65,122 +76,21 @@ def default_C_grid() -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- summaries
-def load_summaries(summaries: Sequence[SiteSummary | str | Path]) -> list[SiteSummary]:
-    """SiteSummary objects, or paths of summary JSON files (validated on reading)."""
-    if isinstance(summaries, (SiteSummary, str, Path)):
-        raise TypeError("summaries must be a list of SiteSummary objects or file paths, not a single one")
-    out = []
-    for i, s in enumerate(summaries):
-        if isinstance(s, SiteSummary):
-            out.append(s)
-        elif isinstance(s, (str, Path)):
-            out.append(SiteSummary.read_json(s))
-        else:
-            raise TypeError(f"summaries[{i}] is a {type(s).__name__}; expected a SiteSummary or a file path")
-    return out
-
-
-def check_summaries(summaries: list[SiteSummary]) -> None:
+def check_table(table: SummaryTable) -> None:
     """Refuse summaries that cannot be fused together; messages name the site at fault."""
-    if len(summaries) < 2:
-        raise SummaryValidationError(f"late fusion needs at least 2 sites, got {len(summaries)}")
-    names = [s.site for s in summaries]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise SummaryValidationError(f"duplicate site names: {dup}")
-    if CENTRE in names:
+    if table.K < 2:
+        raise SummaryValidationError(f"late fusion needs at least 2 sites, got {table.K}")
+    if CENTRE in set(table.sites.tolist()):
         raise SummaryValidationError(f"site name {CENTRE!r} is reserved for the fused centre")
-    ref = summaries[0]
-    for s in summaries:
-        where = f"site {s.site!r}"
-        s.validate()  # re-check objects that may have been altered after construction
-        if not isinstance(s.n, (int, np.integer)) or s.n <= 0:
-            raise SummaryValidationError(f"{where}: n must be a positive integer, got {s.n!r}")
-        if s.d != ref.d:
-            raise SummaryValidationError(f"{where}: {s.d} coefficients, but site {ref.site!r} has {ref.d}")
-        if list(s.coef_names) != list(ref.coef_names):
-            raise SummaryValidationError(
-                f"{where}: coef_names {list(s.coef_names)} differ from site {ref.site!r}'s {list(ref.coef_names)}"
-            )
-        if s.model != ref.model:
-            raise SummaryValidationError(f"{where}: model {s.model!r} differs from site {ref.site!r}'s {ref.model!r}")
-        if (s.basis is None) != (ref.basis is None) or (
-            s.basis is not None
-            and (
-                list(s.basis["names"]) != list(ref.basis["names"])
-                or not np.allclose(s.basis["center"], ref.basis["center"])
-                or not np.allclose(s.basis["scale"], ref.basis["scale"])
-            )
-        ):
-            raise SummaryValidationError(
-                f"{where}: its basis standardisation differs from site {ref.site!r}'s; "
-                "all sites must use one common (pooled) transform"
-            )
 
 
-def site_matrices(J: np.ndarray, Omega: np.ndarray, n: np.ndarray, loss_matrix: str, sites: Sequence[str], what: str = ""):
-    """(H, V) of every site via the C++ kernel; a failing site raises with its name."""
-    H, V, bad, reason = _core.fusion_site_matrices(J, Omega, np.asarray(n, float), loss_matrix)
-    if bad >= 0:
-        raise SummaryValidationError(f"site {sites[bad]!r}{what}: {reason}")
-    return H, V
-
-
-# ----------------------------------------------------------------------------- heterogeneity
-def _re_pieces(theta: np.ndarray, V: np.ndarray, tau2: float):
-    K, d = theta.shape
-    W = np.linalg.inv(V + tau2 * np.eye(d))
-    S = W.sum(0)
-    mu = np.linalg.solve(S, np.einsum("kij,kj->i", W, theta))
-    r = theta - mu
-    Q = float(np.einsum("ki,kij,kj->", r, W, r))
-    return W, S, mu, Q
-
-
-def heterogeneity(theta: np.ndarray, V: np.ndarray) -> dict[str, float]:
-    """Cochran's Q (multivariate: Σ_k (θ̂_k − θ̂_FE)' V̂_k⁻¹ (θ̂_k − θ̂_FE)), df = d(K − 1), its
-    χ² p-value, I² = max(0, (Q − df)/Q) and the DerSimonian–Laird τ² of a common τ²·I
-    (moment estimator; the classical DL for d = 1)."""
-    K, d = theta.shape
-    W, S, _, Q = _re_pieces(theta, V, 0.0)
-    df = d * (K - 1)
-    denom = np.trace(S) - np.trace(np.linalg.solve(S, np.einsum("kij,kjl->il", W, W)))
-    tau2 = max(0.0, (Q - df) / denom) if denom > 0 else 0.0
-    return {
-        "Q": Q,
-        "df": float(df),
-        "p-value": float(stats.chi2.sf(Q, df)),
-        "I2": max(0.0, (Q - df) / Q) if Q > 0 else 0.0,
-        "tau2": tau2,
-    }
-
-
-def estimate_tau2(theta: np.ndarray, V: np.ndarray, method: str) -> float:
-    """Between-site variance τ² (of θ_k ~ N(θ_0, τ² I)) by "dl" (DerSimonian–Laird), "pm"
-    (Paule–Mandel: generalised Q(τ²) = d(K − 1)) or "reml" (restricted likelihood)."""
-    K, d = theta.shape
-    if method == "dl":
-        return heterogeneity(theta, V)["tau2"]
-    df = d * (K - 1)
-    scale = float(np.var(theta, axis=0).sum() + np.trace(V, axis1=1, axis2=2).max()) + 1e-300
-    if method == "pm":
-        f = lambda t: _re_pieces(theta, V, t)[3] - df  # noqa: E731  (decreasing in t)
-        if f(0.0) <= 0:
-            return 0.0
-        hi = scale
-        while f(hi) > 0:
-            hi *= 4.0
-        return float(optimize.brentq(f, 0.0, hi, xtol=1e-14, rtol=1e-12))
-    if method == "reml":
-
-        def nll(t: float) -> float:
-            W, S, _, Q = _re_pieces(theta, V, t)
-            return 0.5 * (-np.linalg.slogdet(W)[1].sum() + np.linalg.slogdet(S)[1] + Q)
-
-        hi = 10.0 * scale
-        res = optimize.minimize_scalar(nll, bounds=(0.0, hi), method="bounded", options={"xatol": 1e-12 * hi})
-        return float(res.x) if nll(res.x) < nll(0.0) else 0.0
-    raise ValueError(f"tau2 method must be one of {TAU2_METHODS}, got {method!r}")
+def eb_tau2(theta: np.ndarray, V: np.ndarray) -> float:
+    """τ² of the τ²·I model by the robust-EB moment estimator (Armstrong, Kolesár &
+    Plagborg-Møller 2022: μ₂ = mean of (θ̂_kj − θ̄_j)² − V_kjj with the posterior-mean-truncation
+    finite-sample correction), averaged over the coefficients. With it the squared-penalty
+    estimates are the EB estimates whose robust intervals are near their shortest."""
+    se = np.sqrt(np.einsum("kjj->kj", V))
+    return float(np.mean([ebci_moments(theta[:, j], se[:, j]).mu2[0] for j in range(theta.shape[1])]))
 
 
 # ----------------------------------------------------------------------------- estimator
@@ -195,14 +105,30 @@ class LateFusion(BaseEstimator):
     metric : for "group": "matched" (‖H_k^{1/2}v‖; C is in "standard errors per √d") or
         "euclidean" (‖v‖, ARMUL).
     C : λ_k = C·√(d/n_k). None: chosen by summary-statistic V-fold CV over ``C_grid`` when every
-        site has ``cv_folds`` (else C = 1 with a warning). ``np.inf`` = complete pooling,
-        0 = no fusion.
+        site has ``cv_folds``; without CV statistics (e.g. published estimates) "squared" takes τ²
+        from the random-effects model (``tau2="eb"``) and "group" falls back to C = 1 with a warning.
+        ``np.inf`` = complete pooling, 0 = no fusion.
     tau2 : "squared" only: τ² parametrisation λ_k = 1/(2 n_k τ²) (random-effects model
-        θ_k ~ N(θ_0, τ² I) when loss_matrix="vcov"): a number, or "dl", "pm", "reml".
+        θ_k ~ N(θ_0, τ² I) when loss_matrix="vcov"): a number, "reml", "dl", "pm" (as metafor), or
+        "eb" (the robust-EB moment estimator, :func:`eb_tau2`; the default for summaries without CV
+        statistics, because it gives the shortest robust EB intervals).
     lambdas : explicit per-site λ_k (overrides C and tau2).
     C_grid : CV grid (default {0} ∪ geometric(0.05, 20, 30)).
     cv_rule : "min" or "1se" (largest C within one SE of the minimum).
-    n_boot : parametric-bootstrap draws for "group" inference (0: none).
+    ci : intervals of the fused site estimates. "robust_eb" (default): robust empirical-Bayes
+        intervals (Armstrong, Kolesár & Plagborg-Møller 2022) — for "squared" around the fused
+        estimates themselves, for "group" around the random-effects (squared, ``tau2="eb"``) estimates
+        shown beside the group estimates, since no interval centred at the group estimate with a
+        coverage guarantee is shorter than the per-site DML one (see :meth:`summary_frame`);
+        "bootstrap": percentile intervals of a parametric bootstrap at the same C (approximate,
+        labelled so); "conditional" ("squared" only): delta-method Wald intervals conditional on
+        the site effects (intervals for E[θ̃_k], not for θ_k).
+    centre_ci : interval of the centre under the random-effects model: "hksj" (Knapp–Hartung /
+        Sidik–Jonkman, t quantiles; default) or "wald" (normal).
+    site_covariates : (K, p) site-level covariates: robust EB intervals then shrink toward a
+        regression X_k'δ instead of the common centre (an intercept is added).
+    kappa : kurtosis bound of the robust EB intervals (None: estimated; ``np.inf``: second moment only).
+    n_boot : parametric-bootstrap draws (None: 1000 with ci="bootstrap", else 0).
     random_state : seed of the bootstrap.
     n_jobs : threads of the C++ per-site loops (scikit-learn convention: None = 1, −1 = all
         cores). They split the sites into contiguous blocks of at least 2000, so they matter only
@@ -213,23 +139,21 @@ class LateFusion(BaseEstimator):
     -----------------
     coef_ (K, d) fused θ̃_k; centre_ (d,) θ̃_0; fused_ (K,) θ̃_k == θ̃_0; C_ (λ_k = C_·shape_k);
     tau2_ (squared with tau2); sites_, coef_names_; dml_coef_, dml_vcov_ (per-site DML);
-    vcov_ (K, d, d) and centre_vcov_ (squared: exact delta method); boot_* (group);
-    heterogeneity_ (Q, df, p-value, I2, tau2); cv_results_ (DataFrame, when CV ran).
+    vcov_ (K, d, d) and centre_vcov_ (squared: exact delta method, conditional on the site
+    effects); random_effects_ (the random-effects model of the summaries, :mod:`~hetmtl.latefusion.meta`);
+    boot_* (ci="bootstrap"); heterogeneity_ (Q, df, p-value, I2, tau2); cv_results_ (when CV ran);
+    table_ (the :class:`SummaryTable` fitted).
 
-    Which intervals are valid (documented honestly):
-    - per-site DML intervals (columns ``dml …``): valid by standard DML theory (asymptotic in
-      n_k). At n_k = 40–80 only with ``n_rep >= 5`` or multi-task nuisances; with ``n_rep=1``
-      and per-site learners they are liberal (measured coverage: :class:`~hetmtl.latefusion.SiteDML`);
-    - "squared": Wald intervals from the exact delta-method covariance, *conditional on C / τ²*
-      (estimation error of Ĥ_k and a data-driven C or τ² are ignored). They are intervals for
-      E[θ̃_k], which is shrunk toward θ_0: when sites differ they are biased for θ_k. The BLUP
-      prediction interval (:meth:`prediction_interval`) targets θ_k under the random-effects
-      model the penalty encodes (loss_matrix="vcov" only);
-    - "group": percentile intervals of the parametric bootstrap θ̂_k* ~ N(θ̂_k, V̂_k) at the same C
-      — approximate: shrinkage estimators are non-regular near the fusion threshold, so coverage
-      is not uniform; and the post-fusion SE of the centre, (Σ_{k∈S} w_k H_k)⁻¹(Σ_S w_k² H_k V̂_k
-      H_k)(Σ_S w_k H_k)⁻¹ over the fused set S (= (Σ_S V̂_k⁻¹)⁻¹ for "vcov") — conditional on the
-      selected grouping, ignoring the selection.
+    Which intervals are valid:
+    - per-site DML intervals (columns ``dml …``): valid by standard DML theory (asymptotic in n_k);
+    - robust EB intervals: average coverage over sites ≥ the nominal level whatever the
+      distribution of the site effects (asymptotically in K; with few sites the estimated
+      moments cost some coverage — measured in ``benchmarks/results/fusion_inference.md``);
+    - the centre under the random-effects model: Wald or HKSJ with the random-effects SE
+      (weights 1/(V̂_k + τ̂²)); the within-study SE conditional on the site effects is reported as
+      ``conditional std err`` and is not an interval for the mean effect when sites differ;
+    - "group" centre: the post-fusion SE conditional on the fused set (labelled so);
+    - ci="bootstrap" and ci="conditional" intervals are labelled approximate / conditional.
     """
 
     def __init__(
@@ -242,7 +166,11 @@ class LateFusion(BaseEstimator):
         lambdas: Sequence[float] | None = None,
         C_grid: Sequence[float] | None = None,
         cv_rule: str = "min",
-        n_boot: int = 1000,
+        ci: str = "robust_eb",
+        centre_ci: str = "hksj",
+        site_covariates: np.ndarray | None = None,
+        kappa: float | None = None,
+        n_boot: int | None = None,
         random_state: int | np.random.RandomState | None = None,
         tol: float = 1e-12,
         max_iter: int = 1000,
@@ -256,6 +184,10 @@ class LateFusion(BaseEstimator):
         self.lambdas = lambdas
         self.C_grid = C_grid
         self.cv_rule = cv_rule
+        self.ci = ci
+        self.centre_ci = centre_ci
+        self.site_covariates = site_covariates
+        self.kappa = kappa
         self.n_boot = n_boot
         self.random_state = random_state
         self.tol = tol
@@ -265,6 +197,10 @@ class LateFusion(BaseEstimator):
     # ------------------------------------------------------------------ checks
     def _threads(self) -> int:
         return resolve_n_jobs(self.n_jobs)
+
+    @property
+    def _n_boot(self) -> int:
+        return (1000 if self.ci == "bootstrap" else 0) if self.n_boot is None else int(self.n_boot)
 
     def _check_params(self) -> None:
         self._threads()
@@ -276,6 +212,14 @@ class LateFusion(BaseEstimator):
             raise ValueError(f"loss_matrix must be one of {LOSS_MATRICES}, got {self.loss_matrix!r}")
         if self.cv_rule not in ("min", "1se"):
             raise ValueError(f"cv_rule must be 'min' or '1se', got {self.cv_rule!r}")
+        if self.ci not in CI_METHODS:
+            raise ValueError(f"ci must be one of {CI_METHODS}, got {self.ci!r}")
+        if self.ci == "conditional" and self.penalty != "squared":
+            raise ValueError("ci='conditional' (delta method) exists for penalty='squared' only")
+        if self.centre_ci not in CENTRE_CI:
+            raise ValueError(f"centre_ci must be one of {CENTRE_CI}, got {self.centre_ci!r}")
+        if self.kappa is not None and not (float(self.kappa) >= 1):
+            raise ValueError(f"kappa must be >= 1 (or None to estimate it), got {self.kappa!r}")
         if self.C is not None and not (float(self.C) >= 0):
             raise ValueError(f"C must be >= 0 (or np.inf), got {self.C!r}")
         if self.tau2 is not None:
@@ -288,34 +232,48 @@ class LateFusion(BaseEstimator):
                     raise ValueError("estimating tau2 needs loss_matrix='vcov' (the random-effects model)")
             elif not (float(self.tau2) >= 0):
                 raise ValueError(f"tau2 must be >= 0, got {self.tau2!r}")
-        if int(self.n_boot) < 0:
+        if self.n_boot is not None and int(self.n_boot) < 0:
             raise ValueError(f"n_boot must be >= 0, got {self.n_boot!r}")
+        if self.ci == "bootstrap" and self._n_boot < 2:
+            raise ValueError(f"ci='bootstrap' needs n_boot >= 2, got {self.n_boot!r}")
+
+    def _check_table_params(self, table: SummaryTable) -> None:
+        """Settings that need the sites' sample sizes are refused for estimates given without n."""
+        if table.n_given:
+            return
+        if self.loss_matrix != "vcov":
+            raise ValueError(f"loss_matrix={self.loss_matrix!r} needs the sites' n; these summaries have none")
+        if self.penalty == "group" and self.metric == "euclidean":
+            raise ValueError("metric='euclidean' needs the sites' n; these summaries have none (use 'matched')")
+        if self.penalty == "squared" and (self.C is not None or self.lambdas is not None):
+            raise ValueError("penalty='squared' with C or lambdas needs the sites' n; pass tau2 instead")
 
     # ------------------------------------------------------------------ fit
-    def fit(self, summaries: Sequence[SiteSummary | str | Path]) -> "LateFusion":
-        """Fuse the site estimates. ``summaries``: SiteSummary objects or summary JSON paths."""
+    def fit(self, summaries: "SummaryTable | pd.DataFrame | Sequence[SiteSummary | str | Path]") -> "LateFusion":
+        """Fuse the site estimates. ``summaries``: a :class:`SummaryTable`, SiteSummary objects,
+        summary JSON paths, or a long DataFrame of published estimates (site, [coefficient,]
+        estimate, se)."""
         self._check_params()
-        sums = load_summaries(summaries)
-        check_summaries(sums)
-        self.summaries_ = sums
-        self.sites_ = [s.site for s in sums]
-        self.coef_names_ = list(sums[0].coef_names)
-        K, d = len(sums), sums[0].d
-        theta = np.stack([s.theta for s in sums])
-        J = np.stack([s.J for s in sums])
-        Omega = np.stack([s.Omega for s in sums])
-        n = np.array([s.n for s in sums], dtype=float)
-        H, V = site_matrices(J, Omega, n, self.loss_matrix, self.sites_)
+        table = as_table(summaries)
+        check_table(table)
+        self._check_table_params(table)
+        self.table_ = table
+        self.sites_ = table.sites.tolist()
+        self.coef_names_ = list(table.coef_names)
+        K, d = table.K, table.d
+        theta = table.theta
+        n = table.n.astype(float)
+        H, V = table.site_matrices(self.loss_matrix)
         self.n_ = n
         self.dml_coef_, self.dml_vcov_ = theta, V
         self.H_ = H
         self.weights_ = n / n.sum()
-        self.heterogeneity_ = heterogeneity(theta, V)
+        self._lazy = {}
 
-        shape, C, how = self._tuning(sums, theta, V, n, d)
+        shape, C, how = self._tuning(table, theta, V, n, d)
         self.shape_, self.C_, self.tuning_ = shape, C, how
         self.lambda_ = C * shape if np.isfinite(C) else np.full(K, np.inf)
-        self.problem_ = _core.FusionProblem(theta, H, self.weights_, shape)
+        self.problem_ = table.fusion_problem(self.loss_matrix, shape)
         sol = self.problem_.solve(
             C, self.penalty, self.metric, tol=self.tol, max_iter=self.max_iter, threads=self._threads()
         )
@@ -333,37 +291,49 @@ class LateFusion(BaseEstimator):
         self._inference(V)
         return self
 
-    def _tuning(self, sums, theta, V, n, d):
+    def _tuning(self, table: SummaryTable, theta, V, n, d):
         """(shape, C, description) with λ_k = C · shape_k."""
-        K = len(sums)
+        K = table.K
         if self.lambdas is not None:
             lam = np.asarray(self.lambdas, float)
             if lam.shape != (K,) or not np.all(np.isfinite(lam)) or np.any(lam <= 0):
                 raise ValueError(f"lambdas must be {K} positive finite numbers")
             return lam, 1.0, "explicit lambdas"
-        if self.tau2 is not None:
-            tau2 = estimate_tau2(theta, V, self.tau2) if isinstance(self.tau2, str) else float(self.tau2)
+        tau2_rule = self.tau2
+        if tau2_rule is None and self.C is None and self.penalty == "squared" and table.folds is None:
+            tau2_rule = "eb"  # no CV statistics: τ² from the random-effects model
+        if tau2_rule is not None:
+            if tau2_rule == "eb":
+                tau2 = eb_tau2(theta, V)
+            else:
+                tau2 = estimate_tau2(theta, V, tau2_rule) if isinstance(tau2_rule, str) else float(tau2_rule)
             self.tau2_ = tau2
             C = np.inf if tau2 == 0 else (0.0 if np.isinf(tau2) else 1.0 / tau2)
-            how = f"tau2 = {tau2:.4g}" + (f" ({self.tau2.upper()})" if isinstance(self.tau2, str) else "")
+            how = f"tau2 = {tau2:.4g}" + (f" ({tau2_rule.upper()})" if isinstance(tau2_rule, str) else "")
+            if self.tau2 is None:
+                how += ", from the random-effects model (the summaries carry no CV statistics)"
             return 1.0 / (2.0 * n), C, how
         shape = np.sqrt(d / n)
         if self.C is not None:
             return shape, float(self.C), "fixed C"
-        missing = [s.site for s in sums if not s.cv_folds]
-        if len(missing) == K:
-            warnings.warn("no site summary has cv_folds: using the fixed fallback C = 1", UserWarning, stacklevel=3)
-            return shape, 1.0, "fallback C = 1 (no cv_folds)"
+        if table.folds is None:
+            warnings.warn(
+                "the summaries carry no cv_folds (e.g. published estimates): using the fixed fallback C = 1 "
+                "(pass C=, or penalty='squared' to take tau2 from the random-effects model)",
+                UserWarning, stacklevel=3,
+            )
+            return shape, 1.0, "fallback C = 1 (no CV statistics in the summaries)"
+        missing = table.sites[table.folds.counts == 0].tolist()
         if missing:
             raise SummaryValidationError(
                 f"sites {missing} have no cv_folds; cross-validating C needs them at every site (or pass C=)"
             )
-        self.cv_results_ = self._cross_validate(sums, d)
+        self.cv_results_ = self._cross_validate(table, d)
         C = self._pick_C(self.cv_results_)
         return shape, C, f"{len(self.cv_rounds_)}-fold CV ({self.cv_rule})"
 
     # ------------------------------------------------------------------ CV
-    def _cross_validate(self, sums: list[SiteSummary], d: int) -> pd.DataFrame:
+    def _cross_validate(self, table: SummaryTable, d: int) -> pd.DataFrame:
         """CV(C) = Σ_rounds Σ_k lw_k Q_k^{(v)}(θ̃_k^{(−v)}(C)) (``latefusion.md`` §3.5).
 
         Round r uses fold r mod V_k of site k, so sites with fewer folds reuse theirs; a site's
@@ -373,41 +343,34 @@ class LateFusion(BaseEstimator):
         grid = np.asarray(default_C_grid() if self.C_grid is None else self.C_grid, float)
         if grid.ndim != 1 or grid.size == 0 or np.any(~(grid >= 0)):
             raise ValueError("C_grid must be a non-empty 1-d sequence of values >= 0")
-        K = len(sums)
-        n = np.array([s.n for s in sums], float)
+        folds = table.folds
+        counts = folds.counts
+        n = table.n.astype(float)
         w = n / n.sum()
-        R = max(len(s.cv_folds) for s in sums)
-        uses = [np.bincount(np.arange(R) % len(s.cv_folds), minlength=len(s.cv_folds)) for s in sums]
-        test_tot = [sum(f.n_test for f in s.cv_folds) for s in sums]
+        R = int(counts.max())
+        test_tot = np.add.reduceat(folds.n_test, folds.offsets[:-1]).astype(float)
         losses = np.empty((R, grid.size))
         for r in range(R):
-            folds = [s.cv_folds[r % len(s.cv_folds)] for s in sums]
-            fidx = [r % len(s.cv_folds) for s in sums]
-            n_tr = np.array([f.n_train for f in folds], float)
-            H, _ = site_matrices(
-                np.stack([f.J for f in folds]), np.stack([f.Omega for f in folds]), n_tr, self.loss_matrix,
-                self.sites_, what=f", cv fold {r}",
-            )
-            prob = _core.FusionProblem(np.stack([f.theta for f in folds]), H, n_tr / n_tr.sum(), np.sqrt(d / n_tr))
-            lw = np.array(
-                [w[k] * folds[k].n_test / test_tot[k] / uses[k][fidx[k]] for k in range(K)]
-            )
+            fidx = r % counts
+            f = folds.take(folds.offsets[:-1] + fidx)
+            uses = (R - fidx + counts - 1) // counts  # rounds that use this fold of each site
+            n_tr = f.n_train.astype(float)
+            H, _ = site_matrices(f.J, f.Omega, n_tr, self.loss_matrix, self.sites_, what=f", cv fold {r}")
+            prob = _core.FusionProblem(f.theta, H, n_tr / n_tr.sum(), np.sqrt(d / n_tr))
+            lw = w * f.n_test / test_tot / uses
             losses[r] = prob.path_losses(
-                list(grid), self.penalty, self.metric,
-                np.stack([f.A for f in folds]), np.stack([f.b for f in folds]),
-                np.array([f.c for f in folds], float), lw, tol=max(self.tol, CV_TOL), max_iter=self.max_iter,
-                threads=self._threads(),
+                list(grid), self.penalty, self.metric, f.A, f.b, f.c, lw,
+                tol=max(self.tol, CV_TOL), max_iter=self.max_iter, threads=self._threads(),
             )
         self.cv_rounds_ = losses
         per_round = R * losses  # each round scaled to a full-data estimate
-        table = pd.DataFrame(
+        return pd.DataFrame(
             {
                 "C": grid,
                 "cv_loss": losses.sum(0),
                 "cv_se": per_round.std(0, ddof=1) / np.sqrt(R) if R > 1 else np.nan,
             }
         )
-        return table
 
     def _pick_C(self, table: pd.DataFrame) -> float:
         i = int(np.argmin(table["cv_loss"].to_numpy()))
@@ -417,35 +380,94 @@ class LateFusion(BaseEstimator):
         return float(table["C"].iloc[i])
 
     # ------------------------------------------------------------------ inference
+    def _cached(self, key: str, make):
+        """Summary-time quantities, computed on first use (a fit itself stays as cheap as the solve)."""
+        self._check_fitted()
+        if key not in self._lazy:
+            self._lazy[key] = make()
+        return self._lazy[key]
+
+    @property
+    def heterogeneity_(self) -> dict[str, float]:
+        """Cochran's Q (df, p-value), I² and the DerSimonian–Laird τ² of the site estimates."""
+        return self._cached("heterogeneity", lambda: heterogeneity(self.dml_coef_, self.dml_vcov_))
+
+    @property
+    def random_effects_(self):
+        """The random-effects model θ_k ~ N(θ_0, τ² I) of the site estimates
+        (:class:`~hetmtl.latefusion.meta.RandomEffects`; τ² from the fit for "squared" with tau2,
+        else REML), or None with fewer than 3 sites."""
+
+        def make():
+            if len(self.sites_) < 3:
+                return None
+            tau2 = self.tau2_ if (self.penalty == "squared" and hasattr(self, "tau2_")) else "reml"
+            return random_effects(
+                self.dml_coef_, self.dml_vcov_, tau2=tau2, test="knha" if self.centre_ci == "hksj" else "z",
+                coef_names=self.coef_names_, sites=self.sites_,
+            )
+
+        return self._cached("random_effects", make)
+
+    @property
+    def eb_fit_(self) -> "LateFusion | None":
+        """"group" with ci="robust_eb": the squared-penalty (random-effects, ``tau2="eb"``) fit whose robust
+        EB intervals are reported beside the group estimates; None otherwise."""
+
+        def make():
+            if self.ci != "robust_eb" or self.penalty != "group" or len(self.sites_) < 3:
+                return None
+            return clone(self).set_params(
+                penalty="squared", tau2="eb", C=None, lambdas=None, metric="matched", loss_matrix="vcov",
+                n_boot=None,
+            ).fit(self.table_)
+
+        return self._cached("eb_fit", make)
+
+    def _squared_covariance(self):
+        if self.penalty != "squared":
+            return None, None, None
+        return self._cached("squared_cov", lambda: self.problem_.squared_covariance(self.C_, self.dml_vcov_))
+
+    @property
+    def vcov_(self) -> np.ndarray | None:
+        """"squared": Cov(θ̃_k) (K, d, d) by the exact delta method, given the site effects; None for "group"."""
+        return self._squared_covariance()[0]
+
+    @property
+    def centre_vcov_(self) -> np.ndarray | None:
+        """"squared": Cov(θ̃_0) (d, d) given the site effects (the within-study, conditional one)."""
+        return self._squared_covariance()[1]
+
+    @property
+    def centre_cross_(self) -> np.ndarray | None:
+        """"squared": Cov(θ̃_k, θ̃_0) (K, d, d) given the site effects."""
+        return self._squared_covariance()[2]
+
     def _inference(self, V: np.ndarray) -> None:
         K, d = self.coef_.shape
-        self.inference_ = "delta" if self.penalty == "squared" else ("bootstrap" if self.n_boot > 0 else "none")
-        if self.penalty == "squared":
-            cov_sites, cov_centre, cross = self.problem_.squared_covariance(self.C_, V)
-            self.vcov_, self.centre_vcov_, self.centre_cross_ = cov_sites, cov_centre, cross
-        else:
-            self.vcov_ = None
-            self.centre_vcov_ = None
-            if self.n_boot > 0:
-                if K * d * self.n_boot > MAX_BOOT_VALUES:
-                    raise ValueError(
-                        f"n_boot={self.n_boot} would keep {K * d * self.n_boot} draws in memory; "
-                        f"use n_boot <= {MAX_BOOT_VALUES // (K * d)} (or 0)"
-                    )
-                seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-                bs = self.problem_.bootstrap(
-                    V, self.C_, self.penalty, self.metric, n_boot=int(self.n_boot), seed=seed,
-                    tol=max(self.tol, 1e-10), max_iter=self.max_iter, threads=self._threads(),
+        self.inference_ = self.ci
+        n_boot = self._n_boot
+        if n_boot > 0:
+            if K * d * n_boot > MAX_BOOT_VALUES:
+                raise ValueError(
+                    f"n_boot={n_boot} would keep {K * d * n_boot} draws in memory; "
+                    f"use n_boot <= {MAX_BOOT_VALUES // (K * d)} (or 0)"
                 )
-                self.boot_theta_ = bs["theta"]
-                self.boot_centre_ = bs["centre"]
-                self.boot_fused_share_ = np.asarray(bs["fused_count"], float) / self.n_boot
-                if bs["n_not_converged"]:
-                    warnings.warn(
-                        f"{bs['n_not_converged']} of {self.n_boot} bootstrap refits did not converge",
-                        ConvergenceWarning,
-                        stacklevel=3,
-                    )
+            seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+            bs = self.problem_.bootstrap(
+                V, self.C_, self.penalty, self.metric, n_boot=n_boot, seed=seed,
+                tol=max(self.tol, 1e-10), max_iter=self.max_iter, threads=self._threads(),
+            )
+            self.boot_theta_ = bs["theta"]
+            self.boot_centre_ = bs["centre"]
+            self.boot_fused_share_ = np.asarray(bs["fused_count"], float) / n_boot
+            if bs["n_not_converged"]:
+                warnings.warn(
+                    f"{bs['n_not_converged']} of {n_boot} bootstrap refits did not converge",
+                    ConvergenceWarning,
+                    stacklevel=3,
+                )
         # post-fusion covariance of the centre over the fused set (any penalty; NaN if S empty)
         S = np.asarray(self.fused_, bool)
         if S.any():
@@ -465,86 +487,220 @@ class LateFusion(BaseEstimator):
     def _index(self) -> pd.MultiIndex:
         return pd.MultiIndex.from_product([self.sites_, self.coef_names_], names=["site", "coef"])
 
-    def _site_se_ci(self, level: float):
-        """SE and CI bounds (K*d,) of the fused site estimates, by the penalty's method."""
-        if self.penalty == "squared":
-            se = np.sqrt(np.einsum("kii->ki", self.vcov_)).ravel()
-            z = stats.norm.ppf(0.5 + level / 2)
-            c = self.coef_.ravel()
-            return se, c - z * se, c + z * se
-        if self.inference_ == "bootstrap":
-            a = (1 - level) / 2
-            draws = self.boot_theta_.reshape(self.n_boot, -1)
-            lo, hi = np.quantile(draws, [a, 1 - a], axis=0)
-            return draws.std(0, ddof=1), lo, hi
-        nan = np.full(self.coef_.size, np.nan)
-        return nan, nan, nan
+    def _site_covariates(self) -> np.ndarray | None:
+        if self.site_covariates is None:
+            return None
+        X = np.asarray(self.site_covariates, float)
+        X = X[:, None] if X.ndim == 1 else X
+        K = len(self.sites_)
+        if X.ndim != 2 or X.shape[0] != K or not np.all(np.isfinite(X)):
+            raise ValueError(f"site_covariates must be a finite ({K}, p) array, one row per site")
+        return np.column_stack([np.ones(K), X])
 
-    def _centre_se_ci(self, level: float):
-        if self.penalty == "squared":
-            se = np.sqrt(np.diag(self.centre_vcov_))
-            z = stats.norm.ppf(0.5 + level / 2)
-            return se, self.centre_ - z * se, self.centre_ + z * se
-        if self.inference_ == "bootstrap":
-            a = (1 - level) / 2
-            lo, hi = np.quantile(self.boot_centre_, [a, 1 - a], axis=0)
-            return self.boot_centre_.std(0, ddof=1), lo, hi
-        nan = np.full(len(self.centre_), np.nan)
-        return nan, nan, nan
+    def robust_eb_frame(self, level: float = 0.95, contrast: Sequence[float] | None = None, wopt: bool = False) -> pd.DataFrame:
+        """Robust empirical-Bayes confidence intervals (Armstrong, Kolesár & Plagborg-Møller 2022)
+        per site and coefficient, or for a contrast c'θ_k (``contrast``, length d).
+
+        Shrinking toward the fitted centre (no ``site_covariates``, ``wopt=False``), the intervals
+        surround the squared-penalty (random-effects) fused estimates θ̃_k = P_k θ̂_k + (I − P_k) θ̂_0
+        themselves: with s² = Var(c'θ̃_k) (delta method) and the normalised bias
+        t = c'(I − P_k)(Σ_j G_j δ_j − δ_k)/s of the site effects δ_k = θ_k − θ_0, whose second
+        moment follows from μ₂ = E[δ_kj²] (per coefficient, estimated with the finite-sample
+        correction), the interval is c'θ̃_k ± cva(E[t²], κ)·s. With ``site_covariates`` or
+        ``wopt=True`` each coefficient (or the contrast) is a scalar robust EB problem of its own
+        (:func:`hetmtl.inference.robust_ebci`), and ``estimate`` is its EB (or length-optimal)
+        estimate. Columns: estimate, std err, m2, kappa, cva, CI bounds, dml std err.
+        """
+        self._check_fitted()
+        lo_name, hi_name = _level_names(level)
+        alpha = 1.0 - level
+        theta, V = self.dml_coef_, self.dml_vcov_
+        K, d = theta.shape
+        if contrast is None:
+            C = np.eye(d)
+            names = list(self.coef_names_)
+        else:
+            c = np.asarray(contrast, float).ravel()
+            if c.shape != (d,) or not np.all(np.isfinite(c)) or not np.any(c):
+                raise ValueError(f"contrast must be {d} finite numbers, not all zero")
+            C = c[None, :]
+            names = ["contrast"]
+        m = C.shape[0]
+        y = theta @ C.T  # (K, m)
+        se = np.sqrt(np.einsum("ia,kab,ib->ki", C, V, C))
+        index = pd.MultiIndex.from_product([self.sites_, names], names=["site", "coef"])
+        if K < 3:
+            nan = np.full(K * m, np.nan)
+            return pd.DataFrame({"estimate": nan, "std err": nan, lo_name: nan, hi_name: nan}, index=index)
+        X = self._site_covariates()
+        if X is not None or wopt:
+            est, s, m2, kap, cv, lo, hi = (np.empty((K, m)) for _ in range(7))
+            for i in range(m):
+                r = robust_ebci(y[:, i], se[:, i], X=X, alpha=alpha, kappa=self.kappa, wopt=wopt)
+                f = r.frame
+                w = f["w_opt" if wopt else "w_eb"].to_numpy()
+                est[:, i] = f["th_op" if wopt else "th_eb"].to_numpy()
+                half = f["len_op" if wopt else "len_eb"].to_numpy()
+                s[:, i] = w * se[:, i]
+                m2[:, i] = (1.0 / w - 1.0) ** 2 * r.mu2[0] / se[:, i] ** 2
+                kap[:, i] = r.kappa[0]
+                cv[:, i] = half / s[:, i]
+                lo[:, i], hi[:, i] = est[:, i] - half, est[:, i] + half
+        else:
+            src = self if self.penalty == "squared" else self.eb_fit_
+            P, G = src.problem_.squared_map(src.C_)
+            est = src.coef_ @ C.T
+            s = np.sqrt(np.einsum("ia,kab,ib->ki", C, src.vcov_, C))
+            mu2 = np.empty(d)
+            kap_coef = np.empty(d)
+            for j in range(d):
+                mom = ebci_moments(theta[:, j], np.sqrt(V[:, j, j]))
+                mu2[j], kap_coef[j] = mom.mu2[0], mom.kappa[0]
+            M = np.diag(mu2)
+            R = np.eye(d) - P
+            GMG = np.einsum("jab,b,jcb->ac", G, mu2, G)
+            inner = GMG[None] - G @ M - M @ G.transpose(0, 2, 1) + M[None]
+            Ebb = np.einsum("ia,kab,ib->ki", C, R @ inner @ R.transpose(0, 2, 1), C)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                m2 = np.where(s > 0, np.maximum(Ebb, 0.0) / s**2, 0.0)
+            if self.kappa is not None:
+                kap = np.full((K, m), float(self.kappa))
+            elif contrast is None:
+                kap = np.broadcast_to(kap_coef, (K, m)).copy()
+            else:
+                kap = np.full((K, m), ebci_moments(y[:, 0], se[:, 0]).kappa[0])
+            cv = cva_values(m2.ravel(), kap.ravel(), alpha).reshape(K, m)
+            lo, hi = est - cv * s, est + cv * s
+        return pd.DataFrame(
+            {
+                "estimate": est.ravel(), "std err": s.ravel(), "m2": m2.ravel(), "kappa": kap.ravel(),
+                "cva": cv.ravel(), lo_name: lo.ravel(), hi_name: hi.ravel(), "dml std err": se.ravel(),
+            },
+            index=index,
+        )
+
+    def _bootstrap_ci(self, draws: np.ndarray, level: float):
+        a = (1 - level) / 2
+        lo, hi = np.quantile(draws, [a, 1 - a], axis=0)
+        return draws.std(0, ddof=1), lo, hi
 
     # ------------------------------------------------------------------ results
     def summary_frame(self, level: float = 0.95) -> pd.DataFrame:
-        """Per-site table: fused estimate (coef, std err, t, P>|t|, CI), ``fused`` flag, and the
-        per-site DML estimate for comparison (``dml coef``, ``dml std err``, ``dml`` CI).
+        """Per-site table: the fused estimate ``coef`` and ``fused`` flag, the interval of the
+        chosen ``ci`` method, and the per-site DML estimate (``dml coef``, ``dml std err``, ``dml``
+        CI) beside it.
 
-        Intervals: "squared" — Wald from the exact delta method (conditional on C); "group" —
-        parametric-bootstrap SE and percentile CI (approximate; t and P>|t| use the bootstrap SE
-        with a normal reference)."""
+        - "squared", ci="robust_eb": ``std err`` (of the fused estimate) and the robust EB
+          interval around ``coef``; no test statistic (the interval accounts for the shrinkage
+          bias, a z test would not).
+        - "group", ci="robust_eb": ``robust EB coef`` and its interval beside ``coef``. The group
+          estimate itself has no interval shorter than per-site DML with a coverage guarantee: by
+          its KKT conditions it moves θ̂_k by at most λ_k‖H_k^{-1/2}e_j‖ = C√d·se_kj (matched
+          metric), so the only interval that covers whenever DML's does, θ̃_kj ± (z + C√d)·se_kj,
+          is longer than DML's; the random-effects estimate's robust EB interval is the valid,
+          shorter one, and the summary says so.
+        - ci="bootstrap": ``boot std err`` and percentile bounds ``boot …`` (approximate).
+        - ci="conditional": coef, std err, z, P>|z| and Wald CI from the delta method,
+          conditional on the site effects (an interval for E[θ̃_k]).
+        """
         self._check_fitted()
         lo_name, hi_name = _level_names(level)
-        se, lo, hi = self._site_se_ci(level)
-        table = coef_table(self.coef_.ravel(), se, self._index(), level)
-        table.index = self._index()
-        table[lo_name], table[hi_name] = lo, hi
+        index = self._index()
+        coef = self.coef_.ravel()
+        if self.ci == "conditional":
+            se = np.sqrt(np.einsum("kii->ki", self.vcov_)).ravel()
+            table = coef_table(coef, se, index, level)
+            table.index = index
+            table.columns = [CONDITIONAL_COLUMNS.get(c, c) for c in table.columns]
+        else:
+            table = pd.DataFrame({"coef": coef}, index=index)
         table["fused"] = np.repeat(np.asarray(self.fused_, bool), len(self.coef_names_))
-        if self.inference_ == "bootstrap":
+        if self.ci == "robust_eb":
+            eb = self.robust_eb_frame(level)
+            if self.penalty == "squared" and self.site_covariates is None:
+                table["std err"] = eb["std err"].to_numpy()
+                table[lo_name], table[hi_name] = eb[lo_name].to_numpy(), eb[hi_name].to_numpy()
+            else:
+                for col in ("estimate", "std err", lo_name, hi_name):
+                    table[f"robust EB {'coef' if col == 'estimate' else col}"] = eb[col].to_numpy()
+        elif self.ci == "bootstrap":
+            se, lo, hi = self._bootstrap_ci(self.boot_theta_.reshape(self._n_boot, -1), level)
+            table["boot std err"], table[f"boot {lo_name}"], table[f"boot {hi_name}"] = se, lo, hi
             table["boot fused share"] = np.repeat(self.boot_fused_share_, len(self.coef_names_))
         dml = coef_table(
-            self.dml_coef_.ravel(), np.sqrt(np.einsum("kii->ki", self.dml_vcov_)).ravel(), self._index(), level
+            self.dml_coef_.ravel(), np.sqrt(np.einsum("kii->ki", self.dml_vcov_)).ravel(), index, level
         )
         for col in ("coef", "std err", lo_name, hi_name):
             table[f"dml {col}"] = dml[col].to_numpy()
         return table
 
     def centre_frame(self, level: float = 0.95) -> pd.DataFrame:
-        """The centre θ̃_0: coef, std err, t, P>|t|, CI (delta method for "squared", bootstrap for
-        "group"), plus the post-fusion SE and Wald CI conditional on the fused set."""
+        """The centre θ̃_0 with its inference:
+
+        - "squared" with the random-effects model (τ² estimated or given, loss_matrix="vcov"):
+          ``std err`` is the random-effects SE (weights 1/(V̂_k + τ̂²)), HKSJ-scaled with t_{K−1}
+          quantiles for ``centre_ci="hksj"``; ``conditional std err`` is the within-study SE given
+          the site effects (exact delta method; not an interval for the mean effect when sites differ);
+        - "squared" with C: the conditional delta-method SE only (labelled);
+        - "group": ``post-fusion std err`` and interval conditional on the fused set, and beside it
+          the random-effects mean ``RE coef`` with its interval (the valid one for the mean effect);
+        - ci="bootstrap": percentile bounds ``boot …`` added.
+        """
         self._check_fitted()
         lo_name, hi_name = _level_names(level)
-        se, lo, hi = self._centre_se_ci(level)
-        table = coef_table(self.centre_, se, self.coef_names_, level)
-        table[lo_name], table[hi_name] = lo, hi
-        pse = np.sqrt(np.diag(self.postfusion_vcov_))
-        z = stats.norm.ppf(0.5 + level / 2)
-        table["post-fusion std err"] = pse
-        table[f"post-fusion {lo_name}"] = self.centre_ - z * pse
-        table[f"post-fusion {hi_name}"] = self.centre_ + z * pse
-        table.index.name = "coef"
+        names = pd.Index(self.coef_names_, name="coef")
+        re = self.random_effects_
+        table = pd.DataFrame({"coef": self.centre_}, index=names)
+        if self.penalty == "squared" and hasattr(self, "tau2_") and re is not None:
+            re_t = re.summary_frame(level)
+            table = pd.concat([table, re_t.drop(columns=["coef"]).set_axis(names)], axis=1)
+            table["conditional std err"] = np.sqrt(np.diag(self.centre_vcov_))
+        elif self.penalty == "squared":
+            se = np.sqrt(np.diag(self.centre_vcov_))
+            z = stats.norm.ppf(0.5 + level / 2)
+            table["conditional std err"] = se
+            table[f"conditional {lo_name}"], table[f"conditional {hi_name}"] = self.centre_ - z * se, self.centre_ + z * se
+        else:
+            pse = np.sqrt(np.diag(self.postfusion_vcov_))
+            z = stats.norm.ppf(0.5 + level / 2)
+            table["post-fusion std err"] = pse
+            table[f"post-fusion {lo_name}"] = self.centre_ - z * pse
+            table[f"post-fusion {hi_name}"] = self.centre_ + z * pse
+            if re is not None:
+                re_t = re.summary_frame(level).set_axis(names)
+                table["RE coef"] = re_t["coef"]
+                table["RE std err"] = re_t["std err"]
+                table[f"RE {lo_name}"], table[f"RE {hi_name}"] = re_t[lo_name], re_t[hi_name]
+        if self.ci == "bootstrap":
+            _, lo, hi = self._bootstrap_ci(self.boot_centre_, level)
+            table[f"boot {lo_name}"], table[f"boot {hi_name}"] = lo, hi
         return table
 
     def confint(self, level: float = 0.95) -> pd.DataFrame:
-        """Intervals of the fused site estimates and, in the last rows (site ``"(centre)"``), of
-        the centre — by the penalty's inference method (see :meth:`summary_frame`)."""
+        """The intervals the summary reports as valid or labelled: for the sites, the ``ci``
+        method's (robust EB: around the estimate in column ``estimate``); for the centre (rows
+        ``"(centre)"``), the random-effects interval where the random-effects model applies, else
+        the conditional one."""
         self._check_fitted()
         lo_name, hi_name = _level_names(level)
-        _, lo, hi = self._site_se_ci(level)
-        sites = pd.DataFrame({lo_name: lo, hi_name: hi}, index=self._index())
-        _, clo, chi = self._centre_se_ci(level)
-        centre = pd.DataFrame(
-            {lo_name: clo, hi_name: chi},
-            index=pd.MultiIndex.from_product([[CENTRE], self.coef_names_], names=["site", "coef"]),
-        )
-        return pd.concat([sites, centre])
+        t = self.summary_frame(level)
+        if self.ci == "robust_eb" and f"robust EB {lo_name}" in t:
+            sites = pd.DataFrame({"estimate": t["robust EB coef"], lo_name: t[f"robust EB {lo_name}"],
+                                  hi_name: t[f"robust EB {hi_name}"]})
+        elif self.ci == "bootstrap":
+            sites = pd.DataFrame({"estimate": t["coef"], lo_name: t[f"boot {lo_name}"], hi_name: t[f"boot {hi_name}"]})
+        else:
+            sites = t[["coef", lo_name, hi_name]].rename(columns={"coef": "estimate"})
+        c = self.centre_frame(level)
+        if lo_name in c:
+            cl = c[["coef", lo_name, hi_name]].rename(columns={"coef": "estimate"})
+        elif f"RE {lo_name}" in c:
+            cl = pd.DataFrame({"estimate": c["RE coef"], lo_name: c[f"RE {lo_name}"], hi_name: c[f"RE {hi_name}"]})
+        else:
+            pre = "post-fusion" if self.penalty == "group" else "conditional"
+            cl = pd.DataFrame({"estimate": c["coef"], lo_name: c[f"{pre} {lo_name}"], hi_name: c[f"{pre} {hi_name}"]})
+        cl.index = pd.MultiIndex.from_product([[CENTRE], self.coef_names_], names=["site", "coef"])
+        return pd.concat([sites, cl])
 
     def prediction_interval(self, level: float = 0.95) -> pd.DataFrame:
         """BLUP prediction intervals for θ_k ("squared" with loss_matrix="vcov"): under θ_k ~
@@ -586,22 +742,45 @@ class LateFusion(BaseEstimator):
         out["C"] = np.asarray(out["C"])
         return out
 
+    def _interval_note(self) -> str:
+        if self.ci == "robust_eb":
+            if len(self.sites_) < 3:
+                return "robust EB intervals need at least 3 sites: none reported"
+            where = "around the fused estimates" if self.penalty == "squared" else (
+                "around the random-effects estimates ('robust EB coef'); the group estimate has no valid "
+                "interval shorter than per-site DML")
+            toward = "a regression on site covariates" if self.site_covariates is not None else "the centre"
+            return f"robust empirical Bayes (AKP 2022), {where}, shrinking toward {toward}"
+        if self.ci == "bootstrap":
+            return f"parametric bootstrap percentiles ({self._n_boot} draws, same C): approximate"
+        return "delta method conditional on the site effects: intervals for E[fused], not for theta_k"
+
     def _summary_header(self) -> dict[str, object]:
         h = self.heterogeneity_
+        N = f"N = {int(self.n_.sum())}" if self.table_.n_given else "n not given"
         head = {
             "penalty": self.penalty + (f" ({self.metric})" if self.penalty == "group" else ""),
             "loss matrix": self.loss_matrix,
-            "sites": f"{len(self.sites_)} (N = {int(self.n_.sum())})",
+            "input": "published estimates" if self.table_.model == ESTIMATES else f"DML summaries ({self.table_.model})",
+            "sites": f"{len(self.sites_)} ({N})",
             "tuning": f"{self.tuning_}; C = {self.C_:.4g}",
             "fused sites": f"{int(np.sum(self.fused_))} of {len(self.sites_)}",
             "heterogeneity": f"Q = {h['Q']:.4g} (df {h['df']:.0f}, p = {h['p-value']:.3g}), "
             f"I2 = {100 * h['I2']:.1f} %, tau2 (DL) = {h['tau2']:.4g}",
-            "inference": {
-                "delta": "exact delta method, conditional on C (intervals for the shrunk estimator)",
-                "bootstrap": f"parametric bootstrap ({self.n_boot} draws, same C), approximate",
-                "none": "none (n_boot = 0)",
-            }[self.inference_],
+            "site intervals": self._interval_note(),
         }
+        re = self.random_effects_
+        if re is not None:
+            head["tau2 (random effects)"] = (
+                f"{re.tau2:.4g} ({re.tau2_method.upper()}), Q-profile {100 * re.level:g}% CI "
+                f"[{re.tau2_ci[0]:.4g}, {re.tau2_ci[1]:.4g}]"
+            )
+            head["centre interval"] = (
+                "random-effects model, " + ("HKSJ (t, K - 1 df)" if self.centre_ci == "hksj" else "Wald (z)")
+                if self.penalty == "squared" and hasattr(self, "tau2_")
+                else ("conditional on the site effects" if self.penalty == "squared" else
+                      "post-fusion: conditional on the fused set; 'RE' columns: random-effects mean")
+            )
         return head
 
     def summary(self, level: float = 0.95) -> str:

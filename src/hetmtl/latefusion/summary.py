@@ -21,7 +21,13 @@ from hetmtl.exceptions import SummaryValidationError
 
 FORMAT = "hetmtl.site_summary"
 VERSION = 1
-MODELS = ("plr", "ate", "cate", "blp")
+#: Label of summaries built from published estimates (meta-analysis input, :meth:`SiteSummary.from_estimates`).
+ESTIMATES = "estimates"
+MODELS = ("plr", "ate", "cate", "blp", ESTIMATES)
+#: Largest absolute value accepted in a summary's arrays: keeps every fusion quantity finite.
+MAX_ABS_VALUE = 1e100
+#: Largest summary file read (bytes); a site summary is a few kB even with its CV folds.
+MAX_FILE_BYTES = 16 * 2**20
 
 _matrix = {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}
 _vector = {"type": "array", "items": {"type": "number"}}
@@ -41,7 +47,7 @@ SCHEMA: dict[str, Any] = {
                 "site": {"type": "string", "minLength": 1},
                 "model": {"enum": list(MODELS)},
                 "coef_names": {"type": "array", "items": {"type": "string"}, "minItems": 1},
-                "n": {"type": "integer", "minimum": 1},
+                "n": {"type": ["integer", "null"], "minimum": 1},
                 "theta": _vector,
                 "J": _matrix,
                 "Omega": _matrix,
@@ -86,6 +92,8 @@ def _check_matrix(name: str, M: np.ndarray, d: int, where: str, *, symmetric: bo
         raise SummaryValidationError(f"{where}: {name} has shape {M.shape}, expected ({d}, {d})")
     if not np.all(np.isfinite(M)):
         raise SummaryValidationError(f"{where}: {name} has non-finite entries")
+    if np.any(np.abs(M) > MAX_ABS_VALUE):
+        raise SummaryValidationError(f"{where}: {name} has entries beyond ±{MAX_ABS_VALUE:g}")
     if symmetric:
         scale = max(1.0, float(np.max(np.abs(M))))
         if np.max(np.abs(M - M.T)) > 1e-8 * scale:
@@ -129,7 +137,7 @@ class SiteSummary:
     site: str
     model: str
     coef_names: list[str]
-    n: int
+    n: int | None
     theta: np.ndarray
     J: np.ndarray
     Omega: np.ndarray
@@ -158,7 +166,37 @@ class SiteSummary:
 
     @property
     def vcov(self) -> np.ndarray:
-        return self.Sigma / self.n
+        return self.Sigma / (1 if self.n is None else self.n)
+
+    @classmethod
+    def from_estimates(
+        cls,
+        theta,
+        vcov=None,
+        n: int | None = None,
+        site: str = "study",
+        coef_names: list[str] | None = None,
+        *,
+        se=None,
+    ) -> "SiteSummary":
+        """A summary of a published estimate (meta-analysis input): ``theta`` (d,) with its
+        covariance ``vcov`` (d, d) — or a standard error ``se`` (a scalar for d = 1; a vector gives
+        uncorrelated coefficients). ``n`` is optional; the fusion weights then come
+        from the covariance alone. Stored as J = I, Ω = n·V (so V = J⁻¹ΩJ⁻ᵀ/n), model ``"estimates"``."""
+        theta = np.atleast_1d(np.asarray(theta, float))
+        d = theta.shape[0]
+        if (vcov is None) == (se is None):
+            raise SummaryValidationError(f"site {site!r}: give exactly one of vcov and se")
+        if se is not None:
+            se = np.atleast_1d(np.asarray(se, float))
+            if se.shape != (d,) or not np.all(np.isfinite(se) & (se > 0)):
+                raise SummaryValidationError(f"site {site!r}: se must be {d} positive finite number(s), got {se}")
+            V = np.diag(se**2)
+        else:
+            V = np.atleast_2d(np.asarray(vcov, float))
+        names = (["theta"] if d == 1 else [f"theta{j}" for j in range(d)]) if coef_names is None else list(coef_names)
+        return cls(site=str(site), model=ESTIMATES, coef_names=names, n=n, theta=theta, J=np.eye(d),
+                   Omega=V * (1 if n is None else n), n_folds=2, n_rep=1)
 
     @property
     def se(self) -> np.ndarray:
@@ -169,11 +207,16 @@ class SiteSummary:
         s = self.site
         if self.model not in MODELS:
             raise SummaryValidationError(f"site {s!r}: unknown model {self.model!r}; expected one of {MODELS}")
-        if not isinstance(self.n, (int, np.integer)) or self.n <= 0:
-            raise SummaryValidationError(f"site {s!r}: n must be a positive integer, got {self.n!r}")
+        if self.n is None:
+            if self.model != ESTIMATES:
+                raise SummaryValidationError(f"site {s!r}: n is required for a DML summary (model {self.model!r})")
+        elif isinstance(self.n, bool) or not isinstance(self.n, (int, np.integer)) or not 0 < self.n < 2**53:
+            raise SummaryValidationError(f"site {s!r}: n must be a positive integer below 2**53, got {self.n!r}")
         d = self.theta.shape[0]
-        if self.theta.ndim != 1 or not np.all(np.isfinite(self.theta)):
-            raise SummaryValidationError(f"site {s!r}: theta must be a finite vector, got {self.theta!r}")
+        if self.theta.ndim != 1 or not np.all(np.isfinite(self.theta)) or np.any(np.abs(self.theta) > MAX_ABS_VALUE):
+            raise SummaryValidationError(
+                f"site {s!r}: theta must be a finite vector within ±{MAX_ABS_VALUE:g}, got {self.theta!r}"
+            )
         if len(self.coef_names) != d:
             raise SummaryValidationError(f"site {s!r}: {len(self.coef_names)} coef_names for {d} coefficients")
         _check_matrix("J", self.J, d, f"site {s!r}", symmetric=False, psd=False)
@@ -189,6 +232,10 @@ class SiteSummary:
             _check_matrix("A", f.A, d, where, symmetric=True, psd=False)
             if f.b.shape != (d,) or not np.isfinite(f.c):
                 raise SummaryValidationError(f"{where}: b must have length {d} and c be finite")
+            if self.n is not None and f.n_train + f.n_test != self.n:
+                raise SummaryValidationError(
+                    f"{where}: n_train + n_test = {f.n_train} + {f.n_test} does not equal the site's n = {self.n}"
+                )
 
     # ------------------------------------------------------------------ JSON
     def _payload(self) -> dict[str, Any]:
@@ -196,7 +243,7 @@ class SiteSummary:
             "site": self.site,
             "model": self.model,
             "coef_names": list(self.coef_names),
-            "n": int(self.n),
+            "n": None if self.n is None else int(self.n),
             "theta": self.theta.tolist(),
             "J": self.J.tolist(),
             "Omega": self.Omega.tolist(),
@@ -275,19 +322,38 @@ class SiteSummary:
             raise SummaryValidationError(f"{source}: inconsistent arrays: {exc}") from None
 
     @classmethod
-    def read_json(cls, path: str | Path) -> "SiteSummary":
-        """Read and validate a summary file written by :meth:`to_json`."""
+    def read_json(cls, path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> "SiteSummary":
+        """Read and validate a summary file written by :meth:`to_json` (at most ``max_bytes``;
+        directories, FIFOs and other special files are refused)."""
         path = Path(path)
-        try:
-            obj = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise SummaryValidationError(f"{path}: not valid JSON ({exc})") from None
-        return cls.from_dict(obj, source=str(path))
+        return cls.from_json(read_text_checked(path, max_bytes, "summary file"), source=str(path))
 
     @classmethod
     def from_json(cls, text: str, source: str = "summary") -> "SiteSummary":
         try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SummaryValidationError(f"{source}: not valid JSON ({exc})") from None
+            obj = json.loads(text, parse_constant=_refuse_constant)
+        except (json.JSONDecodeError, RecursionError, ValueError) as exc:
+            raise SummaryValidationError(f"{source}: not valid JSON ({str(exc)[:200]})") from None
         return cls.from_dict(obj, source=source)
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def read_text_checked(path: Path, max_bytes: int, what: str) -> str:
+    """Text of a regular file of at most ``max_bytes``; every refusal names the file."""
+    import stat
+
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise SummaryValidationError(f"{path}: cannot read the {what} ({exc.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise SummaryValidationError(f"{path}: not a regular file")
+    if st.st_size > max_bytes:
+        raise SummaryValidationError(f"{path}: {st.st_size} bytes, more than the {max_bytes}-byte limit for a {what}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SummaryValidationError(f"{path}: cannot read the {what} ({exc})") from None

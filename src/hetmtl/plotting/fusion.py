@@ -14,6 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from hetmtl.inference import _level_names
+from hetmtl.latefusion.table import CENTRE
 
 
 def _coefs(lf, coefs: Sequence[str] | None) -> list[str]:
@@ -26,37 +27,47 @@ def _coefs(lf, coefs: Sequence[str] | None) -> list[str]:
 
 
 def forest_plot(lf, level: float = 0.95, coefs: Sequence[str] | None = None, figsize=None) -> Figure:
-    """Per-site DML CI (grey) vs fused CI (blue: fused with the centre, filled marker; orange:
-    not fused, open marker), with the centre θ̃_0 and its CI as a band. One panel per coefficient."""
+    """Per-site DML CI (grey) beside the interval the fit reports (``lf.confint``: robust EB by
+    default, around the estimate it belongs to; blue filled marker: site fused with the centre,
+    orange open marker: not fused), the group or fused estimate as a small cross where it differs,
+    and the centre with its interval as a band. One panel per coefficient; long site names get
+    the margin they need."""
     names = _coefs(lf, coefs)
     K = len(lf.sites_)
     table = lf.summary_frame(level)
-    centre = lf.centre_frame(level)
+    ci = lf.confint(level)
     lo, hi = _level_names(level)
-    fig = Figure(figsize=figsize or (4.2 * len(names), 0.45 * K + 1.8))
+    width = max(len(str(s)) for s in lf.sites_)
+    fig = Figure(figsize=figsize or (4.2 * len(names) + 0.07 * width, 0.45 * K + 1.8))
     axes = fig.subplots(1, len(names), squeeze=False)[0]
     y = np.arange(K)[::-1].astype(float)
     for ax, name in zip(axes, names):
         t = table.xs(name, level="coef").loc[lf.sites_]
-        c = centre.loc[name]
+        c_site = ci.xs(name, level="coef").loc[lf.sites_]
+        c = ci.loc[(CENTRE, name)]
         if np.isfinite(c[lo]):
             ax.axvspan(c[lo], c[hi], color="0.85", zorder=0, label=f"centre {100 * level:g}% CI")
-        ax.axvline(c["coef"], color="k", lw=1, ls="--", label="centre")
+        ax.axvline(lf.centre_[lf.coef_names_.index(name)], color="k", lw=1, ls="--", label="centre")
         ax.hlines(y + 0.15, t[f"dml {lo}"], t[f"dml {hi}"], color="0.5", lw=1.5)
         ax.plot(t["dml coef"], y + 0.15, "s", color="0.5", ms=4, label="site DML")
         fused = t["fused"].to_numpy(bool)
         colors = np.where(fused, "tab:blue", "tab:orange")
-        ax.hlines(y - 0.15, t[lo], t[hi], colors=colors, lw=2)
-        ax.scatter(t["coef"][fused], (y - 0.15)[fused], color="tab:blue", zorder=3, s=22, label="fused")
-        ax.scatter(t["coef"][~fused], (y - 0.15)[~fused], facecolors="white", edgecolors="tab:orange", zorder=3,
+        est = c_site["estimate"].to_numpy()
+        ax.hlines(y - 0.15, c_site[lo], c_site[hi], colors=colors, lw=2)
+        ax.scatter(est[fused], (y - 0.15)[fused], color="tab:blue", zorder=3, s=22, label="fused")
+        ax.scatter(est[~fused], (y - 0.15)[~fused], facecolors="white", edgecolors="tab:orange", zorder=3,
                    s=22, label="not fused")
+        moved = ~np.isclose(est, t["coef"].to_numpy())
+        if moved.any():
+            ax.plot(t["coef"].to_numpy()[moved], (y - 0.15)[moved], "x", color="k", ms=5, label=f"{lf.penalty} estimate")
         ax.set_yticks(y)
         ax.set_yticklabels(lf.sites_)
         ax.set_title(name)
         ax.set_xlabel("estimate")
     axes[0].legend(loc="best", fontsize="small", frameon=False)
-    method = {"delta": "delta method", "bootstrap": "parametric bootstrap", "none": "no fused CI"}[lf.inference_]
-    fig.suptitle(f"Late fusion ({lf.penalty}, C = {lf.C_:.3g}); fused intervals: {method}", fontsize="medium")
+    method = {"robust_eb": "robust empirical Bayes", "bootstrap": "parametric bootstrap (approximate)",
+              "conditional": "delta method, conditional"}[lf.ci]
+    fig.suptitle(f"Late fusion ({lf.penalty}, C = {lf.C_:.3g}); site intervals: {method}", fontsize="medium")
     fig.tight_layout()
     return fig
 

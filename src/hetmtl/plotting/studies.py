@@ -1,7 +1,7 @@
 """Figures of comparison studies (inputs: the tables of :mod:`hetmtl.studies.report`).
 
 What to use when:
-- spread of a metric over replicates per method and setting (the seeds' RMSE boxplots):
+- spread of a metric over replicates per method and setting (the source papers' RMSE boxplots):
   :func:`metric_boxplot` on :func:`~hetmtl.studies.report.replicate_frame`;
 - a metric's mean ± 1.96 SE against a numeric grid parameter (MSE vs η): :func:`metric_curve`;
 - CI coverage against the nominal level with its Monte Carlo band: :func:`coverage_plot`.

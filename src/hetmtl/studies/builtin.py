@@ -1,16 +1,17 @@
-"""Built-in studies: the seeds' headline experiments, runnable by name (``hetmtl study list``).
+"""Built-in studies: the source papers' headline experiments, runnable by name (``hetmtl study list``).
 
 What to use when:
 - ``latefusion-eta``: late-fusion Scenario 1 across the heterogeneity η — per-site DML (ITL) and,
   when :class:`~hetmtl.latefusion.LateFusion` is installed, the fused estimators (squared, group)
   on the same per-site fits: bias, MSE (avg and max over sites), CI coverage and width;
-- ``encoders-ablation`` / ``encoders-heterogeneity`` / ``encoders-imbalance``: the seed-001
-  benchmark protocols of the dual-encoder model (:func:`encoder_methods`): every ablation and
-  baseline, the fixed-λ fits and the validation-tuned ``dual`` / ``dual_cv`` on shared 60/20/20
+- ``encoders-ablation`` / ``encoders-heterogeneity`` / ``encoders-imbalance``: the benchmark
+  protocols of the dual-encoder paper (arXiv 2505.24281) for its model (:func:`encoder_methods`):
+  every ablation and baseline, the fixed-λ fits and the validation-tuned ``dual`` / ``dual_cv`` on shared 60/20/20
   splits, replicate r with seed 1000 r + 17; per task ``rmse`` (held-out) and ``rmse_truth``
   (against the true regression function). Fits shared by several methods of a replicate (a tuned
   method and its candidates) are computed once;
-- ``blockwise-A`` … ``blockwise-F``, ``blockwise-T``, ``blockwise-linear`` (seed 002 Tables 2–9)
+- ``blockwise-A`` … ``blockwise-F``, ``blockwise-T``, ``blockwise-linear`` (the MTL-HMB paper,
+  arXiv 2505.24413, Tables 2–9)
   and ``blockwise-ablation`` (Figure 8): MTL-HMB vs STL/HTL (+ Step1+STL, Step1+HPS, Naive+Step2 in
   Figure 8) with the authors' code grid and seeds 0–19 (:func:`blockwise_study`; HBI fitted once
   per replicate and shared by MTL-HMB and the Step-1 ablations), compared with the paper's tables
@@ -180,7 +181,23 @@ def late_fusion_method(rep: Replicate, model: str = "ate", learners: str = "fore
 
     est = _site_dml_fit(rep, model, learners, n_folds, "reuse")
     fused = LateFusion(**{"random_state": rep.seed, **options}).fit(est.summaries())
-    return interval_rows(fused.summary_frame(level), _truth(rep.data, est), level)
+    return interval_rows(fused_interval_frame(fused, level), _truth(rep.data, est), level)
+
+
+def fused_interval_frame(fused, level: float):
+    """(site, coef) frame for :func:`interval_rows`: the fused estimate ``coef``, the SE the
+    interval method reports, and the interval the summary reports (``LateFusion.confint``: for the
+    group penalty the robust EB interval beside the group estimate)."""
+    import pandas as pd
+
+    from hetmtl.inference import _level_names
+
+    lo, hi = _level_names(level)
+    table = fused.summary_frame(level)
+    ci = fused.confint(level).drop(index="(centre)", level="site")
+    se_col = next((c for c in ("std err", "robust EB std err", "boot std err", "conditional std err") if c in table), None)
+    return pd.DataFrame({"coef": table["coef"], "std err": table[se_col] if se_col else np.nan,
+                         lo: ci[lo], hi: ci[hi], "fused": table["fused"]}, index=table.index)
 
 
 # Registered always (it imports LateFusion only when called); the built-in study lists the fused
@@ -234,7 +251,7 @@ def encoders_method(rep: Replicate, name: str = "dual", **common) -> list[dict]:
     return [{"task": str(r.task), "n_train": int(r.n_train), "rmse": float(r.rmse)} for r in table.itertuples()]
 
 
-#: Settings every dual-encoder fit of the seed-001 benchmarks shares (spec dual_encoder.md §5c).
+#: Settings every fit of the dual-encoder paper's benchmarks shares (spec dual_encoder.md §5c).
 ENCODER_COMMON = {"n_shared": 4, "n_specific": 2, "hidden": [32], "max_epochs": 400, "patience": 30, "lam_orth": 0.01}
 #: The λ (= lam_alpha = lam_beta) grid the tuned fits choose from by summed validation MSE.
 ENCODER_LAMS = (0.003, 0.03, 0.3)
@@ -300,7 +317,8 @@ def lam_label(prefix: str, lam: float) -> str:
 
 
 def encoder_methods(experiment: str) -> list[MethodSpec]:
-    """The seed-001 benchmark methods of ``experiment`` ("ablation", "heterogeneity", "imbalance").
+    """The dual-encoder paper's benchmark methods of ``experiment`` ("ablation", "heterogeneity",
+    "imbalance").
 
     ``dual`` = full model (q = 2 task-specific dims) with λ chosen on validation over
     :data:`ENCODER_LAMS`; ``dual_cv`` = the same family tuned over λ and q ∈ {0 (shared encoder
@@ -328,7 +346,8 @@ def encoder_methods(experiment: str) -> list[MethodSpec]:
 
 @register_generator("encoders-bench-split")
 def encoders_bench_splitter(sim, seed: int):
-    """The seed-001 benchmarks' split: ``sim.data.split(random_state=seed)`` (60/20/20 per task)."""
+    """The split of the dual-encoder paper's benchmarks: ``sim.data.split(random_state=seed)``
+    (60/20/20 per task)."""
     return sim.data.split(random_state=seed)
 
 
@@ -350,23 +369,24 @@ def _encoders_bench(experiment: str) -> Study:
 
 
 @_builtin("encoders-ablation", "encoders",
-          "Dual-encoder MTL (seed 001 experiment 1): every ablation (only C / only S_r / no orthogonality / no "
-          "integration / alpha not centred) and baseline (STL, pooled, HPS) on shared 60/20/20 splits; moderate "
-          "covariate shift, posterior drift in 3 of 5 tasks: per-task RMSE (held-out and vs truth).")
+          "Dual-encoder MTL (dual-encoder paper, arXiv 2505.24281, experiment 1): every ablation (only C / "
+          "only S_r / no orthogonality / no integration / alpha not centred) and baseline (STL, pooled, HPS) "
+          "on shared 60/20/20 splits; moderate covariate shift, posterior drift in 3 of 5 tasks: per-task RMSE (held-out and vs truth).")
 def _encoders_ablation() -> Study:
     return _encoders_bench("ablation")
 
 
 @_builtin("encoders-heterogeneity", "encoders",
-          "Dual-encoder MTL (seed 001 experiment 2): posterior drift kappa in {0, 1, 3, 6} x centre penalty lambda "
-          "in {0, 0.003, 0.03, 0.3} (fixed and validation-tuned) against STL / pooled / HPS.")
+          "Dual-encoder MTL (dual-encoder paper, arXiv 2505.24281, experiment 2): posterior drift kappa in "
+          "{0, 1, 3, 6} x centre penalty lambda in {0, 0.003, 0.03, 0.3} (fixed and validation-tuned) "
+          "against STL / pooled / HPS.")
 def _encoders_heterogeneity() -> Study:
     return _encoders_bench("heterogeneity")
 
 
 @_builtin("encoders-imbalance", "encoders",
-          "Dual-encoder MTL (seed 001 experiment 3): task sizes n_r = 50, 80, 200, 500, 1000 in one problem "
-          "(sqrt(n_r) task weights): per-task RMSE by task size.")
+          "Dual-encoder MTL (dual-encoder paper, arXiv 2505.24281, experiment 3): task sizes n_r = 50, 80, "
+          "200, 500, 1000 in one problem (sqrt(n_r) task weights): per-task RMSE by task size.")
 def _encoders_imbalance() -> Study:
     return _encoders_bench("imbalance")
 
@@ -374,7 +394,7 @@ def _encoders_imbalance() -> Study:
 # ================================================================================ MTL-HMB
 @register_generator("blockwise")
 def blockwise_generator(setting: str = "A", setting_value=0.8, random_state=None, **overrides):
-    """A row of the seed-002 settings: :func:`hetmtl.blockwise.simulate.setting_params` then
+    """A row of the MTL-HMB paper's settings: :func:`hetmtl.blockwise.simulate.setting_params` then
     :func:`~hetmtl.blockwise.simulate.simulate_blockwise`."""
     from hetmtl.blockwise.simulate import setting_params, simulate_blockwise
 
@@ -391,7 +411,8 @@ register_generator("blockwise-split")(blockwise_splitter)
 
 BLOCKWISE_METHODS = {"mtl-hmb": ("hetmtl.blockwise.model", "MTLHMB"), "stl": ("hetmtl.blockwise.baselines", "STL"),
                      "htl": ("hetmtl.blockwise.baselines", "HTL"), "hps": ("hetmtl.blockwise.baselines", "HPS"),
-                     # seed 002 Figure 8 ablations: Step 1 (HBI) + STL, Step 1 + HPS, naive imputation + Step 2
+                     # the MTL-HMB paper's Figure 8 ablations: Step 1 (HBI) + STL, Step 1 + HPS,
+                     # naive imputation + Step 2
                      "step1+stl": ("hetmtl.blockwise.baselines", "STL"),
                      "step1+hps": ("hetmtl.blockwise.baselines", "HPS"),
                      "naive+step2": ("hetmtl.blockwise.baselines", "naive_step2"),
@@ -426,8 +447,8 @@ def blockwise_method(rep: Replicate, name: str = "mtl-hmb", **options) -> list[d
     as in their printouts), the number of test rows ``n`` and the selected configuration
     (``selected``, JSON). ``name``: one of :data:`BLOCKWISE_METHODS`; ``options`` go to the
     estimator (``random_state`` is the replicate's seed). MTL-HMB and the Step-1 ablations fit HBI
-    once per replicate and share it (the first of them to run fits it), as the seed's ablation
-    design does."""
+    once per replicate and share it (the first of them to run fits it), as the MTL-HMB paper's
+    ablation design does."""
     import json
 
     if name not in BLOCKWISE_METHODS:
@@ -454,7 +475,7 @@ def blockwise_method(rep: Replicate, name: str = "mtl-hmb", **options) -> list[d
     return rows
 
 
-#: The options of the seed-002 reproduction protocol (the authors' code grid, early stopping caps).
+#: The options of the MTL-HMB paper's reproduction protocol (the authors' code grid, early stopping caps).
 BLOCKWISE_PROTOCOL = {"grid": "code", "hbi_grid": "code", "max_epochs": 25000, "hbi_max_epochs": 5000,
                       "dr_mode": "per_task", "n_threads": 1, "engine": "torch"}
 BLOCKWISE_TABLE_METHODS = ["mtl-hmb", "stl", "htl"]
@@ -484,15 +505,16 @@ def blockwise_method_specs(names, grid="code", hbi_grid="code", max_epochs: int 
 
 
 def blockwise_study(setting: str, methods=None, n_reps: int | None = None, **options) -> Study:
-    """The seed-002 reproduction study of one setting (a table of Tables 2-9, or ``"ablation"`` =
-    Figure 8): every row of the table is a grid value of ``setting_value``; replicate r uses seed
-    r for data, split and fits (the authors' seeds 0-19); 20 replicates (30 for Figure 8).
+    """The reproduction study of one setting of the MTL-HMB paper (arXiv 2505.24413): a table of
+    Tables 2-9, or ``"ablation"`` = Figure 8. Every row of the table is a grid value of
+    ``setting_value``; replicate r uses seed r for data, split and fits (the authors' seeds 0-19);
+    20 replicates (30 for Figure 8).
     ``methods`` default: MTL-HMB, STL, HTL (+ the three ablations in Figure 8); ``options``
     override :data:`BLOCKWISE_PROTOCOL` (e.g. ``grid="small"``)."""
     from hetmtl.blockwise.simulate import SETTINGS
 
     if setting not in SETTINGS:
-        raise ValueError(f"unknown seed-002 setting {setting!r}; choose from {sorted(SETTINGS)}")
+        raise ValueError(f"unknown MTL-HMB paper setting {setting!r}; choose from {sorted(SETTINGS)}")
     unknown = sorted(set(options) - set(BLOCKWISE_PROTOCOL))
     if unknown:
         raise ValueError(f"unknown option(s) {unknown}; options are {sorted(BLOCKWISE_PROTOCOL)}")
@@ -506,19 +528,20 @@ def blockwise_study(setting: str, methods=None, n_reps: int | None = None, **opt
         n_reps=int(n_reps or (30 if setting == "ablation" else 20)), seed=0, seed_stride=1,
         metrics=["rmse", "rmse_code"],
         reference=f"blockwise-{setting}.csv" if has_reference else None,
-        description=f"{' vs '.join(n.upper() for n in names)}, seed 002 "
+        description=f"{' vs '.join(n.upper() for n in names)}, MTL-HMB paper (arXiv 2505.24413) "
                     f"{'Table ' if has_reference else ''}{spec['table']} ({spec['vary']}): test RMSE per task "
                     "(the report averages over tasks: the paper's average RMSE).",
     )
 
 
-# setting: (seed 002 table, what varies); descriptions are static so that listing imports nothing
+# setting: (MTL-HMB paper's table, what varies); descriptions are static so that listing imports nothing
 BLOCKWISE_SETTINGS = {"A": ("Table 2", "rho1 = rho2"), "B": ("Table 3", "rho2"), "C": ("Table 4", "alpha"),
                       "D": ("Table 5", "n1 = n2"), "E": ("Table 6", "p1 = p2"), "F": ("Table 7", "sigma1"),
                       "T": ("Table 8", "number of tasks"), "linear": ("Table 9", "linear DGP"),
                       "ablation": ("Figure 8", "n2, ablations")}
 for _setting, (_table, _vary) in BLOCKWISE_SETTINGS.items():
     _methods = "MTL-HMB vs STL/HTL/Step1+STL/Step1+HPS/Naive+Step2" if _setting == "ablation" else "MTL-HMB vs STL/HTL"
-    _BUILDERS[f"blockwise-{_setting}"] = ("blockwise", f"{_methods}, seed 002 setting {_setting} ({_table}; varies "
+    _BUILDERS[f"blockwise-{_setting}"] = ("blockwise", f"{_methods}, MTL-HMB paper (arXiv 2505.24413) "
+                                                       f"setting {_setting} ({_table}; varies "
                                                        f"{_vary}), authors' code grid, seeds 0-19: test RMSE per task",
                                           (lambda s=_setting: blockwise_study(s)))

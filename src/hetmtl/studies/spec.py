@@ -15,7 +15,8 @@ Seeds come from ``numpy.random.SeedSequence(seed, spawn_key=(setting_index, repl
 replicate's data do not depend on how many replicates, workers or settings there are. A study
 that must reproduce published seeds sets ``seed_stride``: replicate r then uses the integer seed
 ``seed + seed_stride * r`` for both its data and its methods, in every setting (common random
-numbers across settings, as the seeds' own scripts do, e.g. the MTL-HMB authors' seeds 0-19).
+numbers across settings, as the source papers' own scripts do, e.g. the MTL-HMB authors' seeds
+0-19).
 """
 from __future__ import annotations
 
