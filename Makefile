@@ -18,6 +18,7 @@ TORCH_PIP_ARGS ?=
 # test targets; `r` (rpy2) is added to the test extras once R is installed.
 EXTRAS ?= nets
 TEST_EXTRAS ?= nets,test
+DOCS_EXTRAS ?= nets,docs
 # Build: no build isolation, a persistent build directory (a second install recompiles nothing),
 # a portable instruction set unless HETMTL_NATIVE_ARCH=ON.
 HETMTL_NATIVE_ARCH ?= OFF
@@ -36,8 +37,8 @@ R_VENDORED := glmnetcr pryr BlockMissingData ebci
 CRAN ?= https://cloud.r-project.org
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test test-python test-r test-vignettes r-deps r-debs r-vendored venv deps install \
-	install-test dev bench clean
+.PHONY: demo test test-python test-r test-vignettes docs r-deps r-debs r-vendored venv deps install \
+	install-test install-docs dev bench clean
 
 # Build requirements from pyproject.toml ([build-system] requires, then what the backend asks for
 # on this machine, e.g. cmake and ninja when they are missing): installed into the venv, since
@@ -88,10 +89,12 @@ install-test: deps r-deps
 # The copy goes by rename: a running process keeps its mapped copy of the old file.
 dev:
 	@test -x $(PY) || { echo "no virtualenv at $(VENV): run 'make deps' first"; exit 1; }
-	$(PY) -m cmake -S . -B build/dev -G Ninja -DCMAKE_BUILD_TYPE=Release \
+	@cmake=$$(command -v $(abspath $(VENV))/bin/cmake || command -v cmake) || { echo "no cmake: run 'make deps'"; exit 1; }; \
+	ninja=$$(command -v $(abspath $(VENV))/bin/ninja || command -v ninja); \
+	set -x; $$cmake -S . -B build/dev $${ninja:+-G Ninja -DCMAKE_MAKE_PROGRAM=$$ninja} -DCMAKE_BUILD_TYPE=Release \
 		-DHETMTL_NATIVE_ARCH=$(HETMTL_NATIVE_ARCH) -DPython_EXECUTABLE=$(abspath $(PY)) \
-		-Dpybind11_DIR=$$($(PY) -c 'import pybind11; print(pybind11.get_cmake_dir())') >/dev/null
-	$(PY) -m cmake --build build/dev
+		-Dpybind11_DIR=$$($(PY) -c 'import pybind11; print(pybind11.get_cmake_dir())') >/dev/null \
+		&& $$cmake --build build/dev
 	@for f in build/dev/_core*.so build/dev/_build_config.json; do \
 		name=$$(basename $$f); cp $$f src/hetmtl/.$$name.tmp && mv -f src/hetmtl/.$$name.tmp src/hetmtl/$$name || exit 1; \
 		echo "$$f -> src/hetmtl/$$name"; done
@@ -99,7 +102,7 @@ dev:
 demo: install
 	$(PY) -m hetmtl.demo --out $(DEMO_DIR)
 
-test: test-python test-r test-vignettes
+test: test-python test-r test-vignettes docs
 
 test-python: install-test
 	cd tests && $(abspath $(PY)) -m pytest -q -p no:cacheprovider .
@@ -134,13 +137,13 @@ r-vendored:
 		if [ -n "$$tarball" ]; then \
 			echo "R CMD INSTALL $$tarball -> $$lib"; \
 			mkdir -p build && R CMD INSTALL -l "$$lib" "$$tarball" > build/r-install-$$p.log 2>&1 \
-				|| { echo "  failed (log: build/r-install-$$p.log)"; continue; }; \
+				&& rm -f build/r-install-$$p.log || { echo "  failed (log: build/r-install-$$p.log)"; continue; }; \
 		else \
 			echo "$$p: no source in $(R_VENDOR); trying CRAN ($(CRAN))"; \
 			Rscript -e "options(timeout = 30); install.packages('$$p', lib = '$$lib', repos = '$(CRAN)', quiet = TRUE)" >/dev/null 2>&1; \
 		fi; \
 		Rscript -e "quit(status = !requireNamespace('$$p', quietly = TRUE))" >/dev/null 2>&1 \
-			|| echo "  R package $$p is not installed (no vendored source, CRAN unreachable): tests that need it will skip"; \
+			|| echo "  R package $$p is not installed: tests that need it will skip with the reason"; \
 	done
 
 # R CMD check of the R front end (runs its testthat suite against this venv's hetmtl). The
@@ -160,11 +163,20 @@ test-vignettes: install-test
 	mkdir -p build/Rlib && R CMD INSTALL -l build/Rlib R >/dev/null
 	cd build/vignettes && for v in *.Rmd; do echo "=== vignette $$v"; \
 		R_LIBS=$(abspath build/Rlib) RETICULATE_PYTHON=$(abspath $(PY)) \
-		Rscript -e "knitr::knit('$$v', quiet = TRUE)" || exit 1; grep -h "\[check\]" $${v%.Rmd}.md; done
+		Rscript -e "knitr::knit('$$v', quiet = TRUE)" || exit 1; \
+		grep -h "^## \[check\]" $${v%.Rmd}.md || { echo "no [check] ran in $$v: hetmtl not importable from $(PY)?"; exit 1; }; done
+
+# The documentation site (docs/, Sphinx); every warning is an error.
+install-docs: deps
+	@$(MAKE) --no-print-directory install EXTRAS="$(DOCS_EXTRAS)"
+
+docs: install-docs
+	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
+	@echo "site: docs/_build/html/index.html"
 
 bench: deps
 	$(MAKE) install EXTRAS=bench
 	$(PY) -m benchmarks.run_all
 
 clean:
-	rm -rf build $(DEMO_DIR) src/hetmtl/_core*.so src/hetmtl/_build_config.json
+	rm -rf build docs/_build $(DEMO_DIR) src/hetmtl/_core*.so src/hetmtl/_build_config.json

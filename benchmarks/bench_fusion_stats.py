@@ -36,6 +36,7 @@ max_k MSE_k (spec §8 #13). Coverage is averaged over sites and replicates. Resu
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from pathlib import Path
 
@@ -45,7 +46,7 @@ from scipy import stats
 
 from hetmtl.studies import (MethodSpec, Replicate, Study, load_results, paired_differences, run_study,
                             unit_summary)
-from hetmtl.studies.builtin import _truth, interval_rows
+from hetmtl.studies.builtin import _truth, fused_interval_frame, interval_rows
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LEVEL = 0.95
@@ -92,13 +93,13 @@ def itl_method(rep: Replicate, nuisance: str = "site") -> list[dict]:
 
 
 def pooled_method(rep: Replicate) -> list[dict]:
-    fit = _fusion(rep, "site", penalty="squared", C=float("inf"))
-    return interval_rows(fit.summary_frame(LEVEL), _truth(rep.data, _dml(rep, "site")), LEVEL)
+    fit = _fusion(rep, "site", penalty="squared", C=float("inf"), ci="conditional")
+    return interval_rows(fused_interval_frame(fit, LEVEL), _truth(rep.data, _dml(rep, "site")), LEVEL)
 
 
 def squared_method(rep: Replicate, tau2: str | None = None) -> list[dict]:
-    fit = _fusion(rep, "site", penalty="squared", **({} if tau2 is None else {"tau2": tau2}))
-    rows = interval_rows(fit.summary_frame(LEVEL), _truth(rep.data, _dml(rep, "site")), LEVEL)
+    fit = _fusion(rep, "site", penalty="squared", ci="conditional", **({"C": "cv"} if tau2 is None else {"tau2": tau2}))
+    rows = interval_rows(fused_interval_frame(fit, LEVEL), _truth(rep.data, _dml(rep, "site")), LEVEL)
     pi = fit.prediction_interval(LEVEL)
     lo, hi = pi.columns[-2], pi.columns[-1]
     for r, (_, p) in zip(rows, pi.iterrows()):
@@ -109,8 +110,8 @@ def squared_method(rep: Replicate, tau2: str | None = None) -> list[dict]:
 
 
 def group_method(rep: Replicate, nuisance: str = "site", n_boot: int = 300) -> list[dict]:
-    fit = _fusion(rep, nuisance, penalty="group", n_boot=n_boot)
-    rows = interval_rows(fit.summary_frame(LEVEL), _truth(rep.data, _dml(rep, nuisance)), LEVEL)
+    fit = _fusion(rep, nuisance, penalty="group", ci="bootstrap", n_boot=n_boot)
+    rows = interval_rows(fused_interval_frame(fit, LEVEL), _truth(rep.data, _dml(rep, nuisance)), LEVEL)
     centre = fit.centre_frame(LEVEL)
     pse = float(centre["post-fusion std err"].iloc[0])
     c0 = float(fit.centre_[0])
@@ -350,7 +351,8 @@ def write(out: Path) -> pd.DataFrame:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=200, help="replicates per point (protocol: 200)")
-    ap.add_argument("--out", default="/tmp/hetmtl_fusion_stats", help="study-store directory (resumable)")
+    ap.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "hetmtl_fusion_stats"),
+                    help="study-store directory (resumable; kept out of the repository)")
     ap.add_argument("--time-budget", type=float, default=None,
                     help="seconds; replicates are added in rounds over all settings until the budget is spent")
     ap.add_argument("--jobs", type=int, default=1)

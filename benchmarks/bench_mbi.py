@@ -35,10 +35,7 @@ from hetmtl.blockwise import MBI  # noqa: E402
 from hetmtl.blockwise.selection import make_split  # noqa: E402
 from hetmtl.blockwise.simulate import bayes_floor, setting_params, simulate_blockwise  # noqa: E402
 
-FIX = Path(os.environ["HETMTL_FIXTURES"]) if "HETMTL_FIXTURES" in os.environ else next(
-    (c for c in (ROOT / ".." / "shared" / "fixtures" / "mbi",
-                 ROOT / ".." / ".." / "shared" / "fixtures" / "mbi") if c.is_dir()),
-    ROOT / ".." / "shared" / "fixtures" / "mbi")
+FIX = Path(os.environ.get("HETMTL_FIXTURES", ROOT / "tests" / "data" / "mbi"))  # R outputs, in the repository
 OUT = ROOT / "benchmarks" / "results"
 
 

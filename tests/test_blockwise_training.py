@@ -117,7 +117,7 @@ def test_paired_splits_and_api(sim):
     pred = m.predict(X, task="task2")
     np.testing.assert_allclose(m.test_rmse_["task2"], np.sqrt(np.mean((pred - sim.data.y(t)[rows]) ** 2)))
     assert isinstance(m.score(X, sim.data.y(t)[rows], 1), float)
-    from hetmtl.blockwise.model import batch_rmse
+    from hetmtl.blockwise.selection import batch_rmse
 
     err = pred - sim.data.y(t)[rows]
     expect = np.mean([np.sqrt(np.mean(err[:8] ** 2)), np.sqrt(np.mean(err[8:] ** 2))])

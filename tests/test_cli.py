@@ -137,7 +137,10 @@ def test_module_entry_point_help():
 
 
 def test_console_script_declared():
-    import tomllib
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
 
     from hetmtl.studies.spec import resolve
 

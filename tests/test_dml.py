@@ -26,7 +26,8 @@ def test_ci_coverage_with_known_truth(model):
     covered, estimates = [], []
     for _ in range(200):
         y, d, X = linear_site(rng, 300)
-        est = SiteDML(model, LinearRegression(), LogisticRegression(), n_folds=3, random_state=int(rng.integers(1e9)))
+        est = SiteDML(model, LinearRegression(), LogisticRegression(), n_folds=3, n_rep=1,
+                      random_state=int(rng.integers(1e9)))
         ci = est.fit(y, d, X).confint(0.95).to_numpy()[0]
         covered.append(ci[0] <= 1.0 <= ci[1])
         estimates.append(est.coef_[0])
@@ -69,7 +70,7 @@ def test_summary_text_and_params(rng):
         est.summary()
     assert clone(est).get_params()["model"] == "ate"
     text = est.fit(y, d, X).summary(level=0.9)
-    assert "ATE" in text and "5 %" in text and "95 %" in text and "RandomForestClassifier" in text
+    assert "ATE" in text and "5 %" in text and "95 %" in text and "LogisticRidgeALO" in text
 
 
 @pytest.mark.parametrize(
@@ -148,7 +149,7 @@ def test_df_correction_scales_score_variance_exactly(model):
     n = 60
     y, d, X = linear_site(rng, n, slope=0.5)
     Z = X[:, 1:2] if model == "cate" else None
-    kw = dict(ml_outcome=LinearRegression(), ml_treatment=LogisticRegression(), n_folds=3, random_state=4)
+    kw = dict(ml_outcome=LinearRegression(), ml_treatment=LogisticRegression(), n_folds=3, n_rep=1, random_state=4)
     base = SiteDML(model, **kw).fit(y, d, X, Z)
     corr = SiteDML(model, df_correction=True, **kw).fit(y, d, X, Z)
     k = len(base.coef_)
@@ -164,7 +165,7 @@ def test_df_correction_reaches_fusion_tables():
     from hetmtl.latefusion import LateFusion
 
     sim = make_latefusion_data(scenario=1, n_sites=3, eta=0.0, random_state=2)
-    kw = dict(model="ate", ml_outcome=LinearRegression(), ml_treatment=LogisticRegression(), n_folds=3,
+    kw = dict(model="ate", ml_outcome=LinearRegression(), ml_treatment=LogisticRegression(), n_folds=3, n_rep=1,
               tuning_folds=None, random_state=1)
     tables = []
     for corr in (False, True):

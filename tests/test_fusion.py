@@ -152,7 +152,7 @@ def test_cv_curve_matches_direct_computation(penalty, metric):
     sums, _ = make_summaries(rng, K=6, d=2, eta=0.2, outliers=1)
     sums[2] = make_site(rng, sums[2].theta, 45, "s2", n_folds=2)  # a site with fewer folds
     grid = [0.0, 0.1, 0.5, 1.0, 2.0, 5.0]
-    lf = LateFusion(penalty=penalty, metric=metric, C_grid=grid, n_boot=0).fit(sums)
+    lf = LateFusion(penalty=penalty, metric=metric, C="cv", C_grid=grid, n_boot=0).fit(sums)
     np.testing.assert_allclose(lf.cv_results_["cv_loss"], direct_cv(sums, grid, penalty, metric), rtol=1e-10)
     assert lf.C_ == grid[int(np.argmin(lf.cv_results_["cv_loss"]))]
     assert list(lf.cv_results_.columns) == ["C", "cv_loss", "cv_se"]
@@ -177,7 +177,7 @@ def test_group_inference_tables_and_reproducibility(tmp_path):
     for col in ("coef", "boot std err", "boot 2.5 %", "boot 97.5 %", "fused", "boot fused share", "dml coef",
                 "dml std err", "dml 2.5 %", "dml 97.5 %"):
         assert col in table.columns
-    assert "t" not in table.columns and "P>|t|" not in table.columns  # no test statistic for a shrunk estimate
+    assert "z" not in table.columns and "P>|z|" not in table.columns  # no test statistic for a shrunk estimate
     assert (table["boot std err"] > 0).all()
     np.testing.assert_allclose(table["dml coef"].to_numpy(), np.stack([s.theta for s in sums]).ravel())
     ci90 = lf.confint(0.9)

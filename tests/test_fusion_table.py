@@ -214,3 +214,17 @@ def test_robust_eb_routes_agree_with_their_definitions():
     # a contrast is the coefficient itself when d = 1
     pd.testing.assert_frame_equal(sq.robust_eb_frame(contrast=[1.0]).reset_index(drop=True),
                                   sq.robust_eb_frame().reset_index(drop=True))
+
+
+def test_fitted_late_fusion_pickles_and_deep_copies():
+    import copy
+    import pickle
+
+    rng = np.random.default_rng(8)
+    sums, _ = make_summaries(rng, K=6, d=2)
+    for params in (dict(), dict(penalty="squared", tau2="reml"), dict(ci="bootstrap", n_boot=50, random_state=1)):
+        fit = LateFusion(C=0.5 if "tau2" not in params else None, **params).fit(sums)
+        frame = fit.summary_frame()
+        for back in (pickle.loads(pickle.dumps(fit)), copy.deepcopy(fit)):
+            pd.testing.assert_frame_equal(back.summary_frame(), frame)
+            np.testing.assert_array_equal(back.path([0.1, 1.0])["theta"], fit.path([0.1, 1.0])["theta"])

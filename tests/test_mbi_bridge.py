@@ -1,6 +1,7 @@
 """R bridge of MBI: a clear error without R/rpy2; bit-identical reruns of the fixtures with R."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -12,7 +13,31 @@ import pytest
 from hetmtl.blockwise import MBI
 from hetmtl.blockwise._r_bridge import r_mbi_available
 
-AVAILABLE, REASON = r_mbi_available()
+
+@contextlib.contextmanager
+def _ld_library_path_kept():
+    """rpy2 sets LD_LIBRARY_PATH to R's library paths in os.environ when it starts R; child
+    processes of later tests would inherit it (a Python with a shared libpython, e.g. pyenv's,
+    then loads Debian's libpython and fails). Put it back once R is loaded."""
+    saved = os.environ.get("LD_LIBRARY_PATH")
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("LD_LIBRARY_PATH", None)
+        else:
+            os.environ["LD_LIBRARY_PATH"] = saved
+
+
+@pytest.fixture(autouse=True)
+def _keep_ld_library_path():
+    with _ld_library_path_kept():
+        yield
+
+
+with _ld_library_path_kept():
+    AVAILABLE, REASON = r_mbi_available()
+
 # R's BlockMissingData outputs (tests/data/mbi/README.md); HETMTL_FIXTURES points elsewhere.
 FIXDIR = Path(os.environ.get("HETMTL_FIXTURES", Path(__file__).resolve().parent / "data" / "mbi"))
 

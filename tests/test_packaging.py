@@ -140,7 +140,7 @@ def _make_var(text: str, name: str) -> str:
 def test_makefile_installs_from_pyproject_extras():
     text = _repo_file(MAKEFILE).read_text()
     extras = _pyproject()["project"]["optional-dependencies"]
-    for var in ("EXTRAS", "TEST_EXTRAS"):
+    for var in ("EXTRAS", "TEST_EXTRAS", "DOCS_EXTRAS"):
         for extra in _make_var(text, var).split(","):
             assert extra in extras, f"Makefile {var} names extra {extra!r} that pyproject.toml lacks"
     assert extras["r"] == ["rpy2>=3.5,<3.6"]
@@ -199,6 +199,29 @@ SMOKE = textwrap.dedent("""
                                 theta=m["theta"], J=m["J"], Omega=m["Omega"], n_folds=2))
     fit = LateFusion(penalty="group", C=1.0).fit(sums)
     assert np.all(np.isfinite(fit.centre_)) and fit.coef_.shape == (4, 2)
+    fit.summary()  # robust EB and random-effects tables
+    # MBI, the block-wise simulators and the CLI work without torch too
+    import warnings
+    import hetmtl.cli, hetmtl.studies
+    from hetmtl.blockwise import MBI, make_split, simulate_blockwise
+    sim = simulate_blockwise(n=80, p0=6, p_private=3, linear=True, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mbi = MBI(nlam=5).fit(sim.data)
+    assert np.all(np.isfinite(mbi.coef_))
+    # the neural families say which extra they need
+    for name in ("hetmtl.encoders", "hetmtl.serialization"):
+        try:
+            __import__(name)
+        except ImportError as exc:
+            assert "hetmtl[nets]" in str(exc), exc
+        else:
+            raise AssertionError(name + " imported without torch")
+    import hetmtl.blockwise as bw
+    try:
+        bw.MTLHMB
+    except ImportError as exc:
+        assert "hetmtl[nets]" in str(exc), exc
     assert "torch" not in sys.modules
     print("late fusion without torch: ok", fit.centre_)
 """)

@@ -11,3 +11,8 @@ class SummaryValidationError(ValueError):
 
 class ConvergenceWarning(UserWarning):
     """A solver stopped at its iteration cap before meeting its tolerance."""
+
+
+class ClippingWarning(UserWarning):
+    """Many cross-fitted propensities were clipped to [clip, 1 − clip] (poor overlap or an
+    overfitted propensity model); the message names the site when it is known."""

@@ -7,7 +7,7 @@ the public Python API; no statistics is computed in this module.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -201,6 +201,7 @@ def dual_encoder_fit(x: Sequence[float], nrow: int, x_cols: Sequence[str], y: Se
         rows.append({"lambda": lam, "val_mse_sum": loss, "n_epochs": int(model.n_epochs_)})
         if loss < best_loss:
             best, best_loss = model, loss
+    assert best is not None, "no finite validation loss"
     c = best.coef_
     return {
         "model_json": best.to_json(), "tasks": [str(t) for t in best.tasks_], "x_cols": x_cols,
@@ -229,7 +230,8 @@ def simulate_encoders(design: str = "latent", n_test: int = 0, test_seed: int | 
     if params.get("n") is not None:
         n = np.atleast_1d(params["n"]).astype(int)
         params["n"] = int(n[0]) if n.size == 1 else n.tolist()
-    make = {"latent": simulate_latent, "paper_like": simulate_paper_like}.get(design)
+    makers: dict[str, Callable[..., Any]] = {"latent": simulate_latent, "paper_like": simulate_paper_like}
+    make = makers.get(design)
     if make is None:
         raise ValueError(f"design must be 'latent' or 'paper_like', got {design!r}")
     sim = make(**params)

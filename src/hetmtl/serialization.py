@@ -24,13 +24,19 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 import numpy as np
-import torch
+
+from hetmtl._optional import require_torch
 
 from hetmtl._jsonio import canonical_digest, write_atomic
+
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = require_torch("hetmtl.serialization (model exports of the neural families)")
 
 FORMAT = "hetmtl.model"
 VERSION = 1

@@ -2,8 +2,8 @@
 
 - :func:`torch_threads` caps torch/BLAS threads (2 CPU cores is the design target);
 - :func:`seed_all` seeds numpy and torch for reproducible fits;
-- :func:`split_indices` makes train/validation/test index splits shared by every method of a
-  comparison (paired splits);
+- :func:`split_indices` (from :mod:`hetmtl.data`, torch-free) makes train/validation/test index
+  splits shared by every method of a comparison (paired splits);
 - :class:`BatchedEarlyStopping` tracks validation loss for G configurations trained together
   (weights stacked on a leading config axis), keeps each configuration's best parameters, and
   says which configurations are still training.
@@ -11,11 +11,18 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
 import numpy as np
-import torch
 from threadpoolctl import threadpool_limits
+
+from hetmtl._optional import require_torch
+from hetmtl.data._arrays import split_indices  # noqa: F401  (re-exported: paired splits)
+
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = require_torch("hetmtl.training (the neural families)")
 
 
 @contextlib.contextmanager
@@ -38,22 +45,6 @@ def seed_all(seed: int | None) -> np.random.Generator:
     if seed is not None:
         torch.manual_seed(int(seed))
     return np.random.default_rng(seed)
-
-
-def split_indices(
-    n: int, fractions: Sequence[float] = (0.6, 0.2, 0.2), rng: np.random.Generator | int | None = None
-) -> tuple[np.ndarray, ...]:
-    """Random disjoint index sets with the given fractions (rounded; the last gets the rest)."""
-    fractions = np.asarray(fractions, float)
-    if np.any(fractions <= 0) or not np.isclose(fractions.sum(), 1.0):
-        raise ValueError(f"fractions must be positive and sum to 1, got {fractions.tolist()}")
-    rng = np.random.default_rng(rng)
-    perm = rng.permutation(n)
-    cuts = np.floor(np.cumsum(fractions)[:-1] * n).astype(int)
-    parts = tuple(np.sort(p) for p in np.split(perm, cuts))
-    if any(p.size == 0 for p in parts):
-        raise ValueError(f"{n} rows are too few to split into fractions {fractions.tolist()}")
-    return parts
 
 
 class BatchedEarlyStopping:

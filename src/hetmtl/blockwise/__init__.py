@@ -25,14 +25,32 @@ one axis (autograd; float32 or float64): the same fits as one by one in float64,
 the rounding differs and can change a near-tied selection. STL and HPS train on torch.
 """
 from hetmtl.blockwise.adni import load_adni_mtlhmb, simulate_adni_like
-from hetmtl.blockwise.baselines import HPS, HTL, STL, naive_step2
-from hetmtl.blockwise.demo import demo_comparison
-from hetmtl.blockwise.hbi import HBImputer
 from hetmtl.blockwise.mbi import MBI, mbi_layout
-from hetmtl.blockwise.model import MTLHMB, BlockwiseRegressor, rmse_table
-from hetmtl.blockwise.selection import BlockwiseSplit, hbi_grid, htl_grid, make_split, mlp_grid, step2_grid
+from hetmtl.blockwise.selection import (BlockwiseSplit, hbi_grid, htl_grid, make_split, mlp_grid, rmse_table,
+                                        step2_grid)
 from hetmtl.blockwise.simulate import (SETTINGS, BayesFloor, SimulatedBlockwise, bayes_floor, bayes_predict,
                                       setting_params, simulate_blockwise)
+
+# The neural estimators need torch (the ``nets`` extra): imported on first use, so MBI, the
+# simulators and the splits work in a torch-free install.
+_LAZY = {
+    "MTLHMB": "model", "BlockwiseRegressor": "model", "HBImputer": "hbi", "STL": "baselines",
+    "HTL": "baselines", "HPS": "baselines", "naive_step2": "baselines", "demo_comparison": "demo",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from importlib import import_module
+
+        from hetmtl._optional import require_torch
+
+        require_torch(f"hetmtl.blockwise.{name}")
+        value = getattr(import_module(f"hetmtl.blockwise.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'hetmtl.blockwise' has no attribute {name!r}")
+
 
 __all__ = [
     "MTLHMB", "HBImputer", "STL", "HTL", "HPS", "naive_step2", "BlockwiseRegressor", "rmse_table",

@@ -27,7 +27,7 @@ import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -101,9 +101,10 @@ class ParamStack:
             return
         W, b = linear_init(gen, sum(in_true), out_true)
         W = embed(W, in_true, in_pad, out_pad)
+        at = (g, *lead_index)
         for part, lo, hi in zip(parts, bounds[:-1], bounds[1:]):
-            self.tensors[part + ".W"][(g, *lead_index)] = W[lo:hi]
-        self.tensors[name + ".b"][(g, *lead_index)][0, :out_true] = b
+            self.tensors[part + ".W"][at] = W[lo:hi]
+        self.tensors[name + ".b"][at][0, :out_true] = b
 
     def done(self, dtype: torch.dtype) -> Params:
         return {k: v.to(dtype) for k, v in self.tensors.items()}
@@ -179,7 +180,7 @@ class StackedAdam:
         self.t = 0
 
     @torch.no_grad()
-    def step(self, params: list[torch.Tensor], grads: Sequence[torch.Tensor], names: list[str], lr: float) -> None:
+    def step(self, params: list[torch.Tensor], grads: tuple[torch.Tensor, ...] | list[torch.Tensor], names: list[str], lr: float) -> None:
         """One update; a parameter may be the first rows of the stacked one (moments likewise)."""
         self.t += 1
         m = [self.m[k][: p.shape[0]] for k, p in zip(names, params)]
@@ -257,7 +258,7 @@ class GridFit:
         df["best_epoch"] = self.best_epoch
         return df
 
-    def member(self, index: int | None = None) -> tuple[object, Params, dict[str, torch.Tensor]]:
+    def member(self, index: int | None = None) -> tuple[Any, Params, dict[str, torch.Tensor]]:
         """(model, params, cfg) of one configuration with a configuration axis of length 1."""
         index = self.selected if index is None else index
         for g in self.groups:
@@ -336,7 +337,7 @@ class GridJob:
 
     make_model: Callable[[list[dict], list[int]], tuple[object, Params, dict]]
     configs: list[dict]
-    make_stream: Callable[[dict], TaskBatches]
+    make_stream: Callable[[dict], Any]  # a TaskBatches, or any stream with .epoch(rng) (hbi._FullBatch)
     val: dict
     settings: TrainSettings
     seed: int
@@ -373,7 +374,7 @@ def fit_grids(jobs: Sequence[GridJob]) -> list[GridFit]:
             groups.setdefault(job.group_key(i, c), []).append(i)
         # deepest configurations first: a hidden layer is then used by a prefix of the group, which
         # the networks compute on that prefix only (no work on depth padding)
-        tasks += [(j, sorted(idx, key=lambda i, c=job.configs: -int(c[i].get("depth", 0))))
+        tasks += [(j, sorted(idx, key=lambda i, c=job.configs: -int(c[i].get("depth", 0))))  # type: ignore[misc]
                   for idx in groups.values()]
     cost = lambda t: sum(_config_cost(jobs[t[0]].configs[i]) for i in t[1])  # noqa: E731
     if workers > 1:

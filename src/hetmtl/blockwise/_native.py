@@ -89,6 +89,7 @@ def fit_grids_native(jobs: Sequence[GridJob]) -> list[GridFit]:
     problem_of: dict[tuple, int] = {}
     members: list[tuple[int, dict, dict]] = []
     owners: list[tuple[int, int, object, dict]] = []  # (job, config index, net, cfg)
+    key: tuple
     for j, job in enumerate(jobs):
         if job.settings.dtype != torch.float32:
             raise ValueError(f"engine='native' trains in float32, got dtype {job.settings.dtype}")

@@ -7,6 +7,7 @@ gradients, so results depend on the seed (reruns with one seed are bit-identical
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 
@@ -19,6 +20,9 @@ DEFAULT_R_ARGS = {"eps2": 1e-3, "h1": "2^-(8:20)"}
 
 
 def _load():
+    import os
+
+    saved = os.environ.get("LD_LIBRARY_PATH")
     try:
         import rpy2.robjects as ro
         from rpy2.robjects.packages import PackageNotInstalledError, importr
@@ -35,6 +39,13 @@ def _load():
             "MBI(engine='r'): the R package BlockMissingData is not installed in the R that rpy2 "
             "uses; run install.packages('BlockMissingData') in R, or use engine='native'"
         ) from exc
+    finally:
+        # starting R sets LD_LIBRARY_PATH to R's libraries; child Pythons would then load the
+        # system libpython instead of their own and crash
+        if saved is None:
+            os.environ.pop("LD_LIBRARY_PATH", None)
+        else:
+            os.environ["LD_LIBRARY_PATH"] = saved
     return ro, pkg
 
 
@@ -75,7 +86,7 @@ def run_r_mbi(X, y, sources, groups=None, *, seed: int = 1, nlam: int = 100,
                   sub_index=ro.IntVector(lay["sub_index"]), miss_source=miss,
                   complete=lay["complete"], **args)
     elapsed = time.perf_counter() - t0
-    out = {name: np.asarray(res.rx2(name)) for name in ("beta", "intercept", "lambda", "bic1",
+    out: dict[str, Any] = {name: np.asarray(res.rx2(name)) for name in ("beta", "intercept", "lambda", "bic1",
                                                           "beta0")}
     col_order = lay["col_order"]
     for name in ("beta", "beta0"):

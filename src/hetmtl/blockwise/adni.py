@@ -22,7 +22,18 @@ ADNI_BLOCKS = {"MRI": "X_1_", "PET": "X_2_", "GENE": "X_3_"}
 
 
 def adni_from_frame(df: pd.DataFrame) -> BlockwiseData:
-    """BlockwiseData from a frame in the authors' layout (see the module docstring)."""
+    """BlockwiseData from a frame in the authors' layout (see the module notes).
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Columns ``domain``, ``X_1_*``, ``X_2_*``, ``X_3_*`` and ``y``.
+
+    Returns
+    -------
+    BlockwiseData
+        Task 1 = "target" (MRI + PET), Task 2 = "source" (MRI + GENE).
+    """
     for col in ("domain", "y"):
         if col not in df.columns:
             raise DataValidationError(f"column {col!r} not in the ADNI file")
@@ -40,7 +51,18 @@ def adni_from_frame(df: pd.DataFrame) -> BlockwiseData:
 
 
 def load_adni_mtlhmb(path: str | Path) -> BlockwiseData:
-    """Read the user's ADNI CSV (authors' processed layout, 141 x 682)."""
+    """Read the user's ADNI CSV (the authors' processed layout, 141 x 682).
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The CSV file.
+
+    Returns
+    -------
+    BlockwiseData
+        Task 1 = "target" (MRI + PET), Task 2 = "source" (MRI + GENE).
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: ADNI data are not shipped; obtain them through https://adni.loni.usc.edu")
@@ -48,7 +70,22 @@ def load_adni_mtlhmb(path: str | Path) -> BlockwiseData:
 
 
 def simulate_adni_like(seed: int | None = None, n: tuple[int, int] = (72, 69), p: tuple[int, int, int] = (267, 113, 300)) -> pd.DataFrame:
-    """A synthetic frame with the ADNI file's shape, block scales and MMSE-like response."""
+    """A synthetic frame with the ADNI file's shape, block scales and MMSE-like response.
+
+    Parameters
+    ----------
+    seed : int or None
+        Seed.
+    n : tuple of int
+        Subjects of the target and source tasks.
+    p : tuple of int
+        Widths of the MRI, PET and gene-expression blocks.
+
+    Returns
+    -------
+    pandas.DataFrame
+        In the layout :func:`load_adni_mtlhmb` reads.
+    """
     rng = np.random.default_rng(seed)
     frames = []
     for t, (dom, nt) in enumerate(zip(("target", "source"), n)):

@@ -56,9 +56,33 @@ class _MLPBaseline(Step1Mixin, BlockwiseRegressor):
 class STL(_MLPBaseline):
     """Single-task MLPs, L x [Linear(h) -> ReLU] + Linear(h -> 1), one grid search per task.
 
-    ``features="observed"`` (STL) uses ``[x_0, x_t]``; ``features="imputed"`` (Step 1 + STL,
-    ablation 1) uses all blocks with the missing ones imputed by HBI. Other parameters as
-    :class:`~hetmtl.blockwise.MTLHMB`; ``grid`` is an :func:`mlp_grid` name or list.
+    Parameters
+    ----------
+    grid : {"small", "code", "paper"} or list of dict
+        An :func:`~hetmtl.blockwise.mlp_grid` name or list of ``{width, depth}`` dicts.
+    features : {"observed", "imputed"}
+        ``"observed"`` (STL) uses ``[x_0, x_t]``; ``"imputed"`` (Step 1 + STL, ablation 1) uses
+        all blocks with the missing ones imputed by HBI.
+    hbi_grid : {"small", "code", "paper"} or list of dict
+        HBI (Step 1) grid, when Step 1 is used.
+    hbi_rows : {"all", "train"}
+        Rows HBI learns from (see :class:`~hetmtl.blockwise.MTLHMB`).
+    hbi_max_epochs : int
+        Epoch cap of Step 1.
+    batch_size, max_epochs, patience : int
+        Mini-batch size, epoch cap and early-stopping patience.
+    lr, lr_step, lr_gamma : float, int or None, float
+        Adam learning rate and its StepLR schedule (``lr_step=None``: constant).
+    group_by : {"width", "all", "depth", "config"}
+        How configurations are batched by the torch engine.
+    dtype : {"float32", "float64"}
+        Floating-point type of training.
+    n_threads : int or None
+        Torch threads.
+    random_state : int or None
+        Seed of the split, initialisation and batches.
+    imputer : HBImputer, optional
+        A fitted imputer to reuse (e.g. the one of MTL-HMB on the same replicate).
     """
 
     def __init__(self, grid="small", features: str = "observed", hbi_grid="small", hbi_rows: str = "all",
@@ -97,8 +121,36 @@ class STL(_MLPBaseline):
 
 
 class HPS(_MLPBaseline):
-    """Step 1 + hard parameter sharing (ablation 2): a trunk of L x [Linear(h) -> ReLU] shared by
-    all tasks on the imputed full features, one linear head per task, loss sum_t MSE_t."""
+    """Step 1 + hard parameter sharing (ablation 2).
+
+    A trunk of L x [Linear(h) -> ReLU] shared by all tasks on the imputed full features, one
+    linear head per task, loss sum_t MSE_t.
+
+    Parameters
+    ----------
+    grid : {"small", "code", "paper"} or list of dict
+        An :func:`~hetmtl.blockwise.mlp_grid` name or list of ``{width, depth}`` dicts.
+    hbi_grid : {"small", "code", "paper"} or list of dict
+        HBI (Step 1) grid, when Step 1 is used.
+    hbi_rows : {"all", "train"}
+        Rows HBI learns from (see :class:`~hetmtl.blockwise.MTLHMB`).
+    hbi_max_epochs : int
+        Epoch cap of Step 1.
+    batch_size, max_epochs, patience : int
+        Mini-batch size, epoch cap and early-stopping patience.
+    lr, lr_step, lr_gamma : float, int or None, float
+        Adam learning rate and its StepLR schedule (``lr_step=None``: constant).
+    group_by : {"width", "all", "depth", "config"}
+        How configurations are batched by the torch engine.
+    dtype : {"float32", "float64"}
+        Floating-point type of training.
+    n_threads : int or None
+        Torch threads.
+    random_state : int or None
+        Seed of the split, initialisation and batches.
+    imputer : HBImputer, optional
+        A fitted imputer to reuse (e.g. the one of MTL-HMB on the same replicate).
+    """
 
     def _fit(self, data: BlockwiseData, split: BlockwiseSplit) -> None:
         self.imputer_ = self._fit_imputer(data, split)
@@ -114,14 +166,37 @@ class HPS(_MLPBaseline):
     def _predict_task(self, t: int, x0: np.ndarray, x_own: np.ndarray) -> np.ndarray:
         net, params, cfg = self.member_
         xf = self._features(t, x0, x_own)
-        xf = torch.as_tensor(np.broadcast_to(xf, (self.n_tasks_, *xf.shape)).copy(), dtype=self.dtype_)
-        return self._run(net, params, cfg, xf)[0, t].numpy().astype(float)
+        xf_t = torch.as_tensor(np.broadcast_to(xf, (self.n_tasks_, *xf.shape)).copy(), dtype=self.dtype_)
+        return self._run(net, params, cfg, xf_t)[0, t].numpy().astype(float)
 
 
 class HTL(_MLPBaseline):
-    """HTL as adapted by the authors: shared encoder on x_0, task encoder on the task's own block
-    only (no imputation), shared and task-specific pathways, L_integ + R_orth + R_dr (weights 1).
-    ``engine`` as for :class:`~hetmtl.blockwise.MTLHMB` (default "auto": the C++ kernel in float32)."""
+    """HTL (Bica & van der Schaar's heterogeneous transfer learner) as adapted by the MTL-HMB authors.
+
+    Shared encoder on x_0, task encoder on the task's own block only (no imputation), shared and
+    task-specific pathways, L_integ + R_orth + R_dr (weights 1).
+
+    Parameters
+    ----------
+    grid : {"small", "code", "paper"} or list of dict
+        An :func:`~hetmtl.blockwise.htl_grid` name or list of configurations.
+    dr_mode : {"per_task", "sum_inside"}
+        Form of R_dr (see :class:`~hetmtl.blockwise.MTLHMB`).
+    batch_size, max_epochs, patience : int
+        Mini-batch size, epoch cap and early-stopping patience.
+    lr, lr_step, lr_gamma : float, int or None, float
+        Adam learning rate and its StepLR schedule (``lr_step=None``: constant).
+    group_by : {"width", "all", "depth", "config"}
+        How configurations are batched by the torch engine.
+    dtype : {"float32", "float64"}
+        Floating-point type of training.
+    n_threads : int or None
+        Torch threads.
+    random_state : int or None
+        Seed of the split, initialisation and batches.
+    engine : {"auto", "native", "torch"}
+        As for :class:`~hetmtl.blockwise.MTLHMB` (default ``"auto"``: the C++ kernel in float32).
+    """
 
     def __init__(self, grid="small", dr_mode: str = "per_task", batch_size: int = 16, max_epochs: int = 25000,
                  patience: int = 30, lr: float = 1e-3, lr_step: int | None = 200, lr_gamma: float = 0.95,
@@ -170,5 +245,16 @@ class HTL(_MLPBaseline):
 
 
 def naive_step2(**kwargs) -> MTLHMB:
-    """Naive imputation + Step 2 (ablation 3): :class:`MTLHMB` with ``imputation="naive"``."""
+    """Naive imputation + Step 2 (ablation 3): :class:`MTLHMB` with ``imputation="naive"``.
+
+    Parameters
+    ----------
+    **kwargs
+        Other parameters of :class:`MTLHMB`.
+
+    Returns
+    -------
+    MTLHMB
+        The unfitted estimator.
+    """
     return MTLHMB(imputation="naive", **kwargs)

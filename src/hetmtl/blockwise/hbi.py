@@ -11,6 +11,8 @@ task t alone). Only features are used, never responses.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import torch
@@ -45,14 +47,29 @@ class HBImputer(BaseEstimator):
 
     Parameters
     ----------
-    grid : "small" | "code" | "paper" or a list of ``{width, depth, lambda_orth}`` dicts.
-    heterogeneous : False for naive imputation (ablation 3).
-    orth_power : 1 (the authors' unsquared Frobenius norm) or 2.
-    val_fraction : held-out share of the observing task's rows for early stopping (code: 0.1).
-    max_epochs, patience, lr : full-batch Adam settings (code: 5000, 30, 1e-3).
-    group_by : "depth" (batched; configurations of equal depth trained together) or "config".
-    engine : "auto", "native" (the C++ kernel, float32) or "torch"; see :class:`~hetmtl.blockwise.MTLHMB`.
-    random_state : seed of the split and the initialisations.
+    grid : {"small", "code", "paper"} or list of dict
+        Grid of ``{width, depth, lambda_orth}`` configurations.
+    heterogeneous : bool
+        False for naive imputation (ablation 3).
+    orth_power : {1, 2}
+        1: the authors' unsquared Frobenius norm; 2: squared.
+    val_fraction : float
+        Held-out share of the observing task's rows for early stopping (authors' code: 0.1).
+    max_epochs, patience : int
+        Full-batch Adam epoch cap and early-stopping patience (authors' code: 5000, 30).
+    lr : float
+        Adam learning rate (authors' code: 1e-3).
+    group_by : {"depth", "config"}
+        ``"depth"``: batched, configurations of equal depth trained together; ``"config"``: one
+        by one.
+    dtype : {"float32", "float64"}
+        Floating-point type of training.
+    engine : {"auto", "native", "torch"}
+        The C++ kernel (float32) or torch; see :class:`~hetmtl.blockwise.MTLHMB`.
+    n_threads : int or None
+        Threads shared by the grids of every source.
+    random_state : int or None
+        Seed of the split and the initialisations.
     """
 
     def __init__(self, grid="small", heterogeneous: bool = True, orth_power: int = 1, val_fraction: float = 0.1,
@@ -73,6 +90,18 @@ class HBImputer(BaseEstimator):
         self.random_state = random_state
 
     def fit(self, data: BlockwiseData) -> "HBImputer":
+        """Fit one imputation network per private source (features only, never responses).
+
+        Parameters
+        ----------
+        data : BlockwiseData
+            The tasks whose missing blocks will be imputed.
+
+        Returns
+        -------
+        HBImputer
+            The fitted imputer.
+        """
         if not isinstance(data, BlockwiseData):
             raise TypeError(f"data must be a BlockwiseData, got {type(data).__name__}")
         if self.orth_power not in (1, 2):
@@ -106,8 +135,8 @@ class HBImputer(BaseEstimator):
                 params, cfg = net.init(cfgs, idx, seed + 101 * (s + 1), dtype)
                 return net, params, cfg
 
-            jobs.append(GridJob(make_model, configs, lambda c, train=train: _FullBatch(train), val, settings,
-                                seed + s, key))
+            jobs.append(GridJob(make_model, configs, lambda c, train=train: _FullBatch(train),  # type: ignore[misc]
+                                val, settings, seed + s, key))
             sources.append(s)
         with torch_threads(self.n_threads):  # the groups of every source share the threads
             fits = fit_grids(jobs)
@@ -125,7 +154,20 @@ class HBImputer(BaseEstimator):
             raise RuntimeError("HBImputer is not fitted; call fit(data) first")
 
     def impute_block(self, x0: np.ndarray, source: int) -> np.ndarray:
-        """x_source imputed from anchor rows ``x0`` with the selected G(E_c(.))."""
+        """A private block imputed from anchor rows with the selected G(E_c(.)).
+
+        Parameters
+        ----------
+        x0 : array-like
+            Anchor rows, ``(n, p_0)``.
+        source : int
+            The private source to impute.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n, p_source)``.
+        """
         self._check()
         if source not in self.members_:
             raise DataValidationError(f"block {source} is not a private block of the fitted data")
@@ -140,7 +182,18 @@ class HBImputer(BaseEstimator):
         return out.numpy().astype(float)
 
     def transform(self, data: BlockwiseData) -> list[dict[int, np.ndarray]]:
-        """For every task, ``{source: imputed block}`` for each of its missing blocks."""
+        """Imputed blocks of every task.
+
+        Parameters
+        ----------
+        data : BlockwiseData
+            Data with the fitted blocks.
+
+        Returns
+        -------
+        list of dict
+            For every task, ``{source: imputed block}`` for each of its missing blocks.
+        """
         self._check()
         out = []
         for t in range(data.n_tasks):
@@ -149,12 +202,29 @@ class HBImputer(BaseEstimator):
         return out
 
     def full_designs(self, data: BlockwiseData) -> list[np.ndarray]:
-        """``[x_0 | x_1 | ... | x_T]`` of every task with its missing blocks imputed."""
+        """``[x_0 | x_1 | ... | x_T]`` of every task with its missing blocks imputed.
+
+        Parameters
+        ----------
+        data : BlockwiseData
+            Data with the fitted blocks.
+
+        Returns
+        -------
+        list of numpy.ndarray
+            One full design per task.
+        """
         imp = self.transform(data)
         return [data.full_design(t, imp[t]) for t in range(data.n_tasks)]
 
     def selection_table(self) -> pd.DataFrame:
-        """Grid with each configuration's held-out L_pre, for every private source."""
+        """Grid with each configuration's held-out L_pre, for every private source.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per source and configuration.
+        """
         self._check()
         frames = []
         for s, fit in self.fits_.items():
@@ -168,9 +238,9 @@ class HBImputer(BaseEstimator):
     def _export(self, prefix: str = "") -> tuple[dict, dict, dict]:
         """(params, fitted, tensors) of the fitted imputer for :mod:`hetmtl.serialization`."""
         self._check()
-        fitted = {"n_tasks": self.n_tasks_, "source_dims": self.source_dims_, "private_source": self.private_source_,
+        fitted: dict[str, Any] = {"n_tasks": self.n_tasks_, "source_dims": self.source_dims_, "private_source": self.private_source_,
                   "sources": {}}
-        tensors = {}
+        tensors: dict = {}
         for s, fit in self.fits_.items():
             net = fit.member()[0]
             args = dict(p0=net.p0, ps=net.ps, depth=net.depth, width=net.width, heterogeneous=net.heterogeneous,

@@ -218,10 +218,26 @@ def _build_layout(X: np.ndarray, sources, groups=None) -> MBILayout:
 def mbi_layout(X, y, sources, groups=None) -> dict:
     """Arrays in the layout of R's ``BlockMissingData::MBI``.
 
-    Returns a dict with ``X`` and ``y`` (rows grouped by pattern, columns grouped by source),
-    1-based ``cov_index``, ``sub_index``, ``miss_source`` (list of 1-based source lists, ``None``
-    for the complete group), ``complete``, and ``row_order`` / ``col_order`` (0-based indices into
-    the inputs, so ``X_out = X[row_order][:, col_order]``).
+    Parameters
+    ----------
+    X : array-like
+        Design ``(n, p)`` with NaN for missing blocks.
+    y : array-like
+        Responses ``(n,)``.
+    sources : sequence
+        Per source, a column range ``(start, stop)`` or a list of column indices; together they
+        cover every column once.
+    groups : array-like, optional
+        Missing-pattern group label of every row (default: from the NaN pattern; checked
+        against it).
+
+    Returns
+    -------
+    dict
+        ``X`` and ``y`` (rows grouped by pattern, columns grouped by source), 1-based
+        ``cov_index``, ``sub_index``, ``miss_source`` (list of 1-based source lists, ``None`` for
+        the complete group), ``complete``, and ``row_order`` / ``col_order`` (0-based indices into
+        the inputs, so ``X_out = X[row_order][:, col_order]``).
     """
     X, y = _validate_xy(X, y)
     lay = _build_layout(X, sources, groups)
@@ -441,32 +457,61 @@ class MBI(RegressorMixin, BaseEstimator):
 
     Parameters
     ----------
-    engine : "native" (C++ core, default) or "r" (BlockMissingData through rpy2).
-    nlam : number of λ values (R's default 100).
-    lambda_min_ratio : smallest λ as a fraction of λ_max (default 1e-3 if n > p, else 0.05).
-    lambdas : explicit λ sequence (native engine only; run in the given order with warm starts).
-    a : SCAD parameter.
-    eps1 : coefficients with |β_j| < eps1 (standardised scale) are set to zero.
-    eps3 : eigenvalue floor of the weight-matrix truncation.
-    tol, max_iter : native solver tolerance (max |step| on the standardised scale; R's eps2 = 1e-3
-        as run) and iteration cap per λ.
-    anchor : where MBI is not identified (fewer retained moments than coefficients), the native
-        path minimises Q + SCAD + μ/2 ‖β − β_start‖² with μ = ``anchor`` × the largest
-        Gauss-Newton curvature of Q at the start (see the module notes); ignored otherwise.
-    random_state : seed of the lasso-CV folds (start without a complete group; imputations with
-        rows ≤ predictors).
-    r_seed : R seed set right before the R call (engine="r").
-    r_args : extra MBI arguments for the R call (defaults eps2 = 1e-3, h1 = 2^-(8:20); R's
-        default eps2 = 1e-7 practically never converges).
-    n_jobs : native engine: threads for the greedy-elimination re-solves at each λ
-        (scikit-learn convention: None = 1, −1 = all cores); the path does not depend on it.
+    engine : {"native", "r"}
+        ``"native"``: the C++ core (default); ``"r"``: R's BlockMissingData through rpy2.
+    nlam : int
+        Number of λ values (R's default 100).
+    lambda_min_ratio : float, optional
+        Smallest λ as a fraction of λ_max (default 1e-3 if n > p, else 0.05).
+    lambdas : sequence of float, optional
+        Explicit λ sequence (native engine only; run in the given order with warm starts).
+    a : float
+        SCAD parameter.
+    eps1 : float
+        Coefficients with ``abs(β_j) < eps1`` (standardised scale) are set to zero.
+    eps3 : float
+        Eigenvalue floor of the weight-matrix truncation.
+    tol : float
+        Native solver tolerance: largest absolute step on the standardised scale (R's
+        ``eps2 = 1e-3`` as run).
+    max_iter : int
+        Native iteration cap per λ.
+    anchor : float
+        Where MBI is not identified (fewer retained moments than coefficients), the native path
+        minimises Q + SCAD + μ/2 ‖β − β_start‖² with μ = ``anchor`` × the largest Gauss-Newton
+        curvature of Q at the start (see the module notes); ignored otherwise.
+    random_state : int or None
+        Seed of the lasso-CV folds (start without a complete group; imputations with rows ≤
+        predictors).
+    r_seed : int
+        R seed set right before the R call (``engine="r"``).
+    r_args : dict, optional
+        Extra MBI arguments for the R call (defaults ``eps2 = 1e-3``, ``h1 = 2^-(8:20)``; R's
+        default ``eps2 = 1e-7`` practically never converges).
+    n_jobs : int or None
+        Native engine: threads for the greedy-elimination re-solves at each λ (scikit-learn
+        convention: None = 1, −1 = all cores); the path does not depend on it.
 
-    Fitted attributes: ``lambdas_``, ``coef_path_`` (L × p, original scale and column order),
-    ``intercept_path_``, ``coef_path_std_``, ``bic1_``, ``objective_path_`` (Q + SCAD),
-    ``qif_path_``, ``converged_``, ``best_index_``, ``coef_``, ``intercept_``, ``lambda_``,
-    ``support_``; native: ``identified_``, ``beta_start_std_``, ``beta_unpenalized_std_``,
-    ``anchor_mu_`` (0 when identified) and, when anchored, ``anchored_objective_path_``;
-    after ``fit(data, split)``: ``test_table_``, ``test_rmse_``, ``test_rmse_avg_``.
+    Attributes
+    ----------
+    lambdas_ : numpy.ndarray
+        The λ path.
+    coef_path_, intercept_path_ : numpy.ndarray
+        Coefficients ``(L, p)`` (original scale and column order) and intercepts along the path;
+        ``coef_path_std_`` on the standardised scale.
+    bic1_ : numpy.ndarray
+        MBI's ``bic1`` along the path; ``best_index_`` is its minimiser.
+    coef_, intercept_, lambda_, support_ : numpy.ndarray, float, float, numpy.ndarray
+        The selected fit.
+    objective_path_, qif_path_, converged_ : numpy.ndarray
+        Q + SCAD, Q and convergence along the path.
+    identified_ : bool
+        Native engine: whether the moment conditions identify β (see the module notes), with
+        ``beta_start_std_``, ``beta_unpenalized_std_``, ``anchor_mu_`` (0 when identified) and,
+        when anchored, ``anchored_objective_path_``.
+    test_table_ : pandas.DataFrame
+        After ``fit(data, split)``: per-task test RMSE (with ``test_rmse_`` and
+        ``test_rmse_avg_``).
     """
 
     def __init__(self, engine: str = "native", nlam: int = 100,
@@ -491,13 +536,29 @@ class MBI(RegressorMixin, BaseEstimator):
 
     # -- fitting
     def fit(self, X, y=None, sources=None, groups=None):
-        """Fit the λ path and select λ by ``bic1``. ``X`` has NaN for missing blocks and
-        ``sources`` gives each source's columns; or pass a :class:`~hetmtl.data.BlockwiseData`
-        as ``X`` alone (its stacked design, tasks as missing-pattern groups), optionally with a
-        :class:`~hetmtl.blockwise.selection.BlockwiseSplit` as second argument: MBI then fits on
-        the training and validation rows (it has no use for a validation set; the MTL-HMB
-        paper's protocol scores it on the 20 % test rows) and sets ``test_table_`` (per-task test
-        RMSE and their average), as the other block-wise estimators do."""
+        """Fit the λ path and select λ by ``bic1``.
+
+        Parameters
+        ----------
+        X : array-like or BlockwiseData
+            Design ``(n, p)`` with NaN for missing blocks; or a
+            :class:`~hetmtl.data.BlockwiseData` (its stacked design, tasks as missing-pattern
+            groups).
+        y : array-like or BlockwiseSplit, optional
+            Responses ``(n,)`` with an array ``X``; with a BlockwiseData, optionally a
+            :class:`~hetmtl.blockwise.BlockwiseSplit`: MBI then fits on the training and validation
+            rows (it has no use for a validation set; the MTL-HMB paper's protocol scores it on the
+            20 % test rows) and sets ``test_table_``, as the other block-wise estimators do.
+        sources : sequence, optional
+            With an array ``X``: per source, a column range ``(start, stop)`` or column indices.
+        groups : array-like, optional
+            Missing-pattern group labels (default from the NaN pattern).
+
+        Returns
+        -------
+        MBI
+            The fitted estimator.
+        """
         from hetmtl.blockwise.selection import BlockwiseSplit
         from hetmtl.data.blockwise import BlockwiseData
 
@@ -624,13 +685,37 @@ class MBI(RegressorMixin, BaseEstimator):
         return self._problem
 
     def penalized_objective(self, coef, lam: float) -> float:
-        """Native penalised objective Q(β) + Σ SCAD_λ(|β_j|) at ``coef`` on the ORIGINAL scale
-        (e.g. a row of R's ``beta``), converted to the standardised scale internally."""
+        """Native penalised objective Q(β) + Σ_j SCAD_λ(abs(β_j)) at a coefficient vector.
+
+        Parameters
+        ----------
+        coef : array-like
+            Coefficients on the ORIGINAL scale (e.g. a row of R's ``beta``), converted to the
+            standardised scale internally.
+        lam : float
+            λ.
+
+        Returns
+        -------
+        float
+            The objective.
+        """
         beta_std = np.asarray(coef, dtype=float) * self.scale_x_
         return self._native_problem().objective(beta_std, float(lam), self.a)
 
     def bic1(self, coef) -> float:
-        """MBI's bic1 = n log(RSS₁) + df log(n) at ``coef`` on the original scale."""
+        """MBI's bic1 = n log(RSS₁) + df log(n) at a coefficient vector.
+
+        Parameters
+        ----------
+        coef : array-like
+            Coefficients on the original scale.
+
+        Returns
+        -------
+        float
+            The criterion.
+        """
         beta_std = np.asarray(coef, dtype=float) * self.scale_x_
         n = self._prep.X2.shape[0]
         df = int(np.count_nonzero(beta_std))
@@ -643,6 +728,16 @@ class MBI(RegressorMixin, BaseEstimator):
         Missing sources are imputed with MBI's own regressions (on the training data) from every
         training group that can serve as donor; the prediction is averaged over those
         imputations, as MBI averages residuals over a group's imputed copies.
+
+        Parameters
+        ----------
+        X : array-like
+            Rows ``(n, p)`` in the training column order, NaN for missing blocks.
+
+        Returns
+        -------
+        numpy.ndarray
+            Predictions ``(n,)``.
         """
         if not hasattr(self, "coef_"):
             raise AttributeError("MBI is not fitted yet")
@@ -685,9 +780,21 @@ class MBI(RegressorMixin, BaseEstimator):
         return out
 
     def evaluate(self, data, rows=None):
-        """Per-task RMSE on ``rows[t]`` of each task of a BlockwiseData (all rows by default) and
-        their average, as the other block-wise estimators' ``evaluate``."""
-        from hetmtl.blockwise.model import rmse_table
+        """Per-task RMSE and their average, as the other block-wise estimators' ``evaluate``.
+
+        Parameters
+        ----------
+        data : BlockwiseData
+            Tasks to score.
+        rows : sequence of numpy.ndarray, optional
+            ``rows[t]``: rows of task t (default all).
+
+        Returns
+        -------
+        pandas.DataFrame
+            As :func:`~hetmtl.blockwise.rmse_table`.
+        """
+        from hetmtl.blockwise.selection import rmse_table
 
         if rows is not None:
             data = data.subset([np.asarray(r) for r in rows])
@@ -697,7 +804,13 @@ class MBI(RegressorMixin, BaseEstimator):
                           list(data.task_names))
 
     def path_frame(self):
-        """The λ path as a DataFrame: lambda, bic1, df, intercept and one column per feature."""
+        """The λ path as a DataFrame.
+
+        Returns
+        -------
+        pandas.DataFrame
+            lambda, bic1, df, intercept and one column per feature.
+        """
         import pandas as pd
 
         frame = pd.DataFrame(self.coef_path_, columns=[f"x{j}" for j in range(self.n_features_in_)])

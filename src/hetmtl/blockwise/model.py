@@ -11,6 +11,8 @@ configuration early stopping, and keeps the configuration with the lowest valida
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import pandas as pd
 import torch
@@ -19,35 +21,36 @@ from sklearn.base import BaseEstimator
 from hetmtl.blockwise._engine import GridFit, TaskBatches, TrainSettings, fit_grid, group_key_for
 from hetmtl.blockwise.hbi import HBImputer, _dtype, export_grid, import_grid
 from hetmtl.blockwise.nets import Step2Net
-from hetmtl.blockwise.selection import BlockwiseSplit, make_split, step2_grid
+from hetmtl.blockwise.selection import BlockwiseSplit, make_split, rmse_table, step2_grid
 from hetmtl.data.blockwise import BlockwiseData
 from hetmtl.exceptions import DataValidationError
 from hetmtl.training import torch_threads
 
 
-def batch_rmse(y_true: np.ndarray, y_pred: np.ndarray, batch_size: int = 16) -> float:
-    """The authors' code metric: mean of the RMSEs of consecutive (unshuffled) batches."""
-    err = (np.asarray(y_true) - np.asarray(y_pred)) ** 2
-    return float(np.mean([np.sqrt(err[i:i + batch_size].mean()) for i in range(0, err.size, batch_size)]))
-
-
-def rmse_table(y_true: list[np.ndarray], y_pred: list[np.ndarray], task_names: list[str]) -> pd.DataFrame:
-    """Per-task pooled RMSE and the paper's average over tasks (A.2); ``rmse_code`` is the
-    authors' code metric (mean of batch-16 RMSEs, spec §3) for comparison with their printouts."""
-    r = [float(np.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2))) for a, b in zip(y_true, y_pred)]
-    rc = [batch_rmse(a, b) for a, b in zip(y_true, y_pred)]
-    n = [len(a) for a in y_true]
-    df = pd.DataFrame({"rmse": r, "rmse_code": rc, "n": n}, index=list(task_names))
-    df.loc["average"] = [float(np.mean(r)), float(np.mean(rc)), int(sum(n))]
-    df["n"] = df["n"].astype(int)
-    return df
-
-
 class BlockwiseRegressor(BaseEstimator):
-    """Shared fit / predict / evaluate logic of the block-wise estimators."""
+    """Shared fit / predict / evaluate logic of the block-wise estimators.
+
+    After :meth:`fit`, ``test_table_`` (per-task test RMSE, :func:`rmse_table`), ``test_rmse_``
+    and ``test_rmse_avg_`` (the paper's average RMSE) hold the test-set results when the split
+    has test rows.
+    """
 
     def fit(self, data: BlockwiseData, split: BlockwiseSplit | None = None) -> "BlockwiseRegressor":
-        """Fit on ``data``; ``split`` defaults to a seeded 60/20/20 split per task."""
+        """Fit on block-wise data.
+
+        Parameters
+        ----------
+        data : BlockwiseData
+            All tasks.
+        split : BlockwiseSplit, optional
+            Train / validation / test rows per task (default: a 60/20/20 split seeded by
+            ``random_state``); pass one split to several methods for paired comparisons.
+
+        Returns
+        -------
+        BlockwiseRegressor
+            The fitted estimator.
+        """
         if not isinstance(data, BlockwiseData):
             raise TypeError(f"data must be a BlockwiseData, got {type(data).__name__}")
         split = make_split(data, seed=self.random_state) if split is None else split
@@ -104,20 +107,61 @@ class BlockwiseRegressor(BaseEstimator):
         return X[:, :p0], X[:, p0:]
 
     def predict(self, X, task) -> np.ndarray:
-        """Predictions for rows ``X = [x_0 | x_task]`` (the task's observed columns)."""
+        """Predictions for rows of one task.
+
+        Parameters
+        ----------
+        X : array-like
+            Rows ``[x_0 | x_task]``: the task's observed columns, anchor first.
+        task : str or int
+            A task name or its position.
+
+        Returns
+        -------
+        numpy.ndarray
+            Predictions, ``(n,)``.
+        """
         t = self._task(task)
         x0, xo = self._split_X(X, t)
         with torch_threads(self.n_threads):
             return self._predict_task(t, x0, xo)
 
     def score(self, X, y, task) -> float:
-        """R^2 of the predictions for ``task`` (scikit-learn regressor convention)."""
+        """R^2 of the predictions for one task (scikit-learn regressor convention).
+
+        Parameters
+        ----------
+        X : array-like
+            Rows ``[x_0 | x_task]``: the task's observed columns, anchor first.
+        y : array-like
+            Responses, ``(n,)``.
+        task : str or int
+            A task name or its position.
+
+        Returns
+        -------
+        float
+            Coefficient of determination.
+        """
         y = np.asarray(y, float)
         pred = self.predict(X, task)
         return float(1.0 - np.sum((y - pred) ** 2) / np.sum((y - y.mean()) ** 2))
 
     def evaluate(self, data: BlockwiseData, rows=None) -> pd.DataFrame:
-        """Per-task RMSE on ``rows[t]`` of each task (all rows by default) and their average."""
+        """Per-task RMSE and their average.
+
+        Parameters
+        ----------
+        data : BlockwiseData
+            Data with the fitted tasks and blocks.
+        rows : sequence of numpy.ndarray, optional
+            ``rows[t]``: rows of task t to evaluate (default all).
+
+        Returns
+        -------
+        pandas.DataFrame
+            As :func:`rmse_table`.
+        """
         self._check_fitted()
         ys, preds = [], []
         for t in range(data.n_tasks):
@@ -129,16 +173,42 @@ class BlockwiseRegressor(BaseEstimator):
 
 
 def _task_streams(inputs: dict[str, list[np.ndarray]], y: list[np.ndarray], rows, batch_size, dtype) -> TaskBatches:
-    arrays = {k: [a[np.asarray(r)] for a, r in zip(v, rows)] for k, v in inputs.items()}
+    arrays: dict[str, Sequence[np.ndarray]] = {k: [a[np.asarray(r)] for a, r in zip(v, rows)]
+                                               for k, v in inputs.items()}
     arrays["y"] = [a[np.asarray(r)] for a, r in zip(y, rows)]
     return TaskBatches(arrays, batch_size, dtype)
 
 
 def fit_multitask_grid(net_factory, configs: list[dict], inputs: dict[str, list[np.ndarray]], ys: list[np.ndarray],
                        train_rows, val_rows, settings: TrainSettings, seed: int, group_by: str) -> GridFit:
-    """Train a stacked multi-task network over ``configs`` on ``train_rows[t]`` of every task
-    (``inputs[name][t]``, responses ``ys[t]``); early stopping and selection on the summed
-    per-task validation MSE on ``val_rows``."""
+    """Train a stacked multi-task network over a grid of configurations.
+
+    Early stopping and selection use the summed per-task validation MSE on ``val_rows``.
+
+    Parameters
+    ----------
+    net_factory : callable
+        ``net_factory(width, depth)``: the network of a group of configurations.
+    configs : list of dict
+        The grid.
+    inputs : dict
+        ``inputs[name][t]``: input arrays of task t.
+    ys : list of numpy.ndarray
+        Responses per task.
+    train_rows, val_rows : sequence of numpy.ndarray
+        Training and validation rows per task.
+    settings : TrainSettings
+        Optimisation settings.
+    seed : int
+        Seed of initialisation and batches.
+    group_by : str
+        How configurations are stacked (torch engine).
+
+    Returns
+    -------
+    GridFit
+        Every configuration's fit and the selected one.
+    """
     val = _task_streams(inputs, ys, val_rows, None, settings.dtype).full()
 
     def make_stream(c):
@@ -154,6 +224,25 @@ def fit_multitask_grid(net_factory, configs: list[dict], inputs: dict[str, list[
 
 class Step1Mixin:
     """Settings and Step-1 (HBI) plumbing shared by MTL-HMB and the Step-1 baselines."""
+
+    # provided by the estimators that use the mixin (their parameters and fitted attributes)
+    max_epochs: int
+    patience: int
+    lr: float
+    lr_step: int | None
+    lr_gamma: float
+    batch_size: int
+    dtype: str
+    dtype_: torch.dtype
+    hbi_rows: str
+    hbi_grid: str
+    hbi_max_epochs: int
+    group_by: str
+    n_threads: int | None
+    random_state: int | None
+    source_dims_: list[int]
+    private_source_: list[int]
+    imputer_: HBImputer
 
     def _settings(self) -> TrainSettings:
         return TrainSettings(max_epochs=self.max_epochs, patience=self.patience, lr=self.lr, lr_step=self.lr_step,
@@ -199,24 +288,54 @@ class MTLHMB(Step1Mixin, BlockwiseRegressor):
 
     Parameters
     ----------
-    grid : Step-2 grid, "small" (default, 8 configurations), "code" (the authors' 72), "paper"
-        (243) or a list of dicts with ``width, depth, lambda_orth, lambda_imp, lambda_dr``.
-    hbi_grid : HBI grid ("small", "code", "paper" or a list).
-    imputation : "hbi" (Step 1) or "naive" (ablation 3: G(E_c(.)) fitted on the observing task).
-    hbi_rows : "all" (features of every row, as the authors; no responses are used) or "train"
-        (training and validation rows only).
-    hbi_orth_power : 1 (authors' unsquared norm) or 2.
-    dr_mode : "per_task" (paper Eq. 8) or "sum_inside" (authors' code).
-    batch_size, max_epochs, patience, lr, lr_step, lr_gamma : Step-2 optimisation (Adam; StepLR).
-    group_by : how the torch engine batches configurations: "width" (default), "all", "depth" or
-        "config" (one by one; the batched fits reproduce it exactly in float64, up to rounding in
-        float32).
-    engine : "auto" (default: "native" in float32, "torch" in float64), "native" (the C++ kernel:
-        each configuration trained alone, float32, the grid spread over ``n_threads``; bit for bit
-        the fits of training one by one, about twice as fast as torch; ``group_by`` is ignored but
-        for "config") or "torch" (configurations stacked, autograd; float32 or float64). Step 1
-        (HBI) uses the same engine.
-    imputer : optional fitted :class:`HBImputer` to reuse (e.g. shared with the Step-1 baselines).
+    grid : {"small", "code", "paper"} or list of dict
+        Step-2 grid: ``"small"`` (default, 8 configurations), ``"code"`` (the authors' 72),
+        ``"paper"`` (243) or dicts with ``width, depth, lambda_orth, lambda_imp, lambda_dr``.
+    hbi_grid : {"small", "code", "paper"} or list of dict
+        HBI (Step 1) grid.
+    imputation : {"hbi", "naive"}
+        ``"hbi"`` (Step 1) or ``"naive"`` (ablation 3: G(E_c(.)) fitted on the observing task).
+    hbi_rows : {"all", "train"}
+        Rows HBI learns from: ``"all"`` (features of every row, as the authors; no responses are
+        used) or ``"train"`` (training and validation rows only).
+    hbi_orth_power : {1, 2}
+        1: the authors' unsquared orthogonality norm; 2: squared.
+    dr_mode : {"per_task", "sum_inside"}
+        Form of R_dr: ``"per_task"`` (paper Eq. 8) or ``"sum_inside"`` (authors' code).
+    batch_size, max_epochs, patience : int
+        Step-2 mini-batch size, epoch cap and early-stopping patience.
+    lr, lr_step, lr_gamma : float, int or None, float
+        Adam learning rate and its StepLR schedule (``lr_step=None``: constant).
+    hbi_max_epochs : int
+        Epoch cap of Step 1.
+    group_by : {"width", "all", "depth", "config"}
+        How the torch engine batches configurations (``"config"``: one by one; the batched fits
+        reproduce it exactly in float64, up to rounding in float32).
+    dtype : {"float32", "float64"}
+        Floating-point type of training.
+    engine : {"auto", "native", "torch"}
+        ``"auto"`` (default): ``"native"`` in float32, ``"torch"`` in float64. ``"native"``: the
+        C++ kernel, each configuration trained alone in float32, the grid spread over
+        ``n_threads``; bit for bit the fits of training one by one, about twice as fast as torch
+        (``group_by`` is ignored but for ``"config"``). ``"torch"``: configurations stacked,
+        autograd, float32 or float64. Step 1 (HBI) uses the same engine.
+    n_threads : int or None
+        Threads (native grid workers, or torch threads).
+    random_state : int or None
+        Seed of the split, initialisation and batches.
+    imputer : HBImputer, optional
+        A fitted imputer to reuse (e.g. shared with the Step-1 baselines).
+
+    Attributes
+    ----------
+    imputer_ : HBImputer
+        The fitted Step-1 imputer.
+    selected_config_ : dict
+        The Step-2 configuration with the lowest validation loss.
+    test_rmse_ : pandas.Series
+        Per-task test RMSE.
+    test_rmse_avg_ : float
+        The paper's average test RMSE.
     """
 
     def __init__(self, grid="small", hbi_grid="small", imputation: str = "hbi", hbi_rows: str = "all",
@@ -286,15 +405,33 @@ class MTLHMB(Step1Mixin, BlockwiseRegressor):
         return self._forward_task(t, x0, x_own)[0]
 
     def transform(self, X, task) -> dict[str, np.ndarray]:
-        """Latent representations of rows ``X = [x_0 | x_task]``: ``shared`` = phi_c(x_0) and
-        ``specific`` = phi_p^task(full features), each (n, h) for the selected configuration."""
+        """Latent representations of rows of one task for the selected configuration.
+
+        Parameters
+        ----------
+        X : array-like
+            Rows ``[x_0 | x_task]``: the task's observed columns, anchor first.
+        task : str or int
+            A task name or its position.
+
+        Returns
+        -------
+        dict
+            ``shared`` = phi_c(x_0) and ``specific`` = phi_p^task(full features), each ``(n, h)``.
+        """
         t = self._task(task)
         x0, xo = self._split_X(X, t)
         _, fc, fu = self._forward_task(t, x0, xo)
         return {"shared": fc, "specific": fu}
 
     def selection_table(self) -> pd.DataFrame:
-        """Step-2 grid with each configuration's best validation loss and epoch."""
+        """Step-2 grid with each configuration's best validation loss and epoch.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per configuration; ``selected`` marks the kept one.
+        """
         self._check_fitted()
         df = self.fit_.table()
         df["selected"] = np.arange(len(df)) == self.fit_.selected
@@ -302,8 +439,21 @@ class MTLHMB(Step1Mixin, BlockwiseRegressor):
 
     # export (no pickles) -------------------------------------------------------------------
     def to_json(self, path=None) -> str:
-        """The fitted model (Step-2 network, fitted HBI imputer, split, test table) as validated,
-        checksummed JSON (:mod:`hetmtl.serialization`); :meth:`from_json` predicts identically."""
+        """The fitted model as validated, checksummed JSON (:mod:`hetmtl.serialization`).
+
+        Holds the Step-2 network, the fitted HBI imputer, the split and the test table;
+        :meth:`from_json` predicts identically.
+
+        Parameters
+        ----------
+        path : str or pathlib.Path, optional
+            File to write.
+
+        Returns
+        -------
+        str
+            The JSON text.
+        """
         from hetmtl import serialization
 
         self._check_fitted()
@@ -327,7 +477,18 @@ class MTLHMB(Step1Mixin, BlockwiseRegressor):
 
     @classmethod
     def from_json(cls, source) -> "MTLHMB":
-        """A fitted model from :meth:`to_json` output (JSON text or a file path)."""
+        """A fitted model from :meth:`to_json` output.
+
+        Parameters
+        ----------
+        source : str or pathlib.Path
+            JSON text or a file path.
+
+        Returns
+        -------
+        MTLHMB
+            The fitted model.
+        """
         from hetmtl import serialization as ser
 
         params, fitted, enc = ser.loads(source, cls.__name__)

@@ -176,7 +176,7 @@ class HBINet:
 
 # ============================================================================ Step 2
 class Step2Net:
-    """Heterogeneous MTL network (paper Eqs. 3-8; forward as in the spec §2.2).
+    """Heterogeneous MTL network (paper Eqs. 3-8).
 
     Parameters: ``p0`` anchor width, ``P`` task-encoder input width (padded over tasks),
     ``imputed`` a (T, P) 0/1 tensor marking imputed input columns (R_imp), ``width``/``depth`` the
@@ -286,7 +286,7 @@ class Step2Net:
     def r_dr(self, params: Params, cfg: dict) -> torch.Tensor:
         """Disentanglement of pathway weights: hidden layers 1..L-1 and the output layer."""
         H, G = self.width, params["g0.W"].shape[0]
-        total = 0.0
+        total: float | torch.Tensor = 0.0
         for l in range(1, self.depth):
             k = _prefix(cfg, l)
             if k == 0:
@@ -297,7 +297,9 @@ class Step2Net:
             prod = torch.matmul(W("g", s).transpose(-1, -2).unsqueeze(1), W("rs", s))
             val = (prod**2).sum((1, 2, 3)) if self.dr_mode == "per_task" else (prod.sum(1) ** 2).sum((1, 2))
             if k is None:
-                val = val * _active(cfg, l, 1).to(val.dtype)
+                act = _active(cfg, l, 1)
+                assert act is not None  # k is None: not every configuration uses layer l
+                val = val * act.to(val.dtype)
             elif k < G:
                 val = torch.cat([val, val.new_zeros(G - k)])
             total = total + val

@@ -5,7 +5,7 @@ paired (the same 60/20/20 train/validation/test rows per task). Grids (:func:`st
 :func:`hbi_grid`, :func:`mlp_grid`, :func:`htl_grid`) come in three sizes:
 
 - ``"small"`` (default; documented below) — a few configurations, for interactive use and demos;
-- ``"code"`` — the grid the authors ran (spec §2.3 "as run in the code"): Step 2 h in {32, 64, 128},
+- ``"code"`` — the grid the authors' published code runs: Step 2 h in {32, 64, 128},
   L in {2, 3, 4}, gamma, delta, kappa in {0.01, 0.1} (72 configurations); HBI w in {8, 16, 32},
   depth in {1, 2, 3}, HBI orthogonality weight in {0, 1} (2 tasks; 3 tasks w = 8, depth {1, 2};
   4 tasks w in {4, 8, 16}, depth {1, 2}); STL / HTL h in {32, 64, 128}, L in {2, 3, 4};
@@ -23,23 +23,42 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 
 from hetmtl.data.blockwise import BlockwiseData
 from hetmtl.exceptions import DataValidationError
-from hetmtl.training import split_indices
+from hetmtl.data._arrays import split_indices
 
 GRID_NAMES = ("small", "code", "paper")
 
 
 @dataclass(frozen=True)
 class BlockwiseSplit:
-    """Per-task train / validation / test row indices (within each task)."""
+    """Per-task train / validation / test row indices (within each task).
+
+    Parameters
+    ----------
+    train, val, test : tuple of numpy.ndarray
+        One index array per task.
+    """
 
     train: tuple[np.ndarray, ...]
     val: tuple[np.ndarray, ...]
     test: tuple[np.ndarray, ...]
 
     def check(self, data: BlockwiseData) -> None:
+        """Raise unless the split fits ``data``: one entry per task, indices in range, no overlap.
+
+        Parameters
+        ----------
+        data : BlockwiseData
+            The data the split is used with.
+
+        Raises
+        ------
+        DataValidationError
+            Naming the task at fault.
+        """
         if not (len(self.train) == len(self.val) == len(self.test) == data.n_tasks):
             raise DataValidationError(f"split has {len(self.train)} tasks, data has {data.n_tasks}")
         for t, name in enumerate(data.task_names):
@@ -55,7 +74,22 @@ class BlockwiseSplit:
 
 
 def make_split(data: BlockwiseData, fractions: Sequence[float] = (0.6, 0.2, 0.2), seed: int | None = None) -> BlockwiseSplit:
-    """Seeded per-task split (default 60/20/20), shared by every method of a comparison."""
+    """Seeded per-task split, shared by every method of a comparison.
+
+    Parameters
+    ----------
+    data : BlockwiseData
+        The tasks.
+    fractions : sequence of float
+        Train / validation (/ test) fractions (default 60/20/20; two fractions give no test rows).
+    seed : int or None
+        Seed.
+
+    Returns
+    -------
+    BlockwiseSplit
+        The split.
+    """
     rng = np.random.default_rng(seed)
     parts = [split_indices(n, fractions, rng) for n in data.n_per_task]
     if len(fractions) == 2:
@@ -69,7 +103,20 @@ def _check_name(grid: str) -> None:
 
 
 def step2_grid(grid: str | list[dict] = "small", batch_sizes: Sequence[int] = (16,)) -> list[dict]:
-    """Step-2 (MTL-HMB) configurations: width, depth, lambda_orth, lambda_imp, lambda_dr, batch_size."""
+    """Step-2 (MTL-HMB) configurations.
+
+    Parameters
+    ----------
+    grid : {"small", "code", "paper"} or list of dict
+        A grid name (see the module notes) or explicit configurations (returned as copies).
+    batch_sizes : sequence of int
+        Mini-batch sizes crossed with the grid.
+
+    Returns
+    -------
+    list of dict
+        ``width, depth, lambda_orth, lambda_imp, lambda_dr, batch_size``.
+    """
     if not isinstance(grid, str):
         return [dict(c) for c in grid]
     _check_name(grid)
@@ -85,7 +132,20 @@ def step2_grid(grid: str | list[dict] = "small", batch_sizes: Sequence[int] = (1
 
 
 def hbi_grid(grid: str | list[dict] = "small", n_tasks: int = 2) -> list[dict]:
-    """HBI configurations: width (latent w), depth, lambda_orth (the code's HBI orthogonality)."""
+    """HBI configurations.
+
+    Parameters
+    ----------
+    grid : {"small", "code", "paper"} or list of dict
+        A grid name (see the module notes) or explicit configurations (returned as copies).
+    n_tasks : int
+        Number of tasks (the authors' code grid depends on it).
+
+    Returns
+    -------
+    list of dict
+        ``width`` (latent w), ``depth``, ``lambda_orth`` (the code's HBI orthogonality).
+    """
     if not isinstance(grid, str):
         return [dict(c) for c in grid]
     _check_name(grid)
@@ -103,7 +163,20 @@ def hbi_grid(grid: str | list[dict] = "small", n_tasks: int = 2) -> list[dict]:
 
 
 def mlp_grid(grid: str | list[dict] = "small", batch_sizes: Sequence[int] = (16,)) -> list[dict]:
-    """STL / HPS configurations: width, depth, batch_size."""
+    """STL / HPS configurations.
+
+    Parameters
+    ----------
+    grid : {"small", "code", "paper"} or list of dict
+        A grid name (see the module notes) or explicit configurations (returned as copies).
+    batch_sizes : sequence of int
+        Mini-batch sizes crossed with the grid.
+
+    Returns
+    -------
+    list of dict
+        ``width, depth, batch_size``.
+    """
     if not isinstance(grid, str):
         return [dict(c) for c in grid]
     _check_name(grid)
@@ -113,7 +186,20 @@ def mlp_grid(grid: str | list[dict] = "small", batch_sizes: Sequence[int] = (16,
 
 
 def htl_grid(grid: str | list[dict] = "small", batch_sizes: Sequence[int] = (16,)) -> list[dict]:
-    """HTL configurations (the authors' adaptation: lambda_orth = lambda_dr = 1, no R_imp)."""
+    """HTL configurations (the authors' adaptation: lambda_orth = lambda_dr = 1, no R_imp).
+
+    Parameters
+    ----------
+    grid : {"small", "code", "paper"} or list of dict
+        A grid name (see the module notes) or explicit configurations (returned as copies).
+    batch_sizes : sequence of int
+        Mini-batch sizes crossed with the grid.
+
+    Returns
+    -------
+    list of dict
+        ``width, depth, lambda_orth, lambda_imp, lambda_dr, batch_size``.
+    """
     if not isinstance(grid, str):
         return [dict(c) for c in grid]
     _check_name(grid)
@@ -121,3 +207,47 @@ def htl_grid(grid: str | list[dict] = "small", batch_sizes: Sequence[int] = (16,
     depths = [2, 3] if grid == "small" else [2, 3, 4]
     return [dict(width=h, depth=L, lambda_orth=1.0, lambda_imp=0.0, lambda_dr=1.0, batch_size=bs)
             for bs in batch_sizes for h in widths for L in depths]
+
+
+def batch_rmse(y_true: np.ndarray, y_pred: np.ndarray, batch_size: int = 16) -> float:
+    """The authors' code metric: mean of the RMSEs of consecutive (unshuffled) batches.
+
+    Parameters
+    ----------
+    y_true, y_pred : array-like
+        Responses and predictions of one task.
+    batch_size : int
+        Batch size of the authors' evaluation loop.
+
+    Returns
+    -------
+    float
+        Mean over batches of the batch RMSE.
+    """
+    err = (np.asarray(y_true) - np.asarray(y_pred)) ** 2
+    return float(np.mean([np.sqrt(err[i:i + batch_size].mean()) for i in range(0, err.size, batch_size)]))
+
+
+def rmse_table(y_true: list[np.ndarray], y_pred: list[np.ndarray], task_names: list[str]) -> pd.DataFrame:
+    """Per-task pooled RMSE and the paper's average over tasks (its Appendix A.2).
+
+    Parameters
+    ----------
+    y_true, y_pred : list of numpy.ndarray
+        Responses and predictions, one array per task.
+    task_names : list of str
+        Task labels (the row index).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``rmse``, ``rmse_code`` (the authors' code metric, mean of batch-16 RMSEs, for
+        comparison with their printouts) and ``n``; one row per task plus ``average``.
+    """
+    r = [float(np.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2))) for a, b in zip(y_true, y_pred)]
+    rc = [batch_rmse(a, b) for a, b in zip(y_true, y_pred)]
+    n = [len(a) for a in y_true]
+    df = pd.DataFrame({"rmse": r, "rmse_code": rc, "n": n}, index=list(task_names))
+    df.loc["average"] = [float(np.mean(r)), float(np.mean(rc)), int(sum(n))]
+    df["n"] = df["n"].astype(int)
+    return df

@@ -6,8 +6,8 @@ Use :func:`simulate_blockwise` for one data set of the paper's data-generating p
 (A.3, Figure 8).
 
 DGP (two or more tasks). Task t draws all p = p_0 + sum_s p_s features from N(0, Sigma(rho_t)) with
-Sigma(rho)_ij = rho^(0.01 |i-j|) (optionally X <- X + 0.3 sin X, the authors' non-Gaussian
-variant) and
+Sigma(rho)_ij = rho^(0.01 abs(i - j)) (optionally X <- X + 0.3 sin X, the authors' non-Gaussian
+variant) and::
 
     y^t = alpha * sum_d v_cd x_d^2 / p + (1 - alpha) * sum_d v_td x_d / p + eps_t,  eps_t ~ N(0, sigma_t^2)
 
@@ -32,8 +32,19 @@ from hetmtl.data.blockwise import BlockwiseData
 
 @dataclass
 class SimulatedBlockwise:
-    """A simulated data set: the observed :class:`BlockwiseData`, the complete features of every
-    task (``X_full[t]``, for checking imputations), the noiseless means and the DGP parameters."""
+    """A simulated data set.
+
+    Parameters
+    ----------
+    data : BlockwiseData
+        The observed blocks.
+    X_full : list of numpy.ndarray
+        The complete features of every task, for checking imputations.
+    mean : list of numpy.ndarray
+        The noiseless means of every task.
+    params : dict
+        The DGP parameters (including the drawn coefficients ``v_c``, ``v_t``).
+    """
 
     data: BlockwiseData
     X_full: list[np.ndarray]
@@ -65,7 +76,20 @@ def _task_arguments(n, p_private, rho, alpha, sigma, n_tasks) -> tuple[int, list
 
 
 def exchangeable_cov(p: int, rho: float) -> np.ndarray:
-    """Sigma(rho)_ij = rho ** (0.01 |i - j|), the paper's covariance."""
+    """The paper's covariance, Sigma(rho)_ij = rho ** (0.01 abs(i - j)).
+
+    Parameters
+    ----------
+    p : int
+        Dimension.
+    rho : float
+        Correlation parameter.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(p, p)``.
+    """
     idx = np.arange(p)
     return rho ** (0.01 * np.abs(idx[:, None] - idx[None, :]))
 
@@ -88,8 +112,36 @@ def simulate_blockwise(
     gaussian: bool = True,
     seed: int | np.random.Generator | None = None,
 ) -> SimulatedBlockwise:
-    """One data set of the paper's DGP. ``n``, ``p_private``, ``rho`` and ``sigma`` are scalars or
-    per-task sequences; ``n_tasks`` defaults to the length of ``rho`` (2 for a scalar)."""
+    """One data set of the paper's DGP (see the module notes).
+
+    Parameters
+    ----------
+    n : int or sequence of int
+        Rows per task.
+    p0 : int
+        Width of the anchoring block x_0.
+    p_private : int or sequence of int
+        Width of each task's private block.
+    rho : float or sequence of float
+        Correlation parameter rho_t of each task's covariance.
+    alpha : float
+        Weight of the shared (quadratic) term, in [0, 1].
+    sigma : float or sequence of float
+        Noise SD sigma_t of each task.
+    n_tasks : int, optional
+        Number of tasks (default the length of ``rho``, 2 for a scalar).
+    linear : bool
+        Linear DGP (x_d instead of x_d^2 in the shared term).
+    gaussian : bool
+        Gaussian features (False: X + 0.3 sin X, the authors' non-Gaussian variant).
+    seed : int, numpy.random.Generator or None
+        Seed; the coefficients v_c, v_t are its first draws.
+
+    Returns
+    -------
+    SimulatedBlockwise
+        Observed data, complete features, means and parameters.
+    """
     T, ns, ps, rhos, sigmas = _task_arguments(n, p_private, rho, alpha, sigma, n_tasks)
     rng = np.random.default_rng(seed)
     p = p0 + sum(ps)
@@ -117,8 +169,19 @@ def simulate_blockwise(
 
 @dataclass
 class BayesFloor:
-    """Bayes floor RMSE of a DGP: ``per_task`` (mean over ``seeds`` when several), ``average`` (the
-    paper's average over tasks, mean over seeds), ``per_seed`` (seeds x tasks) and ``seeds``."""
+    """Bayes floor RMSE of a DGP.
+
+    Parameters
+    ----------
+    per_task : numpy.ndarray
+        Per task (mean over ``seeds`` when several).
+    average : float
+        The paper's average over tasks, mean over seeds.
+    per_seed : numpy.ndarray
+        Seeds x tasks.
+    seeds : list
+        The seeds.
+    """
 
     per_task: np.ndarray
     average: float
@@ -158,8 +221,22 @@ def _task_params(params: dict, task: int) -> tuple:
 
 
 def bayes_predict(params: dict, task: int, X_obs: np.ndarray) -> np.ndarray:
-    """The Bayes predictor E[mu | x_0, x_t] of task ``task`` for rows ``X_obs`` = [x_0, x_t] (the
-    task's observed columns, anchor first). ``params``: :attr:`SimulatedBlockwise.params`."""
+    """The Bayes predictor E[mu | x_0, x_t] of one task.
+
+    Parameters
+    ----------
+    params : dict
+        :attr:`SimulatedBlockwise.params` of the replicate.
+    task : int
+        Task index.
+    X_obs : array-like
+        Rows ``[x_0, x_t]`` (the task's observed columns, anchor first).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n,)``.
+    """
     p, obs, un, B, S, _, a, v_c, v_t = _task_params(params, task)
     X_obs = np.asarray(X_obs, float)
     if X_obs.ndim != 2 or X_obs.shape[1] != len(obs):
@@ -200,19 +277,54 @@ def bayes_floor(
     v_c: np.ndarray | None = None,
     v_t: Sequence[np.ndarray] | None = None,
 ) -> BayesFloor:
-    """Exact Bayes floor RMSE of the DGP, per task: sqrt(E[(mu - E[mu | x_0, x_t])^2] + sigma_t^2),
-    the smallest population RMSE any predictor of y from the task's observed blocks can reach.
+    """Exact Bayes floor RMSE of the DGP, per task.
 
-    Takes the arguments of :func:`simulate_blockwise` (``n`` is unused): the coefficients are those
-    the generator draws with ``seed``, so this is the floor of that replicate; a sequence of seeds
-    averages over replicates. ``v_c``/``v_t`` give the coefficients instead (``bayes_floor(**sim.params)``).
-    Computed from the Gaussian conditional x_U | x_O (quadratic terms via E[x^2 | x_O] = m^2 + s^2);
-    Gaussian covariates only."""
+    sqrt(E[(mu - E[mu | x_0, x_t])^2] + sigma_t^2): the smallest population RMSE any predictor
+    of y from the task's observed blocks can reach. Computed from the Gaussian conditional
+    x_U | x_O (quadratic terms via E[x^2 | x_O] = m^2 + s^2); Gaussian covariates only.
+
+    Parameters
+    ----------
+    n : int or sequence of int
+        Rows per task.
+    p0 : int
+        Width of the anchoring block x_0.
+    p_private : int or sequence of int
+        Width of each task's private block.
+    rho : float or sequence of float
+        Correlation parameter rho_t of each task's covariance.
+    alpha : float
+        Weight of the shared (quadratic) term, in [0, 1].
+    sigma : float or sequence of float
+        Noise SD sigma_t of each task.
+    n_tasks : int, optional
+        Number of tasks (default the length of ``rho``, 2 for a scalar).
+    linear : bool
+        Linear DGP (x_d instead of x_d^2 in the shared term).
+    gaussian : bool
+        Gaussian features (False: X + 0.3 sin X, the authors' non-Gaussian variant).
+    seed : int, numpy.random.Generator, sequence of int or None
+        The coefficients are those :func:`simulate_blockwise` draws with ``seed``, so this is
+        the floor of that replicate; a sequence of seeds averages over replicates.
+    v_c, v_t : numpy.ndarray, optional
+        The coefficients instead of a seed (e.g. ``bayes_floor(**sim.params)``).
+
+    Returns
+    -------
+    BayesFloor
+        Per task, average and per seed.
+
+    Notes
+    -----
+    ``n`` is accepted for symmetry with :func:`simulate_blockwise` and unused.
+    """
     T, _, ps, rhos, sigmas = _task_arguments(n, p_private, rho, alpha, sigma, n_tasks)
     p = int(p0) + sum(ps)
     if (v_c is None) != (v_t is None):
         raise ValueError("give both v_c and v_t, or neither (then they are drawn with seed)")
+    seeds: list[int | np.random.Generator | None]
     if v_c is not None:
+        assert v_t is not None  # checked above: both or neither
         coefs, seeds = [(np.asarray(v_c, float), [np.asarray(v, float) for v in v_t])], [None]
         if len(coefs[0][0]) != p or len(coefs[0][1]) != T or any(len(v) != p for v in coefs[0][1]):
             raise ValueError(f"v_c and each of the {T} v_t must have p = {p} entries")
@@ -247,7 +359,20 @@ SETTINGS: dict[str, dict] = {
 
 
 def setting_params(setting: str, value) -> dict:
-    """Keyword arguments of :func:`simulate_blockwise` for one row of a paper setting."""
+    """Keyword arguments of :func:`simulate_blockwise` for one row of a paper setting.
+
+    Parameters
+    ----------
+    setting : str
+        A key of :data:`SETTINGS` (``"A"`` … ``"F"``, ``"T"``, ``"linear"``, ``"ablation"``).
+    value : object
+        The row's value of the varied parameter.
+
+    Returns
+    -------
+    dict
+        Arguments of :func:`simulate_blockwise`.
+    """
     if setting not in SETTINGS:
         raise ValueError(f"unknown setting {setting!r}; choose from {sorted(SETTINGS)}")
     spec = SETTINGS[setting]
@@ -276,9 +401,24 @@ def setting_params(setting: str, value) -> dict:
 
 
 def dgp_key(setting: str, value) -> tuple:
-    """The resolved data-generating process of a paper row, hashable. Rows with equal keys draw
-    identical data for a seed (the paper reports one run for them: Table 3 rho2 = 0.7, Table 5
-    n = 300, Table 6 p = 25 and Table 7 sigma1 = 0.1 are all the base row)."""
+    """The resolved data-generating process of a paper row, hashable.
+
+    Rows with equal keys draw identical data for a seed (the paper reports one run for them:
+    Table 3 rho2 = 0.7, Table 5 n = 300, Table 6 p = 25 and Table 7 sigma1 = 0.1 are all the base
+    row).
+
+    Parameters
+    ----------
+    setting : str
+        A key of :data:`SETTINGS`.
+    value : object
+        The row's value.
+
+    Returns
+    -------
+    tuple
+        The resolved DGP.
+    """
     kw = setting_params(setting, value)
     T, ns, ps, rhos, sigmas = _task_arguments(kw["n"], kw["p_private"], kw["rho"], kw["alpha"], kw["sigma"],
                                               kw.get("n_tasks"))

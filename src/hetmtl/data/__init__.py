@@ -1,7 +1,12 @@
-"""Data containers, one per data layout.
+"""Data containers, one per data layout; each validates on entry and names the site, task, block or
+column at fault.
+
+What to use when:
 
 - :class:`MultiSiteData` — outcome, treatment, covariates (and optional effect modifiers) from
   several sites; input of the late-fusion family.
+- :class:`MultiTaskData` — features and outcomes of several regression tasks on one feature
+  space; input of the dual-encoder family.
 - :class:`BlockwiseData` — T tasks sharing an anchoring source, one private source per task,
   missing blocks explicit; input of the block-wise (MTL-HMB, MBI) family.
 """

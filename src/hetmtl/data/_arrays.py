@@ -1,6 +1,8 @@
 """Array coercion shared by the data containers."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from hetmtl.exceptions import DataValidationError
@@ -26,3 +28,19 @@ def format_rows(idx: np.ndarray, limit: int = 5) -> str:
     """The first ``limit`` row indices for an error message ("3, 7, 9, ...")."""
     shown = ", ".join(str(int(i)) for i in idx[:limit])
     return shown + (", ..." if idx.size > limit else "")
+
+
+def split_indices(
+    n: int, fractions: Sequence[float] = (0.6, 0.2, 0.2), rng: np.random.Generator | int | None = None
+) -> tuple[np.ndarray, ...]:
+    """Random disjoint index sets with the given fractions (rounded; the last gets the rest)."""
+    fr = np.asarray(fractions, float)
+    if np.any(fr <= 0) or not np.isclose(fr.sum(), 1.0):
+        raise ValueError(f"fractions must be positive and sum to 1, got {fr.tolist()}")
+    rng = np.random.default_rng(rng)
+    perm = rng.permutation(n)
+    cuts = np.floor(np.cumsum(fr)[:-1] * n).astype(int)
+    parts = tuple(np.sort(p) for p in np.split(perm, cuts))
+    if any(p.size == 0 for p in parts):
+        raise ValueError(f"{n} rows are too few to split into fractions {fr.tolist()}")
+    return parts

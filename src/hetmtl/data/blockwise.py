@@ -24,11 +24,30 @@ from hetmtl.exceptions import DataValidationError
 class StackedDesign:
     """All tasks stacked row-wise (task 0 rows first, then task 1, ...).
 
-    ``X`` is ``(n, p)`` with ``NaN`` in every missing block; ``source_columns[s]`` are the column
-    indices of source ``s`` (source 0 = anchor); ``task`` is the task index of each row and
-    ``task_rows[t]`` the rows of task ``t``. ``cov_index`` / ``sub_index`` are the 1-based first
-    column of each source / first row of each task (R ``BlockMissingData::MBI`` conventions) and
-    ``miss_source[t]`` the 1-based sources missing in task ``t``.
+    Parameters
+    ----------
+    X : numpy.ndarray
+        Design ``(n, p)`` with ``NaN`` in every missing block.
+    y : numpy.ndarray
+        Responses ``(n,)``.
+    task : numpy.ndarray
+        Task index of each row.
+    source_columns : list of numpy.ndarray
+        ``source_columns[s]`` are the column indices of source ``s`` (source 0 = anchor).
+    task_rows : list of numpy.ndarray
+        ``task_rows[t]`` are the rows of task ``t``.
+    task_names, source_names : list of str
+        Labels of the tasks and sources.
+
+    See Also
+    --------
+    BlockwiseData.stacked_design : Builds it.
+
+    Notes
+    -----
+    :attr:`cov_index` / :attr:`sub_index` are the 1-based first column of each source / first
+    row of each task (R ``BlockMissingData::MBI`` conventions) and :attr:`miss_source` lists the
+    1-based sources missing in each task.
     """
 
     X: np.ndarray
@@ -41,14 +60,17 @@ class StackedDesign:
 
     @property
     def cov_index(self) -> np.ndarray:
+        """1-based first column of each source (R ``BlockMissingData::MBI``'s ``cov_index``)."""
         return np.array([int(c[0]) + 1 for c in self.source_columns])
 
     @property
     def sub_index(self) -> np.ndarray:
+        """1-based first row of each task (R ``BlockMissingData::MBI``'s ``sub_index``)."""
         return np.array([int(r[0]) + 1 for r in self.task_rows])
 
     @property
     def miss_source(self) -> list[list[int]]:
+        """1-based indices of the sources missing in each task (R's ``miss_source``)."""
         out = []
         for rows in self.task_rows:
             missing = [s + 1 for s, cols in enumerate(self.source_columns) if np.isnan(self.X[rows[0], cols[0]])]
@@ -68,10 +90,16 @@ class BlockwiseData:
 
     Parameters
     ----------
-    blocks : sequence over tasks of sequences over sources of arrays ``(n_t, p_s)`` or ``None``
-        (missing block). A mapping ``{task: {source: array}}`` is accepted too (absent = missing).
-    y : sequence over tasks of responses ``(n_t,)``.
-    task_names, source_names : optional labels (default ``task1..``, ``x0, x1, ...``).
+    blocks : sequence or mapping
+        Over tasks, sequences over sources of arrays ``(n_t, p_s)`` or ``None`` (missing block).
+        A mapping ``{task: {source: array}}`` is accepted too (absent = missing).
+    y : sequence or mapping
+        Over tasks, responses ``(n_t,)``.
+    task_names, source_names : sequence of str, optional
+        Labels (default ``task1..``, ``x0, x1, ...``).
+    source_columns : mapping, optional
+        Column names of each source, ``{source: [column, ...]}`` (kept for
+        :meth:`to_dataframe`; set by :meth:`from_dataframe`).
     """
 
     def __init__(
@@ -88,8 +116,8 @@ class BlockwiseData:
             src = source_names
             if src is None:
                 src = []
-                for t in task_names:
-                    for s in blocks[t]:
+                for name in task_names:
+                    for s in blocks[name]:
                         if s not in src:
                             src.append(s)
             source_names = [str(s) for s in src]
@@ -123,7 +151,22 @@ class BlockwiseData:
     # ------------------------------------------------------------------ constructors
     @classmethod
     def from_arrays(cls, blocks, y, **kwargs) -> "BlockwiseData":
-        """From nested arrays ``blocks[task][source]`` (``None`` = missing) and ``y[task]``."""
+        """Build from nested arrays.
+
+        Parameters
+        ----------
+        blocks : sequence or mapping
+            ``blocks[task][source]``, ``None`` for a missing block.
+        y : sequence or mapping
+            ``y[task]``.
+        **kwargs
+            ``task_names``, ``source_names``, ``source_columns`` as in :class:`BlockwiseData`.
+
+        Returns
+        -------
+        BlockwiseData
+            The validated data.
+        """
         return cls(blocks, y, **kwargs)
 
     @classmethod
@@ -135,8 +178,26 @@ class BlockwiseData:
         y_col: str,
         anchor: str | None = None,
     ) -> "BlockwiseData":
-        """From one frame: ``block_map`` maps each source name to its columns (the anchor first
-        unless ``anchor`` names it). In each task a block must be fully observed or entirely NaN."""
+        """Build from one frame with a task column and a block map.
+
+        In each task a block must be fully observed or entirely NaN.
+
+        Parameters
+        ----------
+        df : pandas.DataFrame
+            One row per observation.
+        block_map : mapping
+            Each source name to its columns, the anchor first unless ``anchor`` names it.
+        task_col, y_col : str
+            Task and response columns.
+        anchor : str, optional
+            Name of the anchoring block.
+
+        Returns
+        -------
+        BlockwiseData
+            The validated data.
+        """
         if not isinstance(df, pd.DataFrame):
             raise TypeError(f"df must be a pandas DataFrame, got {type(df).__name__}")
         names = list(block_map)
@@ -167,7 +228,7 @@ class BlockwiseData:
         blocks, ys = [], []
         for t in tasks:
             sub = df[df[task_col] == t]
-            row_blocks = []
+            row_blocks: list[np.ndarray | None] = []
             for n in names:
                 a = sub[list(block_map[n])].to_numpy(float)
                 nan = np.isnan(a)
@@ -175,7 +236,7 @@ class BlockwiseData:
                     row_blocks.append(None)
                 elif nan.any():
                     bad_rows = np.flatnonzero(nan.any(axis=1))
-                    bad_cols = [block_map[n][j] for j in np.flatnonzero(nan.any(axis=0))]
+                    bad_cols = [block_map[n][int(j)] for j in np.flatnonzero(nan.any(axis=0))]
                     raise DataValidationError(
                         f"task {t!r}, block {n!r}: partially missing (NaN in column(s) {bad_cols[:5]} at task "
                         f"row(s) {_rows(bad_rows)}); a block must be fully observed or fully missing in a task"
@@ -271,21 +332,24 @@ class BlockwiseData:
         self._private = [[k for k in range(1, S) if self._blocks[t][k] is not None][0] for t in range(T)]
         self._owner = {s: t for t, s in enumerate(self._private)}
         for s in range(S):
-            dims = {self._blocks[t][s].shape[1] for t in range(T) if self._blocks[t][s] is not None}
+            dims = {self._blocks[t][s].shape[1] for t in range(T) if self._blocks[t][s] is not None}  # type: ignore[union-attr]
             if len(dims) > 1:
                 raise DataValidationError(f"block {self.source_names[s]!r} has different widths across tasks: {sorted(dims)}")
 
     # ------------------------------------------------------------------ access
     @property
     def n_tasks(self) -> int:
+        """Number of tasks T."""
         return len(self._blocks)
 
     @property
     def n_sources(self) -> int:
+        """Number of sources S = T + 1."""
         return len(self.source_names)
 
     @property
     def n_per_task(self) -> list[int]:
+        """Rows of every task."""
         return [y.shape[0] for y in self._y]
 
     @property
@@ -294,7 +358,7 @@ class BlockwiseData:
         out = []
         for s in range(self.n_sources):
             b = next(self._blocks[t][s] for t in range(self.n_tasks) if self._blocks[t][s] is not None)
-            out.append(b.shape[1])
+            out.append(b.shape[1])  # type: ignore[union-attr]  # b is not None (filtered)
         return out
 
     @property
@@ -303,7 +367,18 @@ class BlockwiseData:
         return list(self._private)
 
     def owner(self, source: int) -> int:
-        """Task that observes private source ``source``."""
+        """Task that observes a private source.
+
+        Parameters
+        ----------
+        source : int
+            Index of a private source (1..T).
+
+        Returns
+        -------
+        int
+            Index of the task observing it.
+        """
         return self._owner[source]
 
     @property
@@ -313,7 +388,18 @@ class BlockwiseData:
         return pd.DataFrame(m, index=self.task_names, columns=self.source_names)
 
     def task_index(self, task) -> int:
-        """Position of ``task`` (a name or an integer position)."""
+        """Position of a task.
+
+        Parameters
+        ----------
+        task : str or int
+            A task name or its integer position.
+
+        Returns
+        -------
+        int
+            The task's position.
+        """
         if isinstance(task, (int, np.integer)) and not isinstance(task, bool):
             if not 0 <= int(task) < self.n_tasks:
                 raise DataValidationError(f"task index {task} out of range for {self.n_tasks} tasks")
@@ -323,21 +409,81 @@ class BlockwiseData:
         return self.task_names.index(str(task))
 
     def block(self, task, source: int) -> np.ndarray | None:
-        """Block ``source`` of ``task`` (``None`` when missing)."""
+        """One block of one task.
+
+        Parameters
+        ----------
+        task : str or int
+            A task name or its integer position.
+        source : int
+            Source index (0 = anchor).
+
+        Returns
+        -------
+        numpy.ndarray or None
+            The block ``(n_t, p_s)``, ``None`` when missing.
+        """
         return self._blocks[self.task_index(task)][source]
 
     def x0(self, task) -> np.ndarray:
-        return self._blocks[self.task_index(task)][0]
+        """The anchoring block of a task.
+
+        Parameters
+        ----------
+        task : str or int
+            A task name or its integer position.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n_t, p_0)``.
+        """
+        return self._blocks[self.task_index(task)][0]  # type: ignore[return-value]  # the anchor block is always observed
 
     def x_private(self, task) -> np.ndarray:
+        """The private block of a task.
+
+        Parameters
+        ----------
+        task : str or int
+            A task name or its integer position.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n_t, p_s)`` for the task's private source s.
+        """
         t = self.task_index(task)
-        return self._blocks[t][self._private[t]]
+        return self._blocks[t][self._private[t]]  # type: ignore[return-value]  # the private block is observed
 
     def y(self, task) -> np.ndarray:
+        """The responses of a task.
+
+        Parameters
+        ----------
+        task : str or int
+            A task name or its integer position.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n_t,)``.
+        """
         return self._y[self.task_index(task)]
 
     def subset(self, rows: Sequence[np.ndarray]) -> "BlockwiseData":
-        """The same tasks restricted to ``rows[t]`` (indices within each task)."""
+        """The same tasks restricted to some rows.
+
+        Parameters
+        ----------
+        rows : sequence of numpy.ndarray
+            ``rows[t]``: indices within task t.
+
+        Returns
+        -------
+        BlockwiseData
+            The selected rows.
+        """
         if len(rows) != self.n_tasks:
             raise DataValidationError(f"rows must give one index array per task ({self.n_tasks})")
         blocks = [[None if b is None else b[np.asarray(r)] for b in bl] for bl, r in zip(self._blocks, rows)]
@@ -346,7 +492,20 @@ class BlockwiseData:
                              source_columns=self.source_columns)
 
     def full_design(self, task, imputed: Mapping[int, np.ndarray] | None = None) -> np.ndarray:
-        """``[x_0 | x_1 | ... | x_T]`` of ``task`` with missing blocks taken from ``imputed[s]``."""
+        """``[x_0 | x_1 | ... | x_T]`` of a task, missing blocks taken from ``imputed``.
+
+        Parameters
+        ----------
+        task : str or int
+            A task name or its integer position.
+        imputed : mapping, optional
+            ``{source: array (n_t, p_s)}`` for every missing block of the task.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n_t, p_0 + ... + p_T)``.
+        """
         t = self.task_index(task)
         parts = []
         for s, b in enumerate(self._blocks[t]):
@@ -384,7 +543,18 @@ class BlockwiseData:
                              list(self.task_names), list(self.source_names))
 
     def to_dataframe(self, task_col: str = "task", y_col: str = "y") -> pd.DataFrame:
-        """One frame, NaN in the missing blocks, columns named after the block map when known."""
+        """One frame, NaN in the missing blocks, columns named after the block map when known.
+
+        Parameters
+        ----------
+        task_col, y_col : str
+            Names of the task and response columns.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per observation.
+        """
         sd = self.stacked_design()
         names = []
         for s, c in enumerate(sd.source_columns):

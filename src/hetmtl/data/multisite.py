@@ -13,7 +13,21 @@ from hetmtl.exceptions import DataValidationError
 
 @dataclass(frozen=True)
 class SiteArrays:
-    """The rows of one site."""
+    """The rows of one site.
+
+    Parameters
+    ----------
+    site : object
+        The site label.
+    y : numpy.ndarray
+        Outcome, shape (n,).
+    d : numpy.ndarray
+        Treatment, shape (n,).
+    X : numpy.ndarray
+        Covariates, shape (n, p).
+    Z : numpy.ndarray or None
+        Effect modifiers, shape (n, q), or None.
+    """
 
     site: object
     y: np.ndarray
@@ -23,6 +37,7 @@ class SiteArrays:
 
     @property
     def n(self) -> int:
+        """Number of rows of the site."""
         return self.y.shape[0]
 
 
@@ -34,6 +49,30 @@ class MultiSiteData:
     :meth:`from_site_frames` (one frame per site). Every value must be finite; each site needs at
     least two rows and a treatment that varies. Errors name the site and column at fault.
     Nothing is dropped: rows with missing values are refused, not removed.
+
+    Parameters
+    ----------
+    y : array-like
+        Outcome, shape (n,), all sites stacked.
+    d : array-like
+        Treatment, shape (n,): binary 0/1 for the ATE and BLP scores, any numeric for PLR and CATE.
+    X : array-like
+        Covariates (confounders) of the nuisance models, shape (n, p).
+    site : sequence
+        Site label of every row, shape (n,).
+    Z : array-like, optional
+        Effect modifiers of the linear CATE, shape (n, q).
+    x_cols, z_cols : sequence of str, optional
+        Column names of ``X`` and ``Z`` (default ``x1, x2, ...`` and ``z1, z2, ...``).
+    y_col, d_col : str
+        Names of the outcome and treatment, used in messages and tables.
+
+    Attributes
+    ----------
+    sites : list
+        Site labels in order of first appearance.
+    notes : list of str
+        Provenance, e.g. rows a loader excluded and why.
     """
 
     def __init__(
@@ -41,7 +80,7 @@ class MultiSiteData:
         y: np.ndarray,
         d: np.ndarray,
         X: np.ndarray,
-        site: Sequence,
+        site: Sequence | np.ndarray,
         Z: np.ndarray | None = None,
         *,
         x_cols: Sequence[str] | None = None,
@@ -72,7 +111,26 @@ class MultiSiteData:
     # ------------------------------------------------------------------ constructors
     @classmethod
     def from_arrays(cls, y, d, X, site, Z=None, **kwargs) -> "MultiSiteData":
-        """From arrays: ``y`` (n,), ``d`` (n,), ``X`` (n, p), ``site`` (n,) labels, ``Z`` (n, q)."""
+        """Build from arrays.
+
+        Parameters
+        ----------
+        y, d : array-like
+            Outcome and treatment, shape (n,).
+        X : array-like
+            Covariates, shape (n, p).
+        site : sequence
+            Site label of every row, shape (n,).
+        Z : array-like, optional
+            Effect modifiers, shape (n, q).
+        **kwargs
+            ``x_cols``, ``z_cols``, ``y_col``, ``d_col`` as in :class:`MultiSiteData`.
+
+        Returns
+        -------
+        MultiSiteData
+            The validated data.
+        """
         return cls(y, d, X, site, Z, **kwargs)
 
     @classmethod
@@ -85,7 +143,24 @@ class MultiSiteData:
         x_cols: Sequence[str] | None = None,
         z_cols: Sequence[str] | None = None,
     ) -> "MultiSiteData":
-        """From one DataFrame with a site column. ``x_cols`` defaults to every other column."""
+        """Build from one DataFrame with a site column.
+
+        Parameters
+        ----------
+        df : pandas.DataFrame
+            One row per observation; the used columns must be numeric (site labels excepted).
+        y_col, d_col, site_col : str
+            Outcome, treatment and site columns.
+        x_cols : sequence of str, optional
+            Covariate columns; default every column not named elsewhere.
+        z_cols : sequence of str, optional
+            Effect-modifier columns.
+
+        Returns
+        -------
+        MultiSiteData
+            The validated data.
+        """
         if not isinstance(df, pd.DataFrame):
             raise TypeError(f"df must be a pandas DataFrame, got {type(df).__name__}")
         z_cols = list(z_cols) if z_cols is not None else []
@@ -124,7 +199,24 @@ class MultiSiteData:
         x_cols: Sequence[str] | None = None,
         z_cols: Sequence[str] | None = None,
     ) -> "MultiSiteData":
-        """From one DataFrame per site (``{site: frame}``); all sites must have the same covariates."""
+        """Build from one DataFrame per site; all sites must have the same columns.
+
+        Parameters
+        ----------
+        frames : mapping
+            ``{site: DataFrame}``.
+        y_col, d_col : str
+            Outcome and treatment columns.
+        x_cols : sequence of str, optional
+            Covariate columns; default every column not named elsewhere.
+        z_cols : sequence of str, optional
+            Effect-modifier columns.
+
+        Returns
+        -------
+        MultiSiteData
+            The validated data.
+        """
         if not frames:
             raise DataValidationError("no sites given")
         first_site, first = next(iter(frames.items()))
@@ -197,7 +289,20 @@ class MultiSiteData:
                 )
 
     def check_folds(self, n_folds: int, binary: bool) -> None:
-        """Raise when a site has too few rows (or, for a binary treatment, too few per arm)."""
+        """Raise when a site has too few rows (or, for a binary treatment, too few per arm).
+
+        Parameters
+        ----------
+        n_folds : int
+            Number of cross-fitting folds: a site needs ``2 * n_folds`` rows.
+        binary : bool
+            Also require ``n_folds`` rows in each treatment arm.
+
+        Raises
+        ------
+        DataValidationError
+            Naming the site (and column) at fault.
+        """
         for s, idx in self._index.items():
             if idx.size < 2 * n_folds:
                 raise DataValidationError(
@@ -216,24 +321,50 @@ class MultiSiteData:
     # ------------------------------------------------------------------ access
     @property
     def n_obs(self) -> int:
+        """Number of rows over all sites."""
         return self.y.shape[0]
 
     @property
     def n_sites(self) -> int:
+        """Number of sites."""
         return len(self.sites)
 
     @property
     def site_sizes(self) -> dict:
+        """Rows per site, ``{site: n_k}``."""
         return {s: idx.size for s, idx in self._index.items()}
 
     def site_rows(self, site) -> np.ndarray:
-        """Row indices of ``site`` in the stacked arrays."""
+        """Row indices of one site in the stacked arrays.
+
+        Parameters
+        ----------
+        site : object
+            A site label.
+
+        Returns
+        -------
+        numpy.ndarray
+            Integer row indices.
+        """
         try:
             return self._index[site]
         except KeyError:
             raise KeyError(f"unknown site {site!r}; sites are {self.sites}") from None
 
     def site_arrays(self, site) -> SiteArrays:
+        """The rows of one site.
+
+        Parameters
+        ----------
+        site : object
+            A site label.
+
+        Returns
+        -------
+        SiteArrays
+            ``y``, ``d``, ``X`` (and ``Z``) of that site.
+        """
         idx = self.site_rows(site)
         return SiteArrays(site, self.y[idx], self.d[idx], self.X[idx], None if self.Z is None else self.Z[idx])
 
@@ -241,6 +372,18 @@ class MultiSiteData:
         return (self.site_arrays(s) for s in self.sites)
 
     def to_dataframe(self, site_col: str = "site") -> pd.DataFrame:
+        """The data as one DataFrame (site, outcome, treatment, covariates, modifiers).
+
+        Parameters
+        ----------
+        site_col : str
+            Name of the site column.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per observation.
+        """
         df = pd.DataFrame(self.X, columns=self.x_cols)
         for j, c in enumerate(self.z_cols):
             df[c] = self.Z[:, j]  # type: ignore[index]

@@ -19,7 +19,17 @@ from hetmtl.exceptions import DataValidationError
 
 @dataclass(frozen=True)
 class TaskArrays:
-    """The rows of one task."""
+    """The rows of one task.
+
+    Parameters
+    ----------
+    task : object
+        The task label.
+    X : numpy.ndarray
+        Features, shape (n_r, p).
+    y : numpy.ndarray
+        Outcomes, shape (n_r,).
+    """
 
     task: object
     X: np.ndarray
@@ -27,6 +37,7 @@ class TaskArrays:
 
     @property
     def n(self) -> int:
+        """Number of rows of the task."""
         return self.y.shape[0]
 
 
@@ -35,10 +46,16 @@ class MultiTaskData:
 
     Parameters
     ----------
-    X, y : sequences (one entry per task) of arrays ``(n_r, p)`` and ``(n_r,)``.
-    tasks : task labels (default ``0..R-1``).
-    x_cols : feature names (default ``x1..xp``).
-    min_rows : smallest allowed task size (default 1; a task with 0 rows is refused).
+    X, y : sequence of array-like
+        One entry per task: features ``(n_r, p)`` and outcomes ``(n_r,)``.
+    tasks : sequence, optional
+        Task labels (default ``0..R-1``).
+    x_cols : sequence of str, optional
+        Feature names (default ``x1..xp``).
+    y_col : str
+        Name of the outcome, used in messages and tables.
+    min_rows : int
+        Smallest allowed task size (default 1; a task with 0 rows is refused).
     """
 
     def __init__(
@@ -79,6 +96,7 @@ class MultiTaskData:
                     f"task {t!r} has {Xr.shape[1]} features but task {first!r} has {p}; all tasks must share the feature space"
                 )
             self._tasks.append(TaskArrays(t, Xr, yr))
+        assert p is not None  # at least one task (checked above)
         self.x_cols = [f"x{j + 1}" for j in range(p)] if x_cols is None else [str(c) for c in x_cols]
         if len(self.x_cols) != p:
             raise DataValidationError(f"x_cols has {len(self.x_cols)} names for {p} feature columns")
@@ -105,8 +123,23 @@ class MultiTaskData:
     # ------------------------------------------------------------------ constructors
     @classmethod
     def from_arrays(cls, X, y, tasks: Sequence | None = None, **kwargs) -> "MultiTaskData":
-        """From per-task lists ``X=[X_1, ...]``, ``y=[y_1, ...]`` or dicts ``{task: array}``;
-        or from stacked arrays ``X`` (n, p), ``y`` (n,) with ``tasks`` a per-row label array."""
+        """Build from per-task arrays, dicts, or stacked arrays with a per-row task label.
+
+        Parameters
+        ----------
+        X, y : list, dict or numpy.ndarray
+            Per-task lists ``X=[X_1, ...]``, ``y=[y_1, ...]``; dicts ``{task: array}`` with the same
+            keys; or stacked arrays ``X`` (n, p), ``y`` (n,) when ``tasks`` labels every row.
+        tasks : sequence, optional
+            Task labels (one per task for lists, one per row for stacked arrays).
+        **kwargs
+            ``x_cols``, ``y_col``, ``min_rows`` as in :class:`MultiTaskData`.
+
+        Returns
+        -------
+        MultiTaskData
+            The validated data.
+        """
         if isinstance(X, Mapping):
             if not isinstance(y, Mapping) or set(X) != set(y):
                 raise DataValidationError("X and y dicts must have the same task keys")
@@ -125,7 +158,24 @@ class MultiTaskData:
 
     @classmethod
     def from_dataframe(cls, df: pd.DataFrame, y_col: str, task_col: str, x_cols: Sequence[str] | None = None, **kwargs) -> "MultiTaskData":
-        """From one DataFrame with a task column; ``x_cols`` defaults to every other column."""
+        """Build from one DataFrame with a task column.
+
+        Parameters
+        ----------
+        df : pandas.DataFrame
+            One row per observation; outcome and feature columns must be numeric.
+        y_col, task_col : str
+            Outcome and task columns.
+        x_cols : sequence of str, optional
+            Feature columns; default every other column.
+        **kwargs
+            ``min_rows`` as in :class:`MultiTaskData`.
+
+        Returns
+        -------
+        MultiTaskData
+            The validated data.
+        """
         if not isinstance(df, pd.DataFrame):
             raise TypeError(f"df must be a pandas DataFrame, got {type(df).__name__}")
         if x_cols is None:
@@ -148,22 +198,27 @@ class MultiTaskData:
     # ------------------------------------------------------------------ access
     @property
     def tasks(self) -> list:
+        """Task labels, in order."""
         return [ta.task for ta in self._tasks]
 
     @property
     def n_tasks(self) -> int:
+        """Number of tasks R."""
         return len(self._tasks)
 
     @property
     def n_features(self) -> int:
+        """Number of features p."""
         return len(self.x_cols)
 
     @property
     def sizes(self) -> np.ndarray:
+        """Rows per task, shape (R,)."""
         return np.array([ta.n for ta in self._tasks])
 
     @property
     def n_total(self) -> int:
+        """Rows over all tasks."""
         return int(self.sizes.sum())
 
     def __len__(self) -> int:
@@ -179,32 +234,91 @@ class MultiTaskData:
         raise KeyError(f"unknown task {task!r}; tasks are {self.tasks}")
 
     def task_index(self, task) -> int:
+        """Position of a task label.
+
+        Parameters
+        ----------
+        task : object
+            A task label.
+
+        Returns
+        -------
+        int
+            Its index in :attr:`tasks`.
+        """
         try:
             return self.tasks.index(task)
         except ValueError:
             raise KeyError(f"unknown task {task!r}; tasks are {self.tasks}") from None
 
     def subset(self, indices: Sequence[np.ndarray]) -> "MultiTaskData":
-        """Rows ``indices[r]`` of every task r (e.g. one part of a paired train/val/test split)."""
+        """Rows ``indices[r]`` of every task r (e.g. one part of a paired train/val/test split).
+
+        Parameters
+        ----------
+        indices : sequence of numpy.ndarray
+            One row-index array per task.
+
+        Returns
+        -------
+        MultiTaskData
+            The selected rows.
+        """
         if len(indices) != self.n_tasks:
             raise ValueError(f"need one index array per task ({self.n_tasks}), got {len(indices)}")
         return MultiTaskData([ta.X[i] for ta, i in zip(self._tasks, indices)], [ta.y[i] for ta, i in zip(self._tasks, indices)],
                              self.tasks, x_cols=self.x_cols, y_col=self.y_col)
 
     def split(self, fractions: Sequence[float] = (0.6, 0.2, 0.2), random_state=None) -> tuple["MultiTaskData", ...]:
-        """Per-task random split (same fractions in every task); reuse the result for paired comparisons."""
-        from hetmtl.training import split_indices
+        """Per-task random split (same fractions in every task); reuse the result for paired comparisons.
+
+        Parameters
+        ----------
+        fractions : sequence of float
+            Fractions of each task's rows per part (default 60/20/20).
+        random_state : int, numpy.random.Generator or None
+            Seed of the split.
+
+        Returns
+        -------
+        tuple of MultiTaskData
+            One data set per fraction.
+        """
+        from hetmtl.data._arrays import split_indices
 
         rng = np.random.default_rng(random_state)
         parts = [split_indices(ta.n, fractions, rng) for ta in self._tasks]
         return tuple(self.subset([p[j] for p in parts]) for j in range(len(fractions)))
 
     def pooled(self, task_label="pooled") -> "MultiTaskData":
-        """All rows as one task (for the pooled single-model baseline)."""
+        """All rows as one task (for the pooled single-model baseline).
+
+        Parameters
+        ----------
+        task_label : object
+            Label of the single task.
+
+        Returns
+        -------
+        MultiTaskData
+            One task with every row.
+        """
         return MultiTaskData([np.vstack([ta.X for ta in self._tasks])], [np.concatenate([ta.y for ta in self._tasks])],
                              [task_label], x_cols=self.x_cols, y_col=self.y_col)
 
     def to_dataframe(self, task_col: str = "task") -> pd.DataFrame:
+        """The data as one DataFrame with a task column.
+
+        Parameters
+        ----------
+        task_col : str
+            Name of the task column.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Features, outcome and task label, one row per observation.
+        """
         frames = [pd.DataFrame(ta.X, columns=self.x_cols).assign(**{self.y_col: ta.y, task_col: ta.task}) for ta in self._tasks]
         return pd.concat(frames, ignore_index=True)
 

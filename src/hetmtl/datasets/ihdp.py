@@ -19,6 +19,7 @@ from hetmtl.exceptions import DataValidationError
 OUTCOME, TREATMENT = "iqsb.36", "treat"
 POST_TREATMENT = ("ncdctt", "dose400")
 SITE_COLUMNS = tuple(f"site{k}" for k in range(1, 9))
+#: The 26 pre-treatment covariates used by default (site dummies and post-treatment columns excluded).
 IHDP_COVARIATES = (
     "bw", "momage", "nnhealth", "birth.o", "parity", "moreprem", "cigs", "alcohol", "ppvt.imp", "bwg", "sex",
     "mlt.birt", "b.marr", "livwho", "language", "whenpren", "drugs", "othstudy", "mom.lths", "mom.hs", "mom.coll",
@@ -27,7 +28,13 @@ IHDP_COVARIATES = (
 
 
 def load_ihdp_frame() -> pd.DataFrame:
-    """The full analysis file (985 rows) with a ``site`` column (1–8) replacing the site dummies."""
+    """The full analysis file (985 rows) with a ``site`` column (1–8) replacing the site dummies.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Every column of the shipped file, outcome ``iqsb.36`` missing for 77 children.
+    """
     with resources.files("hetmtl.datasets").joinpath("data/ihdp.csv").open() as fh:
         df = pd.read_csv(fh)
     dummies = df[list(SITE_COLUMNS)].to_numpy()
@@ -40,11 +47,23 @@ def load_ihdp_frame() -> pd.DataFrame:
 def load_ihdp(
     modifiers: Sequence[str] = (), missing_outcome: str = "drop", covariates: Sequence[str] = IHDP_COVARIATES
 ) -> MultiSiteData:
-    """IHDP as :class:`MultiSiteData` (sites 1–8, y = IQ at 36 months, d = treat).
+    """IHDP as :class:`~hetmtl.data.MultiSiteData` (sites 1–8, y = IQ at 36 months, d = treat).
 
-    ``missing_outcome="drop"`` keeps the 908 children with an observed outcome (complete-case;
-    the number dropped per site is recorded in ``data.notes``); ``"raise"`` refuses the file.
-    ``modifiers`` names covariates to use as effect modifiers for a linear CATE.
+    Parameters
+    ----------
+    modifiers : sequence of str
+        Covariates to use as effect modifiers ``Z`` for a linear CATE (default none).
+    missing_outcome : {"drop", "raise"}
+        ``"drop"`` keeps the 908 children with an observed outcome (complete case; the number
+        dropped per site is recorded in ``data.notes``); ``"raise"`` refuses the file.
+    covariates : sequence of str
+        Pre-treatment covariates ``X`` (default :data:`IHDP_COVARIATES`; the post-treatment
+        ``ncdctt`` and ``dose400`` are refused).
+
+    Returns
+    -------
+    MultiSiteData
+        8 sites, outcome ``iqsb.36``, treatment ``treat``.
     """
     df = load_ihdp_frame()
     unknown = [c for c in [*covariates, *modifiers] if c not in df.columns or c in POST_TREATMENT]

@@ -1,13 +1,23 @@
-"""Dual-encoder multi-task learning (the dual-encoder paper, arXiv 2505.24281): shared +
+"""Dual-encoder multi-task learning (Sui, Xu, Bai & Qu 2025, arXiv 2505.24281): shared +
 task-specific encodings with adaptive coefficient integration.
 
-- :class:`DualEncoderMTL` — the estimator (fit / predict(X, task) / score / adapt);
-- :mod:`hetmtl.encoders.proximal` — prox maps and centre updates (C++ core);
-- :mod:`hetmtl.encoders.baselines` — ablations and baselines on paired splits;
-- :mod:`hetmtl.encoders.diagnostics` — fused tasks, distances to centres, redundancy, negative transfer;
+What to use when:
+
+- :class:`DualEncoderMTL` — prediction for several regression tasks on one feature space that
+  differ in P(X) and in P(y | x), some of them small (fit / predict(X, task) / score / adapt);
+- :mod:`hetmtl.encoders.baselines` — whether the dual structure pays off on your data: ablations
+  and baselines on paired splits (:func:`compare_methods`, :func:`paired_comparison`);
+- :mod:`hetmtl.encoders.diagnostics` — after a fit: fused tasks, distances to centres,
+  redundancy, negative transfer (:func:`adaptivity_report`, :func:`negative_transfer`);
 - :mod:`hetmtl.encoders.simulate` — generators with separate covariate shift and posterior drift;
-- :mod:`hetmtl.encoders.pdx` — PDX Encyclopedia loader and a synthetic look-alike.
+- :mod:`hetmtl.encoders.pdx` — PDX Encyclopedia loader and a synthetic look-alike;
+- :mod:`hetmtl.encoders.proximal` — prox maps and centre updates (C++ core).
 """
+from hetmtl._optional import require_torch
+
+require_torch("hetmtl.encoders (dual-encoder MTL)")
+
+# the imports below follow the torch check on purpose (E402)
 from hetmtl.encoders.baselines import METHODS, compare_methods, make_method, paired_comparison, select_by_validation
 from hetmtl.encoders.diagnostics import NegativeTransferWarning, adaptivity_report, negative_transfer
 from hetmtl.encoders.estimator import DualEncoderMTL

@@ -32,19 +32,50 @@ from hetmtl.encoders.estimator import DualEncoderMTL
 class PooledMTL(BaseEstimator):
     """Pooled single model: one network (shared encoder + one linear head) on all tasks' rows.
 
-    ``params`` are :class:`DualEncoderMTL` settings (``n_shared`` is the latent size).
+    Parameters
+    ----------
+    params : dict, optional
+        :class:`DualEncoderMTL` settings (``n_shared`` is the latent size).
     """
 
     def __init__(self, params: dict | None = None) -> None:
         self.params = params
 
     def fit(self, data: MultiTaskData, *, validation_data: MultiTaskData | None = None) -> "PooledMTL":
+        """Fit one model on the pooled rows of every task.
+
+        Parameters
+        ----------
+        data : MultiTaskData
+            Training data.
+        validation_data : MultiTaskData, optional
+            Rows for early stopping (pooled too).
+
+        Returns
+        -------
+        PooledMTL
+            The fitted estimator.
+        """
         kw = dict(self.params or {}, n_specific=0, lam_alpha=0.0, lam_beta=0.0, lam_orth=0.0)
         self.model_ = DualEncoderMTL(**kw).fit(data.pooled(), validation_data=None if validation_data is None else validation_data.pooled())
         self.tasks_ = list(data.tasks)
         return self
 
     def predict(self, X, task) -> np.ndarray:
+        """Predictions of the pooled model (the same function for every fitted task).
+
+        Parameters
+        ----------
+        X : array-like or MultiTaskData
+            Features ``(n, p)``, or data whose tasks are predicted in turn.
+        task : object or array-like
+            Task label(s), checked against the fitted tasks.
+
+        Returns
+        -------
+        numpy.ndarray
+            Predictions.
+        """
         if isinstance(X, MultiTaskData):
             return np.concatenate([self.predict(t.X, t.task) for t in X])
         labels = np.asarray(task, dtype=object)
@@ -54,6 +85,18 @@ class PooledMTL(BaseEstimator):
         return self.model_.predict(X, "pooled")
 
     def score_tasks(self, data: MultiTaskData) -> pd.DataFrame:
+        """Per-task n, RMSE, MSE and R^2.
+
+        Parameters
+        ----------
+        data : MultiTaskData
+            Test data.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per task.
+        """
         rows = []
         for t in data:
             mse = float(np.mean((t.y - self.predict(t.X, t.task)) ** 2))
@@ -80,6 +123,7 @@ def _pooled(**common) -> PooledMTL:
     return PooledMTL({**common, "n_shared": q})
 
 
+#: The methods of :func:`compare_methods`, name -> factory ``f(**common)`` of an unfitted estimator.
 METHODS: dict[str, Callable[..., BaseEstimator]] = {
     "dual": _variant(),
     "shared_only": _variant(n_specific=0),
@@ -93,7 +137,21 @@ METHODS: dict[str, Callable[..., BaseEstimator]] = {
 
 
 def make_method(name: str, **common) -> BaseEstimator:
-    """An unfitted estimator for method ``name`` (see :data:`METHODS`) with shared settings ``common``."""
+    """An unfitted estimator for one method of :data:`METHODS`.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`METHODS`.
+    **common
+        Settings shared by every method (:class:`~hetmtl.encoders.DualEncoderMTL` parameters,
+        e.g. ``n_shared``, ``n_specific``, ``lam_alpha``, ``random_state``).
+
+    Returns
+    -------
+    sklearn.base.BaseEstimator
+        The unfitted estimator (``fit(train, validation_data=...)``, ``score_tasks``).
+    """
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose from {list(METHODS)}")
     return METHODS[name](**common)
@@ -102,10 +160,29 @@ def make_method(name: str, **common) -> BaseEstimator:
 def compare_methods(train: MultiTaskData, validation: MultiTaskData, test: MultiTaskData,
                     methods: Iterable[str] = tuple(METHODS), *, return_models: bool = False,
                     tune_grid: dict[str, list] | None = None, **common):
-    """Fit each method on the same split; per-task test RMSE in long format (method, task, n_train, rmse).
+    """Fit each method on the same split and score it on the same test rows.
 
-    The pseudo-method ``"dual_tuned"`` is the full model with ``tune_grid`` (default: ``lam_alpha =
-    lam_beta`` in {0.003, 0.03, 0.3}) chosen by summed validation MSE.
+    Parameters
+    ----------
+    train, validation, test : MultiTaskData
+        One split of the same tasks (validation rows drive early stopping and tuning).
+    methods : iterable of str
+        Keys of :data:`METHODS`, plus the pseudo-method ``"dual_tuned"``: the full model with
+        ``tune_grid`` chosen by summed validation MSE.
+    return_models : bool
+        Also return the fitted models.
+    tune_grid : dict, optional
+        Grid of ``"dual_tuned"`` (default: ``lam_alpha = lam_beta`` in {0.003, 0.03, 0.3}, key
+        ``lam``).
+    **common
+        Settings shared by every method (:class:`~hetmtl.encoders.DualEncoderMTL` parameters,
+        e.g. ``n_shared``, ``n_specific``, ``lam_alpha``, ``random_state``).
+
+    Returns
+    -------
+    pandas.DataFrame or tuple
+        Per-task test RMSE in long format (``method, task, n_train, rmse``); with
+        ``return_models``, ``(table, {method: model})``.
     """
     rows, models = [], {}
     for name in methods:
@@ -139,8 +216,31 @@ def _tuned(train, validation, grid: dict[str, list], **common):
 
 def paired_comparison(data: MultiTaskData, methods: Iterable[str] = tuple(METHODS), n_splits: int = 5,
                       fractions=(0.6, 0.2, 0.2), random_state: int | None = None, **common) -> pd.DataFrame:
-    """:func:`compare_methods` over ``n_splits`` random 60/20/20 per-task splits (every method sees
-    the same rows in each split); adds a ``split`` column."""
+    """:func:`compare_methods` over several random per-task splits.
+
+    Every method sees the same rows in each split.
+
+    Parameters
+    ----------
+    data : MultiTaskData
+        All rows.
+    methods : iterable of str
+        Keys of :data:`METHODS` (and ``"dual_tuned"``).
+    n_splits : int
+        Number of random splits.
+    fractions : tuple of float
+        Train / validation / test fractions of each task.
+    random_state : int or None
+        Seed of the splits (and of the fits).
+    **common
+        Settings shared by every method (:class:`~hetmtl.encoders.DualEncoderMTL` parameters,
+        e.g. ``n_shared``, ``n_specific``, ``lam_alpha``, ``random_state``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The :func:`compare_methods` table with a ``split`` column.
+    """
     rng = np.random.default_rng(random_state)
     frames = []
     for s in range(n_splits):
@@ -152,9 +252,29 @@ def paired_comparison(data: MultiTaskData, methods: Iterable[str] = tuple(METHOD
 
 def select_by_validation(train: MultiTaskData, validation: MultiTaskData, param_grid: dict[str, list],
                          method: str = "dual", **common):
-    """Fit ``method`` for every combination in ``param_grid`` and keep the one with the smallest
-    summed per-task validation MSE (spec §2). Returns ``(best_model, table)``; ``table`` lists each
-    combination with its summed validation MSE."""
+    """Fit a method for every combination of a grid and keep the best on validation rows.
+
+    The criterion is the summed per-task validation MSE.
+
+    Parameters
+    ----------
+    train, validation : MultiTaskData
+        Training and validation rows of the same tasks.
+    param_grid : dict
+        Parameter name to candidate values.
+    method : str
+        A key of :data:`METHODS`.
+    **common
+        Settings shared by every method (:class:`~hetmtl.encoders.DualEncoderMTL` parameters,
+        e.g. ``n_shared``, ``n_specific``, ``lam_alpha``, ``random_state``).
+
+    Returns
+    -------
+    best_model : sklearn.base.BaseEstimator
+        The fit with the smallest summed validation MSE.
+    table : pandas.DataFrame
+        Every combination with its summed validation MSE (``val_mse_sum``).
+    """
     from itertools import product
 
     keys = list(param_grid)

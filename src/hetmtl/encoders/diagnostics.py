@@ -33,9 +33,23 @@ def _max_abs_corr(S: np.ndarray, C: np.ndarray) -> float:
 
 
 def adaptivity_report(model, data: MultiTaskData | None = None) -> pd.DataFrame:
-    """Per task: distance of alpha_r and beta_r to their centres, whether each is fused (distance
-    below ``model.fuse_tol``), and (given ``data``) the largest absolute correlation between an
-    S_r coordinate and a C coordinate on the task's rows."""
+    """Which tasks were integrated, and how far each task sits from the centre.
+
+    Parameters
+    ----------
+    model : DualEncoderMTL
+        A fitted model.
+    data : MultiTaskData, optional
+        Rows on which to measure the redundancy of S_r and C.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Per task: distance of alpha_r and beta_r to their centres (``dist_alpha``,
+        ``dist_beta``), whether each is fused (distance below ``model.fuse_tol``) and, given
+        ``data``, the largest absolute correlation between an S_r coordinate and a C coordinate
+        on the task's rows (``max_abs_corr_SC``; high: raise ``lam_orth``).
+    """
     c = model.coef_
     dist_a = np.linalg.norm((c.alpha - c.alpha_center).numpy(), axis=1) if c.alpha.shape[1] else np.full(len(model.tasks_), np.nan)
     dist_b = np.linalg.norm((c.beta - c.beta_center).numpy(), axis=1) if c.beta.shape[1] else np.full(len(model.tasks_), np.nan)
@@ -56,9 +70,26 @@ def adaptivity_report(model, data: MultiTaskData | None = None) -> pd.DataFrame:
 
 
 def negative_transfer(model, stl_model, validation: MultiTaskData, tolerance: float = 0.0, warn: bool = True) -> pd.DataFrame:
-    """Per-task validation MSE of the multi-task ``model`` and of a fitted single-task ``stl_model``
-    (e.g. ``make_method("stl", ...)``); ``negative_transfer`` is True where the multi-task MSE
-    exceeds the single-task MSE by more than the relative ``tolerance``."""
+    """Compare per-task validation MSE of a multi-task fit with a single-task fit.
+
+    Parameters
+    ----------
+    model : DualEncoderMTL
+        The fitted multi-task model.
+    stl_model : estimator
+        A fitted single-task model (e.g. ``make_method("stl", ...)``).
+    validation : MultiTaskData
+        Validation rows.
+    tolerance : float
+        Relative excess of the multi-task MSE tolerated before flagging a task.
+    warn : bool
+        Emit a :class:`NegativeTransferWarning` naming the flagged tasks.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Per task ``mtl_val_mse``, ``stl_val_mse``, their ``ratio`` and ``negative_transfer``.
+    """
     mtl = model.score_tasks(validation).mse
     stl = stl_model.score_tasks(validation).mse
     out = pd.DataFrame({"mtl_val_mse": mtl, "stl_val_mse": stl})

@@ -29,12 +29,11 @@ only (with ``lam_alpha=0`` this is single-task learning); ``lam_orth=0`` no orth
 ``lam_alpha=lam_beta=0`` no integration (shared-bottom hard parameter sharing when also
 ``n_specific=0``). See :mod:`hetmtl.encoders.baselines`.
 
-Design choices the paper does not publish are documented in ``specs/dual_encoder.md`` §8: pooled
-1/N loss, unpenalised intercepts, one lambda times a fixed per-task weight rule, standardised X
-and y (pooled over training rows). Encoder outputs are linear by default (``normalize=None``): in
-our runs an affine-free RMS/Layer normalisation of the latent outputs (the spec's default for
-scale identifiability, offered as ``normalize="rms" | "layer"``) raised test RMSE markedly at
-small n; the encoder step never sees the centre penalty, so it has no incentive to inflate
+Design choices the paper does not publish, made here: pooled 1/N loss, unpenalised intercepts,
+one lambda times a fixed per-task weight rule, standardised X and y (pooled over training rows).
+Encoder outputs are linear by default (``normalize=None``): in our runs an affine-free RMS/Layer
+normalisation of the latent outputs (for scale identifiability, offered as
+``normalize="rms" | "layer"``) raised test RMSE markedly at small n; the encoder step never sees the centre penalty, so it has no incentive to inflate
 the encodings, and lambda is read relative to the encoder scale.
 """
 from __future__ import annotations
@@ -57,7 +56,22 @@ from hetmtl.training import BatchedEarlyStopping, torch_threads
 
 
 def as_multitask(X, y=None, task=None) -> MultiTaskData:
-    """Accept a :class:`MultiTaskData`, or stacked ``X`` (n, p), ``y`` (n,) with per-row ``task`` labels."""
+    """Accept a :class:`~hetmtl.data.MultiTaskData`, or stacked arrays with per-row task labels.
+
+    Parameters
+    ----------
+    X : MultiTaskData or array-like
+        The data, or stacked features ``(n, p)``.
+    y : array-like, optional
+        Stacked outcomes ``(n,)`` (with array ``X``).
+    task : array-like, optional
+        Task label of every row (with array ``X``).
+
+    Returns
+    -------
+    MultiTaskData
+        The data.
+    """
     if isinstance(X, MultiTaskData):
         return X
     if y is None or task is None:
@@ -70,35 +84,71 @@ def as_multitask(X, y=None, task=None) -> MultiTaskData:
 
 
 class DualEncoderMTL(BaseEstimator):
-    """Dual-encoder multi-task regressor (see the module docstring).
+    """Dual-encoder multi-task regressor (see the module notes).
 
     Parameters
     ----------
-    n_shared, n_specific : latent dimensions p of C and q of each S_r (0 drops that encoder).
-    hidden : hidden-layer widths of every encoder (ReLU MLPs).
-    lam_alpha, lam_beta : centre-penalty strengths (scalar, or one value per task).
-    lam_orth : orthogonality-penalty strength.
-    penalty : ``"group_l2"`` (block soft-thresholding, fuses whole tasks) or ``"l1"``.
-    center : ``"median"`` (geometric / coordinate-wise median: exact centre step) or ``"mean"``.
-    center_alpha : penalise alpha_r towards a centre (the S_r are different networks, so this is
-        optional; beta_r is always centred when ``lam_beta > 0``).
-    center_step : ``"joint"`` (centres also move inside the proximal-gradient steps, via
-        theta_r = centre + delta_r, then the exact centre update) or ``"block"`` (the literal
-        alternation: centres move only in the exact centre update; can stall when fused tasks
+    n_shared, n_specific : int
+        Latent dimensions p of C and q of each S_r (0 drops that encoder).
+    hidden : sequence of int
+        Hidden-layer widths of every encoder (ReLU MLPs).
+    lam_alpha, lam_beta : float or array-like
+        Centre-penalty strengths (scalar, or one value per task).
+    lam_orth : float
+        Orthogonality-penalty strength.
+    penalty : {"group_l2", "l1"}
+        ``"group_l2"``: block soft-thresholding, fuses whole tasks; ``"l1"``: element-wise.
+    center : {"median", "mean"}
+        ``"median"`` (geometric / coordinate-wise median: exact centre step) or ``"mean"``.
+    center_alpha : bool
+        Penalise alpha_r towards a centre (the S_r are different networks, so this is optional;
+        beta_r is always centred when ``lam_beta > 0``).
+    center_step : {"joint", "block"}
+        ``"joint"``: centres also move inside the proximal-gradient steps, via
+        theta_r = centre + delta_r, then the exact centre update; ``"block"``: the literal
+        alternation, centres move only in the exact centre update (can stall when fused tasks
         would need to move together). See :func:`hetmtl.encoders.model.coefficient_step`.
-    task_weights : ``"uniform"``, ``"sqrt_n"`` (w_r = sqrt(n_r / mean n)) or an array (one per task).
-    lr, max_epochs, patience, batch_size : Adam learning rate, epoch cap, early-stopping patience,
-        per-task mini-batch size (``None``: full batch).
-    prox_steps : proximal-gradient iterations per epoch.
-    prox_backend : ``"cpp"`` (C++ core) or ``"torch"``.
-    normalize : ``"rms"``, ``"layer"`` or ``None`` normalisation of the encoder outputs.
-    validation_fraction : share of each task's rows held out for early stopping when
-        ``validation_data`` is not given to :meth:`fit`.
-    early_stopping : ``"sum"`` (summed validation MSE) or ``"per_task"`` (each task keeps its own
-        best epoch; only without a shared encoder and without integration, i.e. STL).
-    standardize : standardise X and y with pooled training means and SDs.
-    fuse_tol : distance to the centre below which a task counts as fused.
-    random_state, n_threads : seed; torch threads during fit (default 1: small models gain nothing from more).
+    task_weights : {"uniform", "sqrt_n"} or array-like
+        Per-task penalty weights: equal, w_r = sqrt(n_r / mean n), or one value per task.
+    lr : float
+        Adam learning rate.
+    max_epochs : int
+        Epoch cap.
+    patience : int
+        Early-stopping patience (epochs).
+    batch_size : int or None
+        Per-task mini-batch size (``None``: full batch).
+    prox_steps : int
+        Proximal-gradient iterations per epoch.
+    prox_backend : {"cpp", "torch"}
+        Where the prox runs (C++ core or torch).
+    normalize : {"rms", "layer"} or None
+        Normalisation of the encoder outputs (default none).
+    validation_fraction : float
+        Share of each task's rows held out for early stopping when ``validation_data`` is not
+        given to :meth:`fit`.
+    early_stopping : {"sum", "per_task"}
+        ``"sum"``: summed validation MSE; ``"per_task"``: each task keeps its own best epoch (only
+        without a shared encoder and without integration, i.e. single-task learning).
+    standardize : bool
+        Standardise X and y with pooled training means and SDs.
+    fuse_tol : float
+        Distance to the centre below which a task counts as fused.
+    random_state : int or None
+        Seed of initialisation, splits and batches.
+    n_threads : int or None
+        Torch threads during fit (default 1: small models gain nothing from more).
+
+    Attributes
+    ----------
+    tasks_ : list
+        Task labels seen in fit (and added by :meth:`adapt`).
+    coef_ : Coefficients
+        Heads (alpha_r, beta_r, b_r) and centres.
+    history_ : pandas.DataFrame
+        Training and validation MSE per epoch.
+    best_epoch_ : int or numpy.ndarray
+        The kept epoch (per task with ``early_stopping="per_task"``).
     """
 
     def __init__(
@@ -205,10 +255,24 @@ class DualEncoderMTL(BaseEstimator):
         return Padded.from_lists([self._scale_X(t.X) for t in data], [(t.y - self.y_mean_) / self.y_scale_ for t in data])
 
     def fit(self, X, y=None, task=None, *, validation_data: MultiTaskData | None = None) -> "DualEncoderMTL":
-        """Fit on a :class:`MultiTaskData` (or stacked X, y and per-row task labels).
+        """Fit on a :class:`~hetmtl.data.MultiTaskData` (or stacked X, y and per-row task labels).
 
-        Early stopping uses ``validation_data`` (same tasks) if given, otherwise a random
-        ``validation_fraction`` of each task's rows.
+        Parameters
+        ----------
+        X : MultiTaskData or array-like
+            Training data, or stacked features ``(n, p)``.
+        y : array-like, optional
+            Stacked outcomes (with array ``X``).
+        task : array-like, optional
+            Task label of every row (with array ``X``).
+        validation_data : MultiTaskData, optional
+            Rows for early stopping (same tasks); default a random ``validation_fraction`` of each
+            task's rows.
+
+        Returns
+        -------
+        DualEncoderMTL
+            The fitted estimator.
         """
         self._check_params()
         data = as_multitask(X, y, task)
@@ -286,6 +350,7 @@ class DualEncoderMTL(BaseEstimator):
         for epoch in range(int(self.max_epochs)):
             # (1) encoder step(s): Adam on prediction loss + orthogonality, coefficients fixed
             if opt is not None:
+                batches: list[torch.Tensor | None]
                 if bs is None or bs >= n_max:
                     batches = [None]
                 else:
@@ -363,8 +428,25 @@ class DualEncoderMTL(BaseEstimator):
 
         A new task encoder S_new and head (alpha, beta, b) are trained with the same losses and
         the same centre penalty towards the fitted (alpha_bar, beta_bar); C and the other tasks
-        are unchanged. ``validation_data=(X_val, y_val)``, else a ``validation_fraction`` split.
-        Afterwards ``predict(X, task)`` works for the new task.
+        are unchanged. Afterwards ``predict(X, task)`` works for the new task.
+
+        Parameters
+        ----------
+        X : array-like
+            Features of the new task, ``(n, p)``, same columns as in fit.
+        y : array-like
+            Outcomes of the new task, ``(n,)``.
+        task : object
+            Label of the new task (not one of ``tasks_``).
+        validation_data : tuple, optional
+            ``(X_val, y_val)`` for early stopping; default a ``validation_fraction`` split.
+        random_state : int, optional
+            Seed (default ``random_state`` of the estimator).
+
+        Returns
+        -------
+        DualEncoderMTL
+            The estimator, with the new task added.
         """
         self._check_fitted()
         if task in self.tasks_:
@@ -405,7 +487,7 @@ class DualEncoderMTL(BaseEstimator):
             self.adapt_history_ = hist
             self.best_epoch_ = best_epoch
         if spec_new is not None:
-            self.specific_.append_models(spec_new)
+            self.specific_.append_models(spec_new)  # type: ignore[union-attr]  # q > 0: fitted with one
         old = self.coef_
         self.coef_ = Coefficients(torch.cat([old.alpha, coef.alpha]), torch.cat([old.beta, coef.beta]),
                                   torch.cat([old.b, coef.b]), old.alpha_center, old.beta_center)
@@ -448,7 +530,20 @@ class DualEncoderMTL(BaseEstimator):
         return f.numpy() * self.y_scale_ + self.y_mean_
 
     def predict(self, X, task) -> np.ndarray:
-        """Predictions for rows ``X`` of ``task`` (one label, or one label per row)."""
+        """Predictions for rows of one task (or one task label per row).
+
+        Parameters
+        ----------
+        X : array-like
+            Features, ``(n, p)``.
+        task : object or array-like
+            One task label, or one label per row.
+
+        Returns
+        -------
+        numpy.ndarray
+            Predictions on the scale of y, ``(n,)``.
+        """
         self._check_fitted()
         if isinstance(X, MultiTaskData):
             return np.concatenate([self._predict_task(t.X, self._task_index(t.task)) for t in X])
@@ -465,7 +560,22 @@ class DualEncoderMTL(BaseEstimator):
         return out
 
     def score(self, X, y=None, task=None) -> float:
-        """R^2 of the predictions over all rows (sklearn convention)."""
+        """R^2 of the predictions over all rows (sklearn convention).
+
+        Parameters
+        ----------
+        X : MultiTaskData or array-like
+            Test data, or stacked features ``(n, p)``.
+        y : array-like, optional
+            Stacked outcomes (with array ``X``).
+        task : array-like, optional
+            Task label of every row (with array ``X``).
+
+        Returns
+        -------
+        float
+            Coefficient of determination over all rows.
+        """
         if isinstance(X, MultiTaskData):
             yy = np.concatenate([t.y for t in X])
             pred = self.predict(X, None)
@@ -475,7 +585,18 @@ class DualEncoderMTL(BaseEstimator):
         return float(1 - np.sum((yy - pred) ** 2) / np.sum((yy - yy.mean()) ** 2))
 
     def score_tasks(self, data: MultiTaskData) -> pd.DataFrame:
-        """Per-task n, RMSE, MSE and R^2 on ``data``."""
+        """Per-task n, RMSE, MSE and R^2.
+
+        Parameters
+        ----------
+        data : MultiTaskData
+            Test data with fitted tasks.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per task.
+        """
         rows = []
         for t in data:
             pred = self._predict_task(self._check_X(t.X), self._task_index(t.task))
@@ -486,7 +607,20 @@ class DualEncoderMTL(BaseEstimator):
         return pd.DataFrame(rows).set_index("task")
 
     def encodings(self, X, task) -> tuple[np.ndarray, np.ndarray]:
-        """Latent encodings ``(S_r(X), C(X))`` for ``task`` (standardised-input scale)."""
+        """Latent encodings ``(S_r(X), C(X))`` of one task (standardised-input scale).
+
+        Parameters
+        ----------
+        X : array-like
+            Features, ``(n, p)``.
+        task : object
+            A fitted task label.
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            ``S_r(X)`` ``(n, q)`` and ``C(X)`` ``(n, p_shared)``.
+        """
         self._check_fitted()
         S, C = self._encode_task(self._check_X(X), self._task_index(task))
         return S.numpy(), C.numpy()
@@ -494,15 +628,27 @@ class DualEncoderMTL(BaseEstimator):
 
     # ------------------------------------------------------------------ export (no pickles)
     def to_json(self, path=None) -> str:
-        """The fitted model as validated, checksummed JSON (:mod:`hetmtl.serialization`); written
-        to ``path`` when given. :meth:`from_json` restores a model that predicts identically."""
+        """The fitted model as validated, checksummed JSON (:mod:`hetmtl.serialization`).
+
+        :meth:`from_json` restores a model that predicts identically.
+
+        Parameters
+        ----------
+        path : str or pathlib.Path, optional
+            File to write.
+
+        Returns
+        -------
+        str
+            The JSON text.
+        """
         from hetmtl import serialization
 
         self._check_fitted()
         best = self.best_epoch_
         fitted = {"tasks": self.tasks_, "n_features_in": self.n_features_in_, "y_mean": self.y_mean_,
                   "y_scale": self.y_scale_, "feature_names_in": list(self.feature_names_in_), "n_epochs": self.n_epochs_,
-                  "best_epoch": best if np.ndim(best) == 0 else list(best)}
+                  "best_epoch": best if np.ndim(best) == 0 else list(best)}  # type: ignore[arg-type]  # array per task
         tensors = {"x_mean": self.x_mean_, "x_scale": self.x_scale_, "task_weights": self.task_weights_,
                    **{f"coef.{k}": getattr(self.coef_, k) for k in ("alpha", "beta", "b", "alpha_center", "beta_center")},
                    **{f"history.{c}": self.history_[c].to_numpy(float) for c in ("train_mse", "val_mse_sum")}}
@@ -513,7 +659,18 @@ class DualEncoderMTL(BaseEstimator):
 
     @classmethod
     def from_json(cls, source) -> "DualEncoderMTL":
-        """A fitted model from :meth:`to_json` output (JSON text or a file path)."""
+        """A fitted model from :meth:`to_json` output.
+
+        Parameters
+        ----------
+        source : str or pathlib.Path
+            JSON text or a file path.
+
+        Returns
+        -------
+        DualEncoderMTL
+            The fitted model.
+        """
         from hetmtl import serialization as ser
 
         params, fitted, enc = ser.loads(source, cls.__name__)

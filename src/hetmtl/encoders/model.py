@@ -175,7 +175,7 @@ def coefficient_step(S, C, y, mask, coef: Coefficients, *, n_total: float, lam_a
     Loss (1/N) sum_r ||y_r - Phi_r theta_r||^2 with theta_r = (b_r, alpha_r, beta_r), Lipschitz
     constants l_r = (2/N) lambda_max(Phi_r' Phi_r) (largest eigenvalues from the C++ core).
 
-    - ``center_step="block"`` (the spec's literal Algorithm 1): prox-gradient on theta_r with step
+    - ``center_step="block"`` (the dual-encoder paper's Algorithm 1, literally): prox-gradient on theta_r with step
       1/l_r and the centres fixed; the centres move only in the exact centre update.
     - ``center_step="joint"`` (default): write theta_r = c + delta_r and take prox-gradient steps
       on (c, delta_1..R) together (block-diagonal majoriser: step 1/(2 l_r) for delta_r, 1/(2 sum l_r)
@@ -263,8 +263,8 @@ def _coefficient_step_cpp(G, h, coef: Coefficients, q, p, n_total, lam_alpha, la
     theta, c, _, _ = _core.prox_grad_center_quadratic(
         np.ascontiguousarray(G.reshape(-1, m).numpy()), np.ascontiguousarray(h.numpy()), np.ascontiguousarray(theta0), c0,
         groups, np.ascontiguousarray(lam), 1.0 / n_total, penalty, update_centers and center_step == "joint", "none", int(n_steps), 0.0)
-    theta = torch.from_numpy(theta)
-    alpha, beta = theta[:, 1 : 1 + q].contiguous(), theta[:, 1 + q :].contiguous()
+    theta_t = torch.from_numpy(theta)
+    alpha, beta = theta_t[:, 1 : 1 + q].contiguous(), theta_t[:, 1 + q :].contiguous()
     a_c = torch.from_numpy(c[1 : 1 + q].copy()) if centred_a else coef.alpha_center
     b_c = torch.from_numpy(c[1 + q :].copy()) if p else coef.beta_center
     if update_centers:  # exact centre step, weights as given (alpha and beta may differ)
@@ -272,4 +272,4 @@ def _coefficient_step_cpp(G, h, coef: Coefficients, q, p, n_total, lam_alpha, la
             a_c = torch.from_numpy(update_center(alpha.numpy(), center_weights[0], penalty, center))
         if p:
             b_c = torch.from_numpy(update_center(beta.numpy(), center_weights[1], penalty, center))
-    return Coefficients(alpha, beta, theta[:, 0].contiguous(), a_c, b_c)
+    return Coefficients(alpha, beta, theta_t[:, 0].contiguous(), a_c, b_c)

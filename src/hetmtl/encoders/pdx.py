@@ -42,8 +42,25 @@ def _sha256(path: Path) -> str:
 
 
 def load_pdxe(path: str | Path, *, sha256: str | None = PDXE_SHA256, **kwargs) -> tuple[MultiTaskData, dict]:
-    """Read the user-supplied PDXE workbook and return ``(data, info)``; see :func:`pdxe_from_frames`
-    for the options. ``sha256=None`` skips the checksum (e.g. for a re-saved copy)."""
+    """Read the user-supplied PDXE workbook (``nm.3954-S2.xlsx``; needs ``openpyxl``).
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The workbook.
+    sha256 : str or None
+        Expected checksum of the published workbook; ``None`` skips the check (e.g. for a
+        re-saved copy).
+    **kwargs
+        Options of :func:`pdxe_from_frames` (``tumor_types``, ``treatment``, ``n_genes``).
+
+    Returns
+    -------
+    data : MultiTaskData
+        One task per tumour type.
+    info : dict
+        Outcome, counts of excluded rows, models per task.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"PDXE workbook not found at {path}; download nm.3954-S2.xlsx (Gao et al. 2015 supplement)")
@@ -69,12 +86,31 @@ def pdxe_from_frames(
     treatment: str = "untreated",
     n_genes: int | None = None,
 ) -> tuple[MultiTaskData, dict]:
-    """Build the multi-task data from the three sheets.
+    """Build the multi-task data from the three sheets of the workbook.
 
-    ``rna``: genes x models with the gene symbol in column ``Sample``; ``metrics``: columns
-    ``Model``, ``Treatment``, ``TimeToDouble``, ``Day_Last`` (and ``Tumor Type``, else taken from
-    ``raw``'s ``Model``/``Tumor Type``). ``n_genes`` keeps the most variable genes over all loaded
-    rows (convenience only: for honest evaluation select genes on training rows).
+    Parameters
+    ----------
+    rna : pandas.DataFrame
+        Sheet ``RNAseq_fpkm``: genes x models, gene symbol in column ``Sample``.
+    metrics : pandas.DataFrame
+        Sheet ``PCT curve metrics``: columns ``Model``, ``Treatment``, ``TimeToDouble``,
+        ``Day_Last`` (and ``Tumor Type``, else taken from ``raw``).
+    raw : pandas.DataFrame, optional
+        Sheet ``PCT raw data`` (``Model``, ``Tumor Type``), for the tumour types.
+    tumor_types : sequence of str
+        Tumour types kept, one task each (default BRCA, CRC, CM, NSCLC, PDAC).
+    treatment : str
+        Treatment arm whose rows are used.
+    n_genes : int, optional
+        Keep the most variable genes over all loaded rows (convenience only: for honest
+        evaluation select genes on training rows, :func:`top_variance_genes`).
+
+    Returns
+    -------
+    data : MultiTaskData
+        Outcome log(TimeToDouble), features log2(max(FPKM, 1)).
+    info : dict
+        Outcome, counts of excluded rows (a warning says how many), models per task.
     """
     for name, frame, cols in [("RNAseq_fpkm", rna, ["Sample"]), ("PCT curve metrics", metrics, ["Model", "Treatment", "TimeToDouble"])]:
         missing = [c for c in cols if c not in frame.columns]
@@ -121,7 +157,20 @@ def pdxe_from_frames(
 
 
 def top_variance_genes(train: MultiTaskData, k: int) -> list[str]:
-    """Names of the ``k`` features with the largest variance over the training rows (all tasks)."""
+    """Names of the features with the largest variance over the training rows (all tasks).
+
+    Parameters
+    ----------
+    train : MultiTaskData
+        Training rows.
+    k : int
+        Number of features kept.
+
+    Returns
+    -------
+    list of str
+        Feature names, in column order.
+    """
     X = np.vstack([t.X for t in train])
     keep = np.sort(np.argsort(-X.var(0), kind="stable")[: int(k)])
     return [train.x_cols[j] for j in keep]
@@ -129,9 +178,28 @@ def top_variance_genes(train: MultiTaskData, k: int) -> list[str]:
 
 def make_pdxe_like(n_models: dict[str, int] | None = None, n_genes: int = 50, n_missing_outcome: int = 2,
                    random_state=None) -> dict[str, pd.DataFrame]:
-    """Synthetic sheets with the PDXE workbook's layout: ``{"RNAseq_fpkm", "PCT curve metrics",
-    "PCT raw data"}``. Expression is log-normal FPKM with a tumour-type shift; log TimeToDouble
-    depends on a few genes with a type-specific slope; some untreated rows have no TimeToDouble."""
+    """Synthetic sheets with the PDXE workbook's layout.
+
+    Expression is log-normal FPKM with a tumour-type shift; log TimeToDouble depends on a few
+    genes with a type-specific slope; some untreated rows have no TimeToDouble.
+
+    Parameters
+    ----------
+    n_models : dict, optional
+        Models per tumour type (default six types, 20–45 models each).
+    n_genes : int
+        Number of genes.
+    n_missing_outcome : int
+        Untreated rows without TimeToDouble.
+    random_state : int, numpy.random.Generator or None
+        Seed.
+
+    Returns
+    -------
+    dict
+        ``{"RNAseq_fpkm", "PCT curve metrics", "PCT raw data"}`` to DataFrames, the input of
+        :func:`pdxe_from_frames`.
+    """
     rng = np.random.default_rng(random_state)
     n_models = n_models or {"BRCA": 38, "CRC": 45, "CM": 32, "NSCLC": 27, "PDAC": 30, "GC": 20}
     models, types = [], []
@@ -139,7 +207,7 @@ def make_pdxe_like(n_models: dict[str, int] | None = None, n_genes: int = 50, n_
         for i in range(n):
             models.append(f"X-{t}{i:03d}")
             types.append(t)
-    types = np.array(types)
+    types = np.array(types)  # type: ignore[assignment]  # the labels as an array from here on
     type_shift = {t: rng.normal(0, 0.7, n_genes) for t in n_models}
     log_fpkm = 2.0 + rng.normal(0, 1.0, (len(models), n_genes)) + np.stack([type_shift[t] for t in types])
     fpkm = np.exp(log_fpkm) - 1.5  # some values below 1

@@ -36,7 +36,24 @@ def _per_task(value, K: int, name: str) -> np.ndarray:
 
 
 def prox_to_center_torch(Z: torch.Tensor, center: torch.Tensor, thresholds: torch.Tensor, penalty: str = "group_l2") -> torch.Tensor:
-    """Torch path of :func:`prox_to_center` with per-task thresholds ``t_k`` (shape ``(K,)``)."""
+    """Torch path of :func:`prox_to_center` with per-task thresholds.
+
+    Parameters
+    ----------
+    Z : torch.Tensor
+        Points, shape (K, m).
+    center : torch.Tensor
+        Centre, shape (m,).
+    thresholds : torch.Tensor
+        Per-task thresholds ``t_k``, shape (K,).
+    penalty : {"group_l2", "l1"}
+        Norm of the penalty.
+
+    Returns
+    -------
+    torch.Tensor
+        The prox, shape (K, m).
+    """
     _check_penalty(penalty)
     diff = Z - center.unsqueeze(0)
     t = thresholds.unsqueeze(1)
@@ -48,10 +65,25 @@ def prox_to_center_torch(Z: torch.Tensor, center: torch.Tensor, thresholds: torc
 
 
 def prox_to_center(Z, center, lam, step=1.0, weights=1.0, penalty: str = "group_l2", backend: str = "cpp"):
-    """Row-wise prox of ``t_k ||v - center||`` at ``Z`` (K x m), ``t_k = step_k * lam_k * weights_k``.
+    """Row-wise prox of ``t_k ||v - center||`` at ``Z``, with ``t_k = step_k * lam_k * weights_k``.
 
-    ``lam``, ``step`` and ``weights`` are scalars or length-K vectors. Returns an array of the
-    input kind (numpy for ``backend="cpp"``, a tensor for ``backend="torch"``).
+    Parameters
+    ----------
+    Z : array-like or torch.Tensor
+        Points, shape (K, m).
+    center : array-like
+        Centre, shape (m,).
+    lam, step, weights : float or array-like
+        Scalars or length-K vectors whose product is the threshold.
+    penalty : {"group_l2", "l1"}
+        Euclidean norm (block soft-thresholding) or l1 norm (element-wise soft-thresholding).
+    backend : {"cpp", "torch"}
+        C++ core (float64 numpy) or torch.
+
+    Returns
+    -------
+    numpy.ndarray or torch.Tensor
+        The prox, shape (K, m), of the input kind (numpy for ``"cpp"``, a tensor for ``"torch"``).
     """
     _check_penalty(penalty)
     if backend == "cpp":
@@ -70,10 +102,28 @@ def prox_to_center(Z, center, lam, step=1.0, weights=1.0, penalty: str = "group_
 
 
 def update_center(V, weights=1.0, penalty: str = "group_l2", center: str = "median", max_iter: int = 100, tol: float = 1e-10) -> np.ndarray:
-    """Centre of the rows of ``V`` (K x m) for the given penalty.
+    """Centre of the rows of ``V`` for the given penalty.
 
-    ``center="median"``: geometric median (group-l2) or coordinate-wise weighted median (l1),
-    the exact minimiser of ``sum_k w_k ||v_k - c||``; ``center="mean"``: the weighted mean.
+    Parameters
+    ----------
+    V : array-like
+        Points, shape (K, m).
+    weights : float or array-like
+        Weights w_k (scalar or length K).
+    penalty : {"group_l2", "l1"}
+        Norm of the penalty.
+    center : {"median", "mean"}
+        ``"median"``: geometric median (group-l2) or coordinate-wise weighted median (l1), the
+        exact minimiser of ``sum_k w_k ||v_k - c||``; ``"mean"``: the weighted mean.
+    max_iter : int
+        Iteration limit of the geometric median.
+    tol : float
+        Tolerance of the geometric median.
+
+    Returns
+    -------
+    numpy.ndarray
+        The centre, shape (m,).
     """
     _check_penalty(penalty)
     V = np.ascontiguousarray(np.asarray(V, dtype=float))

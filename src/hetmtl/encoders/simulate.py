@@ -2,14 +2,14 @@
 
 What to use when:
 
-- :func:`simulate_latent` — the model-matched design (spec §5b): random one-hidden-layer tanh
+- :func:`simulate_latent` — the model-matched design: random one-hidden-layer tanh
   networks play the true shared encoder C* and task encoders S_r*; y = alpha_r*'S_r*(x) +
   beta_r*'C*(x) + eps. ``covariate_shift`` moves each task's feature mean and scale (P_r(X)
   differs), ``posterior_drift`` moves beta_r* away from a common centre (P_r(Y|X) differs) for the
   ``n_drifted`` tasks; ``specific_strength`` scales the task-specific signal. Unequal ``n``
   (a sequence) gives imbalanced tasks; any n_r >= 2 is allowed.
-- :func:`simulate_paper_like` — the design of the sister MTL-HMB paper (arXiv 2505.24413; spec
-  §5a): equicorrelated-type Gaussian features with task correlation rho_r and a quadratic (shared)
+- :func:`simulate_paper_like` — the simulation design of the sister MTL-HMB paper (arXiv 2505.24413):
+  equicorrelated-type Gaussian features with task correlation rho_r and a quadratic (shared)
   plus linear (task) signal.
 
 Both return :class:`SimulatedTasks`: training data plus a noise-free test mean function per task
@@ -27,7 +27,25 @@ from hetmtl.data.multitask import MultiTaskData
 
 @dataclass
 class SimulatedTasks:
-    """Simulated data, the true regression function of each task and the true coefficients."""
+    """Simulated data, the true regression function of each task and the true coefficients.
+
+    Parameters
+    ----------
+    data : MultiTaskData
+        The training rows.
+    mean_function : callable
+        ``mean_function(X, r)``: the noise-free E[y | x] of task r.
+    sample_X : callable
+        ``sample_X(r, m, rng)``: m fresh feature rows from task r's P_r(X).
+    beta : numpy.ndarray, optional
+        True shared-encoder coefficients beta_r*, shape (R, n_shared).
+    beta_center : numpy.ndarray, optional
+        Their common centre.
+    drifted : numpy.ndarray, optional
+        Which tasks were moved away from the centre.
+    info : dict
+        The design's settings.
+    """
 
     data: MultiTaskData
     mean_function: Callable[[np.ndarray, int], np.ndarray]
@@ -38,7 +56,22 @@ class SimulatedTasks:
     info: dict = field(default_factory=dict)
 
     def test_data(self, n: int | Sequence[int], random_state=None, noise: bool = False) -> MultiTaskData:
-        """Fresh rows from every task's P_r(X) with the noise-free (or noisy) outcome."""
+        """Fresh rows from every task's P_r(X) with the noise-free (or noisy) outcome.
+
+        Parameters
+        ----------
+        n : int or sequence of int
+            Rows per task (one value, or one per task).
+        random_state : int, numpy.random.Generator or None
+            Seed.
+        noise : bool
+            Add the simulation's noise to the outcome (default: the true mean, for RMSE vs truth).
+
+        Returns
+        -------
+        MultiTaskData
+            The test rows, same tasks.
+        """
         rng = np.random.default_rng(random_state)
         R = self.data.n_tasks
         ns = np.broadcast_to(np.asarray(n), (R,)) if np.ndim(n) == 0 else np.asarray(n)
@@ -67,8 +100,37 @@ def simulate_latent(
     noise: float = 0.5,
     random_state=None,
 ) -> SimulatedTasks:
-    """Model-matched tasks: see the module docstring. ``posterior_drift`` is the Euclidean distance
-    of each drifted task's beta_r* from the centre (the centre has norm sqrt(n_shared))."""
+    """Model-matched tasks: random one-hidden-layer tanh networks as true encoders (module notes).
+
+    Parameters
+    ----------
+    n_tasks : int
+        Number of tasks R.
+    n : int or sequence of int
+        Rows per task (a sequence gives imbalanced tasks; each at least 2).
+    d : int
+        Number of features.
+    n_shared, n_specific : int
+        Widths of the true shared encoder C* and task encoders S_r*.
+    covariate_shift : float
+        Size of the shift of each task's feature mean and scale (P_r(X) differs).
+    posterior_drift : float
+        Euclidean distance of each drifted task's beta_r* from the centre (the centre has norm
+        sqrt(n_shared)); P_r(Y | X) differs.
+    n_drifted : int, optional
+        Number of drifted tasks (default all).
+    specific_strength : float
+        Scale of the task-specific signal alpha_r*.
+    noise : float
+        Noise SD.
+    random_state : int, numpy.random.Generator or None
+        Seed.
+
+    Returns
+    -------
+    SimulatedTasks
+        Data plus the true mean functions and coefficients.
+    """
     rng = np.random.default_rng(random_state)
     R = int(n_tasks)
     ns = _sizes(n, R)
@@ -113,9 +175,35 @@ def simulate_paper_like(
     noise: float = 0.1,
     random_state=None,
 ) -> SimulatedTasks:
-    """Spec §5a: X_r ~ N(0, Sigma(rho_r)) with Sigma_ij = rho_r^(0.01|i-j|) (optionally X + 0.3 sin X),
-    y = a * sum_j v_c,j x_j^2 / d + (1 - a) * sum_j v_r,j x_j / d + eps, v ~ N(-10, 10^2);
-    ``shared_weight`` a = 1 makes the tasks share one posterior, a = 0 makes them unrelated."""
+    """Tasks with the simulation design of the MTL-HMB paper (arXiv 2505.24413).
+
+    X_r ~ N(0, Sigma(rho_r)) with Sigma_ij = rho_r^(0.01 abs(i - j)) (optionally X + 0.3 sin X),
+    y = a * sum_j v_c,j x_j^2 / d + (1 - a) * sum_j v_r,j x_j / d + eps, v ~ N(-10, 10^2).
+
+    Parameters
+    ----------
+    n_tasks : int
+        Number of tasks R.
+    n : int or sequence of int
+        Rows per task.
+    d : int
+        Number of features.
+    rho : float or sequence of float
+        Correlation parameter rho_r (one value, or one per task).
+    shared_weight : float
+        a = 1 makes the tasks share one posterior, a = 0 makes them unrelated.
+    nonlinear_x : bool
+        Use X + 0.3 sin X as features.
+    noise : float
+        Noise SD.
+    random_state : int, numpy.random.Generator or None
+        Seed.
+
+    Returns
+    -------
+    SimulatedTasks
+        Data plus the true mean functions.
+    """
     rng = np.random.default_rng(random_state)
     R = int(n_tasks)
     ns = _sizes(n, R)

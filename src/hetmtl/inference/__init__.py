@@ -1,8 +1,9 @@
 """Inference shared by every estimator.
 
 What to use when:
-- :func:`coef_table` / :func:`confint_frame` — the DoubleML-style table (``coef, std err, t,
-  P>|t|, 2.5 %, 97.5 %``) and Wald intervals at any level; estimators gain ``summary_frame``,
+
+- :func:`coef_table` / :func:`confint_frame` — the DoubleML-style table
+  (``coef, std err, z, P>|z|, 2.5 %, 97.5 %``) and Wald intervals at any level; estimators gain ``summary_frame``,
   ``summary`` and ``confint`` from :class:`InferenceMixin`.
 - :func:`robust_ebci` / :func:`cva` — robust empirical-Bayes confidence intervals around
   shrinkage estimates (Armstrong, Kolesár & Plagborg-Møller 2022, Econometrica 90(6)) and their

@@ -28,7 +28,7 @@ For a linear shrinkage estimator ``θ̂ = X'δ + w(Y − X'δ)`` with ``Y ~ N(θ
 The robust critical value ``cva_α(m₂, κ)`` is the smallest χ with
 ``sup E_F r(t², χ) ≤ α`` over distributions F of t with those moments (``E[t⁴] ≤ κ m₂²``), where
 ``r(b², χ) = P(|Z + b| > χ)``; the interval is ``θ̂ ± cva_α(m₂, κ)·w·σ``. With κ = ∞ only the
-second moment binds; κ = 1 means |t| = √m₂ is known (folded-normal quantile); m₂ = 0 gives
+second moment binds; κ = 1 means ``|t|`` = √m₂ is known (folded-normal quantile); m₂ = 0 gives
 ``z_{1−α/2}``. The least-favourable F has at most two support points for t², returned by
 :func:`cva`.
 
@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from scipy.special import log_ndtr, ndtr, ndtri
 
@@ -183,7 +184,7 @@ class _Rho(NamedTuple):
     c: np.ndarray  # √t₀ − χ (warm start for the next call)
 
 
-def _rho(m2: np.ndarray, kappa: np.ndarray, chi: np.ndarray, c_start: np.ndarray | None = None) -> _Rho:
+def _rho(m2: np.ndarray, kappa: np.ndarray | float, chi: np.ndarray, c_start: np.ndarray | None = None) -> _Rho:
     """sup E_F r(t, χ) over distributions F of t = b² ≥ 0 with E t = m₂ and E t² ≤ κ m₂²."""
     m2, kappa, chi = np.broadcast_arrays(*(np.asarray(a, float) for a in (m2, kappa, chi)))
     n = m2.size
@@ -388,7 +389,7 @@ def _check_alpha(alpha) -> None:
         raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
 
 
-def cva_values(m2, kappa=np.inf, alpha: float = 0.05) -> np.ndarray:
+def cva_values(m2, kappa=np.inf, alpha: npt.ArrayLike = 0.05) -> np.ndarray:
     """Robust critical values cva_α(m₂, κ) for many units at once.
 
     Vectorised over units (simultaneous safeguarded Newton iterations), for the critical values
@@ -400,7 +401,7 @@ def cva_values(m2, kappa=np.inf, alpha: float = 0.05) -> np.ndarray:
         Second moments E[t²] ≥ 0 of the normalised bias, ``(1/w − 1)² μ₂/σ²``. ``inf`` gives NaN.
     kappa : array_like, default inf
         Kurtosis bounds κ ≥ 1 (E[t⁴] ≤ κ m₂²); ``inf`` imposes only the second moment, 1 means
-        |t| = √m₂ exactly (folded-normal quantile).
+        ``|t|`` = √m₂ exactly (folded-normal quantile).
     alpha : array_like, default 0.05
         Non-coverage α in (0, 1); broadcast with ``m2`` and ``kappa``.
 
@@ -449,7 +450,7 @@ def cva(m2: float, kappa: float = np.inf, alpha: float = 0.05) -> CriticalValue:
     m2 : float
         Second moment E[t²] ≥ 0 of the normalised bias t; 0 gives z_{1−α/2}, ``inf`` gives NaN.
     kappa : float, default inf
-        Bound κ ≥ 1 on the kurtosis, E[t⁴] ≤ κ m₂². ``inf``: second moment only; 1: |t| = √m₂.
+        Bound κ ≥ 1 on the kurtosis, E[t⁴] ≤ κ m₂². ``inf``: second moment only; 1: ``|t|`` = √m₂.
     alpha : float, default 0.05
         The interval ``estimate ± cv·w·σ`` has average coverage ≥ 1 − α.
 

@@ -1,7 +1,7 @@
 """Inference tables shared by every estimator.
 
 Use :func:`coef_table` to turn estimates and a covariance matrix into the DoubleML-style table
-(``coef, std err, t, P>|t|, 2.5 %, 97.5 %``) and :func:`confint_frame` for intervals at any level.
+(``coef, std err, z, P>|z|, 2.5 %, 97.5 %``: z where the law is normal) and :func:`confint_frame` for intervals at any level.
 Estimators gain ``summary_frame``, ``summary`` and ``confint`` by inheriting :class:`InferenceMixin`.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-TABLE_COLUMNS = ("coef", "std err", "t", "P>|t|")
+TABLE_COLUMNS = ("coef", "std err", "z", "P>|z|")
 
 
 def _level_names(level: float) -> tuple[str, str]:
@@ -24,7 +24,24 @@ def _level_names(level: float) -> tuple[str, str]:
 
 
 def confint_frame(coef: np.ndarray, se: np.ndarray, index: Sequence, level: float = 0.95) -> pd.DataFrame:
-    """Normal (Wald) confidence intervals as a DataFrame with ``'2.5 %'``-style columns."""
+    """Normal (Wald) confidence intervals as a DataFrame with ``'2.5 %'``-style columns.
+
+    Parameters
+    ----------
+    coef : array-like
+        Estimates, shape (d,).
+    se : array-like
+        Standard errors, shape (d,).
+    index : sequence
+        Row labels (e.g. coefficient names).
+    level : float
+        Confidence level in (0, 1).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Lower and upper bounds, one row per coefficient.
+    """
     lo_name, hi_name = _level_names(level)
     z = stats.norm.ppf(0.5 + level / 2.0)
     coef, se = np.asarray(coef, float), np.asarray(se, float)
@@ -32,17 +49,49 @@ def confint_frame(coef: np.ndarray, se: np.ndarray, index: Sequence, level: floa
 
 
 def coef_table(coef: np.ndarray, se: np.ndarray, index: Sequence, level: float = 0.95) -> pd.DataFrame:
-    """DoubleML-style table: coef, std err, t, P>|t| (two-sided normal) and the CI columns."""
+    """DoubleML-style table: ``coef, std err, z, P>|z|`` (two-sided normal) and the CI columns.
+
+    Parameters
+    ----------
+    coef : array-like
+        Estimates, shape (d,).
+    se : array-like
+        Standard errors, shape (d,).
+    index : sequence
+        Row labels (e.g. coefficient names).
+    level : float
+        Confidence level in (0, 1).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per coefficient.
+    """
     coef, se = np.asarray(coef, float).ravel(), np.asarray(se, float).ravel()
     with np.errstate(divide="ignore", invalid="ignore"):
-        t = coef / se
-    p = 2.0 * stats.norm.sf(np.abs(t))
-    table = pd.DataFrame({"coef": coef, "std err": se, "t": t, "P>|t|": p}, index=pd.Index(index))
+        z = coef / se
+    p = 2.0 * stats.norm.sf(np.abs(z))
+    table = pd.DataFrame({"coef": coef, "std err": se, "z": z, "P>|z|": p}, index=pd.Index(index))
     return pd.concat([table, confint_frame(coef, se, index, level)], axis=1)
 
 
 def format_table(title: str, header: dict[str, object], table: pd.DataFrame) -> str:
-    """A readable text block: a title, ``key: value`` lines, then the table."""
+    """A readable text block: a title, ``key: value`` lines, then the table.
+
+    Parameters
+    ----------
+    title : str
+        First line.
+    header : dict
+        Key facts, one ``key: value`` line each.
+    table : pandas.DataFrame
+        The table (4 significant digits).
+
+    Returns
+    -------
+    str
+        The text block.
+    """
     width = max(60, len(title) + 4)
     lines = ["=" * width, title, "=" * width]
     lines += [f"{k}: {v}" for k, v in header.items()]
@@ -69,16 +118,39 @@ class InferenceMixin:
 
     @property
     def se_(self) -> np.ndarray:
+        """Standard errors, the square roots of the diagonal of ``vcov_``."""
         self._check_fitted()
         return np.sqrt(np.diag(self.vcov_))
 
     def summary_frame(self, level: float = 0.95) -> pd.DataFrame:
-        """Table with columns coef, std err, t, P>|t| and the CI bounds at ``level``."""
+        """Table with columns ``coef, std err, z, P>|z|`` and the CI bounds.
+
+        Parameters
+        ----------
+        level : float
+            Confidence level in (0, 1).
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per coefficient.
+        """
         self._check_fitted()
         return coef_table(self.coef_, self.se_, self.coef_names_, level)
 
     def confint(self, level: float = 0.95) -> pd.DataFrame:
-        """Pointwise normal confidence intervals at ``level``."""
+        """Pointwise normal confidence intervals.
+
+        Parameters
+        ----------
+        level : float
+            Confidence level in (0, 1).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Lower and upper bounds, one row per coefficient.
+        """
         self._check_fitted()
         return confint_frame(self.coef_, self.se_, self.coef_names_, level)
 
@@ -86,5 +158,16 @@ class InferenceMixin:
         return {}
 
     def summary(self, level: float = 0.95) -> str:
-        """Readable text summary (also what ``print(est.summary())`` shows)."""
+        """Readable text summary (also what ``print(est.summary())`` shows).
+
+        Parameters
+        ----------
+        level : float
+            Confidence level in (0, 1).
+
+        Returns
+        -------
+        str
+            Title, key facts and the :meth:`summary_frame` table.
+        """
         return format_table(type(self).__name__, self._summary_header(), self.summary_frame(level))

@@ -2,6 +2,7 @@
 arXiv 2507.07941).
 
 What to use when:
+
 - one site, one DML fit (PLR slope, ATE, linear CATE): :class:`SiteDML`;
 - several sites in one :class:`~hetmtl.data.MultiSiteData`: :class:`MultiSiteDML`, which fits
   :class:`SiteDML` at every site and exports one :class:`SiteSummary` per site;

@@ -18,19 +18,25 @@ aggregated with DoubleML's median rule.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
-from sklearn.base import BaseEstimator, clone, is_classifier
+from scipy.special import expit, log_expit
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, TransformerMixin, clone, is_classifier
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+from sklearn.linear_model import Ridge, RidgeCV
 from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import SplineTransformer, StandardScaler
+from threadpoolctl import ThreadpoolController
 
 from hetmtl import _core
 from hetmtl.data.multisite import MultiSiteData
-from hetmtl.exceptions import DataValidationError
+from hetmtl.exceptions import ClippingWarning, DataValidationError
 from hetmtl.inference import InferenceMixin, coef_table, format_table
 from hetmtl.latefusion.summary import CVFold, SiteSummary
 
@@ -39,14 +45,256 @@ BINARY_MODELS = ("ate", "blp")
 Folds = list[tuple[np.ndarray, np.ndarray]]
 
 
-def default_regressor(random_state: int | None = None) -> RandomForestRegressor:
-    """The default outcome learner: a random forest suited to small sites."""
+#: Share of units whose cross-fitted propensity is clipped above which a :class:`ClippingWarning`
+#: is raised (mean over repetitions; models ate and blp).
+CLIP_WARN_SHARE = 0.05
+#: Repetitions of cross-fitting when ``n_rep`` is not given (and no folds/predictions fix it).
+DEFAULT_N_REP = 5
+#: Penalty rule of the default learners per model and nuisance ("min": best cross-validated loss;
+#: "1se": the largest penalty within one standard error of it). Measured in
+#: ``benchmarks/results/dml_defaults.md``.
+DEFAULT_RULES = {
+    "plr": {"outcome": "1se", "treatment": "1se", "propensity": "min"},
+    "cate": {"outcome": "1se", "treatment": "1se", "propensity": "min"},
+    "ate": {"outcome": "min", "treatment": "min", "propensity": "min"},
+    "blp": {"outcome": "min", "treatment": "min", "propensity": "min"},
+}
+
+
+_THREADPOOLS: ThreadpoolController | None = None
+
+
+def _one_blas_thread():
+    """Context limiting BLAS to one thread: the sieve fits multiply small matrices, for which
+    threaded OpenBLAS costs several times the CPU (and far more on a busy machine)."""
+    global _THREADPOOLS
+    if _THREADPOOLS is None:
+        _THREADPOOLS = ThreadpoolController()
+    return _THREADPOOLS.limit(limits=1, user_api="blas")
+
+
+def _alpha_grid(n: int) -> np.ndarray:
+    """Ridge penalties on the sum-of-losses scale for standardised features: n·10^(−4 … 1.5)."""
+    return float(n) * np.logspace(-4.0, 1.5, 23)
+
+
+def _pick(mean: np.ndarray, se: np.ndarray, alphas: np.ndarray, rule: str) -> int:
+    """Index of the chosen penalty: the minimum of the CV loss, or (``"1se"``) the largest penalty
+    whose loss is within one standard error of the minimum (glmnet's ``lambda.1se``)."""
+    j = int(np.argmin(mean))
+    if rule == "min":
+        return j
+    ok = np.flatnonzero(mean <= mean[j] + se[j])
+    return int(ok[np.argmax(alphas[ok])])
+
+
+def _check_rule(rule: str) -> None:
+    if rule not in ("min", "1se"):
+        raise ValueError(f"rule must be 'min' or '1se', got {rule!r}")
+
+
+class SieveFeatures(TransformerMixin, BaseEstimator):
+    """Sieve basis for nuisance regressions: each column standardised, a cubic B-spline expansion
+    (``n_knots`` quantile knots, constant extrapolation, no bias column) of every column with at
+    least ``min_unique`` distinct values, and (``interactions=True``) all pairwise products of the
+    standardised columns. p covariates give p + 6 p_cont + p(p − 1)/2 features with the defaults
+    (57 for p = 6). Binary and other few-valued columns enter linearly (and in the products)."""
+
+    def __init__(self, n_knots: int = 5, degree: int = 3, interactions: bool = True, min_unique: int = 10) -> None:
+        self.n_knots = n_knots
+        self.degree = degree
+        self.interactions = interactions
+        self.min_unique = min_unique
+
+    def fit(self, X, y=None) -> "SieveFeatures":
+        X = np.asarray(X, dtype=float)
+        X = X[:, None] if X.ndim == 1 else X
+        self.n_features_in_ = X.shape[1]
+        self.mean_ = X.mean(axis=0)
+        sd = X.std(axis=0)
+        self.scale_ = np.where(sd > 0, sd, 1.0)
+        self.splines_: dict[int, SplineTransformer] = {}
+        for j in range(X.shape[1]):
+            if np.unique(X[:, j]).size < self.min_unique:
+                continue
+            for knots in ("quantile", "uniform"):  # tied quantiles give repeated knots
+                try:
+                    self.splines_[j] = SplineTransformer(
+                        n_knots=self.n_knots, degree=self.degree, knots=knots, extrapolation="constant",
+                        include_bias=False,
+                    ).fit(X[:, [j]])
+                    break
+                except ValueError:
+                    continue
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        X = np.asarray(X, dtype=float)
+        X = X[:, None] if X.ndim == 1 else X
+        if X.shape[1] != self.n_features_in_:
+            raise DataValidationError(f"SieveFeatures was fitted on {self.n_features_in_} columns, got {X.shape[1]}")
+        Z = (X - self.mean_) / self.scale_
+        parts = [Z] + [sp.transform(X[:, [j]]) for j, sp in self.splines_.items()]
+        if self.interactions and X.shape[1] > 1:
+            i, k = np.triu_indices(X.shape[1], 1)
+            parts.append(Z[:, i] * Z[:, k])
+        return np.hstack(parts)
+
+
+class RidgeLOO(RegressorMixin, BaseEstimator):
+    """Ridge regression whose penalty is chosen by exact leave-one-out squared error
+    (sklearn's efficient LOO, :class:`~sklearn.linear_model.RidgeCV`), with the ``"1se"`` rule
+    by default: the largest penalty within one standard error of the best (``"min"``: the best).
+    ``alphas=None``: n·10^(−4 … 1.5) (23 values), n the number of fitting rows."""
+
+    def __init__(self, alphas: Sequence[float] | None = None, rule: str = "1se") -> None:
+        self.alphas = alphas
+        self.rule = rule
+
+    def fit(self, X, y) -> "RidgeLOO":
+        _check_rule(self.rule)
+        X = np.asarray(X, dtype=float)
+        y = np.asarray(y, dtype=float)
+        alphas = _alpha_grid(X.shape[0]) if self.alphas is None else np.asarray(self.alphas, dtype=float)
+        with _one_blas_thread():
+            cv = RidgeCV(alphas=alphas, store_cv_results=True).fit(X, y)
+            loss = np.asarray(cv.cv_results_).reshape(X.shape[0], alphas.size)
+            mean, se = loss.mean(axis=0), loss.std(axis=0, ddof=1) / np.sqrt(loss.shape[0])
+            self.cv_loss_ = mean
+            self.alpha_ = float(alphas[_pick(mean, se, alphas, self.rule)])
+            model = Ridge(alpha=self.alpha_).fit(X, y)
+        self.coef_, self.intercept_ = model.coef_, float(model.intercept_)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        return np.asarray(X, dtype=float) @ self.coef_ + self.intercept_
+
+
+class LogisticRidgeALO(ClassifierMixin, BaseEstimator):
+    """Ridge-penalised logistic regression (intercept unpenalised) whose penalty is chosen by
+    approximate leave-one-out log-loss (one Newton step from the full fit, exact to O(1/n²) for
+    ridge GLMs; Rad & Maleki 2020, JRSS-B 82(4)), with the ``"1se"`` rule by default. Fitted by
+    damped Newton along a decreasing penalty path (warm starts) in the row space of X when there
+    are more features than rows. ``alphas=None``: n·10^(−4 … 1.5) (23 values)."""
+
+    def __init__(self, alphas: Sequence[float] | None = None, rule: str = "1se", max_iter: int = 100,
+                 tol: float = 1e-10) -> None:
+        self.alphas = alphas
+        self.rule = rule
+        self.max_iter = max_iter
+        self.tol = tol
+
+    @staticmethod
+    def _loss(A, y, beta, pen) -> float:
+        eta = A @ beta
+        return float(-np.sum(y * log_expit(eta) + (1.0 - y) * log_expit(-eta)) + 0.5 * np.sum(pen * beta * beta))
+
+    def _newton(self, A, y, lam, beta):
+        pen = np.full(A.shape[1], lam)
+        pen[0] = 0.0
+        f = self._loss(A, y, beta, pen)
+        for _ in range(int(self.max_iter)):
+            p = expit(A @ beta)
+            grad = A.T @ (p - y) + pen * beta
+            H = (A.T * (p * (1.0 - p))) @ A + np.diag(pen + 1e-10)
+            step = np.linalg.solve(H, grad)
+            decrement = float(grad @ step)
+            if decrement < self.tol * max(1.0, abs(f)):
+                break
+            t = 1.0
+            while True:
+                cand = beta - t * step
+                f_new = self._loss(A, y, cand, pen)
+                if f_new <= f - 1e-4 * t * decrement or t < 1e-8:
+                    break
+                t *= 0.5
+            beta, f = cand, f_new
+        p = expit(A @ beta)
+        w = p * (1.0 - p)
+        H = (A.T * w) @ A + np.diag(pen + 1e-10)
+        return beta, p, w, H
+
+    def fit(self, X, y) -> "LogisticRidgeALO":
+        with _one_blas_thread():
+            return self._fit(X, y)
+
+    def _fit(self, X, y) -> "LogisticRidgeALO":
+        _check_rule(self.rule)
+        X = np.asarray(X, dtype=float)
+        X = X[:, None] if X.ndim == 1 else X
+        y = np.asarray(y, dtype=float)
+        self.classes_ = np.unique(y)
+        if self.classes_.size != 2 or not np.all(np.isin(self.classes_, (0.0, 1.0))):
+            raise DataValidationError(f"LogisticRidgeALO needs a 0/1 target with both classes, got {self.classes_}")
+        n = X.shape[0]
+        center = X.mean(axis=0)
+        Xc = X - center
+        rotation = None
+        if Xc.shape[1] > n:  # the ridge fit lives in the row space: work with n coordinates
+            U, S, Vt = np.linalg.svd(Xc, full_matrices=False)
+            rotation, Xc = Vt.T, U * S
+        A = np.column_stack([np.ones(n), Xc])
+        alphas = _alpha_grid(n) if self.alphas is None else np.asarray(self.alphas, dtype=float)
+        order = np.argsort(alphas)[::-1]  # strong → weak penalty, warm starts
+        beta = np.zeros(A.shape[1])
+        beta[0] = np.log(y.mean() / (1.0 - y.mean()))
+        mean, se, betas = np.empty(alphas.size), np.empty(alphas.size), [None] * alphas.size
+        for j in order:
+            beta, p, w, H = self._newton(A, y, float(alphas[j]), beta)
+            a = np.einsum("ij,ji->i", A, np.linalg.solve(H, A.T))
+            eta_loo = A @ beta + (p - y) * a / np.maximum(1.0 - w * a, 1e-12)
+            loss = -(y * log_expit(eta_loo) + (1.0 - y) * log_expit(-eta_loo))
+            mean[j], se[j], betas[j] = loss.mean(), loss.std(ddof=1) / np.sqrt(n), beta.copy()
+        self.cv_loss_ = mean
+        k = _pick(mean, se, alphas, self.rule)
+        self.alpha_ = float(alphas[k])
+        coef = betas[k][1:]
+        self.coef_ = coef if rotation is None else rotation @ coef
+        self.intercept_ = float(betas[k][0] - center @ self.coef_)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def decision_function(self, X) -> np.ndarray:
+        return np.asarray(X, dtype=float) @ self.coef_ + self.intercept_
+
+    def predict_proba(self, X) -> np.ndarray:
+        p = expit(self.decision_function(X))
+        return np.column_stack([1.0 - p, p])
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[(self.decision_function(X) > 0).astype(int)]
+
+
+def default_regressor(random_state: int | None = None, rule: str = "min") -> Pipeline:
+    """The default outcome learner (and treatment learner for continuous D): a ridge sieve —
+    :class:`SieveFeatures` (splines + pairwise products), standardised, :class:`RidgeLOO` with the
+    one-standard-error rule. Deterministic (``random_state`` is accepted and ignored). Chosen by
+    ``benchmarks/bench_dml_defaults.py`` (see :class:`SiteDML`)."""
+    return Pipeline([("sieve", SieveFeatures()), ("scale", StandardScaler()), ("ridge", RidgeLOO(rule=rule))])
+
+
+def default_classifier(random_state: int | None = None, rule: str = "min") -> Pipeline:
+    """The default propensity learner: the same sieve with :class:`LogisticRidgeALO`
+    (one-standard-error rule on approximate leave-one-out log-loss). Deterministic."""
+    return Pipeline([("sieve", SieveFeatures()), ("scale", StandardScaler()), ("logit", LogisticRidgeALO(rule=rule))])
+
+
+def forest_regressor(random_state: int | None = None) -> RandomForestRegressor:
+    """The random forest that was the default outcome learner before the ridge sieve (pass it as
+    ``ml_outcome`` to reproduce earlier results)."""
     return RandomForestRegressor(n_estimators=100, min_samples_leaf=5, max_features=0.5, random_state=random_state)
 
 
-def default_classifier(random_state: int | None = None) -> RandomForestClassifier:
-    """The default propensity learner: a probability forest."""
+def forest_classifier(random_state: int | None = None) -> RandomForestClassifier:
+    """The probability forest that was the default propensity learner before the sieve."""
     return RandomForestClassifier(n_estimators=100, min_samples_leaf=5, max_features=0.5, random_state=random_state)
+
+
+def _learner_name(learner) -> str:
+    if isinstance(learner, Pipeline):
+        return "+".join(type(step).__name__ for _, step in learner.steps)
+    return type(learner).__name__
 
 
 def _fit_predict(learner, X: np.ndarray, target: np.ndarray, train: np.ndarray, test: np.ndarray) -> np.ndarray:
@@ -58,11 +306,54 @@ def _fit_predict(learner, X: np.ndarray, target: np.ndarray, train: np.ndarray, 
 
 @dataclass
 class _Residuals:
-    """Cross-fitted pieces of one repetition: r, w (score) and y2 (held-out loss constant)."""
+    """Cross-fitted pieces of one repetition: r, w (score) and y2 (held-out loss constant), and
+    the cross-fitted nuisance predictions (propensities before clipping)."""
 
     r: np.ndarray
     w: np.ndarray
     y2: np.ndarray
+    pred: dict = field(default_factory=dict)
+
+
+def _r2(target: np.ndarray, fitted: np.ndarray) -> float:
+    """Out-of-fold R² = 1 − Σ(t − f)²/Σ(t − t̄)² (sklearn's ``r2_score``); NaN if t is constant."""
+    if target.size < 2:
+        return float("nan")
+    ss = float(np.sum((target - target.mean()) ** 2))
+    return 1.0 - float(np.sum((target - fitted) ** 2)) / ss if ss > 0 else float("nan")
+
+
+def first_step_diagnostics(model: str, y: np.ndarray, d: np.ndarray, pred: dict, clip: float) -> dict[str, float]:
+    """Quality of one repetition's cross-fitted nuisances (all on held-out rows).
+
+    - ``r2_l``, ``r2_m`` (plr, cate): out-of-fold R² of E[Y|X] and E[D|X];
+    - ``r2_g0``, ``r2_g1`` (ate, blp): out-of-fold R² of E[Y|D=0,X] on the controls and of
+      E[Y|D=1,X] on the treated; ``r2_m``: out-of-fold R² of the propensity, which for a binary D
+      is the Brier skill score 1 − Brier/Brier(constant d̄);
+    - ``logloss_m``, ``logloss_skill_m`` (binary D): out-of-fold log-loss of the propensity
+      (predictions bounded to [1e-15, 1 − 1e-15]) and 1 − log-loss/log-loss(constant d̄);
+    - ``clip_share`` (ate, blp): share of units whose propensity lies outside [clip, 1 − clip]
+      (and is clipped in the score); ``propensity_min``, ``propensity_max`` before clipping.
+    """
+    out: dict[str, float] = {}
+    binary_d = bool(np.all(np.isin(d, (0.0, 1.0))))
+    if model in ("plr", "cate"):
+        out["r2_l"] = _r2(y, pred["l"])
+    else:
+        out["r2_g0"] = _r2(y[d == 0], pred["g0"][d == 0])
+        out["r2_g1"] = _r2(y[d == 1], pred["g1"][d == 1])
+    m = pred["m"]
+    out["r2_m"] = _r2(d, m)
+    if binary_d and np.all((m >= 0) & (m <= 1)):
+        mb = np.clip(m, 1e-15, 1 - 1e-15)
+        out["logloss_m"] = float(-np.mean(d * np.log(mb) + (1 - d) * np.log1p(-mb)))
+        rate = float(np.clip(d.mean(), 1e-15, 1 - 1e-15))
+        null = -(rate * np.log(rate) + (1 - rate) * np.log1p(-rate))
+        out["logloss_skill_m"] = 1.0 - out["logloss_m"] / null
+    if model in BINARY_MODELS:
+        out["clip_share"] = float(np.mean((m < clip) | (m > 1.0 - clip)))
+        out["propensity_min"], out["propensity_max"] = float(m.min()), float(m.max())
+    return out
 
 
 def make_folds(n: int, n_folds: int, d: np.ndarray | None, rng: np.random.Generator) -> Folds:
@@ -92,6 +383,15 @@ def _coerce_folds(folds: Any, n: int, n_rep: int) -> list[Folds]:
         covered = np.sort(np.concatenate([te for _, te in rep]))
         if covered.shape[0] != n or not np.array_equal(covered, np.arange(n)):
             raise DataValidationError("the test folds of a repetition must partition the site's rows exactly once")
+    return out
+
+
+def _aggregate_diagnostics(by_rep: pd.DataFrame) -> dict[str, float]:
+    """Mean over repetitions; the propensity range is the range over all repetitions."""
+    out = {k: float(v) for k, v in by_rep.mean(axis=0).items()}
+    if "propensity_min" in by_rep:
+        out["propensity_min"] = float(by_rep["propensity_min"].min())
+        out["propensity_max"] = float(by_rep["propensity_max"].max())
     return out
 
 
@@ -144,7 +444,7 @@ class SiteDML(InferenceMixin, BaseEstimator):
         ml_outcome=None,
         ml_treatment=None,
         n_folds: int = 5,
-        n_rep: int = 1,
+        n_rep: int | None = None,
         clip: float = 0.01,
         basis_center: Sequence[float] | None = None,
         basis_scale: Sequence[float] | None = None,
@@ -170,19 +470,34 @@ class SiteDML(InferenceMixin, BaseEstimator):
             raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
         if int(self.n_folds) < 2:
             raise ValueError(f"n_folds must be at least 2, got {self.n_folds}")
-        if int(self.n_rep) < 1:
-            raise ValueError(f"n_rep must be at least 1, got {self.n_rep}")
+        if self.n_rep is not None and int(self.n_rep) < 1:
+            raise ValueError(f"n_rep must be at least 1 (or None), got {self.n_rep}")
         if not 0.0 <= self.clip < 0.5:
             raise ValueError(f"clip must be in [0, 0.5), got {self.clip}")
         if self.tuning_folds not in (None, "reuse", "nested"):
             raise ValueError(f"tuning_folds must be None, 'reuse' or 'nested', got {self.tuning_folds!r}")
 
+    def _resolve_n_rep(self, folds: Any, predictions: dict | None) -> int:
+        """``n_rep``, or when None: the repetitions in ``folds`` / ``predictions``, else DEFAULT_N_REP."""
+        if self.n_rep is not None:
+            return int(self.n_rep)
+        if folds is not None:
+            if isinstance(folds, np.ndarray) or (isinstance(folds, (list, tuple)) and np.isscalar(folds[0])):
+                return int(np.atleast_2d(np.asarray(folds)).shape[0])
+            return len(folds)
+        if predictions:
+            return int(np.atleast_2d(np.asarray(next(iter(predictions.values())), dtype=float).T).shape[0])
+        return DEFAULT_N_REP
+
     def _learners(self, binary_d: bool, seed: int):
-        outcome = self.ml_outcome if self.ml_outcome is not None else default_regressor(seed)
+        rule = DEFAULT_RULES[self.model]
+        outcome = self.ml_outcome if self.ml_outcome is not None else default_regressor(seed, rule=rule["outcome"])
         if self.ml_treatment is not None:
             treatment = self.ml_treatment
+        elif binary_d:
+            treatment = default_classifier(seed + 1, rule=rule["propensity"])
         else:
-            treatment = default_classifier(seed + 1) if binary_d else default_regressor(seed + 1)
+            treatment = default_regressor(seed + 1, rule=rule["treatment"])
         if is_classifier(treatment) and not binary_d:
             raise DataValidationError("ml_treatment is a classifier but the treatment is not binary 0/1")
         if is_classifier(outcome):
@@ -223,7 +538,7 @@ class SiteDML(InferenceMixin, BaseEstimator):
                 l_hat = fits["l"] if l_hat is None else l_hat
                 m_hat = fits["m"] if m_hat is None else m_hat
             y_res, d_res = y - l_hat, d - m_hat
-            return _Residuals(r=d_res * y_res, w=d_res**2, y2=y_res**2)
+            return _Residuals(r=d_res * y_res, w=d_res**2, y2=y_res**2, pred={"l": l_hat, "m": m_hat})
         g0, g1, e = pred.get("g0"), pred.get("g1"), pred.get("m")
         if g0 is None or g1 is None or e is None:
             fits = {k: np.full(n, np.nan) for k in ("g0", "g1", "m")}
@@ -237,27 +552,28 @@ class SiteDML(InferenceMixin, BaseEstimator):
             g0 = fits["g0"] if g0 is None else g0
             g1 = fits["g1"] if g1 is None else g1
             e = fits["m"] if e is None else e
+        pred = {"g0": g0, "g1": g1, "m": e}
         e = np.clip(e, self.clip, 1.0 - self.clip)
         gamma = g1 - g0 + d * (y - g1) / e - (1.0 - d) * (y - g0) / (1.0 - e)
-        return _Residuals(r=gamma, w=np.ones(n), y2=gamma**2)
+        return _Residuals(r=gamma, w=np.ones(n), y2=gamma**2, pred=pred)
 
-    def _check_predictions(self, predictions: dict | None, n: int) -> list[dict | None]:
+    def _check_predictions(self, predictions: dict | None, n: int, n_rep: int) -> list[dict | None]:
         """Per-repetition dicts of external cross-fitted predictions (arrays (n,) or (n, n_rep))."""
         if predictions is None:
-            return [None] * int(self.n_rep)
+            return [None] * n_rep
         allowed = ("l", "m") if self.model in ("plr", "cate") else ("g0", "g1", "m")
         unknown = sorted(set(predictions) - set(allowed))
         if unknown:
             raise DataValidationError(f"model {self.model!r} takes external predictions {allowed}, got {unknown}")
-        reps: list[dict] = [{} for _ in range(int(self.n_rep))]
+        reps: list[dict] = [{} for _ in range(n_rep)]
         for key, value in predictions.items():
             arr = np.asarray(value, dtype=float)
             arr = arr[:, None] if arr.ndim == 1 else arr
-            if arr.shape != (n, int(self.n_rep)):
-                raise DataValidationError(f"external prediction {key!r} has shape {arr.shape}, expected ({n}, {self.n_rep})")
+            if arr.shape != (n, n_rep):
+                raise DataValidationError(f"external prediction {key!r} has shape {arr.shape}, expected ({n}, {n_rep})")
             if not np.all(np.isfinite(arr)):
                 raise DataValidationError(f"external prediction {key!r} has non-finite values")
-            for r in range(int(self.n_rep)):
+            for r in range(n_rep):
                 reps[r][key] = arr[:, r]
         return reps
 
@@ -269,7 +585,9 @@ class SiteDML(InferenceMixin, BaseEstimator):
         keyed ``"l"``, ``"m"`` (plr, cate) or ``"g0"``, ``"g1"``, ``"m"`` (ate, blp) — e.g. from a
         multi-task nuisance model; they must come from models that did not see the row's fold
         (pass the same ``folds``). With ``tuning_folds="nested"`` the nested refits still use the
-        learners."""
+        learners. With ``n_rep=None`` the number of repetitions is read from ``folds`` or
+        ``predictions`` when given. Raises a :class:`~hetmtl.exceptions.ClippingWarning` when more
+        than ``CLIP_WARN_SHARE`` (5 %) of the propensities are clipped (ate, blp)."""
         self._check_params()
         z_cols = list(map(str, Z.columns)) if isinstance(Z, pd.DataFrame) else None
         x_cols = list(map(str, X.columns)) if isinstance(X, pd.DataFrame) else None
@@ -281,24 +599,29 @@ class SiteDML(InferenceMixin, BaseEstimator):
         binary_d = bool(np.all(np.isin(d, (0.0, 1.0))))
         data.check_folds(int(self.n_folds), binary=binary_d)
         n = y.shape[0]
+        n_rep = self._resolve_n_rep(folds, predictions)
         rng = np.random.default_rng(self.random_state)
         seed = int(rng.integers(2**31 - 1))
         outcome, treatment = self._learners(binary_d, seed)
         phi, basis = self._basis(Z, n)
         if folds is None:
-            all_folds = [make_folds(n, int(self.n_folds), d if binary_d else None, rng) for _ in range(int(self.n_rep))]
+            all_folds = [make_folds(n, int(self.n_folds), d if binary_d else None, rng) for _ in range(n_rep)]
         else:
-            all_folds = _coerce_folds(folds, n, int(self.n_rep))
+            all_folds = _coerce_folds(folds, n, n_rep)
 
         reps = []
-        for rep_folds, rep_pred in zip(all_folds, self._check_predictions(predictions, n)):
+        for rep_folds, rep_pred in zip(all_folds, self._check_predictions(predictions, n, n_rep)):
             res = self._residuals(y, d, X, rep_folds, outcome, treatment, rep_pred)
             reps.append((res, self._moments(phi, res.r, res.w)))
 
         self.n_ = n
+        self.n_rep_ = n_rep
         self.folds_ = all_folds
         self.coef_names_ = {"plr": ["theta"], "ate": ["ATE"]}.get(self.model, ["const", *data.z_cols])
-        self.learners_ = (type(outcome).__name__, type(treatment).__name__)
+        self.learners_ = (_learner_name(outcome), _learner_name(treatment))
+        by_rep = [first_step_diagnostics(self.model, y, d, res.pred, self.clip) for res, _ in reps]
+        self.diagnostics_by_rep_ = pd.DataFrame(by_rep, index=pd.RangeIndex(n_rep, name="rep"))
+        self.diagnostics_ = _aggregate_diagnostics(self.diagnostics_by_rep_)
         self.basis_ = basis
         self.all_coef_ = np.column_stack([m["theta"] for _, m in reps])
         self.all_se_ = np.column_stack([np.sqrt(np.diag(m["vcov"])) for _, m in reps])
@@ -310,7 +633,24 @@ class SiteDML(InferenceMixin, BaseEstimator):
             if self.tuning_folds is not None
             else []
         )
+        self._warn_clipping()
         return self
+
+    def _warn_clipping(self, site: str | None = None) -> None:
+        """:class:`ClippingWarning` if the mean clipped share exceeds ``CLIP_WARN_SHARE``."""
+        share = self.diagnostics_.get("clip_share", 0.0)
+        if share > CLIP_WARN_SHARE:
+            where = f"site {site!r}" if site is not None else "SiteDML"
+            warnings.warn(
+                f"{where}: {share:.1%} of the cross-fitted propensities lie outside [{self.clip:g}, "
+                f"{1 - self.clip:g}] and were clipped (warning threshold {CLIP_WARN_SHARE:.0%}; propensities range "
+                f"{self.diagnostics_['propensity_min']:.3g}-{self.diagnostics_['propensity_max']:.3g}). Overlap is "
+                "poor or the propensity model overfits: the ATE rests on few units and its interval may be off. "
+                "See diagnostics_; consider trimming the sample, a smoother ml_treatment, or the CATE/BLP on the "
+                "overlap region.",
+                ClippingWarning,
+                stacklevel=3,
+            )
 
     def _moments(self, phi: np.ndarray, r: np.ndarray, w: np.ndarray) -> dict:
         """θ̂, Ĵ, Ω̂ and V̂ of the linear score; with ``df_correction`` Ω̂ and V̂ scaled by n/(n − d)."""
@@ -371,13 +711,26 @@ class SiteDML(InferenceMixin, BaseEstimator):
     # ------------------------------------------------------------------ outputs
     def _summary_header(self) -> dict[str, object]:
         self._check_fitted()
-        return {
+        header: dict[str, object] = {
             "model": self.model,
             "n obs": self.n_,
-            "folds x repetitions": f"{self.n_folds} x {self.n_rep}",
+            "folds x repetitions": f"{self.n_folds} x {self.n_rep_}",
             "outcome learner": self.learners_[0],
             "treatment learner": self.learners_[1],
         }
+        dg = self.diagnostics_
+        avg = " (mean over repetitions)" if self.n_rep_ > 1 else ""
+        if "r2_l" in dg:
+            header[f"out-of-fold R2{avg}"] = f"outcome {dg['r2_l']:.3f}, treatment {dg['r2_m']:.3f}"
+        else:
+            header[f"out-of-fold R2{avg}"] = (f"outcome|D=0 {dg['r2_g0']:.3f}, outcome|D=1 {dg['r2_g1']:.3f}, "
+                                            f"propensity {dg['r2_m']:.3f} (Brier skill)")
+        if "logloss_m" in dg:
+            header["propensity log-loss"] = f"{dg['logloss_m']:.4f} (skill {dg['logloss_skill_m']:.3f})"
+        if "clip_share" in dg:
+            header["propensities clipped"] = (f"{dg['clip_share']:.1%} at clip {self.clip:g} "
+                                              f"(range {dg['propensity_min']:.3g}-{dg['propensity_max']:.3g})")
+        return header
 
     def to_summary(self, site: str = "site") -> SiteSummary:
         """The site's shareable aggregates (no individual rows)."""
@@ -387,7 +740,7 @@ class SiteDML(InferenceMixin, BaseEstimator):
             basis = {"names": self.coef_names_[1:], "center": self.basis_["center"], "scale": self.basis_["scale"]}
         return SiteSummary(
             site=str(site), model=self.model, coef_names=list(self.coef_names_), n=int(self.n_),
-            theta=self.coef_, J=self.J_, Omega=self.Omega_, n_folds=int(self.n_folds), n_rep=int(self.n_rep),
+            theta=self.coef_, J=self.J_, Omega=self.Omega_, n_folds=int(self.n_folds), n_rep=int(self.n_rep_),
             basis=basis, cv_folds=list(self.cv_folds_),
         )
 
@@ -399,6 +752,12 @@ class MultiSiteDML(BaseEstimator):
     so the CATE coefficients mean the same thing at every site. Each site gets its own seed drawn
     from ``random_state``; ``n_jobs`` runs sites in parallel (joblib).
     Parameters are those of :class:`SiteDML`.
+
+    First-step diagnostics: ``diagnostics_`` is a per-site table (one row per site: n, and the
+    keys of :func:`first_step_diagnostics`, averaged over repetitions), also returned by
+    :meth:`diagnostics_frame`. A :class:`~hetmtl.exceptions.ClippingWarning` naming the site is
+    raised (in the calling process, also with ``n_jobs``) for every site with more than
+    ``CLIP_WARN_SHARE`` (5 %) of its propensities clipped.
     """
 
     def __init__(
@@ -407,7 +766,7 @@ class MultiSiteDML(BaseEstimator):
         ml_outcome=None,
         ml_treatment=None,
         n_folds: int = 5,
-        n_rep: int = 1,
+        n_rep: int | None = None,
         clip: float = 0.01,
         tuning_folds: str | None = "reuse",
         df_correction: bool = False,
@@ -448,8 +807,10 @@ class MultiSiteDML(BaseEstimator):
         def fit_site(site, seed):
             s = data.site_arrays(site)
             est = SiteDML(**params, random_state=int(seed))
-            return est.fit(s.y, s.d, s.X, s.Z, folds=None if folds is None else folds.get(site),
-                           predictions=None if predictions is None else predictions.get(site))
+            with warnings.catch_warnings():  # re-raised below, with the site's name
+                warnings.simplefilter("ignore", ClippingWarning)
+                return est.fit(s.y, s.d, s.X, s.Z, folds=None if folds is None else folds.get(site),
+                               predictions=None if predictions is None else predictions.get(site))
 
         fitted = Parallel(n_jobs=self.n_jobs)(delayed(fit_site)(s, seed) for s, seed in zip(data.sites, seeds))
         self.sites_ = list(data.sites)
@@ -457,7 +818,17 @@ class MultiSiteDML(BaseEstimator):
         for est in fitted:
             if data.z_cols:
                 est.coef_names_ = ["const", *data.z_cols]
+        self.diagnostics_ = self.diagnostics_frame()
+        for site, est in self.estimators_.items():
+            est._warn_clipping(site=str(site))
         return self
+
+    def diagnostics_frame(self) -> pd.DataFrame:
+        """First-step diagnostics per site (index ``site``): n, repetitions, and the out-of-fold R²,
+        log-loss and clipped share of :func:`first_step_diagnostics`, averaged over repetitions."""
+        self._check_fitted()
+        rows = [{"n": est.n_, "n_rep": est.n_rep_, **est.diagnostics_} for est in self.estimators_.values()]
+        return pd.DataFrame(rows, index=pd.Index([str(s) for s in self.sites_], name="site"))
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "estimators_"):
@@ -480,7 +851,15 @@ class MultiSiteDML(BaseEstimator):
 
     def summary(self, level: float = 0.95) -> str:
         self._check_fitted()
-        header = {"model": self.model, "sites": len(self.sites_), "folds x repetitions": f"{self.n_folds} x {self.n_rep}"}
+        reps = sorted({est.n_rep_ for est in self.estimators_.values()})
+        header = {"model": self.model, "sites": len(self.sites_),
+                  "folds x repetitions": f"{self.n_folds} x {'/'.join(map(str, reps))}"}
+        dg = self.diagnostics_frame()
+        if "clip_share" in dg:
+            worst = dg["clip_share"].idxmax()
+            header["propensities clipped (max over sites)"] = f"{dg['clip_share'].max():.1%} (site {worst})"
+        r2 = [c for c in dg.columns if c.startswith("r2_")]
+        header["out-of-fold R2 (median over sites)"] = ", ".join(f"{c[3:]} {dg[c].median():.3f}" for c in r2)
         return format_table("Per-site DML", header, self.summary_frame(level))
 
     def summaries(self) -> list[SiteSummary]:

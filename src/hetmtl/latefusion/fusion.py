@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -71,7 +71,7 @@ CV_TOL = 1e-9
 
 
 def default_C_grid() -> np.ndarray:
-    """{0} ∪ 30 geometric points from 0.05 to 20 (``latefusion.md`` §3.5)."""
+    """{0} ∪ 30 geometric points from 0.05 to 20."""
     return np.concatenate([[0.0], np.geomspace(0.05, 20.0, 30)])
 
 
@@ -104,14 +104,15 @@ class LateFusion(BaseEstimator):
         "jacobian" (H_k = −sym(Ĵ_k); C → ∞ gives pooled DML) or "identity".
     metric : for "group": "matched" (‖H_k^{1/2}v‖; C is in "standard errors per √d") or
         "euclidean" (‖v‖, ARMUL).
-    C : λ_k = C·√(d/n_k). None: chosen by summary-statistic V-fold CV over ``C_grid`` when every
-        site has ``cv_folds``; without CV statistics (e.g. published estimates) "squared" takes τ²
-        from the random-effects model (``tau2="eb"``) and "group" falls back to C = 1 with a warning.
-        ``np.inf`` = complete pooling, 0 = no fusion.
+    C : λ_k = C·√(d/n_k); ``np.inf`` = complete pooling, 0 = no fusion. ``"cv"``: chosen by
+        summary-statistic V-fold CV over ``C_grid`` (needs every site's ``cv_folds``). None (the
+        default): "group" cross-validates (without CV statistics, e.g. published estimates, it falls
+        back to C = 1 with a warning); "squared" takes τ² from the random-effects model (``tau2="eb"``).
     tau2 : "squared" only: τ² parametrisation λ_k = 1/(2 n_k τ²) (random-effects model
         θ_k ~ N(θ_0, τ² I) when loss_matrix="vcov"): a number, "reml", "dl", "pm" (as metafor), or
-        "eb" (the robust-EB moment estimator, :func:`eb_tau2`; the default for summaries without CV
-        statistics, because it gives the shortest robust EB intervals).
+        "eb" (the robust-EB moment estimator, :func:`eb_tau2`; the default, because its robust EB
+        intervals are the shortest: 0.54–0.72× the per-site width where CV-tuned C gives 0.81–0.97×,
+        ``benchmarks/results/fusion_inference.md``).
     lambdas : explicit per-site λ_k (overrides C and tau2).
     C_grid : CV grid (default {0} ∪ geometric(0.05, 20, 30)).
     cv_rule : "min" or "1se" (largest C within one SE of the minimum).
@@ -135,16 +136,39 @@ class LateFusion(BaseEstimator):
         for thousands of sites; results agree with one thread to solver tolerance (the block sums
         are added in a fixed order, so a given thread count always gives the same numbers).
 
-    Fitted attributes
-    -----------------
-    coef_ (K, d) fused θ̃_k; centre_ (d,) θ̃_0; fused_ (K,) θ̃_k == θ̃_0; C_ (λ_k = C_·shape_k);
-    tau2_ (squared with tau2); sites_, coef_names_; dml_coef_, dml_vcov_ (per-site DML);
-    vcov_ (K, d, d) and centre_vcov_ (squared: exact delta method, conditional on the site
-    effects); random_effects_ (the random-effects model of the summaries, :mod:`~hetmtl.latefusion.meta`);
-    boot_* (ci="bootstrap"); heterogeneity_ (Q, df, p-value, I2, tau2); cv_results_ (when CV ran);
-    table_ (the :class:`SummaryTable` fitted).
+    tol, max_iter : solver tolerance and iteration cap.
 
+    Attributes
+    ----------
+    coef_ : ndarray (K, d)
+        Fused site estimates θ̃_k.
+    centre_ : ndarray (d,)
+        Fused centre θ̃_0.
+    fused_ : ndarray (K,) of bool
+        Sites fused with the centre (θ̃_k = θ̃_0).
+    C_, tau2_ : float
+        Tuning constant (λ_k = C_·shape_k) and, for "squared" with the τ² parametrisation, τ².
+    sites_, coef_names_ : list of str
+        Site and coefficient names.
+    dml_coef_, dml_vcov_ : ndarray
+        Per-site DML estimates (K, d) and covariances (K, d, d).
+    vcov_, centre_vcov_ : ndarray or None
+        "squared": exact delta-method covariances given the site effects.
+    random_effects_ : RandomEffects or None
+        The random-effects model of the site estimates (:mod:`hetmtl.latefusion.meta`).
+    heterogeneity_ : dict
+        Cochran's Q, df, p-value, I², DerSimonian–Laird τ².
+    cv_results_ : DataFrame
+        CV losses over ``C_grid`` (when C was cross-validated).
+    boot_theta_, boot_centre_ : ndarray
+        Bootstrap draws (``ci="bootstrap"``).
+    table_ : SummaryTable
+        The summaries fitted, as arrays.
+
+    Notes
+    -----
     Which intervals are valid:
+
     - per-site DML intervals (columns ``dml …``): valid by standard DML theory (asymptotic in n_k);
     - robust EB intervals: average coverage over sites ≥ the nominal level whatever the
       distribution of the site effects (asymptotically in K; with few sites the estimated
@@ -220,7 +244,10 @@ class LateFusion(BaseEstimator):
             raise ValueError(f"centre_ci must be one of {CENTRE_CI}, got {self.centre_ci!r}")
         if self.kappa is not None and not (float(self.kappa) >= 1):
             raise ValueError(f"kappa must be >= 1 (or None to estimate it), got {self.kappa!r}")
-        if self.C is not None and not (float(self.C) >= 0):
+        if isinstance(self.C, str):
+            if self.C != "cv":
+                raise ValueError(f"C must be a number >= 0, np.inf, 'cv' or None, got {self.C!r}")
+        elif self.C is not None and not (float(self.C) >= 0):
             raise ValueError(f"C must be >= 0 (or np.inf), got {self.C!r}")
         if self.tau2 is not None:
             if self.penalty != "squared":
@@ -237,6 +264,10 @@ class LateFusion(BaseEstimator):
         if self.ci == "bootstrap" and self._n_boot < 2:
             raise ValueError(f"ci='bootstrap' needs n_boot >= 2, got {self.n_boot!r}")
 
+    @property
+    def _fixed_C(self) -> bool:
+        return self.C is not None and not isinstance(self.C, str)
+
     def _check_table_params(self, table: SummaryTable) -> None:
         """Settings that need the sites' sample sizes are refused for estimates given without n."""
         if table.n_given:
@@ -245,7 +276,7 @@ class LateFusion(BaseEstimator):
             raise ValueError(f"loss_matrix={self.loss_matrix!r} needs the sites' n; these summaries have none")
         if self.penalty == "group" and self.metric == "euclidean":
             raise ValueError("metric='euclidean' needs the sites' n; these summaries have none (use 'matched')")
-        if self.penalty == "squared" and (self.C is not None or self.lambdas is not None):
+        if self.penalty == "squared" and (self._fixed_C or self.lambdas is not None):
             raise ValueError("penalty='squared' with C or lambdas needs the sites' n; pass tau2 instead")
 
     # ------------------------------------------------------------------ fit
@@ -254,6 +285,8 @@ class LateFusion(BaseEstimator):
         summary JSON paths, or a long DataFrame of published estimates (site, [coefficient,]
         estimate, se)."""
         self._check_params()
+        for stale in ("tau2_", "cv_results_", "cv_rounds_", "boot_theta_", "boot_centre_", "boot_fused_share_"):
+            self.__dict__.pop(stale, None)  # a refit must not report the previous fit's tuning
         table = as_table(summaries)
         check_table(table)
         self._check_table_params(table)
@@ -268,7 +301,7 @@ class LateFusion(BaseEstimator):
         self.dml_coef_, self.dml_vcov_ = theta, V
         self.H_ = H
         self.weights_ = n / n.sum()
-        self._lazy = {}
+        self._lazy: dict[str, Any] = {}
 
         shape, C, how = self._tuning(table, theta, V, n, d)
         self.shape_, self.C_, self.tuning_ = shape, C, how
@@ -300,8 +333,8 @@ class LateFusion(BaseEstimator):
                 raise ValueError(f"lambdas must be {K} positive finite numbers")
             return lam, 1.0, "explicit lambdas"
         tau2_rule = self.tau2
-        if tau2_rule is None and self.C is None and self.penalty == "squared" and table.folds is None:
-            tau2_rule = "eb"  # no CV statistics: τ² from the random-effects model
+        if tau2_rule is None and self.C is None and self.penalty == "squared":
+            tau2_rule = "eb"  # the random-effects tuning whose robust EB intervals are near their shortest
         if tau2_rule is not None:
             if tau2_rule == "eb":
                 tau2 = eb_tau2(theta, V)
@@ -311,11 +344,11 @@ class LateFusion(BaseEstimator):
             C = np.inf if tau2 == 0 else (0.0 if np.isinf(tau2) else 1.0 / tau2)
             how = f"tau2 = {tau2:.4g}" + (f" ({tau2_rule.upper()})" if isinstance(tau2_rule, str) else "")
             if self.tau2 is None:
-                how += ", from the random-effects model (the summaries carry no CV statistics)"
+                how += ", the default of penalty='squared' (C='cv' cross-validates instead)"
             return 1.0 / (2.0 * n), C, how
         shape = np.sqrt(d / n)
-        if self.C is not None:
-            return shape, float(self.C), "fixed C"
+        if self._fixed_C:
+            return shape, float(self.C), "fixed C"  # type: ignore[arg-type]  # _fixed_C: C is a number
         if table.folds is None:
             warnings.warn(
                 "the summaries carry no cv_folds (e.g. published estimates): using the fixed fallback C = 1 "
@@ -334,7 +367,7 @@ class LateFusion(BaseEstimator):
 
     # ------------------------------------------------------------------ CV
     def _cross_validate(self, table: SummaryTable, d: int) -> pd.DataFrame:
-        """CV(C) = Σ_rounds Σ_k lw_k Q_k^{(v)}(θ̃_k^{(−v)}(C)) (``latefusion.md`` §3.5).
+        """CV(C) = Σ_rounds Σ_k lw_k Q_k^{(v)}(θ̃_k^{(−v)}(C)).
 
         Round r uses fold r mod V_k of site k, so sites with fewer folds reuse theirs; a site's
         held-out losses are weighted by n_k/N × (fold size / site's held-out total) / (number of
@@ -344,6 +377,7 @@ class LateFusion(BaseEstimator):
         if grid.ndim != 1 or grid.size == 0 or np.any(~(grid >= 0)):
             raise ValueError("C_grid must be a non-empty 1-d sequence of values >= 0")
         folds = table.folds
+        assert folds is not None  # cross-validation needs the fold tables (checked by the caller)
         counts = folds.counts
         n = table.n.astype(float)
         w = n / n.sum()
@@ -478,6 +512,18 @@ class LateFusion(BaseEstimator):
         else:
             self.postfusion_vcov_ = np.full((d, d), np.nan)
 
+    def __getstate__(self) -> dict:
+        """Picklable (joblib, Dask, copy.deepcopy): the C++ problem and the caches are rebuilt on load."""
+        state = self.__dict__.copy()
+        state.pop("problem_", None)
+        state["_lazy"] = {}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if "table_" in state:
+            self.problem_ = self.table_.fusion_problem(self.loss_matrix, self.shape_)
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "coef_"):
             from sklearn.exceptions import NotFittedError
@@ -548,9 +594,12 @@ class LateFusion(BaseEstimator):
                 lo[:, i], hi[:, i] = est[:, i] - half, est[:, i] + half
         else:
             src = self if self.penalty == "squared" else self.eb_fit_
+            assert src is not None  # None only for penalty="group" without ci="robust_eb"
             P, G = src.problem_.squared_map(src.C_)
             est = src.coef_ @ C.T
-            s = np.sqrt(np.einsum("ia,kab,ib->ki", C, src.vcov_, C))
+            src_vcov = src.vcov_
+            assert src_vcov is not None  # src is a "squared" fit
+            s = np.sqrt(np.einsum("ia,kab,ib->ki", C, src_vcov, C))
             mu2 = np.empty(d)
             kap_coef = np.empty(d)
             for j in range(d):
@@ -608,7 +657,7 @@ class LateFusion(BaseEstimator):
         index = self._index()
         coef = self.coef_.ravel()
         if self.ci == "conditional":
-            se = np.sqrt(np.einsum("kii->ki", self.vcov_)).ravel()
+            se = np.sqrt(np.einsum("kii->ki", self.vcov_)).ravel()  # type: ignore[arg-type]  # ci="conditional": "squared"
             table = coef_table(coef, se, index, level)
             table.index = index
             table.columns = [CONDITIONAL_COLUMNS.get(c, c) for c in table.columns]
@@ -641,9 +690,10 @@ class LateFusion(BaseEstimator):
           ``std err`` is the random-effects SE (weights 1/(V̂_k + τ̂²)), HKSJ-scaled with t_{K−1}
           quantiles for ``centre_ci="hksj"``; ``conditional std err`` is the within-study SE given
           the site effects (exact delta method; not an interval for the mean effect when sites differ);
-        - "squared" with C: the conditional delta-method SE only (labelled);
-        - "group": ``post-fusion std err`` and interval conditional on the fused set, and beside it
-          the random-effects mean ``RE coef`` with its interval (the valid one for the mean effect);
+        - "squared" with C, and "group": the SE conditional on the site effects (``conditional std
+          err``, delta method) or on the fused set (``post-fusion std err``) with their intervals —
+          each labelled — and beside them the random-effects mean ``RE coef`` (REML) with its
+          interval, the valid one for the mean effect;
         - ci="bootstrap": percentile bounds ``boot …`` added.
         """
         self._check_fitted()
@@ -654,18 +704,13 @@ class LateFusion(BaseEstimator):
         if self.penalty == "squared" and hasattr(self, "tau2_") and re is not None:
             re_t = re.summary_frame(level)
             table = pd.concat([table, re_t.drop(columns=["coef"]).set_axis(names)], axis=1)
-            table["conditional std err"] = np.sqrt(np.diag(self.centre_vcov_))
-        elif self.penalty == "squared":
-            se = np.sqrt(np.diag(self.centre_vcov_))
-            z = stats.norm.ppf(0.5 + level / 2)
-            table["conditional std err"] = se
-            table[f"conditional {lo_name}"], table[f"conditional {hi_name}"] = self.centre_ - z * se, self.centre_ + z * se
+            table["conditional std err"] = np.sqrt(np.diag(self.centre_vcov_))  # type: ignore[arg-type]  # "squared"
         else:
-            pse = np.sqrt(np.diag(self.postfusion_vcov_))
             z = stats.norm.ppf(0.5 + level / 2)
-            table["post-fusion std err"] = pse
-            table[f"post-fusion {lo_name}"] = self.centre_ - z * pse
-            table[f"post-fusion {hi_name}"] = self.centre_ + z * pse
+            pre, cov = ("conditional", self.centre_vcov_) if self.penalty == "squared" else ("post-fusion", self.postfusion_vcov_)
+            se = np.sqrt(np.diag(cov))  # type: ignore[arg-type]  # not None for the penalty
+            table[f"{pre} std err"] = se
+            table[f"{pre} {lo_name}"], table[f"{pre} {hi_name}"] = self.centre_ - z * se, self.centre_ + z * se
             if re is not None:
                 re_t = re.summary_frame(level).set_axis(names)
                 table["RE coef"] = re_t["coef"]
@@ -705,7 +750,7 @@ class LateFusion(BaseEstimator):
     def prediction_interval(self, level: float = 0.95) -> pd.DataFrame:
         """BLUP prediction intervals for θ_k ("squared" with loss_matrix="vcov"): under θ_k ~
         N(θ_0, τ_k² I) with τ_k² = 1/(2 n_k λ_k), Var(θ̃_k − θ_k) = (V̂_k⁻¹ + τ_k⁻² I)⁻¹ +
-        (I − P_k) W (I − P_k)', W = (Σ_j (V̂_j + τ_j² I)⁻¹)⁻¹ (``latefusion.md`` §5). Conditional
+        (I − P_k) W (I − P_k)', W = (Σ_j (V̂_j + τ_j² I)⁻¹)⁻¹ . Conditional
         on τ² (or C); valid under the random-effects model, not for arbitrary fixed θ_k."""
         self._check_fitted()
         if self.penalty != "squared" or self.loss_matrix != "vcov":
@@ -721,9 +766,8 @@ class LateFusion(BaseEstimator):
             P, _ = self.problem_.squared_map(self.C_)
             W = np.linalg.inv(np.linalg.inv(V + tau2[:, None, None] * I).sum(0))
             R = I - P
-            post = np.stack(
-                [np.zeros((d, d)) if t == 0 else np.linalg.inv(np.linalg.inv(V[k]) + I / t) for k, t in enumerate(tau2)]
-            )
+            pos = tau2 > 0  # posterior covariance (V̂_k⁻¹ + I/τ_k²)⁻¹; 0 where τ_k² = 0
+            post = np.linalg.inv(np.linalg.inv(V) + I / np.where(pos, tau2, 1.0)[:, None, None]) * pos[:, None, None]
             var = post + R @ W @ R.transpose(0, 2, 1)
         se = np.sqrt(np.einsum("kii->ki", var)).ravel()
         lo_name, hi_name = _level_names(level)
@@ -758,7 +802,7 @@ class LateFusion(BaseEstimator):
     def _summary_header(self) -> dict[str, object]:
         h = self.heterogeneity_
         N = f"N = {int(self.n_.sum())}" if self.table_.n_given else "n not given"
-        head = {
+        head: dict[str, object] = {
             "penalty": self.penalty + (f" ({self.metric})" if self.penalty == "group" else ""),
             "loss matrix": self.loss_matrix,
             "input": "published estimates" if self.table_.model == ESTIMATES else f"DML summaries ({self.table_.model})",
@@ -771,15 +815,18 @@ class LateFusion(BaseEstimator):
         }
         re = self.random_effects_
         if re is not None:
+            how = "the fit's tuning value" if re.tau2_method == "fixed" else re.tau2_method.upper()
+            if self.tau2 in (None, "eb") and re.tau2_method == "fixed":
+                how = "robust-EB moment estimate: a tuning value, biased upward when sites agree"
             head["tau2 (random effects)"] = (
-                f"{re.tau2:.4g} ({re.tau2_method.upper()}), Q-profile {100 * re.level:g}% CI "
-                f"[{re.tau2_ci[0]:.4g}, {re.tau2_ci[1]:.4g}]"
+                f"{re.tau2:.4g} ({how}); Q-profile {100 * re.level:g}% CI [{re.tau2_ci[0]:.4g}, {re.tau2_ci[1]:.4g}]"
             )
+            kind = "HKSJ (t, K - 1 df)" if self.centre_ci == "hksj" else "Wald (z)"
             head["centre interval"] = (
-                "random-effects model, " + ("HKSJ (t, K - 1 df)" if self.centre_ci == "hksj" else "Wald (z)")
-                if self.penalty == "squared" and hasattr(self, "tau2_")
-                else ("conditional on the site effects" if self.penalty == "squared" else
-                      "post-fusion: conditional on the fused set; 'RE' columns: random-effects mean")
+                f"random-effects model, {kind}" if self.penalty == "squared" and hasattr(self, "tau2_")
+                else f"'RE' columns: random-effects mean (REML), {kind}; the "
+                + ("conditional SE (given the site effects)" if self.penalty == "squared"
+                   else "post-fusion SE (given the fused set)") + " is not an interval for the mean effect"
             )
         return head
 

@@ -239,7 +239,7 @@ def _as_model_inputs(theta, V, se, sites) -> tuple[np.ndarray, np.ndarray, bool]
     if se is not None:
         M = np.asarray(se, dtype=float)
         if M.shape not in ((K,), (K, d)) or (M.ndim == 1 and d != 1):
-            want = (K,) if d == 1 else (K, d)
+            want: object = (K,) if d == 1 else (K, d)
             raise ValueError(f"se must have shape {want} to match theta {theta.shape}, got {M.shape}")
         M = M.reshape(K, d)
         bad = np.flatnonzero(~(np.isfinite(M) & (M > 0)).all(1))

@@ -1,6 +1,8 @@
-"""Multi-task nuisance estimation for late fusion (spec §4, Option A: ARMUL on a sieve).
+"""Multi-task nuisance estimation for late fusion: ARMUL-type shrinkage (adaptive and robust
+multi-task learning, Duan & Wang, arXiv 2202.05250) of sieve coefficients toward a shared centre.
 
 What to use when:
+
 - sites are small (n_k below ~80) and their nuisances — outcome regressions, propensities — are
   believed similar: :func:`fit_multitask_dml` runs per-site DML with cross-fitted nuisances that
   borrow strength across sites, in one line;
@@ -10,7 +12,7 @@ What to use when:
 
 Model. Every nuisance is f_k(x) = b(x)'β_k on a shared basis b (default: per-covariate cubic
 B-splines, sklearn ``SplineTransformer``), centred and whitened on the fitting rows so that
-‖β_k − β_0‖₂ is the L2(P_N) distance between site k's function and the centre's. The fit is
+‖β_k − β_0‖₂ is the L2(P_N) distance between site k's function and the centre's. The fit is::
 
     min_{β_0, β_1..β_K}  Σ_k w_k [ ℓ_k(β_k) + (α/2)‖β_k‖² + λ_k ‖β_k − β_0‖₂ ],
     w_k = n_k/N,  λ_k = C_η √(q/n_k),
@@ -51,12 +53,24 @@ _LAMBDA_INF = 1e12
 
 
 def default_basis() -> SplineTransformer:
-    """Per-covariate cubic B-splines with 5 quantile knots (6 functions per covariate, no bias)."""
+    """Per-covariate cubic B-splines with 5 quantile knots (6 functions per covariate, no bias).
+
+    Returns
+    -------
+    sklearn.preprocessing.SplineTransformer
+        Unfitted.
+    """
     return SplineTransformer(n_knots=5, degree=3, knots="quantile", extrapolation="constant", include_bias=False)
 
 
 def default_C_grid() -> np.ndarray:
-    """Default C_η grid: 10 values from 0.01 to 10 (geometric) plus ∞ (complete pooling)."""
+    """Default C_η grid: 10 values from 0.01 to 10 (geometric) plus ∞ (complete pooling).
+
+    Returns
+    -------
+    numpy.ndarray
+        11 values.
+    """
     return np.append(np.geomspace(0.01, 10.0, 10), np.inf)
 
 
@@ -65,23 +79,33 @@ class MultiTaskNuisance(BaseEstimator):
 
     Parameters
     ----------
-    loss : "squared" (regression; predictions on the scale of y) or "logistic" (0/1 target;
-        predictions are probabilities).
-    C_eta : fixed tuning constant (0 = per-site fits, ``np.inf`` = pooled fit), or ``None`` to tune
+    loss : {"squared", "logistic"}
+        ``"squared"``: regression, predictions on the scale of y; ``"logistic"``: 0/1 target,
+        predictions are probabilities.
+    C_eta : float or None
+        Fixed tuning constant (0 = per-site fits, ``np.inf`` = pooled fit), or ``None`` to tune
         over ``C_grid`` by held-out loss (inner folds of the fitting rows).
-    C_grid : grid for tuning; default :func:`default_C_grid`.
-    basis : unfitted sklearn transformer giving b(x) (without constant); cloned and fitted on the
-        fitting rows. Default :func:`default_basis`.
-    alpha : ridge on the (whitened) basis coefficients, not on the intercept; keeps per-site fits
+    C_grid : sequence of float, optional
+        Grid for tuning; default :func:`default_C_grid`.
+    basis : sklearn transformer, optional
+        Unfitted transformer giving b(x) (without constant); cloned and fitted on the fitting
+        rows. Default :func:`default_basis`.
+    alpha : float or None
+        Ridge on the (whitened) basis coefficients, not on the intercept; keeps per-site fits
         with q close to n_k (and separable logistic fits) well posed. ``None``: 0.1 for the squared
         loss, 1.0 for the logistic loss — propensities enter AIPW as inverse weights, and a weakly
         ridged 31-term logistic sieve on ~50 rows produces probabilities at the clip (weights of 100)
         in simulations (``benchmarks/bench_fusion_stats.py``).
-    site_intercept : if True the intercept is site-specific and unpenalised (only the shape is fused).
-    n_inner : number of inner folds used to score C_η (``None``: all of them).
-    max_iter, tol : solver limits (tol on the gradient-mapping residual); tuning fits use
-        ``max(tol, 1e-6)``.
-    random_state : seed of the inner folds when ``fit`` receives no ``inner_folds``.
+    site_intercept : bool
+        If True the intercept is site-specific and unpenalised (only the shape is fused).
+    n_inner : int or None
+        Number of inner folds used to score C_η (``None``: all of them).
+    max_iter : int
+        Solver iteration limit.
+    tol : float
+        Solver tolerance on the gradient-mapping residual; tuning fits use ``max(tol, 1e-6)``.
+    random_state : int or None
+        Seed of the inner folds when ``fit`` receives no ``inner_folds``.
     """
 
     def __init__(
@@ -169,8 +193,25 @@ class MultiTaskNuisance(BaseEstimator):
 
     # ------------------------------------------------------------------ fit / predict
     def fit(self, X, y, site, inner_folds: np.ndarray | None = None) -> "MultiTaskNuisance":
-        """Fit on the rows (X, y) with site labels ``site``. ``inner_folds`` (one id per row)
-        define the held-out split for tuning C_η (default: seeded K-fold within each site)."""
+        """Fit the joint model on rows from several sites.
+
+        Parameters
+        ----------
+        X : array-like
+            Covariates, shape (n, p).
+        y : array-like
+            Target, shape (n,): any real value for the squared loss, 0/1 for the logistic loss.
+        site : array-like
+            Site label of every row, shape (n,).
+        inner_folds : numpy.ndarray, optional
+            One fold id per row: the held-out split for tuning C_η (default: seeded K-fold within
+            each site).
+
+        Returns
+        -------
+        MultiTaskNuisance
+            The fitted estimator (``coef_``, ``center_``, ``C_eta_``, ``fused_``, ``cv_curve_``).
+        """
         self._check_params()
         X = np.asarray(X, dtype=float)
         X = X[:, None] if X.ndim == 1 else X
@@ -268,7 +309,20 @@ class MultiTaskNuisance(BaseEstimator):
             raise NotFittedError("This MultiTaskNuisance instance is not fitted yet; call fit first.")
 
     def decision_function(self, X, site) -> np.ndarray:
-        """Linear predictor b(x)'β_k on the fitting scale (sites not seen in fit: the centre)."""
+        """Linear predictor b(x)'β_k on the fitting scale (sites not seen in fit: the centre).
+
+        Parameters
+        ----------
+        X : array-like
+            Covariates, shape (m, p).
+        site : array-like
+            Site label of every row, shape (m,).
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape (m,).
+        """
         self._check_fitted()
         X = np.asarray(X, dtype=float)
         X = X[:, None] if X.ndim == 1 else X
@@ -280,7 +334,20 @@ class MultiTaskNuisance(BaseEstimator):
         return np.einsum("ij,ij->i", B, coef)
 
     def predict(self, X, site) -> np.ndarray:
-        """Predicted E[y | x, site]: regression values, or probabilities for the logistic loss."""
+        """Predicted E[y | x, site]: regression values, or probabilities for the logistic loss.
+
+        Parameters
+        ----------
+        X : array-like
+            Covariates, shape (m, p).
+        site : array-like
+            Site label of every row, shape (m,); sites not seen in fit get the centre's function.
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape (m,).
+        """
         eta = self.decision_function(X, site)
         if self.loss == "logistic":
             return 1.0 / (1.0 + np.exp(-eta))
@@ -289,8 +356,25 @@ class MultiTaskNuisance(BaseEstimator):
 
 # ====================================================================== cross-fitting
 def make_site_folds(data: MultiSiteData, n_folds: int = 5, n_rep: int = 1, random_state: int | None = None) -> dict:
-    """Fold ids per site, arrays (n_rep, n_k) with values 0..n_folds−1 (stratified on a binary
-    treatment), in the format :meth:`MultiSiteDML.fit` accepts as ``folds``."""
+    """Fold ids per site, stratified on a binary treatment.
+
+    Parameters
+    ----------
+    data : MultiSiteData
+        The sites.
+    n_folds : int
+        Cross-fitting folds.
+    n_rep : int
+        Repetitions of the split.
+    random_state : int or None
+        Seed.
+
+    Returns
+    -------
+    dict
+        ``{site: array (n_rep, n_k)}`` with values 0..n_folds−1, in the format
+        :meth:`MultiSiteDML.fit <hetmtl.latefusion.MultiSiteDML.fit>` accepts as ``folds``.
+    """
     rng = np.random.default_rng(random_state)
     binary = bool(np.all(np.isin(data.d, (0.0, 1.0))))
     out = {}
@@ -315,12 +399,28 @@ def _targets(model: str, binary_d: bool) -> dict[str, tuple[str, str, float | No
 def multitask_predictions(data: MultiSiteData, model: str, folds: dict, **nuisance_options) -> tuple[dict, dict]:
     """Cross-fitted multi-task nuisance predictions for every site.
 
-    ``folds`` maps each site to fold ids (n_k,) or (n_rep, n_k) (see :func:`make_site_folds`).
     For fold index f the joint model (:class:`MultiTaskNuisance` with ``nuisance_options``) is
     fitted on the rows of all sites outside fold f — C_η tuned with the remaining folds as inner
-    folds — and predicts the fold-f rows of every site. Returns (predictions, info):
-    ``predictions[site][key]`` arrays (n_k, n_rep) keyed as :meth:`SiteDML.fit` expects, and
-    ``info[key]`` a list (per repetition and fold) of the chosen C_η.
+    folds — and predicts the fold-f rows of every site.
+
+    Parameters
+    ----------
+    data : MultiSiteData
+        The sites (pooled rows).
+    model : {"plr", "ate", "cate", "blp"}
+        The DML score, which decides the nuisances (``l``, ``m`` or ``g0``, ``g1``, ``m``).
+    folds : dict
+        Each site to fold ids (n_k,) or (n_rep, n_k) (see :func:`make_site_folds`).
+    **nuisance_options
+        Parameters of :class:`MultiTaskNuisance` (``loss`` is set per nuisance).
+
+    Returns
+    -------
+    predictions : dict
+        ``predictions[site][key]`` arrays (n_k, n_rep) keyed as
+        :meth:`SiteDML.fit <hetmtl.latefusion.SiteDML.fit>` expects.
+    info : dict
+        ``info[key]``: the chosen C_η per repetition and fold.
     """
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
@@ -341,6 +441,7 @@ def multitask_predictions(data: MultiSiteData, model: str, folds: dict, **nuisan
         if f.shape[0] != reps:
             raise DataValidationError(f"site {s!r}: {f.shape[0]} repetitions of folds, other sites have {reps}")
         per_site[s] = f
+    assert reps is not None  # the data has at least one site
     site_lab = data.site.astype(str)
     targets = _targets(model, binary_d)
     preds = {s: {k: np.full((data.site_rows(s).size, reps), np.nan) for k in targets} for s in data.sites}
@@ -377,11 +478,32 @@ def fit_multitask_dml(
     """Per-site DML whose nuisances are multi-task sieve fits (one line).
 
     Draws per-site folds (:func:`make_site_folds`), computes cross-fitted multi-task predictions
-    (:func:`multitask_predictions`, options ``nuisance_options`` for :class:`MultiTaskNuisance`)
-    and fits :class:`MultiSiteDML` (``dml_options``) with those folds and predictions. The
-    returned estimator carries ``multitask_folds_`` and ``multitask_C_eta_`` (chosen C_η per
-    nuisance, repetition and fold). Needs pooled rows: see the module docs.
+    (:func:`multitask_predictions`) and fits :class:`~hetmtl.latefusion.MultiSiteDML` with those
+    folds and predictions. Needs pooled rows: see the module notes.
 
+    Parameters
+    ----------
+    data : MultiSiteData
+        The sites.
+    model : {"plr", "ate", "cate", "blp"}
+        The DML score.
+    n_folds, n_rep : int
+        Cross-fitting folds and repetitions.
+    random_state : int or None
+        Seed of the folds (and of ``MultiSiteDML``).
+    nuisance_options : dict, optional
+        Parameters of :class:`MultiTaskNuisance`.
+    **dml_options
+        Further parameters of :class:`~hetmtl.latefusion.MultiSiteDML`.
+
+    Returns
+    -------
+    MultiSiteDML
+        The fitted estimator, with ``multitask_folds_`` and ``multitask_C_eta_`` (chosen C_η per
+        nuisance, repetition and fold).
+
+    Notes
+    -----
     Per-site Wald intervals measured at n_k = 40–80 (ATE, 5 folds, ``n_rep=1``, C_η tuned over
     {0.03, 0.1, 0.3, 1, 3, ∞} with one inner fold; 200 replicates × 10 sites,
     ``benchmarks/results/fusion_dml_coverage.md``): 0.941–0.945 at nominal 0.95 (MC SE 0.005),

@@ -108,8 +108,27 @@ def _check_matrix(name: str, M: np.ndarray, d: int, where: str, *, symmetric: bo
 
 @dataclass(frozen=True)
 class CVFold:
-    """Tuning statistics of one fold v: the fit without fold v and the held-out loss on fold v,
-    Q(θ) = c − 2 b'θ + θ' A θ."""
+    """Tuning statistics of one cross-fitting fold v.
+
+    The fit without fold v and the held-out loss on fold v, Q(θ) = c − 2 b'θ + θ' A θ.
+
+    Parameters
+    ----------
+    n_train : int
+        Rows used by the fit without fold v.
+    theta : numpy.ndarray
+        The fit without fold v, shape (d,).
+    J, Omega : numpy.ndarray
+        Its score Jacobian and score variance, shape (d, d).
+    n_test : int
+        Rows of fold v.
+    A : numpy.ndarray
+        Quadratic coefficient of the held-out loss, shape (d, d).
+    b : numpy.ndarray
+        Linear coefficient of the held-out loss, shape (d,).
+    c : float
+        Constant of the held-out loss.
+    """
 
     n_train: int
     theta: np.ndarray
@@ -122,17 +141,57 @@ class CVFold:
 
     @property
     def vcov(self) -> np.ndarray:
+        """Covariance of the fold-out fit, J⁻¹ Ω J⁻ᵀ / n_train."""
         Jinv = np.linalg.inv(self.J)
         return Jinv @ self.Omega @ Jinv.T / self.n_train
 
     def loss(self, theta: np.ndarray) -> float:
+        """Held-out loss Q(θ) = c − 2 b'θ + θ' A θ on fold v.
+
+        Parameters
+        ----------
+        theta : array-like
+            A coefficient vector, shape (d,).
+
+        Returns
+        -------
+        float
+            The loss.
+        """
         theta = np.asarray(theta, float)
         return float(self.c - 2.0 * self.b @ theta + theta @ self.A @ theta)
 
 
 @dataclass(frozen=True)
 class SiteSummary:
-    """Aggregates of one site's DML fit (see module docs). ``vcov = J⁻¹ Ω J⁻ᵀ / n``."""
+    """Aggregates of one site's DML fit (see the module notes); ``vcov = J⁻¹ Ω J⁻ᵀ / n``.
+
+    Build it with :meth:`SiteDML.to_summary <hetmtl.latefusion.SiteDML.to_summary>`,
+    :meth:`MultiSiteDML.summaries <hetmtl.latefusion.MultiSiteDML.summaries>`,
+    :meth:`from_estimates` (a published estimate) or :meth:`read_json`. It is validated on
+    construction (:meth:`validate`).
+
+    Parameters
+    ----------
+    site : str
+        Site label.
+    model : {"plr", "ate", "cate", "blp", "estimates"}
+        The DML score, or ``"estimates"`` for a published estimate.
+    coef_names : list of str
+        Names of the d coefficients.
+    n : int or None
+        Rows of the site (``None`` only for published estimates).
+    theta : array-like
+        Estimate θ̂, shape (d,).
+    J, Omega : array-like
+        Score Jacobian Ĵ and score variance Ω̂, shape (d, d).
+    n_folds, n_rep : int
+        Cross-fitting folds and repetitions of the fit.
+    basis : dict, optional
+        Standardisation of the effect modifiers (``names``, ``center``, ``scale``) for the CATE.
+    cv_folds : list of CVFold
+        Per-fold tuning statistics (empty: the fusion cannot cross-validate C from this site).
+    """
 
     site: str
     model: str
@@ -156,16 +215,19 @@ class SiteSummary:
 
     @property
     def d(self) -> int:
+        """Number of coefficients d."""
         return self.theta.shape[0]
 
     @property
     def Sigma(self) -> np.ndarray:
+        """Asymptotic covariance of √n θ̂, Ĵ⁻¹ Ω̂ Ĵ⁻ᵀ (symmetrised)."""
         Jinv = np.linalg.inv(self.J)
         S = Jinv @ self.Omega @ Jinv.T
         return 0.5 * (S + S.T)
 
     @property
     def vcov(self) -> np.ndarray:
+        """Covariance of θ̂, Σ̂ / n (Σ̂ itself for published estimates without n)."""
         return self.Sigma / (1 if self.n is None else self.n)
 
     @classmethod
@@ -179,10 +241,30 @@ class SiteSummary:
         *,
         se=None,
     ) -> "SiteSummary":
-        """A summary of a published estimate (meta-analysis input): ``theta`` (d,) with its
-        covariance ``vcov`` (d, d) — or a standard error ``se`` (a scalar for d = 1; a vector gives
-        uncorrelated coefficients). ``n`` is optional; the fusion weights then come
-        from the covariance alone. Stored as J = I, Ω = n·V (so V = J⁻¹ΩJ⁻ᵀ/n), model ``"estimates"``."""
+        """A summary of a published estimate (meta-analysis input).
+
+        Stored as J = I, Ω = n·V (so V = J⁻¹ΩJ⁻ᵀ/n), model ``"estimates"``.
+
+        Parameters
+        ----------
+        theta : array-like
+            Estimate, shape (d,).
+        vcov : array-like, optional
+            Its covariance, shape (d, d); give exactly one of ``vcov`` and ``se``.
+        n : int, optional
+            Sample size; without it the fusion weights come from the covariance alone.
+        site : str
+            Study label.
+        coef_names : list of str, optional
+            Coefficient names (default ``theta`` or ``theta0, theta1, ...``).
+        se : array-like, optional
+            Standard error(s): a scalar for d = 1; a vector gives uncorrelated coefficients.
+
+        Returns
+        -------
+        SiteSummary
+            The validated summary.
+        """
         theta = np.atleast_1d(np.asarray(theta, float))
         d = theta.shape[0]
         if (vcov is None) == (se is None):
@@ -200,6 +282,7 @@ class SiteSummary:
 
     @property
     def se(self) -> np.ndarray:
+        """Standard errors of θ̂, shape (d,)."""
         return np.sqrt(np.diag(self.vcov))
 
     def validate(self) -> None:
@@ -269,11 +352,29 @@ class SiteSummary:
         return p
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON document: format, version, payload and its SHA-256 checksum.
+
+        Returns
+        -------
+        dict
+            A JSON-serialisable dict.
+        """
         payload = self._payload()
         return {"format": FORMAT, "version": VERSION, "payload": payload, "sha256": canonical_digest(payload)}
 
     def to_json(self, path: str | Path | None = None) -> str:
-        """Serialise to JSON; write it to ``path`` (atomically) when given."""
+        """Serialise to JSON; write it to ``path`` (atomically) when given.
+
+        Parameters
+        ----------
+        path : str or pathlib.Path, optional
+            File to write.
+
+        Returns
+        -------
+        str
+            The JSON text.
+        """
         text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
         if path is not None:
             write_atomic(path, text)
@@ -281,6 +382,25 @@ class SiteSummary:
 
     @classmethod
     def from_dict(cls, obj: Any, source: str = "summary") -> "SiteSummary":
+        """Validate a JSON document (schema and checksum) and build the summary.
+
+        Parameters
+        ----------
+        obj : dict
+            A document as written by :meth:`to_dict`.
+        source : str
+            Name of the source, used in error messages.
+
+        Returns
+        -------
+        SiteSummary
+            The validated summary.
+
+        Raises
+        ------
+        SummaryValidationError
+            When the document does not match the schema, the checksum or itself.
+        """
         try:
             jsonschema.validate(obj, SCHEMA)
         except jsonschema.ValidationError as exc:
@@ -323,13 +443,39 @@ class SiteSummary:
 
     @classmethod
     def read_json(cls, path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> "SiteSummary":
-        """Read and validate a summary file written by :meth:`to_json` (at most ``max_bytes``;
-        directories, FIFOs and other special files are refused)."""
+        """Read and validate a summary file written by :meth:`to_json`.
+
+        Parameters
+        ----------
+        path : str or pathlib.Path
+            A regular file; directories, FIFOs and other special files are refused.
+        max_bytes : int
+            Largest file accepted.
+
+        Returns
+        -------
+        SiteSummary
+            The validated summary.
+        """
         path = Path(path)
         return cls.from_json(read_text_checked(path, max_bytes, "summary file"), source=str(path))
 
     @classmethod
     def from_json(cls, text: str, source: str = "summary") -> "SiteSummary":
+        """Parse and validate JSON text written by :meth:`to_json`.
+
+        Parameters
+        ----------
+        text : str
+            The JSON text (NaN and infinity are refused).
+        source : str
+            Name of the source, used in error messages.
+
+        Returns
+        -------
+        SiteSummary
+            The validated summary.
+        """
         try:
             obj = json.loads(text, parse_constant=_refuse_constant)
         except (json.JSONDecodeError, RecursionError, ValueError) as exc:
@@ -342,7 +488,22 @@ def _refuse_constant(name: str):
 
 
 def read_text_checked(path: Path, max_bytes: int, what: str) -> str:
-    """Text of a regular file of at most ``max_bytes``; every refusal names the file."""
+    """Text of a regular file of at most ``max_bytes``; every refusal names the file.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The file.
+    max_bytes : int
+        Largest size accepted.
+    what : str
+        What the file is, for messages.
+
+    Returns
+    -------
+    str
+        The file's UTF-8 text.
+    """
     import stat
 
     try:

@@ -195,12 +195,13 @@ class SummaryTable:
 
     def _validate_folds(self, K: int, d: int) -> None:
         f = self.folds
+        assert f is not None  # called only when folds are given
         if f.offsets.shape != (K + 1,) or f.offsets[0] != 0 or (np.diff(f.offsets) < 0).any():
             raise SummaryValidationError("fold offsets must rise from 0 over K + 1 entries")
         M = int(f.offsets[-1])
         site_of = np.repeat(np.arange(K), f.counts)
         order = np.arange(M) - f.offsets[site_of]
-        where = lambda m: f"{self._where(site_of[m])}, cv fold {order[m]}"  # noqa: E731
+        where = lambda m: f"{self._where(site_of[m])}, cv fold {order[m]}"  # type: ignore[arg-type]  # noqa: E731
         for name, shape in (("theta", (M, d)), ("b", (M, d)), ("J", (M, d, d)), ("Omega", (M, d, d)), ("A", (M, d, d))):
             if getattr(f, name).shape != shape:
                 raise SummaryValidationError(f"cv fold {name} must have shape {shape}")
@@ -220,6 +221,16 @@ class SummaryTable:
         asym = ~np.isfinite(f.A).all(axis=(1, 2)) | (np.abs(f.A - f.A.transpose(0, 2, 1)).max(axis=(1, 2)) > 1e-8 * scale)
         if asym.any():
             raise SummaryValidationError(f"{where(_first(asym))}: A must be finite and symmetric")
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_problems"] = []  # C++ handles: rebuilt on demand
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        for a in (self.n, self.theta, self.J, self.Omega, self.n_folds, self.n_rep):
+            a.setflags(write=False)
 
     # ------------------------------------------------------------------ shape
     @property
@@ -293,7 +304,7 @@ class SummaryTable:
             raise SummaryValidationError("no summary files given")
         sources = [str(p) for p in paths]
         try:
-            payloads = [_fast_payload(p, max_bytes) for p in paths]
+            payloads = [_fast_payload(p, max_bytes) for p in paths]  # type: ignore[arg-type]  # Path above
             return cls._from_payloads(payloads, sources)
         except _SlowPath:
             summaries = [SiteSummary.read_json(p, max_bytes=max_bytes) for p in paths]
@@ -534,6 +545,7 @@ def _same_basis(a: dict | None, b: dict | None) -> bool:
         return False
     if a is None:
         return True
+    assert b is not None  # both or neither are None (checked above)
     return (
         list(a["names"]) == list(b["names"])
         and np.allclose(a["center"], b["center"])

@@ -19,7 +19,28 @@ METHOD_COLORS = {"STL": "tab:orange", "HTL": "tab:green", "MTL-HMB": "tab:blue",
 
 def rmse_boxplot(results: pd.DataFrame, x: str = "value", method: str = "method", y: str = "rmse_avg",
                  methods: Sequence[str] | None = None, title: str | None = None, xlabel: str | None = None) -> Figure:
-    """Grouped boxplots of ``y`` by ``x`` (setting value) and ``method`` (one row per replicate)."""
+    """Grouped boxplots of ``y`` by ``x`` (setting value) and ``method`` (one row per replicate).
+
+    Parameters
+    ----------
+    results : pandas.DataFrame
+        One row per replicate and method.
+    x : str
+        Column of the setting value (the x axis).
+    method : str
+        Column of the method name.
+    y : str
+        Column of the metric.
+    methods : sequence of str, optional
+        Methods to show, in order (default all, in order of appearance).
+    title, xlabel : str, optional
+        Axis title and x label.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (not shown; save it with ``savefig``).
+    """
     missing = [c for c in (x, method, y) if c not in results.columns]
     if missing:
         raise ValueError(f"results lacks column(s) {missing}")
@@ -56,8 +77,30 @@ def rmse_boxplot(results: pd.DataFrame, x: str = "value", method: str = "method"
 
 def latent_tsne(estimator, data, rows: Sequence[np.ndarray] | None = None, perplexity: float = 30.0,
                 random_state: int = 0, **tsne_kwargs) -> Figure:
-    """t-SNE of phi_c(x_0) (shared, circles) and phi_p^t(x) (task-specific, crosses) per task;
-    ``tsne_kwargs`` go to :class:`sklearn.manifold.TSNE` (e.g. ``max_iter``)."""
+    """t-SNE of the shared and task-specific representations of a fitted MTL-HMB model.
+
+    phi_c(x_0) (shared, circles) and phi_p^t(x) (task-specific, crosses) per task.
+
+    Parameters
+    ----------
+    estimator : MTLHMB
+        A fitted :class:`~hetmtl.blockwise.MTLHMB`.
+    data : BlockwiseData
+        The data whose rows are embedded.
+    rows : sequence of numpy.ndarray, optional
+        Rows of each task to embed (default all).
+    perplexity : float
+        t-SNE perplexity (capped for small samples).
+    random_state : int
+        Seed of t-SNE.
+    **tsne_kwargs
+        Further arguments of :class:`sklearn.manifold.TSNE` (e.g. ``max_iter``).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (not shown; save it with ``savefig``).
+    """
     from sklearn.manifold import TSNE
 
     blocks, labels = [], []

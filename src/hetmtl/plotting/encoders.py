@@ -12,8 +12,19 @@ from matplotlib.figure import Figure
 
 
 def plot_adaptivity(report: pd.DataFrame) -> Figure:
-    """Bar chart of ``dist_alpha`` / ``dist_beta`` from :func:`hetmtl.encoders.diagnostics.adaptivity_report`;
-    fused tasks are annotated."""
+    """Bar chart of each task's coefficient distance to the centre; fused tasks are annotated.
+
+    Parameters
+    ----------
+    report : pandas.DataFrame
+        Output of :func:`~hetmtl.encoders.adaptivity_report` (columns ``dist_alpha``,
+        ``dist_beta``, ``fused_alpha``, ``fused_beta``).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (not shown; save it with ``savefig``).
+    """
     fig = Figure(figsize=(6, 3.5))
     ax = fig.add_subplot()
     x = np.arange(len(report))
@@ -33,8 +44,23 @@ def plot_adaptivity(report: pd.DataFrame) -> Figure:
 
 
 def plot_method_comparison(results: pd.DataFrame, value: str = "rmse", order: list | None = None) -> Figure:
-    """Box plot of the task-averaged ``value`` per method over splits/replicates; ``results`` has
-    columns ``method``, ``task``, ``value`` and optionally ``split`` or ``rep``."""
+    """Box plot of the task-averaged metric per method over splits or replicates.
+
+    Parameters
+    ----------
+    results : pandas.DataFrame
+        Columns ``method``, ``task``, ``value`` and optionally ``split`` or ``rep`` (e.g. from
+        :func:`~hetmtl.encoders.paired_comparison`).
+    value : str
+        The metric column.
+    order : list of str, optional
+        Order of the methods (default: by mean, best first).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (not shown; save it with ``savefig``).
+    """
     rep_col = "split" if "split" in results.columns else ("rep" if "rep" in results.columns else None)
     keys = ["method"] + ([rep_col] if rep_col else [])
     per = results.groupby(keys)[value].mean().reset_index()
@@ -49,7 +75,18 @@ def plot_method_comparison(results: pd.DataFrame, value: str = "rmse", order: li
 
 
 def plot_training_history(model) -> Figure:
-    """Training MSE (pooled) and summed validation MSE per epoch of a fitted model; the kept epoch is marked."""
+    """Training MSE (pooled) and summed validation MSE per epoch; the kept epoch is marked.
+
+    Parameters
+    ----------
+    model : DualEncoderMTL
+        A fitted :class:`~hetmtl.encoders.DualEncoderMTL`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (not shown; save it with ``savefig``).
+    """
     h = model.history_
     fig = Figure(figsize=(5, 3.2))
     ax = fig.add_subplot()

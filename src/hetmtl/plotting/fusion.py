@@ -1,6 +1,7 @@
 """Plots for late fusion (:class:`hetmtl.latefusion.LateFusion`).
 
 What to use when:
+
 - :func:`forest_plot` — per-site DML intervals next to the fused intervals, the fused centre with
   its interval, and which sites were fused: the main figure of a late-fusion analysis;
 - :func:`shrinkage_path` — fused estimates θ̃_k against the tuning constant C (and the CV curve
@@ -27,11 +28,30 @@ def _coefs(lf, coefs: Sequence[str] | None) -> list[str]:
 
 
 def forest_plot(lf, level: float = 0.95, coefs: Sequence[str] | None = None, figsize=None) -> Figure:
-    """Per-site DML CI (grey) beside the interval the fit reports (``lf.confint``: robust EB by
+    """Forest plot of a late-fusion fit: per-site DML intervals beside the fused ones.
+
+    Per-site DML CI (grey) beside the interval the fit reports (``lf.confint``: robust EB by
     default, around the estimate it belongs to; blue filled marker: site fused with the centre,
     orange open marker: not fused), the group or fused estimate as a small cross where it differs,
     and the centre with its interval as a band. One panel per coefficient; long site names get
-    the margin they need."""
+    the margin they need.
+
+    Parameters
+    ----------
+    lf : LateFusion
+        A fitted :class:`~hetmtl.latefusion.LateFusion`.
+    level : float
+        Confidence level of the intervals.
+    coefs : sequence of str, optional
+        Coefficients to plot (default all).
+    figsize : tuple of float, optional
+        Figure size in inches (default from the number of sites and panels).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (not shown; save it with ``savefig``).
+    """
     names = _coefs(lf, coefs)
     K = len(lf.sites_)
     table = lf.summary_frame(level)
@@ -74,9 +94,28 @@ def forest_plot(lf, level: float = 0.95, coefs: Sequence[str] | None = None, fig
 
 def shrinkage_path(lf, C_grid: Sequence[float] | None = None, coefs: Sequence[str] | None = None,
                    figsize=None) -> Figure:
-    """θ̃_k(C) for every site (lines; C = 0 is each site's own estimate, shown at the left edge),
+    """Shrinkage path: fused estimates θ̃_k against the tuning constant C.
+
+    θ̃_k(C) for every site (lines; C = 0 is each site's own estimate, shown at the left edge),
     the centre θ̃_0(C) (dashed), the chosen C (vertical line) and, when C was cross-validated,
-    the CV curve in an extra panel."""
+    the CV curve in an extra panel.
+
+    Parameters
+    ----------
+    lf : LateFusion
+        A fitted :class:`~hetmtl.latefusion.LateFusion`.
+    C_grid : sequence of float, optional
+        Values of C (default 60 geometric points from 0.02 to 50, plus the chosen C).
+    coefs : sequence of str, optional
+        Coefficients to plot (default all).
+    figsize : tuple of float, optional
+        Figure size in inches.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (not shown; save it with ``savefig``).
+    """
     names = _coefs(lf, coefs)
     grid = np.asarray(C_grid if C_grid is not None else np.geomspace(0.02, 50.0, 60), float)
     grid = np.unique(np.concatenate([grid[grid > 0], [lf.C_] if 0 < lf.C_ < np.inf else []]))

@@ -1,6 +1,7 @@
 """Figures of comparison studies (inputs: the tables of :mod:`hetmtl.studies.report`).
 
 What to use when:
+
 - spread of a metric over replicates per method and setting (the source papers' RMSE boxplots):
   :func:`metric_boxplot` on :func:`~hetmtl.studies.report.replicate_frame`;
 - a metric's mean ± 1.96 SE against a numeric grid parameter (MSE vs η): :func:`metric_curve`;
@@ -21,7 +22,24 @@ def _methods(df: pd.DataFrame, methods: Sequence[str] | None) -> list[str]:
 
 
 def metric_boxplot(rep: pd.DataFrame, metric: str, methods: Sequence[str] | None = None, ncols: int = 4) -> Figure:
-    """One panel per setting, one box per method (values: one per replicate)."""
+    """One panel per setting, one box per method (values: one per replicate).
+
+    Parameters
+    ----------
+    rep : pandas.DataFrame
+        Replicate table (:func:`~hetmtl.studies.replicate_frame`).
+    metric : str
+        The metric column.
+    methods : sequence of str, optional
+        Methods to show, in order (default all).
+    ncols : int
+        Panels per row.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (not shown; save it with ``savefig``).
+    """
     if metric not in rep.columns:
         raise ValueError(f"metric {metric!r} not in the replicate table (columns: {list(rep.columns)})")
     methods = _methods(rep, methods)
@@ -50,8 +68,26 @@ def _x_values(summary: pd.DataFrame, x: str) -> pd.Series:
 
 
 def metric_curve(summary: pd.DataFrame, x: str, metric: str, methods: Sequence[str] | None = None) -> Figure:
-    """Mean ± 1.96 SE of ``metric`` against grid parameter ``x``, one line per method (and per
-    combination of the other grid parameters, if any vary)."""
+    """Mean ± 1.96 SE of a metric against a numeric grid parameter, one line per method.
+
+    One line per method and per combination of the other grid parameters, if any vary.
+
+    Parameters
+    ----------
+    summary : pandas.DataFrame
+        Summary table (:func:`~hetmtl.studies.summary_table`).
+    x : str
+        The numeric grid parameter.
+    metric : str
+        The metric.
+    methods : sequence of str, optional
+        Methods to show, in order (default all).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (not shown; save it with ``savefig``).
+    """
     s = summary[summary["metric"] == metric].copy()
     if s.empty:
         raise ValueError(f"metric {metric!r} not in the summary table")
@@ -74,8 +110,27 @@ def metric_curve(summary: pd.DataFrame, x: str, metric: str, methods: Sequence[s
 
 
 def coverage_plot(summary: pd.DataFrame, x: str, methods: Sequence[str] | None = None, nominal: float = 0.95) -> Figure:
-    """Mean CI coverage against ``x`` per method, the nominal level and the ±1.96 Monte Carlo
-    band of a coverage estimate from the smallest number of replicates in the table."""
+    """Mean CI coverage against a grid parameter per method, with the nominal level.
+
+    The ±1.96 Monte Carlo band of a coverage estimate is drawn for the smallest number of
+    replicates in the table.
+
+    Parameters
+    ----------
+    summary : pandas.DataFrame
+        Summary table (:func:`~hetmtl.studies.summary_table`) with a ``coverage`` metric.
+    x : str
+        The numeric grid parameter.
+    methods : sequence of str, optional
+        Methods to show, in order (default all).
+    nominal : float
+        Nominal coverage.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (not shown; save it with ``savefig``).
+    """
     s = summary[summary["metric"] == "coverage"].copy()
     if s.empty:
         raise ValueError("the summary table has no 'coverage' metric")

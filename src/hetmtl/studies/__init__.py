@@ -1,6 +1,7 @@
 """Comparison studies: settings × methods × replicates, resumable, local or on a Dask cluster.
 
 What to use when:
+
 - run a built-in study: ``hetmtl study run latefusion-eta --reps 20 --jobs 2`` or
   ``run_study(get_study("latefusion-eta"), "out/")``;
 - your own study: build a :class:`Study` (or write YAML/TOML, :meth:`Study.from_file`) with a

@@ -1,6 +1,7 @@
 """Built-in studies: the source papers' headline experiments, runnable by name (``hetmtl study list``).
 
 What to use when:
+
 - ``latefusion-eta``: late-fusion Scenario 1 across the heterogeneity η — per-site DML (ITL) and,
   when :class:`~hetmtl.latefusion.LateFusion` is installed, the fused estimators (squared, group)
   on the same per-site fits: bias, MSE (avg and max over sites), CI coverage and width;
@@ -33,7 +34,7 @@ The defaults are the full protocols: use ``--reps`` (and ``--timeout``) for a qu
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -66,22 +67,58 @@ FAMILY_CHECKS = {
 
 
 def family_available(family: str) -> bool:
+    """Whether a method family can be imported here.
+
+    Parameters
+    ----------
+    family : {"latefusion", "fusion", "encoders", "blockwise"}
+        The family.
+
+    Returns
+    -------
+    bool
+        True when its estimator imports.
+    """
     module, attr = FAMILY_CHECKS[family]
     return _importable(module, attr)
 
 
 def list_studies() -> list[dict]:
-    """Every built-in study with its family, description and whether it can run here."""
+    """Every built-in study with its family, description and whether it can run here.
+
+    Returns
+    -------
+    list of dict
+        ``name``, ``family``, ``available``, ``description``.
+    """
     return [{"name": n, "family": f, "available": family_available(f), "description": d}
             for n, (f, d, _) in _BUILDERS.items()]
 
 
 def available_studies() -> list[str]:
+    """Names of the built-in studies whose family can be imported here.
+
+    Returns
+    -------
+    list of str
+        Study names.
+    """
     return [s["name"] for s in list_studies() if s["available"]]
 
 
 def get_study(name: str) -> Study:
-    """The built-in study ``name`` (its family must be importable)."""
+    """A built-in study by name (its family must be importable).
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`list_studies`' names.
+
+    Returns
+    -------
+    Study
+        The study with its full protocol (use ``with_reps`` for a quick look).
+    """
     if name not in _BUILDERS:
         raise ValueError(f"unknown built-in study {name!r}; built-in studies: {sorted(_BUILDERS)}")
     family, _, build = _BUILDERS[name]
@@ -251,7 +288,7 @@ def encoders_method(rep: Replicate, name: str = "dual", **common) -> list[dict]:
     return [{"task": str(r.task), "n_train": int(r.n_train), "rmse": float(r.rmse)} for r in table.itertuples()]
 
 
-#: Settings every fit of the dual-encoder paper's benchmarks shares (spec dual_encoder.md §5c).
+#: Settings every fit of the dual-encoder paper's benchmarks shares.
 ENCODER_COMMON = {"n_shared": 4, "n_specific": 2, "hidden": [32], "max_epochs": 400, "patience": 30, "lam_orth": 0.01}
 #: The λ (= lam_alpha = lam_beta) grid the tuned fits choose from by summed validation MSE.
 ENCODER_LAMS = (0.003, 0.03, 0.3)
@@ -334,7 +371,7 @@ def encoder_methods(experiment: str) -> list[MethodSpec]:
     lams = (0.0, *ENCODER_LAMS) if experiment == "heterogeneity" else ENCODER_LAMS
     specs += [MethodSpec(lam_label("dual_lam", v), "encoders-fit", {"method": "dual", "lam": v, **common}) for v in lams]
     specs += [MethodSpec(label, "encoders-fit", {**c, **common}) for label, c in shared_c.items()]
-    if experiment == "ablation":  # spec §8.3: alpha not centred
+    if experiment == "ablation":  # ablation design: alpha not centred
         specs.append(MethodSpec("no_center_alpha", "encoders-fit",
                                 {"method": "dual", "lam": 0.03, "center_alpha": False, **common}))
     others = {"ablation": ("shared_only", "specific_only", "no_orth", "no_integration", "stl", "pooled", "hps"),
@@ -355,6 +392,8 @@ ENCODER_DESIGN = {"n_tasks": 5, "d": 10, "covariate_shift": 1.0, "noise": 0.5}
 
 
 def _encoders_bench(experiment: str) -> Study:
+    grid: dict[str, Any]
+    fixed: dict[str, Any]
     grid, fixed = {}, dict(ENCODER_DESIGN)
     if experiment == "ablation":
         fixed.update(n=100, posterior_drift=1.5, n_drifted=3)
@@ -544,4 +583,4 @@ for _setting, (_table, _vary) in BLOCKWISE_SETTINGS.items():
     _BUILDERS[f"blockwise-{_setting}"] = ("blockwise", f"{_methods}, MTL-HMB paper (arXiv 2505.24413) "
                                                        f"setting {_setting} ({_table}; varies "
                                                        f"{_vary}), authors' code grid, seeds 0-19: test RMSE per task",
-                                          (lambda s=_setting: blockwise_study(s)))
+                                          (lambda s=_setting: blockwise_study(s)))  # type: ignore[misc]

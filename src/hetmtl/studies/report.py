@@ -1,6 +1,7 @@
 """Study reports: summary tables, paired differences, figures, comparison with reference values.
 
 What to use when:
+
 - everything at once (CSV + Markdown + PNG into the study directory): :func:`write_report`;
 - a table in Python: :func:`load_results` then :func:`summary_table`, :func:`paired_differences`,
   :func:`compare_reference`.
@@ -29,7 +30,17 @@ UNIT_COLUMNS = ("site", "task", "unit")
 
 @dataclass
 class StudyResults:
-    """A study's description (``spec``), successful metric rows (``frame``) and job records."""
+    """A study's description, successful metric rows and job records.
+
+    Parameters
+    ----------
+    spec : dict
+        The study description (:meth:`Study.to_dict <hetmtl.studies.Study.to_dict>`).
+    frame : pandas.DataFrame
+        Successful metric rows (:meth:`ResultStore.frame <hetmtl.studies.ResultStore.frame>`).
+    records : pandas.DataFrame
+        Job records (:meth:`ResultStore.records <hetmtl.studies.ResultStore.records>`).
+    """
 
     spec: dict
     frame: pd.DataFrame
@@ -37,19 +48,35 @@ class StudyResults:
 
     @property
     def grid_keys(self) -> list[str]:
+        """Names of the grid parameters."""
         return list(self.spec.get("grid") or {})
 
     @property
     def methods(self) -> list[str]:
+        """Method names, in study order."""
         return [m["name"] for m in self.spec["methods"]]
 
     @property
     def failures(self) -> pd.DataFrame:
+        """The failed jobs.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``setting``, ``replicate``, ``method`` and ``error`` of every failed record.
+        """
         r = self.records
         return r.loc[r.status == "failed", ["setting", "replicate", "method", "error"]].reset_index(drop=True)
 
     def metrics(self) -> list[str]:
-        """The summarised metric columns: the study's ``metrics`` or every numeric column."""
+        """Metric columns of the results.
+
+        Returns
+        -------
+        list of str
+            The study's ``metrics`` (plus ``seconds``) when given, else every numeric column
+            methods returned.
+        """
         if self.spec.get("metrics"):  # those some method returned (a method may have failed everywhere)
             return [m for m in dict.fromkeys([*self.spec["metrics"], "seconds"]) if m in self.frame.columns]
         skip = set(ID_COLUMNS) | set(UNIT_COLUMNS) | set(self.grid_keys)
@@ -58,7 +85,20 @@ class StudyResults:
 
 
 def load_results(directory: str | Path, study: str | None = None) -> StudyResults:
-    """Read a study directory written by :func:`~hetmtl.studies.runner.run_study`."""
+    """Read a study directory written by :func:`~hetmtl.studies.run_study`.
+
+    Parameters
+    ----------
+    directory : str or pathlib.Path
+        The study's output directory.
+    study : str, optional
+        Study name (needed when the store holds several).
+
+    Returns
+    -------
+    StudyResults
+        Description, metric rows and job records.
+    """
     path = Path(directory) / STORE_NAME
     if not path.exists():
         raise FileNotFoundError(f"no results store {path}; run the study first")
@@ -90,7 +130,20 @@ def _param_columns(res: StudyResults) -> pd.DataFrame:
 
 
 def replicate_frame(res: StudyResults, metrics: Sequence[str] | None = None) -> pd.DataFrame:
-    """One row per (setting, replicate, method): metrics averaged over sites/tasks within the replicate."""
+    """One row per (setting, replicate, method): metrics averaged over sites/tasks within the replicate.
+
+    Parameters
+    ----------
+    res : StudyResults
+        Output of :func:`load_results`.
+    metrics : sequence of str, optional
+        Metric columns (default the study's metrics).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The replicate table.
+    """
     metrics = list(metrics or res.metrics())
     f = res.frame
     if f.empty:
@@ -111,7 +164,20 @@ def _order_methods(df: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
 
 
 def summary_table(res: StudyResults, metrics: Sequence[str] | None = None) -> pd.DataFrame:
-    """Long table by setting × method × metric: n_reps (successful replicates), mean, sd, se."""
+    """Long table by setting × method × metric: n_reps (successful replicates), mean, sd, se.
+
+    Parameters
+    ----------
+    res : StudyResults
+        Output of :func:`load_results`.
+    metrics : sequence of str, optional
+        Metric columns (default the study's metrics).
+
+    Returns
+    -------
+    pandas.DataFrame
+        With the grid parameters as columns.
+    """
     metrics = list(metrics or res.metrics())
     rep = replicate_frame(res, metrics)
     long = rep.melt(id_vars=["setting_index", "setting", "replicate", "method"], value_vars=metrics,
@@ -127,8 +193,24 @@ def summary_table(res: StudyResults, metrics: Sequence[str] | None = None) -> pd
 
 
 def paired_differences(res: StudyResults, metric: str, baseline: str | None = None, level: float = 0.95) -> pd.DataFrame:
-    """Per setting, every method minus ``baseline`` (default: the study's first method) on the
-    replicates where both succeeded: n_reps, mean_diff, sd, se and a t-interval at ``level``."""
+    """Per setting, every method minus a baseline on the replicates where both succeeded.
+
+    Parameters
+    ----------
+    res : StudyResults
+        Output of :func:`load_results`.
+    metric : str
+        The metric.
+    baseline : str, optional
+        Baseline method (default the study's first method).
+    level : float
+        Level of the t-interval.
+
+    Returns
+    -------
+    pandas.DataFrame
+        n_reps, mean_diff, sd, se and the t-interval (``ci_low``, ``ci_high``).
+    """
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     from scipy import stats
@@ -162,9 +244,24 @@ def paired_differences(res: StudyResults, metric: str, baseline: str | None = No
 
 
 def unit_summary(res: StudyResults, metric: str) -> pd.DataFrame:
-    """For methods returning one row per site/task: the per-unit mean over replicates
-    (e.g. MSE_k = mean_r (θ̂_k − θ_k)²), then its average and maximum over units (avg-MSE, max-MSE)
-    by setting × method. Empty when the results have no unit column."""
+    """Per-unit means over replicates, then their average and maximum over units.
+
+    For methods returning one row per site/task: the per-unit mean over replicates (e.g.
+    MSE_k = mean_r (θ̂_k − θ_k)²), then its average and maximum over units (avg-MSE, max-MSE)
+    by setting × method.
+
+    Parameters
+    ----------
+    res : StudyResults
+        Output of :func:`load_results`.
+    metric : str
+        The metric.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Empty when the results have no unit column.
+    """
     f = res.frame
     unit = next((c for c in UNIT_COLUMNS if c in f.columns), None)
     cols = ["setting_index", "setting", *res.grid_keys, "method", "metric", "unit", "n_units", "avg", "max", "max_at"]
@@ -194,10 +291,25 @@ def _key(v) -> str:
 
 
 def compare_reference(summary: pd.DataFrame, reference: pd.DataFrame | str | Path, grid_keys: Sequence[str]) -> pd.DataFrame:
-    """Reference values next to ours with per-row deltas (ours − reference, relative delta, and
-    delta in SEs). ``reference`` has columns ``method``, ``metric``, ``value`` and either
-    ``setting`` or some grid parameters, optionally ``sd`` (the reference's SD over replicates,
-    kept as ``reference_sd``), ``source`` and ``note``; rows we did not run get NaN."""
+    """Reference values next to ours with per-row deltas.
+
+    Parameters
+    ----------
+    summary : pandas.DataFrame
+        Output of :func:`summary_table`.
+    reference : pandas.DataFrame, str or pathlib.Path
+        Columns ``method``, ``metric``, ``value`` and either ``setting`` or some grid
+        parameters, optionally ``sd`` (the reference's SD over replicates, kept as
+        ``reference_sd``), ``source`` and ``note``; a CSV path is read.
+    grid_keys : sequence of str
+        The study's grid parameters.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The reference rows with ``ours``, ``delta`` (ours − reference), ``rel_delta`` and
+        ``delta_in_se``; rows we did not run get NaN.
+    """
     ref = pd.read_csv(reference) if not isinstance(reference, pd.DataFrame) else reference.copy()
     need = {"method", "metric", "value"}
     if not need <= set(ref.columns):
@@ -228,7 +340,20 @@ def _fmt(mean: float, se: float) -> str:
 
 
 def markdown_tables(summary: pd.DataFrame, methods: Sequence[str]) -> str:
-    """One Markdown table per metric: rows are settings, cells ``mean (SE)`` per method."""
+    """One Markdown table per metric: rows are settings, cells ``mean (SE)`` per method.
+
+    Parameters
+    ----------
+    summary : pandas.DataFrame
+        Output of :func:`summary_table`.
+    methods : sequence of str
+        Column order.
+
+    Returns
+    -------
+    str
+        Markdown.
+    """
     parts = []
     for metric, block in summary.groupby("metric", sort=False):
         cols = [m for m in methods if m in set(block["method"])]
@@ -250,9 +375,31 @@ def _frame_markdown(df: pd.DataFrame) -> str:
 
 def write_report(directory: str | Path, *, out: str | Path | None = None, reference: str | Path | None = None,
                  baseline: str | None = None, figures: bool = True, study: str | None = None) -> dict[str, Path]:
-    """Write ``summary.csv``, ``paired_<metric>.csv``, ``failures.csv``, ``report.md``, figures
-    (PNG) and, with reference values (argument or the study's ``reference``), ``reference.csv``.
-    Returns the written paths by name."""
+    """Write the report of a study directory.
+
+    ``summary.csv``, ``paired_<metric>.csv``, ``failures.csv``, ``report.md``, figures (PNG) and,
+    with reference values, ``reference.csv``.
+
+    Parameters
+    ----------
+    directory : str or pathlib.Path
+        The study's output directory.
+    out : str or pathlib.Path, optional
+        Where to write (default ``directory/report``).
+    reference : str or pathlib.Path, optional
+        Reference CSV (default the study's ``reference``).
+    baseline : str, optional
+        Baseline of the paired differences (default the first method).
+    figures : bool
+        Also draw the figures.
+    study : str, optional
+        Study name (needed when the store holds several).
+
+    Returns
+    -------
+    dict
+        The written paths by name.
+    """
     res = load_results(directory, study)
     out = Path(out or Path(directory) / "report")
     out.mkdir(parents=True, exist_ok=True)
@@ -331,6 +478,7 @@ def _figures(res: StudyResults, summary: pd.DataFrame, out: Path) -> dict[str, P
                  and pd.api.types.is_numeric_dtype(pd.to_numeric(summary[k], errors="coerce"))
                  and pd.to_numeric(summary[k], errors="coerce").notna().all()]
     rep = replicate_frame(res, metrics)
+    metric: str
     for metric in [m for m in ("rmse", "rmse_avg", "mse") if m in metrics]:
         fig = metric_boxplot(rep, metric, methods=res.methods)
         p = out / f"boxplot_{metric}.png"

@@ -1,6 +1,7 @@
 """Running a study: every (setting, replicate) is one independent, seeded job.
 
 What to use when:
+
 - on this machine: ``run_study(study, out, n_jobs=2)`` (joblib processes; ``n_jobs=1`` runs
   in-process, which is easiest to debug);
 - on a Dask cluster: ``run_study(study, out, scheduler="tcp://host:8786")`` (or a
@@ -54,7 +55,25 @@ class Job:
 
 @dataclass
 class RunResult:
-    """What :func:`run_study` did: jobs in the study, skipped (already stored), run, and failures."""
+    """What :func:`run_study` did.
+
+    Parameters
+    ----------
+    study : str
+        Study name.
+    path : pathlib.Path
+        The output directory.
+    n_jobs : int
+        Jobs in the study (settings × replicates).
+    n_skipped : int
+        Jobs already stored.
+    n_run : int
+        Jobs run now.
+    n_failed : int
+        Jobs with at least one failed method.
+    seconds : float
+        Wall-clock time.
+    """
 
     study: str
     path: Path
@@ -272,7 +291,23 @@ def _run_job_forked(study: Study, job: Job, n_threads: int | None, timeout: floa
 
 def run_job(study: Study, job: Job, n_threads: int | None = 1, timeout: float | None = None) -> list[dict]:
     """Generate the job's data once and run the requested methods on it; never raises.
-    With ``timeout`` (seconds) the job runs in a forked child process that is killed at the limit."""
+
+    Parameters
+    ----------
+    study : Study
+        The study.
+    job : Job
+        One setting × replicate and the methods to run.
+    n_threads : int or None
+        BLAS / torch thread cap while the job runs (``None``: no cap).
+    timeout : float, optional
+        Seconds; the job then runs in a forked child process that is killed at the limit.
+
+    Returns
+    -------
+    list of dict
+        One record per method (status ``ok`` with metric rows, or ``failed`` with the error).
+    """
     if timeout is None:
         return list(_iter_job(study, job, n_threads))
     return _run_job_forked(study, job, n_threads, timeout)
@@ -373,16 +408,39 @@ def run_study(
     only: Mapping[str, Sequence] | None = None,
     methods: Sequence[str] | None = None,
 ) -> RunResult:
-    """Run (or resume) ``study`` into directory ``out`` (``out/results.sqlite``, ``out/study.yaml``).
+    """Run (or resume) a study into a directory (``out/results.sqlite``, ``out/study.yaml``).
 
-    ``n_reps`` overrides the study's replicates; ``n_jobs`` local worker processes (joblib), or
-    ``scheduler`` a Dask scheduler address / ``distributed.Client`` (then ``n_jobs`` is ignored).
-    ``threads_per_worker`` caps BLAS/torch threads in each job (``None``: no cap).
-    ``retry_failed`` re-runs methods recorded as failed. ``timeout`` (seconds; default the
-    study's ``timeout``) stops a job that runs longer: it is recorded as failed ("timed out after
-    N s"; methods it finished before keep their results) and the other jobs go on; each job then
-    runs in a forked child process (POSIX). ``only`` (``{grid parameter: [values]}``) and
-    ``methods`` (names) run a subset now; the rest stays pending. Returns a :class:`RunResult`.
+    Parameters
+    ----------
+    study : Study
+        The study.
+    out : str or pathlib.Path
+        Output directory; jobs already stored there are skipped.
+    n_reps : int, optional
+        Override the study's replicates.
+    n_jobs : int
+        Local worker processes (joblib; -1: all cores).
+    scheduler : str or distributed.Client, optional
+        A Dask scheduler address or client (then ``n_jobs`` is ignored).
+    threads_per_worker : int or None
+        BLAS / torch thread cap in each job (``None``: no cap).
+    progress : bool
+        Show a progress bar.
+    retry_failed : bool
+        Re-run methods recorded as failed.
+    timeout : float, optional
+        Seconds (default the study's ``timeout``): a job that runs longer is recorded as failed
+        ("timed out after N s"; methods it finished before keep their results) and the other
+        jobs go on; each job then runs in a forked child process (POSIX).
+    only : mapping, optional
+        ``{grid parameter: [values]}``: run a subset of settings now; the rest stays pending.
+    methods : sequence of str, optional
+        Run only these methods now.
+
+    Returns
+    -------
+    RunResult
+        Counts of jobs and the time taken.
     """
     if scheduler is not None and n_jobs not in (1, None):
         raise ValueError("pass either n_jobs (local) or scheduler (Dask), not both")

@@ -1,6 +1,7 @@
 """Study descriptions: a data generator over a parameter grid, methods with options, replicates, seeds.
 
 What to use when:
+
 - in Python: build a :class:`Study` directly (generators and methods as callables or names);
 - from a file: :meth:`Study.from_file` reads YAML (``.yaml``/``.yml``) or TOML (``.toml``);
 - a method or generator you want to refer to by name in files: :func:`register_method`,
@@ -41,7 +42,18 @@ _METHOD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+\-]*$")  # e.g. "dual_lam=
 
 
 def register_method(name: str) -> Callable[[Callable], Callable]:
-    """Decorator: make ``fn(rep, **options)`` available to study files as ``name``."""
+    """Decorator: make ``fn(rep, **options)`` available to study files as ``name``.
+
+    Parameters
+    ----------
+    name : str
+        The name study files use (``fn: name``).
+
+    Returns
+    -------
+    callable
+        The decorator (it returns ``fn`` unchanged).
+    """
     def deco(fn: Callable) -> Callable:
         _METHODS[name] = fn
         return fn
@@ -49,7 +61,18 @@ def register_method(name: str) -> Callable[[Callable], Callable]:
 
 
 def register_generator(name: str) -> Callable[[Callable], Callable]:
-    """Decorator: make ``fn(**params, random_state=...)`` available to study files as ``name``."""
+    """Decorator: make ``fn(**params, random_state=...)`` available to study files as ``name``.
+
+    Parameters
+    ----------
+    name : str
+        The name study files use (``generator: name``).
+
+    Returns
+    -------
+    callable
+        The decorator (it returns ``fn`` unchanged).
+    """
     def deco(fn: Callable) -> Callable:
         _GENERATORS[name] = fn
         return fn
@@ -57,7 +80,20 @@ def register_generator(name: str) -> Callable[[Callable], Callable]:
 
 
 def resolve(ref: str | Callable, kind: str = "method") -> Callable:
-    """A callable from a registered name or ``"module:attribute"``."""
+    """A callable from a registered name or ``"module:attribute"``.
+
+    Parameters
+    ----------
+    ref : str or callable
+        A registered name, ``"package.module:function"`` or a callable (returned as is).
+    kind : {"method", "generator"}
+        Which registry to search.
+
+    Returns
+    -------
+    callable
+        The resolved function.
+    """
     if callable(ref):
         return ref
     registry = _METHODS if kind == "method" else _GENERATORS
@@ -81,7 +117,18 @@ def resolve(ref: str | Callable, kind: str = "method") -> Callable:
 
 
 def callable_ref(fn: str | Callable | None) -> str | None:
-    """The name under which ``fn`` can be written into a study file."""
+    """The name under which a callable can be written into a study file.
+
+    Parameters
+    ----------
+    fn : str, callable or None
+        A function (or a name, returned as is).
+
+    Returns
+    -------
+    str or None
+        Its registered name, else ``"module:qualname"``.
+    """
     if fn is None or isinstance(fn, str):
         return fn
     for reg in (_METHODS, _GENERATORS):
@@ -93,7 +140,18 @@ def callable_ref(fn: str | Callable | None) -> str | None:
 
 @dataclass
 class MethodSpec:
-    """One compared method: a label, the callable (or its name) and keyword options."""
+    """One compared method: a label, the callable (or its name) and keyword options.
+
+    Parameters
+    ----------
+    name : str
+        Label in the results (letters, digits, ``_ . = + -``).
+    fn : str or callable
+        ``fn(rep, **options)`` returning a dict of metrics or a list of dicts; or its registered
+        name or ``"module:function"``.
+    options : dict
+        Keyword options passed to ``fn``.
+    """
 
     name: str
     fn: str | Callable
@@ -104,8 +162,24 @@ class MethodSpec:
 class Replicate:
     """What every method of one (setting, replicate) receives; identical for all methods (paired).
 
-    Each method gets its own copy of ``data`` and ``splits``; ``cache`` is shared by the methods of
-    the replicate (e.g. per-site fits that several fusion methods start from)."""
+    Each method gets its own copy of ``data`` and ``splits``; ``cache`` is shared by the methods
+    of the replicate (e.g. per-site fits that several fusion methods start from).
+
+    Parameters
+    ----------
+    data : object
+        The generator's output.
+    setting : dict
+        The grid values of this setting.
+    replicate : int
+        Replicate number.
+    seed : int
+        The methods' seed.
+    splits : object, optional
+        The splitter's output (drawn once per replicate).
+    cache : dict
+        Shared between the methods of the replicate.
+    """
 
     data: Any
     setting: dict
@@ -128,7 +202,18 @@ def _jsonable(v: Any) -> Any:
 
 
 def setting_label(setting: Mapping[str, Any]) -> str:
-    """Stable text key of a setting, e.g. ``"eta=0.5,n_sites=10"`` (grid order)."""
+    """Stable text key of a setting, e.g. ``"eta=0.5,n_sites=10"`` (grid order).
+
+    Parameters
+    ----------
+    setting : mapping
+        Grid values.
+
+    Returns
+    -------
+    str
+        The key (``"default"`` for an empty setting).
+    """
     if not setting:
         return "default"
     return ",".join(f"{k}={json.dumps(_jsonable(v), separators=(',', ':'))}" for k, v in setting.items())
@@ -136,14 +221,42 @@ def setting_label(setting: Mapping[str, Any]) -> str:
 
 @dataclass
 class Study:
-    """A comparison study: ``generator`` over the product of ``grid`` (plus ``fixed`` arguments),
-    ``methods`` on every replicate, ``n_reps`` replicates per setting, master ``seed``.
+    """A comparison study: a generator over a parameter grid, methods on every replicate, seeds.
 
-    ``metrics`` lists the columns the report summarises (default: every numeric column methods
-    return, plus ``seconds``). ``seed_stride``: integer seeds ``seed + seed_stride * replicate``
-    instead of spawned ones (see the module docstring). ``timeout``: seconds a job (one setting ×
-    replicate, all its methods) may run before it is stopped and recorded as failed. ``reference`` is a CSV of published/expected values (columns: the
-    grid parameters or ``setting``, ``method``, ``metric``, ``value``) compared in the report.
+    Parameters
+    ----------
+    name : str
+        Identifier (letters, digits, ``_ . -``).
+    generator : str or callable
+        ``generator(**fixed, **setting, random_state=data_seed)`` returns a replicate's data; or
+        its registered name or ``"module:function"``.
+    methods : sequence of MethodSpec or dict
+        The compared methods.
+    grid : dict
+        Parameter name to a list of values; the settings are their product.
+    fixed : dict
+        Further generator arguments, the same in every setting.
+    n_reps : int
+        Replicates per setting.
+    seed : int
+        Master seed (see the module notes).
+    splitter : str or callable, optional
+        ``splitter(data, seed)`` draws the replicate's splits once, so every method sees the
+        same rows.
+    metrics : list of str, optional
+        Columns the report summarises (default: every numeric column methods return, plus
+        ``seconds``).
+    reference : str, optional
+        CSV of published / expected values (columns: the grid parameters or ``setting``,
+        ``method``, ``metric``, ``value``) compared in the report.
+    description : str
+        Free text.
+    seed_stride : int, optional
+        Integer seeds ``seed + seed_stride * replicate`` instead of spawned ones (see the
+        module notes).
+    timeout : float, optional
+        Seconds a job (one setting × replicate, all its methods) may run before it is stopped
+        and recorded as failed.
     """
 
     name: str
@@ -165,6 +278,7 @@ class Study:
 
     # ----------------------------------------------------------------------------- checks
     def validate(self) -> None:
+        """Check names, seeds, grid, options and methods; raise ``ValueError`` naming the problem."""
         where = f"study {self.name!r}"
         if not isinstance(self.name, str) or not _NAME.match(self.name):
             raise ValueError(f"study name must be a non-empty identifier (letters, digits, _ . -), got {self.name!r}")
@@ -225,12 +339,31 @@ class Study:
 
     # ----------------------------------------------------------------------------- grid
     def settings(self) -> list[dict]:
-        """Every setting (one dict of grid values each), in grid order."""
+        """Every setting (one dict of grid values each), in grid order.
+
+        Returns
+        -------
+        list of dict
+            The settings.
+        """
         keys = list(self.grid)
         return [dict(zip(keys, combo)) for combo in itertools.product(*(self.grid[k] for k in keys))]
 
     def seeds(self, setting_index: int, replicate: int) -> tuple[int, int]:
-        """(data seed, method seed) of one replicate; independent of n_reps and the grid size."""
+        """(data seed, method seed) of one replicate; independent of n_reps and the grid size.
+
+        Parameters
+        ----------
+        setting_index : int
+            Position of the setting in :meth:`settings`.
+        replicate : int
+            Replicate number.
+
+        Returns
+        -------
+        tuple of int
+            The data seed and the methods' seed.
+        """
         if self.seed_stride is not None:
             s = int(self.seed) + int(self.seed_stride) * int(replicate)
             return s, s
@@ -239,11 +372,29 @@ class Study:
         return int(data_seed), int(method_seed)
 
     def n_jobs(self, n_reps: int | None = None) -> int:
+        """Number of jobs (settings × replicates).
+
+        Parameters
+        ----------
+        n_reps : int, optional
+            Replicates per setting (default the study's).
+
+        Returns
+        -------
+        int
+            Number of jobs.
+        """
         return len(self.settings()) * int(n_reps or self.n_reps)
 
     # ----------------------------------------------------------------------------- I/O
     def data_key(self) -> dict:
-        """What determines the replicates' data: a restarted study must agree on it."""
+        """What determines the replicates' data: a restarted study must agree on it.
+
+        Returns
+        -------
+        dict
+            Generator, grid, fixed arguments, seed, splitter (and seed stride).
+        """
         key = {"generator": callable_ref(self.generator), "grid": _jsonable(self.grid),
                "fixed": _jsonable(self.fixed), "seed": int(self.seed), "splitter": callable_ref(self.splitter)}
         if self.seed_stride is not None:  # only when set: stores written before the option stay valid
@@ -251,6 +402,13 @@ class Study:
         return key
 
     def to_dict(self) -> dict:
+        """The study as a plain dict (the format of study files).
+
+        Returns
+        -------
+        dict
+            JSON/YAML-serialisable description; callables are written as names.
+        """
         return {
             "name": self.name, "description": self.description, "generator": callable_ref(self.generator),
             "grid": _jsonable(self.grid), "fixed": _jsonable(self.fixed), "n_reps": int(self.n_reps),
@@ -263,6 +421,21 @@ class Study:
 
     @classmethod
     def from_dict(cls, obj: Mapping, source: str = "study") -> "Study":
+        """Build a study from a plain dict (a parsed study file).
+
+        Parameters
+        ----------
+        obj : mapping
+            Keys ``name``, ``generator``, ``methods`` (a list, or a mapping label → ``{fn,
+            options}``) and optionally the other :class:`Study` fields.
+        source : str
+            Name of the source, used in error messages.
+
+        Returns
+        -------
+        Study
+            The validated study.
+        """
         if not isinstance(obj, Mapping):
             raise ValueError(f"{source}: a study description must be a mapping, got {type(obj).__name__}")
         allowed = {"name", "description", "generator", "grid", "fixed", "n_reps", "seed", "splitter",
@@ -294,11 +467,25 @@ class Study:
 
     @classmethod
     def from_file(cls, path: str | Path) -> "Study":
-        """Read a YAML or TOML study description."""
+        """Read a YAML (``.yaml``, ``.yml``) or TOML (``.toml``) study description.
+
+        Parameters
+        ----------
+        path : str or pathlib.Path
+            The file.
+
+        Returns
+        -------
+        Study
+            The validated study.
+        """
         path = Path(path)
         text = path.read_text()
         if path.suffix.lower() == ".toml":
-            import tomllib
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib
 
             obj = tomllib.loads(text)
         elif path.suffix.lower() in (".yaml", ".yml"):
@@ -310,12 +497,30 @@ class Study:
         return cls.from_dict(obj, source=str(path))
 
     def to_yaml(self) -> str:
+        """The study as YAML text (:meth:`to_dict`).
+
+        Returns
+        -------
+        str
+            YAML that :meth:`from_file` reads back.
+        """
         import yaml
 
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def with_reps(self, n_reps: int | None) -> "Study":
-        """A copy with another number of replicates (``None``: unchanged)."""
+        """A copy with another number of replicates.
+
+        Parameters
+        ----------
+        n_reps : int or None
+            Replicates per setting (``None``: unchanged).
+
+        Returns
+        -------
+        Study
+            The copy (or the study itself).
+        """
         from dataclasses import replace
 
         return self if n_reps is None else replace(self, n_reps=int(n_reps))

@@ -58,7 +58,15 @@ def _clean(v: Any) -> Any:
 
 
 class ResultStore:
-    """The results database of one study directory (``results.sqlite``)."""
+    """The results database of one study directory (``results.sqlite``).
+
+    Usable as a context manager (closes the connection on exit).
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The SQLite file (created with its parent directories when missing).
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -68,6 +76,7 @@ class ResultStore:
             self._conn.executescript(SCHEMA)
 
     def close(self) -> None:
+        """Close the database connection."""
         self._conn.close()
 
     def __enter__(self) -> "ResultStore":
@@ -78,7 +87,15 @@ class ResultStore:
 
     # ----------------------------------------------------------------------------- study
     def register_study(self, spec: dict, data_key: dict) -> None:
-        """Record the study description; refuse a restart whose data would differ."""
+        """Record the study description; refuse a restart whose data would differ.
+
+        Parameters
+        ----------
+        spec : dict
+            :meth:`Study.to_dict <hetmtl.studies.Study.to_dict>` of the study.
+        data_key : dict
+            :meth:`Study.data_key <hetmtl.studies.Study.data_key>`; must match a previous run.
+        """
         name = spec["name"]
         row = self._conn.execute("SELECT data_key FROM studies WHERE name = ?", (name,)).fetchone()
         key = json.dumps(data_key, sort_keys=True)
@@ -95,20 +112,61 @@ class ResultStore:
             )
 
     def study_specs(self) -> list[dict]:
+        """The descriptions of every study in the store, oldest first.
+
+        Returns
+        -------
+        list of dict
+            :meth:`Study.to_dict <hetmtl.studies.Study.to_dict>` outputs.
+        """
         return [json.loads(s) for (s,) in self._conn.execute("SELECT spec FROM studies ORDER BY created")]
 
     # ----------------------------------------------------------------------------- jobs
     def finished(self, study: str) -> set[tuple[str, int, str]]:
-        """(setting, replicate, method) already recorded (ok or failed)."""
+        """(setting, replicate, method) already recorded (ok or failed).
+
+        Parameters
+        ----------
+        study : str
+            Study name.
+
+        Returns
+        -------
+        set of tuple
+            The recorded keys.
+        """
         cur = self._conn.execute("SELECT setting, replicate, method FROM results WHERE study = ?", (study,))
         return {(s, int(r), m) for s, r, m in cur}
 
     def delete_failed(self, study: str) -> int:
+        """Delete the failed records of a study (so a rerun retries them).
+
+        Parameters
+        ----------
+        study : str
+            Study name.
+
+        Returns
+        -------
+        int
+            Number of records deleted.
+        """
         with self._conn:
             return self._conn.execute("DELETE FROM results WHERE study = ? AND status = 'failed'", (study,)).rowcount
 
     def append(self, records: Iterable[dict]) -> int:
-        """Insert one job's records atomically; already-present keys are ignored. Returns rows inserted."""
+        """Insert one job's records atomically; already-present keys are ignored.
+
+        Parameters
+        ----------
+        records : iterable of dict
+            One record per (setting, replicate, method) with status, error, seconds and metric rows.
+
+        Returns
+        -------
+        int
+            Rows inserted.
+        """
         now = datetime.now(timezone.utc).isoformat()
         values = [
             (r["study"], r["setting"], int(r["setting_index"]), json.dumps(_clean(r["params"])), int(r["replicate"]),
@@ -127,7 +185,18 @@ class ResultStore:
 
     # ----------------------------------------------------------------------------- reading
     def records(self, study: str | None = None) -> pd.DataFrame:
-        """One row per (study, setting, replicate, method) with status, error and seconds."""
+        """One row per (study, setting, replicate, method) with status, error and seconds.
+
+        Parameters
+        ----------
+        study : str, optional
+            A study name (default: every study in the store).
+
+        Returns
+        -------
+        pandas.DataFrame
+            The job records.
+        """
         q = "SELECT study, setting, setting_index, params, replicate, method, status, error, seconds FROM results"
         args: tuple = ()
         if study is not None:
@@ -136,8 +205,19 @@ class ResultStore:
         return df
 
     def frame(self, study: str | None = None) -> pd.DataFrame:
-        """Successful results, one row per metric row a method returned, with the setting's
-        parameters as columns, ``replicate``, ``method``, ``seconds`` and the metrics."""
+        """Successful results, one row per metric row a method returned.
+
+        Parameters
+        ----------
+        study : str, optional
+            A study name (default: every study in the store).
+
+        Returns
+        -------
+        pandas.DataFrame
+            The setting's parameters as columns, ``replicate``, ``method``, ``seconds`` and the
+            metrics.
+        """
         q = "SELECT study, setting, setting_index, params, replicate, method, seconds, rows FROM results WHERE status = 'ok'"
         args: tuple = ()
         if study is not None:
