@@ -37,7 +37,7 @@ R_VENDORED := glmnetcr pryr BlockMissingData ebci
 CRAN ?= https://cloud.r-project.org
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test test-python test-r test-vignettes docs r-deps r-debs r-vendored venv deps install \
+.PHONY: demo test typecheck test-python test-r test-vignettes docs r-deps r-debs r-vendored venv deps install \
 	install-test install-docs dev bench clean
 
 # Build requirements from pyproject.toml ([build-system] requires, then what the backend asks for
@@ -102,7 +102,11 @@ dev:
 demo: install
 	$(PY) -m hetmtl.demo --out $(DEMO_DIR)
 
-test: test-python test-r test-vignettes docs
+test: typecheck test-python test-r test-vignettes docs
+
+# Static types of the package (pyproject's [tool.mypy]); part of `make test`.
+typecheck: install-test
+	$(PY) -m mypy src/hetmtl
 
 test-python: install-test
 	cd tests && $(abspath $(PY)) -m pytest -q -p no:cacheprovider .

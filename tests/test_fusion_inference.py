@@ -96,3 +96,22 @@ def test_contrast_of_the_only_coefficient_is_the_coefficient_table(penalty):
                                   check_exact=False, rtol=1e-12, atol=1e-12)
     sites = fit.confint(0.95).drop(index=CENTRE, level="site")
     np.testing.assert_allclose(sites["2.5 %"], con["2.5 %"], rtol=1e-12)
+
+
+def test_group_post_fusion_interval_covers_the_fused_sites_not_the_mean_effect():
+    """The group penalty's centre interval is conditional on the fused set S: it covers the
+    precision-weighted mean of the fused sites' true effects, not θ_0 once sites differ."""
+    rng = np.random.default_rng(77)
+    cover_s, cover_0 = [], []
+    for _ in range(120):
+        theta, theta_hat = draw(rng, 1.5)
+        fit = LateFusion(penalty="group", C=1.0).fit(SummaryTable.from_estimates(theta_hat, se=SE))
+        S = np.asarray(fit.fused_, bool)
+        c = fit.centre_frame(0.95).iloc[0]
+        lo, hi = c["post-fusion 2.5 %"], c["post-fusion 97.5 %"]
+        w = 1.0 / SE[S] ** 2
+        target = float(np.sum(w * theta[S]) / np.sum(w))
+        cover_s.append(lo <= target <= hi)
+        cover_0.append(lo <= THETA0 <= hi)
+    assert np.mean(cover_s) >= 0.88
+    assert np.mean(cover_0) < np.mean(cover_s) - 0.05

@@ -138,7 +138,7 @@ def test_latefusion_builtin_method_against_truth(tmp_path):
     assert len(rows) == 3 and set(rows.site) == {"site01", "site02", "site03"}
     data_seed, method_seed = s.seeds(0, 0)
     sim = latefusion_generator(eta=0.5, n_sites=3, n_range=(150, 150), random_state=data_seed)
-    est = MultiSiteDML(model="ate", ml_outcome=LinearRegression(), ml_treatment=LogisticRegression(max_iter=1000),
+    est = MultiSiteDML(model="ate", ml_outcome=LinearRegression(), ml_treatment=LogisticRegression(max_iter=1000), n_rep=1,
                        n_folds=2, random_state=method_seed).fit(sim.data)
     tab = est.summary_frame()
     for k, r in enumerate(rows.sort_values("site").itertuples()):
@@ -181,7 +181,7 @@ def test_latefusion_fused_methods_share_the_site_fits(tmp_path):
     assert len(f) == 12 and f.loc["sq", "fused"].isin([0.0, 1.0]).all()
     data_seed, method_seed = s.seeds(0, 0)
     sim = latefusion_generator(eta=0.25, n_sites=4, n_range=(120, 120), random_state=data_seed)
-    dml = MultiSiteDML(model="ate", ml_outcome=LinearRegression(), ml_treatment=LogisticRegression(max_iter=1000),
+    dml = MultiSiteDML(model="ate", ml_outcome=LinearRegression(), ml_treatment=LogisticRegression(max_iter=1000), n_rep=1,
                        n_folds=2, random_state=method_seed).fit(sim.data)
     np.testing.assert_allclose(f.loc["itl", "estimate"], dml.summary_frame()["coef"])
     for name, opts in (("sq", {"penalty": "squared"}), ("grp", {"penalty": "group", "n_boot": 200})):

@@ -1,7 +1,7 @@
 # Per-site double machine learning (late-fusion Step 1).
 
 site_dml <- function(formula, data, treatment, site, model = c("plr", "ate", "cate", "blp"),
-                     modifiers = NULL, n_folds = 5L, n_rep = 1L, clip = 0.01, seed = NULL, n_jobs = 1L) {
+                     modifiers = NULL, n_folds = 5L, n_rep = NULL, clip = 0.01, seed = NULL, n_jobs = 1L) {
   model <- match.arg(model)
   if (!inherits(formula, "formula") || length(formula) != 3) stop("formula must be two-sided: y ~ x1 + x2 + ...", call. = FALSE)
   if (!is.data.frame(data)) stop("data must be a data.frame", call. = FALSE)
@@ -18,7 +18,7 @@ site_dml <- function(formula, data, treatment, site, model = c("plr", "ate", "ca
     y = as_py_list(y), d = as_py_list(d), x = as_py_list(X), nrow = nrow(X), x_cols = as.list(colnames(X)),
     site = as.list(as.character(data[[site]])), z = if (is.null(Z)) NULL else as_py_list(Z),
     z_cols = if (is.null(Z)) NULL else as.list(colnames(Z)), y_col = yname, d_col = treatment,
-    model = model, n_folds = as.integer(n_folds), n_rep = as.integer(n_rep), clip = clip,
+    model = model, n_folds = as.integer(n_folds), n_rep = if (is.null(n_rep)) NULL else as.integer(n_rep), clip = clip,
     random_state = if (is.null(seed)) NULL else as.integer(seed), n_jobs = as.integer(n_jobs)
   )
   new_hetmtl_dml(res, model, match.call())

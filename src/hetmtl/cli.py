@@ -245,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     summ.add_argument("--basis-scale", default=None, help="comma-separated scales of the --z columns (pooled SDs)")
     summ.add_argument("--model", default="plr", choices=["plr", "ate", "cate", "blp"])
     summ.add_argument("--folds", type=int, default=5)
-    summ.add_argument("--n-rep", type=int, default=1)
+    summ.add_argument("--n-rep", type=int, default=None,
+                      help="cross-fitting repetitions (default: SiteDML's, chosen with its default learners)")
     summ.add_argument("--tuning-folds", default="reuse", choices=["reuse", "nested"])
     summ.add_argument("--seed", type=int, default=0)
     summ.add_argument("--out", required=True, help="summary JSON path")

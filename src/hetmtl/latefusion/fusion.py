@@ -445,11 +445,11 @@ class LateFusion(BaseEstimator):
 
     @property
     def eb_fit_(self) -> "LateFusion | None":
-        """"group" with ci="robust_eb": the squared-penalty (random-effects, ``tau2="eb"``) fit whose robust
+        """"group": the squared-penalty (random-effects, ``tau2="eb"``) fit whose robust
         EB intervals are reported beside the group estimates; None otherwise."""
 
         def make():
-            if self.ci != "robust_eb" or self.penalty != "group" or len(self.sites_) < 3:
+            if self.penalty != "group" or len(self.sites_) < 3:
                 return None
             return clone(self).set_params(
                 penalty="squared", tau2="eb", C=None, lambdas=None, metric="matched", loss_matrix="vcov",
@@ -594,7 +594,7 @@ class LateFusion(BaseEstimator):
                 lo[:, i], hi[:, i] = est[:, i] - half, est[:, i] + half
         else:
             src = self if self.penalty == "squared" else self.eb_fit_
-            assert src is not None  # None only for penalty="group" without ci="robust_eb"
+            assert src is not None  # a "group" fit of 3 sites or more (fewer returned above)
             P, G = src.problem_.squared_map(src.C_)
             est = src.coef_ @ C.T
             src_vcov = src.vcov_

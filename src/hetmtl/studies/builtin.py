@@ -139,8 +139,12 @@ def latefusion_generator(scenario: int = 1, n_sites: int = 10, eta: float = 0.5,
 
 
 def _learners(kind: str, seed: int):
-    if kind == "forest":
-        return None, None  # SiteDML's random-forest defaults, seeded by random_state
+    if kind == "forest":  # SiteDML's learners before the ridge sieve became the default
+        from hetmtl.latefusion.dml import forest_classifier, forest_regressor
+
+        return forest_regressor(seed), forest_classifier(seed + 1)
+    if kind == "default":
+        return None, None  # SiteDML's defaults (ridge sieves), seeded by random_state
     if kind == "linear":
         from sklearn.linear_model import LinearRegression, LogisticRegression
 
@@ -149,7 +153,7 @@ def _learners(kind: str, seed: int):
         from sklearn.linear_model import LassoCV, LogisticRegressionCV
 
         return LassoCV(cv=3, random_state=seed), LogisticRegressionCV(cv=3, max_iter=1000)
-    raise ValueError(f"learners must be 'forest', 'linear' or 'lasso', got {kind!r}")
+    raise ValueError(f"learners must be 'default', 'forest', 'linear' or 'lasso', got {kind!r}")
 
 
 def _site_dml_fit(rep: Replicate, model: str, learners: str, n_folds: int, tuning_folds: str | None):
@@ -160,7 +164,8 @@ def _site_dml_fit(rep: Replicate, model: str, learners: str, n_folds: int, tunin
 
         ml_y, ml_d = _learners(learners, rep.seed)
         est = MultiSiteDML(model=model, ml_outcome=ml_y, ml_treatment=ml_d, n_folds=n_folds,
-                           tuning_folds=tuning_folds, random_state=rep.seed)
+                           n_rep=None if learners == "default" else 1, tuning_folds=tuning_folds,
+                           random_state=rep.seed)
         rep.cache[key] = est.fit(rep.data.data)
     return rep.cache[key]
 
