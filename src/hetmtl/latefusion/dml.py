@@ -255,7 +255,8 @@ class LogisticRidgeALO(ClassifierMixin, BaseEstimator):
         order = np.argsort(alphas)[::-1]  # strong → weak penalty, warm starts
         beta = np.zeros(A.shape[1])
         beta[0] = np.log(y.mean() / (1.0 - y.mean()))
-        mean, se, betas = np.empty(alphas.size), np.empty(alphas.size), [None] * alphas.size
+        mean, se = np.empty(alphas.size), np.empty(alphas.size)
+        betas: list[np.ndarray] = [beta] * alphas.size  # each entry replaced in the loop below
         for j in order:
             beta, p, w, H = self._newton(A, y, float(alphas[j]), beta)
             a = np.einsum("ij,ji->i", A, np.linalg.solve(H, A.T))
@@ -613,7 +614,7 @@ class SiteDML(InferenceMixin, BaseEstimator):
         unknown = sorted(set(predictions) - set(allowed))
         if unknown:
             raise DataValidationError(f"model {self.model!r} takes external predictions {allowed}, got {unknown}")
-        reps: list[dict] = [{} for _ in range(n_rep)]
+        reps: list[dict | None] = [{} for _ in range(n_rep)]
         for key, value in predictions.items():
             arr = np.asarray(value, dtype=float)
             arr = arr[:, None] if arr.ndim == 1 else arr
@@ -622,7 +623,9 @@ class SiteDML(InferenceMixin, BaseEstimator):
             if not np.all(np.isfinite(arr)):
                 raise DataValidationError(f"external prediction {key!r} has non-finite values")
             for r in range(n_rep):
-                reps[r][key] = arr[:, r]
+                rep = reps[r]
+                assert rep is not None  # built as dicts above
+                rep[key] = arr[:, r]
         return reps
 
     # ------------------------------------------------------------------ fit

@@ -1,6 +1,8 @@
-"""Simulated multi-site data for late fusion (the spec's Scenarios 1–4, "in the spirit of" seed 000).
+"""Simulated multi-site data for late fusion (scenarios in the spirit of the late-fusion paper,
+Bhattacharya, Chen & Liang, arXiv 2507.07941).
 
 What to use when:
+
 - Scenario 1 — scalar effect (ATE / PLR): θ_k = θ_0 + η ξ_k, ξ_k ~ N(0, 1);
 - Scenario 2 — linear CATE τ_k(x) = (1, x)'θ_k, θ_k = θ_0 + η u_k with u_k uniform on the sphere;
 - Scenario 3 — Scenario 1 or 2 plus a fraction ``outlier_frac`` of sites moved by 5·u_k;
