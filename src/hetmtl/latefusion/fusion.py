@@ -147,7 +147,7 @@ class LateFusion(BaseEstimator):
     fused_ : ndarray (K,) of bool
         Sites fused with the centre (θ̃_k = θ̃_0).
     C_, tau2_ : float
-        Tuning constant (λ_k = C_·shape_k) and, for "squared" with the τ² parametrisation, τ².
+        Tuning constant (λ_k = ``C_`` · shape_k) and, for "squared" with the τ² parametrisation, τ².
     sites_, coef_names_ : list of str
         Site and coefficient names.
     dml_coef_, dml_vcov_ : ndarray

@@ -1,6 +1,7 @@
 """Random-effects meta-analysis of per-site estimates: τ², the centre, HKSJ, prediction intervals, BLUPs.
 
 What to use when:
+
 - :func:`random_effects` — the whole random-effects analysis of K per-site estimates in one call
   (metafor's ``rma()``, ``confint()``, ``predict()`` and ``blup()`` for an intercept-only model,
   generalised to d-dimensional site estimates). Returns a :class:`RandomEffects`.
