@@ -29,3 +29,21 @@ def write_results(name: str, table: pd.DataFrame, title: str, notes: list[str]) 
     lines = [f"# {title}", "", f"Machine: {machine()}", "", *[f"- {n}" for n in notes], "", table.to_markdown(index=False)]
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def failed_replicates(store: Path, studies) -> list[tuple[str, pd.Series, float]]:
+    """Per study with failed jobs in ``store``: (name, failed replicates per setting, share of the
+    failed jobs that are a site with fewer treated/control units than folds)."""
+    from hetmtl.studies import load_results
+
+    out = []
+    for study in studies:
+        d = store / study.name
+        if not (d / "results.sqlite").exists():
+            continue
+        f = load_results(d).failures
+        if f.empty:
+            continue
+        fold = f.error.str.contains("fewer than the").mean()
+        out.append((study.name, f.groupby("setting").replicate.nunique(), float(fold)))
+    return out

@@ -28,7 +28,6 @@ from pathlib import Path
 
 import math
 
-import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 

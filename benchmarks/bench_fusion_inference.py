@@ -65,6 +65,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from benchmarks._util import failed_replicates
 from hetmtl.studies import MethodSpec, Study, load_results, run_study
 
 HERE = Path(__file__).resolve().parent
@@ -429,20 +430,10 @@ def goals(t: pd.DataFrame) -> pd.DataFrame:
 
 
 def failures(store: Path = STORE) -> list[str]:
-    out = []
-    for study in studies():
-        d = store / study.name
-        if not (d / "results.sqlite").exists():
-            continue
-        f = load_results(d).failures
-        if f.empty:
-            continue
-        per = f.groupby("setting").replicate.nunique()
-        fold = f.error.str.contains("fewer than the").mean()
-        out.append(f"{study.name}: " + ", ".join(f"{k}: {v}" for k, v in per.items())
-                   + f" replicates ({fold:.0%} of the failed jobs: a site with fewer treated or control units than "
-                   "the 5 folds, refused by MultiSiteDML's validation; both Step-1 fits fail alike)")
-    return out
+    return [f"{name}: " + ", ".join(f"{k}: {v}" for k, v in per.items())
+            + f" replicates ({fold:.0%} of the failed jobs: a site with fewer treated or control units than "
+            "the 5 folds, refused by MultiSiteDML's validation; both Step-1 fits fail alike)"
+            for name, per, fold in failed_replicates(store, studies())]
 
 
 def _fmt_table(t: pd.DataFrame, names: tuple, with_len: bool = True, extra: tuple = ()) -> str:

@@ -17,7 +17,6 @@ Rows:
 from __future__ import annotations
 
 import argparse
-import os
 import time
 import warnings
 from pathlib import Path
@@ -142,7 +141,6 @@ def public_vs_cvxpy(rng, K: int = 1000, d: int = 5) -> list[dict]:
             fit = est.fit(fresh)
             first = min(first, time.perf_counter() - t)
         t_refit, fit = timed(lambda: est.fit(table), repeat=7)
-        prob = _core.FusionProblem(theta, H, w, shape)
         t_kernel, sol = timed(lambda: _core.FusionProblem(theta, H, w, shape).solve(1.0, penalty, metric), repeat=7)
         total, _, T, _ = cvxpy_solve(theta, H, w, shape, 1.0, penalty, metric)
         rows.append({"penalty": penalty, "metric": metric if penalty == "group" else "", "K": K, "d": d,

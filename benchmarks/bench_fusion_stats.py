@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from benchmarks._util import failed_replicates
 from hetmtl.studies import (MethodSpec, Replicate, Study, load_results, paired_differences, run_study,
                             unit_summary)
 from hetmtl.studies.builtin import _truth, fused_interval_frame, interval_rows
@@ -271,20 +272,10 @@ def recommendation(table: pd.DataFrame) -> str:
 
 
 def failures(out: Path) -> list[str]:
-    lines = []
-    for study in studies():
-        d = out / study.name
-        if not (d / "results.sqlite").exists():
-            continue
-        f = load_results(d).failures
-        if f.empty:
-            continue
-        per = f.groupby("setting").replicate.nunique()
-        reasons = f.error.str.extract(r"(DataValidationError: [^\n]*?fewer than the \d+ folds)")[0].notna().mean()
-        lines.append(f"{study.name}: failed replicates per point " + ", ".join(f"{k}: {v}" for k, v in per.items())
-                     + f" ({reasons:.0%} of the failed jobs: a site with fewer treated/control units than folds, "
-                     "refused by MultiSiteDML's validation for every method alike)")
-    return lines
+    return [f"{name}: failed replicates per point " + ", ".join(f"{k}: {v}" for k, v in per.items())
+            + f" ({fold:.0%} of the failed jobs: a site with fewer treated/control units than folds, "
+            "refused by MultiSiteDML's validation for every method alike)"
+            for name, per, fold in failed_replicates(out, studies())]
 
 
 READING = [

@@ -1,6 +1,5 @@
 """BlockwiseData container, stacked design for MBI, and the simulation designs."""
 import numpy as np
-import pandas as pd
 import pytest
 
 from hetmtl.blockwise.simulate import SETTINGS, exchangeable_cov, setting_params, simulate_blockwise

@@ -1,6 +1,5 @@
 """Batched grid training (== one by one), Step 1 imputation, paired splits, estimator API."""
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 

@@ -122,7 +122,6 @@ def test_ablation_switches():
     none = DualEncoderMTL(lam_orth=0.0, random_state=0, **kw).fit(data)
 
     def overlap(m):
-        from hetmtl.encoders.model import Padded
 
         pad = m._padded(data)
         with torch.no_grad():

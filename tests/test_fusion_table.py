@@ -141,7 +141,7 @@ def test_estimates_table_errors_name_row_and_column():
         SummaryTable.from_frame(good.drop(columns="se"))
     with pytest.raises(SummaryValidationError, match="row 2: estimate 'x'"):
         SummaryTable.from_frame(good.assign(estimate=["0.1", "x", "0.3"]))
-    with pytest.raises(SummaryValidationError, match="site 1: se must be positive"):
+    with pytest.raises(SummaryValidationError, match="site 'b': se must be positive"):
         SummaryTable.from_frame(good.assign(se=[0.1, -1.0, 0.2]))
     with pytest.raises(SummaryValidationError, match="appears twice"):
         SummaryTable.from_frame(pd.concat([good, good.iloc[[0]]]))

@@ -12,8 +12,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from hetmtl.latefusion.meta import (_re_pieces, _reml_nll, _reml_score, estimate_tau2, heterogeneity, random_effects,
-                                    tau2_qprofile_ci)
+from hetmtl.latefusion.meta import (_re_pieces, _reml_nll, _reml_score, estimate_tau2, heterogeneity, random_effects)
 
 DATA = Path(__file__).resolve().parent / "data" / "ebci" / "metafor_bcg.json"
 BCG = json.loads(DATA.read_text())

@@ -48,6 +48,8 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
+from hetmtl.inference.tables import _level_names
+
 __all__ = ["RandomEffects", "TAU2_METHODS", "TESTS", "estimate_tau2", "heterogeneity", "random_effects",
            "tau2_qprofile_ci"]
 
@@ -274,12 +276,6 @@ def _as_model_inputs(theta, V, se, sites) -> tuple[np.ndarray, np.ndarray, bool]
             want = f"(K,) = {(K,)}" if d == 1 else f"(K, d) = {(K, d)} or (K, d, d) = {(K, d, d)}"
             raise ValueError(f"V must have shape {want} to match theta {theta.shape}, got {M.shape}")
     return T, Vm, scalar
-
-
-def _level_names(level: float) -> tuple[str, str]:
-    a = (1.0 - level) / 2.0
-    fmt = lambda q: f"{100 * q:.10g} %"  # noqa: E731  ('2.5 %', as statsmodels/DoubleML/metafor's confint)
-    return fmt(a), fmt(1.0 - a)
 
 
 def _check_level(level: float) -> float:

@@ -265,20 +265,15 @@ class SiteSummary:
         SiteSummary
             The validated summary.
         """
+        from hetmtl.latefusion.table import SummaryTable  # the table imports this module
+
         theta = np.atleast_1d(np.asarray(theta, float))
-        d = theta.shape[0]
-        if (vcov is None) == (se is None):
-            raise SummaryValidationError(f"site {site!r}: give exactly one of vcov and se")
-        if se is not None:
-            se = np.atleast_1d(np.asarray(se, float))
-            if se.shape != (d,) or not np.all(np.isfinite(se) & (se > 0)):
-                raise SummaryValidationError(f"site {site!r}: se must be {d} positive finite number(s), got {se}")
-            V = np.diag(se**2)
-        else:
-            V = np.atleast_2d(np.asarray(vcov, float))
-        names = (["theta"] if d == 1 else [f"theta{j}" for j in range(d)]) if coef_names is None else list(coef_names)
-        return cls(site=str(site), model=ESTIMATES, coef_names=names, n=n, theta=theta, J=np.eye(d),
-                   Omega=V * (1 if n is None else n), n_folds=2, n_rep=1)
+        table = SummaryTable.from_estimates(
+            theta[None], None if vcov is None else np.asarray(vcov, float)[None],
+            se=None if se is None else np.atleast_1d(np.asarray(se, float))[None],
+            n=None if n is None else [n], sites=[site], coef_names=coef_names,
+        )
+        return table.to_summaries()[0]
 
     @property
     def se(self) -> np.ndarray:

@@ -369,6 +369,9 @@ class SummaryTable:
         if theta.ndim != 2:
             raise SummaryValidationError(f"theta must be (K,) or (K, d), got shape {theta.shape}")
         K, d = theta.shape
+        sites = [f"study {k + 1}" for k in range(K)] if sites is None else [str(s) for s in sites]
+        if len(sites) != K:
+            raise SummaryValidationError(f"{len(sites)} site names for {K} estimates")
         if (vcov is None) == (se is None):
             raise SummaryValidationError("give exactly one of vcov (K, d, d) and se (K,) or (K, d)")
         if se is not None:
@@ -378,7 +381,7 @@ class SummaryTable:
             bad = ~(np.isfinite(se) & (se > 0)).all(axis=1)
             if bad.any():
                 k = _first(bad)
-                raise SummaryValidationError(f"site {k}: se must be positive and finite, got {se[k]}")
+                raise SummaryValidationError(f"site {sites[k]!r}: se must be positive and finite, got {se[k]}")
             V = np.zeros((K, d, d))
             V[:, np.arange(d), np.arange(d)] = se**2
         else:
@@ -394,9 +397,6 @@ class SummaryTable:
             if n_raw.shape != (K,) or not np.issubdtype(n_raw.dtype, np.number) or np.any(n_raw != np.round(n_raw)):
                 raise SummaryValidationError(f"n must be {K} positive integers")
             n_arr, n_given = n_raw.astype(np.int64), True
-        sites = [f"study {k + 1}" for k in range(K)] if sites is None else [str(s) for s in sites]
-        if len(sites) != K:
-            raise SummaryValidationError(f"{len(sites)} site names for {K} estimates")
         names = [f"theta{j}" if d > 1 else "theta" for j in range(d)] if coef_names is None else list(coef_names)
         eye = np.broadcast_to(np.eye(d), (K, d, d))
         return cls(sites, ESTIMATES, names, n_arr, theta, eye, V * n_arr[:, None, None], n_given=n_given)
