@@ -2,17 +2,13 @@
 from __future__ import annotations
 
 import functools
-import os
+
+from hetmtl._validation import check_n_jobs
 
 
 def resolve_n_jobs(n_jobs: int | None) -> int:
-    """Threads for ``n_jobs``: None → 1, −1 → all cores, k ≥ 1 → k; anything else is refused."""
-    if n_jobs is None:
-        return 1
-    n = int(n_jobs)
-    if n == 0 or n < -1:
-        raise ValueError(f"n_jobs must be None, -1 or >= 1, got {n_jobs!r}")
-    return (os.cpu_count() or 1) if n == -1 else n
+    """Threads for ``n_jobs`` by joblib's convention (None → 1, −1 → all cores, −2 → all but one)."""
+    return check_n_jobs(n_jobs)
 
 
 @functools.lru_cache(maxsize=1)
