@@ -98,3 +98,14 @@ def test_check_is_fitted():
         v.check_is_fitted(e, "coef_")
     e.coef_ = 1
     v.check_is_fitted(e, ["coef_"])
+
+
+def test_progress_silent_and_verbose(capsys):
+    from hetmtl._progress import check_verbose, progress
+
+    assert list(progress(range(3), "fit", verbose=0)) == [0, 1, 2]
+    assert capsys.readouterr().err == ""
+    assert list(progress(range(3), "fit sites", verbose=1)) == [0, 1, 2]
+    assert "fit sites" in capsys.readouterr().err
+    with pytest.raises(ParameterError, match="verbose"):
+        check_verbose(-1)
