@@ -45,3 +45,17 @@ def test_shrinkage_path_goes_from_sites_to_centre(fitted):
     # small C: near the site estimates; large C: spread shrinks toward the centre
     np.testing.assert_allclose(first, fitted.dml_coef_[:, 0], atol=0.05)
     assert np.ptp(last) < np.ptp(first)
+
+
+def test_forest_plot_joint_intervals():
+    sums, _ = make_summaries(np.random.default_rng(5), K=5, d=2, eta=0.1)
+    fit = LateFusion(penalty="squared", tau2="reml", ci="bootstrap", n_boot=200, random_state=1).fit(sums)
+    fig = forest_plot(fit, joint=True)
+    segs = [c for c in fig.axes[0].collections if isinstance(c, LineCollection)][1].get_segments()
+    joint = fit.confint(joint=True).xs(fit.coef_names_[0], level="coef").loc[fit.sites_]
+    np.testing.assert_allclose(sorted(s[0][0] for s in segs), sorted(joint["2.5 %"]))
+    pointwise = fit.confint().xs(fit.coef_names_[0], level="coef").loc[fit.sites_]
+    assert np.all(joint["2.5 %"].to_numpy() < pointwise["2.5 %"].to_numpy())
+    assert "simultaneous intervals" in fig._suptitle.get_text()
+    with pytest.raises(ValueError, match="joint"):
+        forest_plot(fit, joint="yes")

@@ -89,8 +89,14 @@ def test_tables_and_summary():
     close(p[["pi.lb", "pi.ub"]].to_numpy(), [BCG["REML"]["pi"]])
     f = res.fe_frame()
     close(f[["coef", "std err"]].to_numpy(), [[BCG["FE"]["est"], BCG["FE"]["se"]]])
-    text = res.summary()
-    assert "tau^2 = 0.3132" in text and "Q(12)" in text and "Knapp-Hartung" in text
+    summ = res.summary()
+    from statsmodels.iolib.summary import Summary
+
+    assert isinstance(summ, Summary)
+    text = str(summ)
+    assert text == summ.as_text() and "tau^2:" in text and "0.3132 (Q-profile" in text
+    assert "Q(12)" in text and "Knapp-Hartung" in text and "P>|t|" in text
+    assert "<table" in summ.as_html() and "tabular" in summ.as_latex()
     assert repr(res).startswith("RandomEffects(K=13, d=1, tau2=0.313243 (reml)")
     with pytest.raises(ValueError):
         res.mu[0] = 1.0  # read-only

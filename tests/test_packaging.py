@@ -163,13 +163,15 @@ def test_makefile_installs_from_pyproject_extras():
     assert torch_req.specifier.contains(pinned), f"TORCH_PIN {pin} outside the nets extra {torch_req}"
     # the test extras cover what the tests import from outside the package
     test_names = {Requirement(r).name.lower() for r in extras["test"]}
-    assert {"pytest", "doubleml", "cvxpy", "dask", "statsmodels", "tabulate", "hypothesis"} <= test_names
+    base_names = {Requirement(r).name.lower() for r in _pyproject()["project"]["dependencies"]}
+    assert {"pytest", "doubleml", "cvxpy", "dask", "tabulate", "hypothesis"} <= test_names
+    assert {"statsmodels", "formulaic"} <= base_names  # summary() objects, formula constructors
 
 
 def test_base_dependencies_are_light():
-    """torch and statsmodels are not core dependencies (extras `nets`, `test`)."""
+    """torch and rpy2 are not core dependencies (extras `nets`, `r`)."""
     deps = " ".join(_pyproject()["project"]["dependencies"]).lower()
-    assert "torch" not in deps and "statsmodels" not in deps and "rpy2" not in deps
+    assert "torch" not in deps and "rpy2" not in deps
     assert re.search(r"joblib>=1\.4", deps)
     assert "tomli" in deps
 

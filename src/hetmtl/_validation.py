@@ -59,7 +59,10 @@ def check_float(value: Any, name: str, *, low: float | None = None, high: float 
         return None
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise ParameterError(f"{name} must be a real number, got {_describe(value)}")
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:
+        raise ParameterError(f"{name} must be a finite number, got {_describe(value)}") from None
     if np.isnan(v) or (np.isinf(v) and not allow_inf):
         raise ParameterError(f"{name} must be a finite number, got {v}")
     if low is not None and (v < low or (low_open and v == low)):

@@ -78,6 +78,20 @@ class StackedDesign:
         return out
 
 
+def _real_array(a, where: str) -> np.ndarray:
+    """``a`` as a float array; complex, dates/times and text refused (never truncated)."""
+    from hetmtl.data._arrays import as_float_array
+
+    arr = np.asarray(a) if not hasattr(a, "to_numpy") else a
+    ndim = np.ndim(arr)
+    if ndim not in (1, 2):
+        try:
+            return np.asarray(a, dtype=float)
+        except (TypeError, ValueError) as exc:
+            raise DataValidationError(f"{where}: must be numeric ({exc})") from None
+    return as_float_array(a, ndim, where)
+
+
 def _rows(idx: np.ndarray, limit: int = 5) -> str:
     shown = ", ".join(str(int(i)) for i in idx[:limit])
     return shown + (", ..." if idx.size > limit else "")
@@ -217,9 +231,11 @@ class BlockwiseData:
                 if c in seen:
                     raise DataValidationError(f"column {c!r} is in blocks {seen[c]!r} and {n!r}")
                 seen[c] = n
-        non_numeric = [c for c in [y_col, *cols] if not pd.api.types.is_numeric_dtype(df[c])]
-        if non_numeric:
-            raise DataValidationError(f"column(s) {non_numeric} are not numeric")
+        from hetmtl.data.multisite import _check_numeric_columns
+
+        if df.shape[0] == 0:
+            raise DataValidationError("the data frame has 0 rows")
+        _check_numeric_columns(df, [y_col, *cols])
         if df[task_col].isna().any():
             raise DataValidationError(
                 f"column {task_col!r}: missing task label in row(s) {_rows(np.flatnonzero(df[task_col].isna().to_numpy()))}"
@@ -253,10 +269,7 @@ class BlockwiseData:
     # ------------------------------------------------------------------ validation
     def _as_block(self, t: int, s: int, a) -> np.ndarray:
         where = f"task {self.task_names[t]!r}, block {self.source_names[s]!r}"
-        try:
-            arr = np.asarray(a, dtype=float)
-        except (TypeError, ValueError) as exc:
-            raise DataValidationError(f"{where}: must be numeric ({exc})") from None
+        arr = _real_array(a, where)
         if arr.ndim == 1:
             arr = arr[:, None]
         if arr.ndim != 2:
@@ -275,10 +288,7 @@ class BlockwiseData:
 
     def _as_response(self, t: int, a) -> np.ndarray:
         where = f"task {self.task_names[t]!r}, response"
-        try:
-            arr = np.asarray(a, dtype=float)
-        except (TypeError, ValueError) as exc:
-            raise DataValidationError(f"{where}: must be numeric ({exc})") from None
+        arr = _real_array(a, where)
         if arr.ndim == 2 and arr.shape[1] == 1:
             arr = arr[:, 0]
         if arr.ndim != 1:

@@ -1,9 +1,10 @@
 """Multi-task regression data: per-task features ``X_r`` (n_r x p, one p for all tasks) and
 outcomes ``y_r``, validated on entry (input of the dual-encoder family).
 
-Build it with :meth:`MultiTaskData.from_arrays` (lists of per-task arrays or a dict) or
-:meth:`MultiTaskData.from_dataframe` (one frame with a task column). Errors name the task and
-column at fault; nothing is dropped.
+Build it with :meth:`MultiTaskData.from_arrays` (lists of per-task arrays or a dict),
+:meth:`MultiTaskData.from_dataframe` (one frame with a task column) or
+:meth:`MultiTaskData.from_formula` (a formula on one frame). Errors name the task and column at
+fault; nothing is dropped; complex numbers, dates and text are refused.
 """
 from __future__ import annotations
 
@@ -77,7 +78,12 @@ class MultiTaskData:
             raise DataValidationError(f"got {len(tasks)} task labels for {len(X)} tasks")
         if len(set(tasks)) != len(tasks):
             raise DataValidationError(f"duplicate task labels in {tasks}")
+        texts = [str(t) for t in tasks]
+        if len(set(texts)) != len(texts):
+            raise DataValidationError(f"task labels {tasks} are distinct values with the same text (e.g. 1 and '1'); "
+                                      "use one type for the task labels")
         self.y_col = str(y_col)
+        self.formula: str | None = None
         self._tasks: list[TaskArrays] = []
         p = None
         for t, Xr, yr in zip(tasks, X, y):
@@ -187,13 +193,64 @@ class MultiTaskData:
         if df[task_col].isna().any():
             rows = np.flatnonzero(df[task_col].isna().to_numpy())
             raise DataValidationError(f"column {task_col!r}: missing task label in row(s) {_rows(rows)}")
-        non_numeric = [c for c in [y_col, *x_cols] if not pd.api.types.is_numeric_dtype(df[c])]
-        if non_numeric:
-            raise DataValidationError(f"column(s) {non_numeric} are not numeric; encode categorical features first")
+        from hetmtl.data.multisite import _check_numeric_columns
+
+        if df.shape[0] == 0:
+            raise DataValidationError("the data frame has 0 rows")
+        _check_numeric_columns(df, [y_col, *x_cols])
         keys = list(pd.unique(df[task_col]))
         groups = [df[df[task_col] == k] for k in keys]
-        return cls([g[x_cols].to_numpy(float) for g in groups], [g[y_col].to_numpy(float) for g in groups], keys,
+        return cls([g[x_cols] for g in groups], [g[y_col] for g in groups], keys,
                    x_cols=x_cols, y_col=y_col, **kwargs)
+
+    @classmethod
+    def from_formula(cls, formula: str, data: pd.DataFrame, *, task: str, **kwargs) -> "MultiTaskData":
+        """Build from a formula (formulaic, R/patsy syntax) on one DataFrame with a task column.
+
+        ``MultiTaskData.from_formula("log(y) ~ x1 + log(x2) + C(g)", df, task="hospital")``: the
+        left side is the outcome (transformed), the right side the features (no intercept column;
+        ``C()`` dummies against a reference level), built on all rows at once so every task gets
+        the same encoding. Missing values are refused (nothing is dropped).
+
+        Parameters
+        ----------
+        formula : str
+            ``"outcome ~ features"``.
+        data : pandas.DataFrame
+            One row per observation.
+        task : str
+            The task column (not part of the formula).
+        **kwargs
+            ``min_rows`` as in :class:`MultiTaskData`.
+
+        Returns
+        -------
+        MultiTaskData
+            The validated data; ``formula`` holds the formula.
+        """
+        from hetmtl.data._formula import model_frame
+        from hetmtl.exceptions import ParameterError
+
+        if not isinstance(data, pd.DataFrame):
+            raise ParameterError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+        if not isinstance(task, str) or task not in data.columns:
+            raise DataValidationError(f"task column {task!r} is not in the data frame")
+        if not isinstance(formula, str) or not formula.strip():
+            raise ParameterError(f"formula must be a non-empty formula string, got {formula!r}")
+        if "~" not in formula:
+            raise DataValidationError(f"formula {formula!r} needs an outcome: 'y ~ features'")
+        y, y_name, X = model_frame(formula, data, forbidden={task: "task"})
+        if X.shape[1] == 0:
+            raise DataValidationError(f"formula {formula!r} gives no feature columns")
+        if data[task].isna().any():
+            rows = np.flatnonzero(data[task].isna().to_numpy())
+            raise DataValidationError(f"column {task!r}: missing task label in row(s) {_rows(rows)}")
+        labels = data[task].to_numpy(object)
+        keys = list(pd.unique(data[task]))
+        out = cls([X.to_numpy()[labels == k] for k in keys], [np.asarray(y)[labels == k] for k in keys], keys,
+                  x_cols=list(X.columns), y_col=str(y_name), **kwargs)
+        out.formula = formula
+        return out
 
     # ------------------------------------------------------------------ access
     @property

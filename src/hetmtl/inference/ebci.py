@@ -48,6 +48,7 @@ import numpy.typing as npt
 import pandas as pd
 from scipy.special import log_ndtr, ndtr, ndtri
 
+from hetmtl.exceptions import DataValidationError, ParameterError
 from hetmtl.inference.tables import _level_names
 
 __all__ = [
@@ -386,7 +387,7 @@ def _cva_solve(m2: np.ndarray, kappa: np.ndarray, alpha: np.ndarray) -> np.ndarr
 def _check_alpha(alpha) -> None:
     a = np.asarray(alpha, float)
     if not np.all((a > 0) & (a < 1)):
-        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+        raise ParameterError(f"alpha must be in (0, 1), got {alpha!r}")
 
 
 def cva_values(m2, kappa=np.inf, alpha: npt.ArrayLike = 0.05) -> np.ndarray:
@@ -419,9 +420,9 @@ def cva_values(m2, kappa=np.inf, alpha: npt.ArrayLike = 0.05) -> np.ndarray:
     shape = m2.shape
     m2, kappa, alpha = (np.array(a, float).ravel() for a in (m2, kappa, alpha))
     if np.any(np.isnan(m2)) or np.any(m2 < 0):
-        raise ValueError("m2 must be non-negative (inf allowed)")
+        raise ParameterError("m2 must be non-negative (inf allowed)")
     if np.any(np.isnan(kappa)) or np.any(kappa < 1):
-        raise ValueError("kappa must be >= 1 (inf allowed)")
+        raise ParameterError("kappa must be >= 1 (inf allowed)")
     _check_alpha(alpha)
     cv = np.full(m2.size, np.nan)
     known = (kappa == 1) | (m2 == 0)
@@ -620,44 +621,44 @@ def _first_bad(bad: np.ndarray) -> int:
 def _prepare(estimate, se, X, weights, index: pd.Index | None = None):
     y = np.asarray(estimate, dtype=float)
     if y.ndim != 1:
-        raise ValueError(f"estimate must be one-dimensional, got shape {y.shape}")
+        raise DataValidationError(f"estimate must be one-dimensional, got shape {y.shape}")
     n = y.size
     if n < 2:
-        raise ValueError(f"estimate must hold at least 2 units, got {n}")
+        raise DataValidationError(f"estimate must hold at least 2 units, got {n}")
     if not np.all(np.isfinite(y)):
-        raise ValueError(f"estimate must be finite; first offending {_row_label(index, _first_bad(~np.isfinite(y)))}")
+        raise DataValidationError(f"estimate must be finite; first offending {_row_label(index, _first_bad(~np.isfinite(y)))}")
     s = np.asarray(se, dtype=float)
     if s.shape != (n,):
-        raise ValueError(f"se must have the same length as estimate ({n}), got shape {s.shape}")
+        raise DataValidationError(f"se must have the same length as estimate ({n}), got shape {s.shape}")
     bad = ~(np.isfinite(s) & (s > 0))
     if bad.any():
-        raise ValueError(f"se must be positive and finite; first offending {_row_label(index, _first_bad(bad))}")
+        raise DataValidationError(f"se must be positive and finite; first offending {_row_label(index, _first_bad(bad))}")
     if weights is None:
         wgt = np.ones(n)
     else:
         wgt = np.asarray(weights, dtype=float)
         if wgt.shape != (n,):
-            raise ValueError(f"weights must have the same length as estimate ({n}), got shape {wgt.shape}")
+            raise DataValidationError(f"weights must have the same length as estimate ({n}), got shape {wgt.shape}")
         bad = ~(np.isfinite(wgt) & (wgt >= 0))
         if bad.any():
-            raise ValueError("weights must be non-negative and finite; first offending "
+            raise DataValidationError("weights must be non-negative and finite; first offending "
                              f"{_row_label(index, _first_bad(bad))}")
         if not np.any(wgt > 0):
-            raise ValueError("weights must not all be zero")
+            raise DataValidationError("weights must not all be zero")
     if X is None:
         x = np.ones((n, 1))
     else:
         x = np.asarray(X, dtype=float)
         if x.ndim != 2:
-            raise ValueError(f"X must be a 2-D design matrix with one row per estimate (include a column of ones "
+            raise DataValidationError(f"X must be a 2-D design matrix with one row per estimate (include a column of ones "
                              f"for an intercept), got shape {x.shape}")
         if x.shape[0] != n:
-            raise ValueError(f"X must have one row per estimate ({n}), got {x.shape[0]} rows")
+            raise DataValidationError(f"X must have one row per estimate ({n}), got {x.shape[0]} rows")
         bad = ~np.all(np.isfinite(x), axis=1)
         if bad.any():
-            raise ValueError(f"X must be finite; first offending {_row_label(index, _first_bad(bad))}")
+            raise DataValidationError(f"X must be finite; first offending {_row_label(index, _first_bad(bad))}")
         if x.shape[1] and np.linalg.matrix_rank(x[wgt > 0] * np.sqrt(wgt[wgt > 0])[:, None]) < x.shape[1]:
-            raise ValueError(f"X must have full column rank ({x.shape[1]} columns) on the rows with positive weight")
+            raise DataValidationError(f"X must have full column rank ({x.shape[1]} columns) on the rows with positive weight")
     return y, s, x, wgt
 
 
@@ -702,11 +703,11 @@ def _moments(eps: np.ndarray, se: np.ndarray, wgt: np.ndarray, fs_correction: st
 def _check_options(alpha: float, kappa: float | None, fs_correction: str) -> None:
     _check_alpha(alpha)
     if np.ndim(alpha) != 0:
-        raise ValueError("alpha must be a scalar")
+        raise ParameterError("alpha must be a scalar")
     if kappa is not None and not (float(kappa) >= 1):
-        raise ValueError(f"kappa must be None (estimate it) or >= 1 (inf allowed), got {kappa!r}")
+        raise ParameterError(f"kappa must be None (estimate it) or >= 1 (inf allowed), got {kappa!r}")
     if fs_correction not in FS_CORRECTIONS:
-        raise ValueError(f"fs_correction must be one of {FS_CORRECTIONS}, got {fs_correction!r}")
+        raise ParameterError(f"fs_correction must be one of {FS_CORRECTIONS}, got {fs_correction!r}")
 
 
 def ebci_moments(estimate, se, X=None, weights=None, fs_correction: str = "PMT",
@@ -807,9 +808,9 @@ class RobustEBCI:
         kind = kind or ("op" if self.wopt else "eb")
         centre = {"eb": "th_eb", "op": "th_op", "pa": "th_eb", "us": "th_us"}
         if kind not in centre:
-            raise ValueError(f"kind must be one of {tuple(centre)}, got {kind!r}")
+            raise ParameterError(f"kind must be one of {tuple(centre)}, got {kind!r}")
         if kind == "op" and not self.wopt:
-            raise ValueError("length-optimal intervals need robust_ebci(..., wopt=True)")
+            raise ParameterError("length-optimal intervals need robust_ebci(..., wopt=True)")
         lo_name, hi_name = _level_names(1.0 - self.alpha)
         est, half = self.frame[centre[kind]], self.frame[f"len_{kind}"]
         return pd.DataFrame({"estimate": est, lo_name: est - half, hi_name: est + half}, index=self.frame.index)

@@ -13,7 +13,13 @@ What to use when:
 - the random-effects model of the site estimates (metafor's estimators, HKSJ, Q-profile τ² CI,
   BLUPs): :func:`~hetmtl.latefusion.meta.random_effects`;
 - nuisances that borrow strength across sites (needs pooled rows): :func:`fit_multitask_dml`,
-  :class:`MultiTaskNuisance` (:mod:`hetmtl.latefusion.nuisance`).
+  :class:`MultiTaskNuisance` (:mod:`hetmtl.latefusion.nuisance`);
+- simultaneous intervals over several coefficients (or sites): ``confint(joint=True)`` on
+  :class:`SiteDML` / :class:`MultiSiteDML` (multiplier bootstrap of the scores, as DoubleML) and
+  on :class:`LateFusion` with ``ci="bootstrap"`` or ``"conditional"`` (sup-t).
+
+Every ``summary()`` returns a statsmodels ``Summary`` (``print`` it, or ``as_html``/``as_latex``);
+the tables are ``summary_frame()``. Long fits take ``verbose=1`` (tqdm progress).
 """
 from hetmtl.latefusion.dml import MultiSiteDML, SiteDML
 from hetmtl.latefusion.fusion import LateFusion

@@ -42,9 +42,22 @@ from sklearn.preprocessing import SplineTransformer, StandardScaler
 from threadpoolctl import ThreadpoolController
 
 from hetmtl import _core
-from hetmtl.data.multisite import MultiSiteData
-from hetmtl.exceptions import ClippingWarning, DataValidationError
-from hetmtl.inference import InferenceMixin, coef_table, format_table
+from hetmtl._parallel import resolve_n_jobs
+from hetmtl._progress import check_verbose, progress_bar
+from hetmtl._validation import (
+    check_array,
+    check_bool,
+    check_choice,
+    check_int,
+    check_is_fitted,
+    check_level,
+    check_random_state,
+)
+from hetmtl.data.multisite import MultiSiteData, treatment_indicator
+from hetmtl.exceptions import ClippingWarning, DataValidationError, ParameterError, TrainingError
+from hetmtl.inference import InferenceMixin, _level_names, coef_table, make_summary
+from hetmtl.inference.joint import MULTIPLIERS, check_n_boot, multiplier_max_t
+from hetmtl.latefusion._params import float_param
 from hetmtl.latefusion.summary import CVFold, SiteSummary
 
 MODELS = ("plr", "ate", "cate", "blp")
@@ -100,8 +113,18 @@ def _pick(mean: np.ndarray, se: np.ndarray, alphas: np.ndarray, rule: str) -> in
 
 
 def _check_rule(rule: str) -> None:
-    if rule not in ("min", "1se"):
-        raise ValueError(f"rule must be 'min' or '1se', got {rule!r}")
+    check_choice(rule, "rule", ("min", "1se"))
+
+
+def _seed_sequence(random_state: Any) -> np.random.SeedSequence:
+    """``random_state`` (None, int in [0, 2**32), Generator, RandomState) as a SeedSequence: an int
+    seeds it directly (so a seed gives the same site seeds as before), a generator draws the entropy."""
+    if random_state is None:
+        return np.random.SeedSequence()
+    if isinstance(random_state, (np.random.Generator, np.random.RandomState)):
+        return np.random.SeedSequence(int(check_random_state(random_state).integers(0, 2**63 - 1)))
+    check_random_state(random_state)  # refuses -1, 2.5, strings with the parameter's name
+    return np.random.SeedSequence(int(random_state))
 
 
 class SieveFeatures(TransformerMixin, BaseEstimator):
@@ -384,10 +407,23 @@ def make_folds(n: int, n_folds: int, d: np.ndarray | None, rng: np.random.Genera
     return [(tr, te) for tr, te in KFold(n_folds, shuffle=True, random_state=seed).split(np.zeros(n))]
 
 
+_FOLDS_FORMAT = ("folds must be fold ids, shape (n,) or (n_rep, n), or DoubleML's [[(train, test), ...], ...] "
+                 "per repetition")
+
+
+def _is_fold_ids(folds: Any) -> bool:
+    """Fold ids (an array, or a list of scalars) rather than (train, test) pairs."""
+    if isinstance(folds, (str, bytes, dict)) or not isinstance(folds, (np.ndarray, list, tuple)) or len(folds) == 0:
+        raise DataValidationError(_FOLDS_FORMAT)
+    return isinstance(folds, np.ndarray) or np.isscalar(folds[0])
+
+
 def _coerce_folds(folds: Any, n: int, n_rep: int) -> list[Folds]:
     """Accept fold ids (n,) / (n_rep, n), or DoubleML's [[(train, test), ...], ...] per repetition."""
-    if isinstance(folds, np.ndarray) or (isinstance(folds, (list, tuple)) and np.isscalar(folds[0])):
+    if _is_fold_ids(folds):
         ids = np.atleast_2d(np.asarray(folds))
+        if ids.ndim != 2 or ids.dtype.kind in "cOmMV":
+            raise DataValidationError(_FOLDS_FORMAT)
         if ids.shape[1] != n:
             raise DataValidationError(f"fold ids have length {ids.shape[1]}, but the site has {n} rows")
         out = []
@@ -395,14 +431,63 @@ def _coerce_folds(folds: Any, n: int, n_rep: int) -> list[Folds]:
             labels = np.unique(row)
             out.append([(np.flatnonzero(row != k), np.flatnonzero(row == k)) for k in labels])
     else:
-        out = [[(np.asarray(tr), np.asarray(te)) for tr, te in rep] for rep in folds]
+        try:
+            out = [[(np.asarray(tr), np.asarray(te)) for tr, te in rep] for rep in folds]
+        except (TypeError, ValueError):
+            raise DataValidationError(_FOLDS_FORMAT) from None
     if len(out) != n_rep:
         raise DataValidationError(f"{len(out)} repetitions of folds given for n_rep={n_rep}")
-    for rep in out:
-        covered = np.sort(np.concatenate([te for _, te in rep]))
-        if covered.shape[0] != n or not np.array_equal(covered, np.arange(n)):
-            raise DataValidationError("the test folds of a repetition must partition the site's rows exactly once")
+    for r, rep in enumerate(out):
+        _check_cross_fitting(rep, n, r)
     return out
+
+
+def _check_cross_fitting(rep: Folds, n: int, r: int) -> None:
+    """Refuse folds that do no cross-fitting (as DoubleML): at least 2 folds; the test sets
+    partition the rows; every training set is non-empty, without repeats and disjoint from its
+    test set (so none holds its own test rows, and none is all rows)."""
+    where = f"folds (repetition {r})"
+    if len(rep) < 2:
+        raise DataValidationError(f"{where}: {len(rep)} fold(s); cross-fitting needs at least 2")
+    for k, (tr, te) in enumerate(rep):
+        for name, idx in (("train", tr), ("test", te)):
+            if idx.ndim != 1 or not (np.issubdtype(idx.dtype, np.integer) or idx.size == 0):
+                raise DataValidationError(f"{where}, fold {k}: {name} indices must be a 1-d array of integers")
+            if idx.size and (idx.min() < 0 or idx.max() >= n):
+                raise DataValidationError(f"{where}, fold {k}: {name} indices outside 0..{n - 1}")
+        if te.size == 0:
+            raise DataValidationError(f"{where}, fold {k}: empty test set")
+        if np.intersect1d(tr, te).size:
+            raise DataValidationError(f"{where}, fold {k}: the training set contains rows of its own test set "
+                                      "(no cross-fitting)")
+        if np.unique(tr).size != tr.size:
+            raise DataValidationError(f"{where}, fold {k}: repeated rows in the training set")
+        if tr.size == 0:
+            raise DataValidationError(f"{where}, fold {k}: empty training set")
+    covered = np.sort(np.concatenate([te for _, te in rep]))
+    if covered.shape[0] != n or not np.array_equal(covered, np.arange(n)):
+        raise DataValidationError(f"{where}: the test sets must partition the site's rows exactly once")
+
+
+class _nullcontext:
+    """A context manager returning ``value`` (a progress bar owned by the caller)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __enter__(self) -> Any:
+        return self.value
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _influence(phi: np.ndarray, r: np.ndarray, w: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """Influence values IF_i = Â⁻¹ ψ_i(θ̂) of the linear score ψ_i(θ) = φ_i (r_i − w_i φ_i'θ),
+    Â = mean_i w_i φ_i φ_i' (so θ̂ − θ ≈ mean_i IF_i); shape (n, d)."""
+    psi = phi * (r - w * (phi @ theta))[:, None]
+    A = phi.T @ (w[:, None] * phi) / phi.shape[0]
+    return np.linalg.solve(A, psi.T).T
 
 
 def _aggregate_diagnostics(by_rep: pd.DataFrame) -> dict[str, float]:
@@ -447,7 +532,14 @@ class SiteDML(InferenceMixin, BaseEstimator):
         DoubleML (and is kept as the default: the measured gain is small). Measured effect
         (``benchmarks/results/fusion_dml_coverage.md``, ATE, n = 40–80): intervals about 1 %
         wider, coverage +0.000 to +0.004 at nominal 0.95.
-    random_state : seed for folds and for the default learners.
+    random_state : None (fresh randomness), an int in [0, 2**32) or a numpy Generator: folds and
+        the default learners' seeds.
+    verbose : 0 (default) silent; 1 a tqdm progress bar over repetitions × folds (stderr).
+
+    Joint intervals: ``confint(joint=True, n_boot=, random_state=)`` gives simultaneous intervals
+    over the coefficients (cate/blp) by the multiplier bootstrap of the studentised influence values
+    ψ̂_i Ĵ⁻¹ (DoubleML's ``bootstrap()`` then ``confint(joint=True)``: per repetition a sup-t
+    critical value, the bounds aggregated by the median over repetitions).
 
     First-step diagnostics (every fit): ``diagnostics_`` (mean over repetitions) and
     ``diagnostics_by_rep_`` (one row per repetition) hold the out-of-fold R² of each nuisance,
@@ -499,7 +591,8 @@ class SiteDML(InferenceMixin, BaseEstimator):
         basis_scale: Sequence[float] | None = None,
         tuning_folds: str | None = None,
         df_correction: bool = False,
-        random_state: int | None = None,
+        random_state: Any = None,
+        verbose: int = 0,
     ) -> None:
         self.model = model
         self.ml_outcome = ml_outcome
@@ -512,26 +605,34 @@ class SiteDML(InferenceMixin, BaseEstimator):
         self.tuning_folds = tuning_folds
         self.df_correction = df_correction
         self.random_state = random_state
+        self.verbose = verbose
 
     # ------------------------------------------------------------------ set-up
     def _check_params(self) -> None:
-        if self.model not in MODELS:
-            raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
-        if int(self.n_folds) < 2:
-            raise ValueError(f"n_folds must be at least 2, got {self.n_folds}")
-        if self.n_rep is not None and int(self.n_rep) < 1:
-            raise ValueError(f"n_rep must be at least 1 (or None), got {self.n_rep}")
-        if not 0.0 <= self.clip < 0.5:
-            raise ValueError(f"clip must be in [0, 0.5), got {self.clip}")
-        if self.tuning_folds not in (None, "reuse", "nested"):
-            raise ValueError(f"tuning_folds must be None, 'reuse' or 'nested', got {self.tuning_folds!r}")
+        """Validate the parameters (errors name the parameter; ParameterError)."""
+        check_choice(self.model, "model", MODELS)
+        check_int(self.n_folds, "n_folds", low=2, high=100_000)
+        check_int(self.n_rep, "n_rep", low=1, high=10_000, allow_none=True)
+        float_param(self.clip, "clip", low=0.0, high=0.5, high_open=True)
+        for name in ("basis_center", "basis_scale"):
+            value = getattr(self, name, None)
+            if value is not None:
+                try:
+                    check_array(value, name, ndim=1)
+                except (DataValidationError, OverflowError):
+                    raise ParameterError(f"{name} must be a 1-d array of finite numbers (one per modifier)") from None
+        check_choice(self.tuning_folds, "tuning_folds", (None, "reuse", "nested"))
+        check_bool(self.df_correction, "df_correction")
+        check_verbose(self.verbose)
+        if self.random_state is not None and not isinstance(self.random_state, (np.random.Generator, np.random.RandomState)):
+            check_random_state(self.random_state)
 
     def _resolve_n_rep(self, folds: Any, predictions: dict | None) -> int:
         """``n_rep``, or when None: the repetitions in ``folds`` / ``predictions``, else DEFAULT_N_REP."""
         if self.n_rep is not None:
-            return int(self.n_rep)
+            return check_int(self.n_rep, "n_rep", low=1)  # type: ignore[return-value]
         if folds is not None:
-            if isinstance(folds, np.ndarray) or (isinstance(folds, (list, tuple)) and np.isscalar(folds[0])):
+            if _is_fold_ids(folds):
                 return int(np.atleast_2d(np.asarray(folds)).shape[0])
             return len(folds)
         if predictions:
@@ -571,10 +672,19 @@ class SiteDML(InferenceMixin, BaseEstimator):
         return phi, {"center": center, "scale": scale}
 
     # ------------------------------------------------------------------ nuisances
-    def _residuals(self, y, d, X, folds: Folds, outcome, treatment, predictions: dict | None = None) -> _Residuals:
-        """Cross-fitted score pieces; ``predictions`` (already cross-fitted) replace learner fits."""
-        n = y.shape[0]
+    def _residuals(self, y, d, X, folds: Folds, outcome, treatment, predictions: dict | None = None,
+                   bar: Any = None) -> _Residuals:
+        """Cross-fitted score pieces; ``predictions`` (already cross-fitted) replace learner fits.
+        ``bar`` (a progress bar) advances by one per fold."""
         pred = predictions or {}
+        res = self._residuals_core(y, d, X, folds, outcome, treatment, pred, bar)
+        if bar is not None and res.pred.get("_fitted_folds", 0) < len(folds):
+            bar.update(len(folds) - res.pred.get("_fitted_folds", 0))
+        res.pred.pop("_fitted_folds", None)
+        return res
+
+    def _residuals_core(self, y, d, X, folds: Folds, outcome, treatment, pred: dict, bar: Any) -> _Residuals:
+        n = y.shape[0]
         if self.model in ("plr", "cate"):
             l_hat, m_hat = pred.get("l"), pred.get("m")
             if l_hat is None or m_hat is None:
@@ -584,10 +694,16 @@ class SiteDML(InferenceMixin, BaseEstimator):
                         fits["l"][te] = _fit_predict(outcome, X, y, tr, te)
                     if m_hat is None:
                         fits["m"][te] = _fit_predict(treatment, X, d, tr, te)
+                    if bar is not None:
+                        bar.update(1)
                 l_hat = fits["l"] if l_hat is None else l_hat
                 m_hat = fits["m"] if m_hat is None else m_hat
+                done = len(folds)
+            else:
+                done = 0
             y_res, d_res = y - l_hat, d - m_hat
-            return _Residuals(r=d_res * y_res, w=d_res**2, y2=y_res**2, pred={"l": l_hat, "m": m_hat})
+            return _Residuals(r=d_res * y_res, w=d_res**2, y2=y_res**2,
+                              pred={"l": l_hat, "m": m_hat, "_fitted_folds": done})
         g0, g1, e = pred.get("g0"), pred.get("g1"), pred.get("m")
         if g0 is None or g1 is None or e is None:
             fits = {k: np.full(n, np.nan) for k in ("g0", "g1", "m")}
@@ -598,10 +714,23 @@ class SiteDML(InferenceMixin, BaseEstimator):
                     fits["g1"][te] = _fit_predict(outcome, X, y, tr[d[tr] == 1], te)
                 if e is None:
                     fits["m"][te] = _fit_predict(treatment, X, d, tr, te)
+                if bar is not None:
+                    bar.update(1)
             g0 = fits["g0"] if g0 is None else g0
             g1 = fits["g1"] if g1 is None else g1
             e = fits["m"] if e is None else e
-        pred = {"g0": g0, "g1": g1, "m": e}
+            done = len(folds)
+        else:
+            done = 0
+        pred = {"g0": g0, "g1": g1, "m": e, "_fitted_folds": done}
+        if self.clip == 0.0:
+            bad = (e <= 0.0) | (e >= 1.0)
+            if bad.any():
+                raise DataValidationError(
+                    f"clip=0 and {int(bad.sum())} cross-fitted propensities are exactly 0 or 1 (first at row "
+                    f"{int(np.flatnonzero(bad)[0])}): the AIPW score divides by them. Use clip > 0 (e.g. the "
+                    "default 0.01) or a propensity learner that does not predict 0/1"
+                )
         e = np.clip(e, self.clip, 1.0 - self.clip)
         gamma = g1 - g0 + d * (y - g1) / e - (1.0 - d) * (y - g0) / (1.0 - e)
         return _Residuals(r=gamma, w=np.ones(n), y2=gamma**2, pred=pred)
@@ -629,17 +758,23 @@ class SiteDML(InferenceMixin, BaseEstimator):
         return reps
 
     # ------------------------------------------------------------------ fit
-    def fit(self, y, d, X, Z=None, *, folds=None, predictions: dict | None = None) -> "SiteDML":
+    def fit(self, y, d, X, Z=None, *, folds=None, predictions: dict | None = None, treated: Any = None,
+            _bar: Any = None) -> "SiteDML":
         """Fit on one site's arrays. ``folds``: fold ids (n,) or (n_rep, n), or DoubleML-style
-        ``[[(train, test), ...], ...]`` per repetition; default: seeded (stratified) K-fold.
+        ``[[(train, test), ...], ...]`` per repetition; default: seeded (stratified) K-fold. Folds
+        that do no cross-fitting (a training set holding rows of its own test set, or all rows;
+        test sets that do not partition the rows) are refused.
         ``predictions``: external cross-fitted nuisance predictions, arrays (n,) or (n, n_rep),
         keyed ``"l"``, ``"m"`` (plr, cate) or ``"g0"``, ``"g1"``, ``"m"`` (ate, blp) — e.g. from a
         multi-task nuisance model; they must come from models that did not see the row's fold
         (pass the same ``folds``). With ``tuning_folds="nested"`` the nested refits still use the
         learners. With ``n_rep=None`` the number of repetitions is read from ``folds`` or
-        ``predictions`` when given. Raises a :class:`~hetmtl.exceptions.ClippingWarning` when more
-        than ``CLIP_WARN_SHARE`` (5 %) of the propensities are clipped (ate, blp)."""
+        ``predictions`` when given. ``treated``: the level of ``d`` that is the treated arm (D = 1)
+        when ``d`` is not coded 0/1 (strings, categories); stored as ``treated_``.
+        Raises a :class:`~hetmtl.exceptions.ClippingWarning` when more than ``CLIP_WARN_SHARE`` (5 %)
+        of the propensities are clipped (ate, blp)."""
         self._check_params()
+        d, self.treated_ = treatment_indicator(d, treated, "d")
         z_cols = list(map(str, Z.columns)) if isinstance(Z, pd.DataFrame) else None
         x_cols = list(map(str, X.columns)) if isinstance(X, pd.DataFrame) else None
         data = MultiSiteData(y, d, X, np.zeros(np.shape(y)[0], dtype=int), Z, x_cols=x_cols, z_cols=z_cols)
@@ -648,22 +783,26 @@ class SiteDML(InferenceMixin, BaseEstimator):
         if binary:
             data.check_binary_treatment()
         binary_d = bool(np.all(np.isin(d, (0.0, 1.0))))
-        data.check_folds(int(self.n_folds), binary=binary_d)
+        n_folds = int(self.n_folds)
+        data.check_folds(n_folds, binary=binary_d)
         n = y.shape[0]
         n_rep = self._resolve_n_rep(folds, predictions)
-        rng = np.random.default_rng(self.random_state)
+        rng = check_random_state(self.random_state)
         seed = int(rng.integers(2**31 - 1))
         outcome, treatment = self._learners(binary_d, seed)
         phi, basis = self._basis(Z, n)
         if folds is None:
-            all_folds = [make_folds(n, int(self.n_folds), d if binary_d else None, rng) for _ in range(n_rep)]
+            all_folds = [make_folds(n, n_folds, d if binary_d else None, rng) for _ in range(n_rep)]
         else:
             all_folds = _coerce_folds(folds, n, n_rep)
+        rep_predictions = self._check_predictions(predictions, n, n_rep)
 
         reps = []
-        for rep_folds, rep_pred in zip(all_folds, self._check_predictions(predictions, n, n_rep)):
-            res = self._residuals(y, d, X, rep_folds, outcome, treatment, rep_pred)
-            reps.append((res, self._moments(phi, res.r, res.w)))
+        total = sum(len(f) for f in all_folds)
+        with (progress_bar(total, "SiteDML", self.verbose, unit="fold") if _bar is None else _nullcontext(_bar)) as bar:
+            for rep_folds, rep_pred in zip(all_folds, rep_predictions):
+                res = self._residuals(y, d, X, rep_folds, outcome, treatment, rep_pred, bar=bar)
+                reps.append((res, self._moments(phi, res.r, res.w)))
 
         self.n_ = n
         self.n_rep_ = n_rep
@@ -678,6 +817,8 @@ class SiteDML(InferenceMixin, BaseEstimator):
         self.all_se_ = np.column_stack([np.sqrt(np.diag(m["vcov"])) for _, m in reps])
         self.all_vcov_ = np.stack([m["vcov"] for _, m in reps], axis=-1)
         self._aggregate([m for _, m in reps])
+        self._check_finite()
+        self.influence_ = np.stack([_influence(phi, res.r, res.w, m["theta"]) for res, m in reps])
         self.residuals_ = reps[0][0]
         self.cv_folds_ = (
             self._tuning_statistics(y, d, X, phi, all_folds[0], reps[0][0], outcome, treatment)
@@ -686,6 +827,19 @@ class SiteDML(InferenceMixin, BaseEstimator):
         )
         self._warn_clipping()
         return self
+
+    def _check_finite(self) -> None:
+        """Never a NaN/inf coefficient or SE silently: a fit whose moments are not finite is refused."""
+        ok = np.all(np.isfinite(self.coef_)) and np.all(np.isfinite(self.vcov_)) and np.all(np.diag(self.vcov_) > 0)
+        if not ok:
+            raise TrainingError(
+                "SiteDML: the estimate or its standard error is not finite (or the variance is 0): the cross-fitted "
+                "nuisances leave no usable variation (e.g. a treatment perfectly predicted by X, propensities at "
+                "0/1, or extreme values); see diagnostics_ and check the data and learners"
+            )
+
+    def _joint_confint(self, level: float, n_boot: Any, random_state: Any) -> pd.DataFrame:
+        return joint_confint([self], [self.coef_names_], level, n_boot, random_state)
 
     def _warn_clipping(self, site: str | None = None) -> None:
         """:class:`ClippingWarning` if the mean clipped share exceeds ``CLIP_WARN_SHARE``."""
@@ -765,6 +919,7 @@ class SiteDML(InferenceMixin, BaseEstimator):
         header: dict[str, object] = {
             "model": self.model,
             "n obs": self.n_,
+            **_treated_line(getattr(self, "treated_", None)),
             "folds x repetitions": f"{self.n_folds} x {self.n_rep_}",
             "outcome learner": self.learners_[0],
             "treatment learner": self.learners_[1],
@@ -796,19 +951,56 @@ class SiteDML(InferenceMixin, BaseEstimator):
         )
 
 
+def _treated_line(treated: Any) -> dict[str, object]:
+    return {} if treated is None else {"treated level (D = 1)": treated}
+
+
+def joint_confint(estimators: Sequence[SiteDML], names: Sequence[Sequence], level: float, n_boot: Any,
+                  random_state: Any, method: str = "normal", index: pd.Index | None = None) -> pd.DataFrame:
+    """Simultaneous intervals over every coefficient of independent SiteDML fits (sites).
+
+    Per repetition r, the sup-t critical value c_r is the ``level`` quantile of max |T*| over all
+    coefficients of all fits, T*_j = Σ_i ξ_i IF_ij/(n se_rj) with independent multipliers per
+    fit; the interval of repetition r is θ̂_r ± c_r se_r, and the bounds are the medians over
+    repetitions (DoubleML's rule; one repetition: θ̂ ± c·se). Fits with fewer repetitions reuse
+    theirs cyclically."""
+    level = check_level(level)
+    n_boot = check_n_boot(n_boot)
+    check_choice(method, "method", MULTIPLIERS)
+    rng = check_random_state(random_state)
+    R = max(est.n_rep_ for est in estimators)
+    lo_all, hi_all = [], []
+    for r in range(R):
+        infl = [est.influence_[r % est.n_rep_] for est in estimators]
+        ses = [est.all_se_[:, r % est.n_rep_] for est in estimators]
+        c = float(np.quantile(multiplier_max_t(infl, ses, n_boot, rng, method), level))
+        coef = np.concatenate([est.all_coef_[:, r % est.n_rep_] for est in estimators])
+        se = np.concatenate(ses)
+        lo_all.append(coef - c * se)
+        hi_all.append(coef + c * se)
+    lo_name, hi_name = _level_names(level)
+    if index is None:
+        index = pd.Index([str(n) for ns in names for n in ns])
+    return pd.DataFrame({lo_name: np.median(lo_all, axis=0), hi_name: np.median(hi_all, axis=0)}, index=index)
+
+
 class MultiSiteDML(BaseEstimator):
     """Per-site DML at every site of a :class:`MultiSiteData`.
 
     The effect-modifier basis is standardised with the pooled mean and SD (a summary statistic),
     so the CATE coefficients mean the same thing at every site. Each site gets its own seed drawn
-    from ``random_state``; ``n_jobs`` runs sites in parallel (joblib).
-    Parameters are those of :class:`SiteDML`.
+    from ``random_state``; ``n_jobs`` runs sites in parallel (joblib's convention: None = 1,
+    −1 = all cores, −2 = all but one). ``verbose=1`` shows a progress bar over
+    sites × repetitions × folds. Other parameters are those of :class:`SiteDML`.
 
     First-step diagnostics: ``diagnostics_`` is a per-site table (one row per site: n, and the
     keys of :func:`first_step_diagnostics`, averaged over repetitions), also returned by
     :meth:`diagnostics_frame`. A :class:`~hetmtl.exceptions.ClippingWarning` naming the site is
     raised (in the calling process, also with ``n_jobs``) for every site with more than
     ``CLIP_WARN_SHARE`` (5 %) of its propensities clipped.
+
+    Joint intervals: ``confint(joint=True)`` covers every coefficient of every site together
+    (multiplier bootstrap with independent multipliers per site; see :func:`joint_confint`).
     """
 
     def __init__(
@@ -822,7 +1014,8 @@ class MultiSiteDML(BaseEstimator):
         tuning_folds: str | None = "reuse",
         df_correction: bool = False,
         n_jobs: int | None = None,
-        random_state: int | None = None,
+        random_state: Any = None,
+        verbose: int = 0,
     ) -> None:
         self.model = model
         self.ml_outcome = ml_outcome
@@ -834,12 +1027,28 @@ class MultiSiteDML(BaseEstimator):
         self.df_correction = df_correction
         self.n_jobs = n_jobs
         self.random_state = random_state
+        self.verbose = verbose
 
     def fit(self, data: MultiSiteData, folds: dict | None = None, predictions: dict | None = None) -> "MultiSiteDML":
         """Fit every site. ``folds`` / ``predictions`` optionally map a site to its fold
         specification / external cross-fitted nuisance predictions (see :meth:`SiteDML.fit`)."""
         if not isinstance(data, MultiSiteData):
-            raise TypeError(f"data must be a MultiSiteData, got {type(data).__name__}")
+            raise ParameterError(f"data must be a MultiSiteData, got {type(data).__name__}")
+        params = dict(
+            model=self.model, ml_outcome=self.ml_outcome, ml_treatment=self.ml_treatment, n_folds=self.n_folds,
+            n_rep=self.n_rep, clip=self.clip, tuning_folds=self.tuning_folds, df_correction=self.df_correction,
+        )
+        SiteDML(**params)._check_params()
+        n_jobs = resolve_n_jobs(self.n_jobs)
+        verbose = check_verbose(self.verbose)
+        seeds = _seed_sequence(self.random_state).generate_state(data.n_sites)
+        for name, given in (("folds", folds), ("predictions", predictions)):
+            if given is not None:
+                if not isinstance(given, dict):
+                    raise ParameterError(f"{name} must be a dict mapping each site to its {name}")
+                unknown = [s for s in given if s not in data.sites]
+                if unknown:
+                    raise DataValidationError(f"{name} names site(s) not in the data: {unknown[:5]}")
         if self.model in BINARY_MODELS:
             data.check_binary_treatment()
         data.check_folds(int(self.n_folds), binary=bool(np.all(np.isin(data.d, (0.0, 1.0)))))
@@ -848,31 +1057,59 @@ class MultiSiteDML(BaseEstimator):
             if data.Z is None:
                 raise DataValidationError(f"model {self.model!r} needs effect modifiers: pass z_cols / Z")
             center, scale = data.Z.mean(axis=0), data.Z.std(axis=0)
-        seeds = np.random.SeedSequence(self.random_state).generate_state(data.n_sites)
-        params = dict(
-            model=self.model, ml_outcome=self.ml_outcome, ml_treatment=self.ml_treatment, n_folds=self.n_folds,
-            n_rep=self.n_rep, clip=self.clip, basis_center=center, basis_scale=scale, tuning_folds=self.tuning_folds,
-            df_correction=self.df_correction,
-        )
+        params.update(basis_center=center, basis_scale=scale)
 
-        def fit_site(site, seed):
+        def fit_site(site, seed, bar=None):
             s = data.site_arrays(site)
             est = SiteDML(**params, random_state=int(seed))
             with warnings.catch_warnings():  # re-raised below, with the site's name
                 warnings.simplefilter("ignore", ClippingWarning)
-                return est.fit(s.y, s.d, s.X, s.Z, folds=None if folds is None else folds.get(site),
-                               predictions=None if predictions is None else predictions.get(site))
+                try:
+                    return est.fit(s.y, s.d, s.X, s.Z, folds=None if folds is None else folds.get(site),
+                                   predictions=None if predictions is None else predictions.get(site), _bar=bar)
+                except (DataValidationError, TrainingError) as exc:
+                    raise type(exc)(f"site {site!r}: {exc}") from None
 
-        fitted = Parallel(n_jobs=self.n_jobs)(delayed(fit_site)(s, seed) for s, seed in zip(data.sites, seeds))
+        units = self._units_per_site(data, folds, predictions)
+        with progress_bar(sum(units), "MultiSiteDML", verbose, unit="fold") as bar:
+            if n_jobs == 1:
+                fitted = [fit_site(s, seed, bar) for s, seed in zip(data.sites, seeds)]
+            else:
+                fitted = []
+                jobs = Parallel(n_jobs=n_jobs, return_as="generator")(
+                    delayed(fit_site)(s, seed) for s, seed in zip(data.sites, seeds)
+                )
+                for est, k in zip(jobs, units):
+                    fitted.append(est)
+                    bar.update(k)
         self.sites_ = list(data.sites)
         self.estimators_ = dict(zip(self.sites_, fitted))
+        self.treated_ = data.treated
         for est in fitted:
+            est.treated_ = data.treated
             if data.z_cols:
                 est.coef_names_ = ["const", *data.z_cols]
         self.diagnostics_ = self.diagnostics_frame()
         for site, est in self.estimators_.items():
             est._warn_clipping(site=str(site))
         return self
+
+    def _units_per_site(self, data: MultiSiteData, folds: dict | None, predictions: dict | None) -> list[int]:
+        """Folds × repetitions per site (the progress bar's units)."""
+        out = []
+        for s in data.sites:
+            est = SiteDML(n_rep=self.n_rep)
+            f = None if folds is None else folds.get(s)
+            p = None if predictions is None else predictions.get(s)
+            reps = est._resolve_n_rep(f, p)
+            if f is None:
+                out.append(reps * int(self.n_folds))
+                continue
+            try:
+                out.append(sum(len(r) for r in _coerce_folds(f, data.site_rows(s).size, reps)))
+            except DataValidationError as exc:
+                raise DataValidationError(f"site {s!r}: {exc}") from None
+        return out
 
     def diagnostics_frame(self) -> pd.DataFrame:
         """First-step diagnostics per site (index ``site``): n, repetitions, and the out-of-fold R²,
@@ -882,14 +1119,12 @@ class MultiSiteDML(BaseEstimator):
         return pd.DataFrame(rows, index=pd.Index([str(s) for s in self.sites_], name="site"))
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "estimators_"):
-            from sklearn.exceptions import NotFittedError
-
-            raise NotFittedError("This MultiSiteDML instance is not fitted yet; call fit first.")
+        check_is_fitted(self, "estimators_")
 
     def summary_frame(self, level: float = 0.95) -> pd.DataFrame:
         """Stacked per-site table, indexed by (site, coefficient), with n per site."""
         self._check_fitted()
+        level = check_level(level)
         frames = []
         for site, est in self.estimators_.items():
             t = coef_table(est.coef_, est.se_, est.coef_names_, level)
@@ -897,21 +1132,37 @@ class MultiSiteDML(BaseEstimator):
             frames.append(t)
         return pd.concat(frames, keys=[str(s) for s in self.sites_], names=["site", "coef"])
 
-    def confint(self, level: float = 0.95) -> pd.DataFrame:
-        return self.summary_frame(level).iloc[:, -2:]
+    def confint(self, level: float = 0.95, joint: bool = False, n_boot: int = 1000, random_state: Any = None
+                ) -> pd.DataFrame:
+        """Per-site intervals indexed by (site, coefficient): pointwise Wald, or with ``joint=True``
+        simultaneous over every coefficient of every site (multiplier bootstrap of the
+        studentised scores, independent multipliers per site, ``n_boot`` replications;
+        :func:`joint_confint`)."""
+        self._check_fitted()
+        level = check_level(level)
+        if not check_bool(joint, "joint"):
+            return self.summary_frame(level).iloc[:, -2:]
+        ests = list(self.estimators_.values())
+        index = pd.MultiIndex.from_tuples([(str(s), c) for s, e in self.estimators_.items() for c in e.coef_names_],
+                                          names=["site", "coef"])
+        return joint_confint(ests, [e.coef_names_ for e in ests], level, n_boot, random_state, index=index)
 
-    def summary(self, level: float = 0.95) -> str:
+    def summary(self, level: float = 0.95):
+        """Summary (a statsmodels ``Summary``: ``as_text``/``as_html``/``as_latex``; ``print`` shows
+        the text): settings, first-step diagnostics and the per-site table of :meth:`summary_frame`."""
         self._check_fitted()
         reps = sorted({est.n_rep_ for est in self.estimators_.values()})
-        header = {"model": self.model, "sites": len(self.sites_),
-                  "folds x repetitions": f"{self.n_folds} x {'/'.join(map(str, reps))}"}
+        header: dict[str, object] = {"model": self.model, "sites": len(self.sites_),
+                                     "folds x repetitions": f"{self.n_folds} x {'/'.join(map(str, reps))}",
+                                     **_treated_line(getattr(self, "treated_", None))}
         dg = self.diagnostics_frame()
         if "clip_share" in dg:
             worst = dg["clip_share"].idxmax()
             header["propensities clipped (max over sites)"] = f"{dg['clip_share'].max():.1%} (site {worst})"
         r2 = [c for c in dg.columns if c.startswith("r2_")]
         header["out-of-fold R2 (median over sites)"] = ", ".join(f"{c[3:]} {dg[c].median():.3f}" for c in r2)
-        return format_table("Per-site DML", header, self.summary_frame(level))
+        return make_summary("Per-site DML", header, [("Per-site estimates", self.summary_frame(level))],
+                            ["z and P>|z| from the normal law (DML asymptotics within each site)."])
 
     def summaries(self) -> list[SiteSummary]:
         """One :class:`SiteSummary` per site, for late fusion."""

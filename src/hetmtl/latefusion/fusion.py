@@ -46,12 +46,23 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 from sklearn.base import BaseEstimator, clone
-from sklearn.utils import check_random_state
+from sklearn.utils import check_random_state as _sk_random_state
 
 from hetmtl import _core
 from hetmtl._parallel import resolve_n_jobs
-from hetmtl.exceptions import ConvergenceWarning, SummaryValidationError
-from hetmtl.inference import _level_names, coef_table, cva_values, ebci_moments, format_table, robust_ebci
+from hetmtl._progress import check_verbose, progress_bar
+from hetmtl._validation import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_is_fitted,
+    check_level,
+    check_random_state,
+)
+from hetmtl.latefusion._params import float_param
+from hetmtl.exceptions import ConvergenceWarning, ParameterError, SummaryValidationError
+from hetmtl.inference import _level_names, coef_table, cva_values, ebci_moments, make_summary, robust_ebci
+from hetmtl.inference.joint import check_n_boot, draws_critical_value
 from hetmtl.latefusion.meta import estimate_tau2, heterogeneity, random_effects
 from hetmtl.latefusion.summary import ESTIMATES, SiteSummary
 from hetmtl.latefusion.table import CENTRE, SummaryTable, as_table, site_matrices
@@ -130,9 +141,12 @@ class LateFusion(BaseEstimator):
         regression X_k'δ instead of the common centre (an intercept is added).
     kappa : kurtosis bound of the robust EB intervals (None: estimated; ``np.inf``: second moment only).
     n_boot : parametric-bootstrap draws (None: 1000 with ci="bootstrap", else 0).
-    random_state : seed of the bootstrap.
-    n_jobs : threads of the C++ per-site loops (scikit-learn convention: None = 1, −1 = all
-        cores). They split the sites into contiguous blocks of at least 2000, so they matter only
+    random_state : None (fresh randomness), an int in [0, 2**32) or a numpy Generator/RandomState:
+        the bootstrap's seed.
+    verbose : 0 (default) silent; 1 a tqdm progress bar over the CV rounds (C="cv") and the
+        bootstrap (one step when its draws are done: they run in one C++ call).
+    n_jobs : threads of the C++ per-site loops (joblib's convention: None = 1, −1 = all
+        cores, −2 = all but one). They split the sites into contiguous blocks of at least 2000, so they matter only
         for thousands of sites; results agree with one thread to solver tolerance (the block sums
         are added in a fixed order, so a given thread count always gives the same numbers).
 
@@ -178,6 +192,14 @@ class LateFusion(BaseEstimator):
       ``conditional std err`` and is not an interval for the mean effect when sites differ;
     - "group" centre: the post-fusion SE conditional on the fused set (labelled so);
     - ci="bootstrap" and ci="conditional" intervals are labelled approximate / conditional.
+
+    Joint (simultaneous) intervals, ``confint(joint=True)``: fused estimates have no
+    per-observation scores, so the sup-t critical value comes from their joint law instead —
+    ci="bootstrap": the bootstrap draws (max over sites, coefficients and the centre of
+    |draw − estimate|/bootstrap SD); ci="conditional": simulation from N(0, Cov) of the fused
+    estimates and the centre, Cov the exact delta-method covariance given the site effects (the
+    squared-penalty map is linear). Robust EB intervals control average, not simultaneous,
+    coverage: ci="robust_eb" has no joint version (a ParameterError says so).
     """
 
     def __init__(
@@ -199,6 +221,7 @@ class LateFusion(BaseEstimator):
         tol: float = 1e-12,
         max_iter: int = 1000,
         n_jobs: int | None = None,
+        verbose: int = 0,
     ):
         self.penalty = penalty
         self.loss_matrix = loss_matrix
@@ -217,6 +240,7 @@ class LateFusion(BaseEstimator):
         self.tol = tol
         self.max_iter = max_iter
         self.n_jobs = n_jobs
+        self.verbose = verbose
 
     # ------------------------------------------------------------------ checks
     def _threads(self) -> int:
@@ -227,42 +251,45 @@ class LateFusion(BaseEstimator):
         return (1000 if self.ci == "bootstrap" else 0) if self.n_boot is None else int(self.n_boot)
 
     def _check_params(self) -> None:
+        """Validate every parameter (ParameterError naming it)."""
         self._threads()
-        if self.penalty not in PENALTIES:
-            raise ValueError(f"penalty must be one of {PENALTIES}, got {self.penalty!r}")
-        if self.metric not in METRICS:
-            raise ValueError(f"metric must be one of {METRICS}, got {self.metric!r}")
-        if self.loss_matrix not in LOSS_MATRICES:
-            raise ValueError(f"loss_matrix must be one of {LOSS_MATRICES}, got {self.loss_matrix!r}")
-        if self.cv_rule not in ("min", "1se"):
-            raise ValueError(f"cv_rule must be 'min' or '1se', got {self.cv_rule!r}")
-        if self.ci not in CI_METHODS:
-            raise ValueError(f"ci must be one of {CI_METHODS}, got {self.ci!r}")
+        check_choice(self.penalty, "penalty", PENALTIES)
+        check_choice(self.metric, "metric", METRICS)
+        check_choice(self.loss_matrix, "loss_matrix", LOSS_MATRICES)
+        check_choice(self.cv_rule, "cv_rule", ("min", "1se"))
+        check_choice(self.ci, "ci", CI_METHODS)
         if self.ci == "conditional" and self.penalty != "squared":
-            raise ValueError("ci='conditional' (delta method) exists for penalty='squared' only")
-        if self.centre_ci not in CENTRE_CI:
-            raise ValueError(f"centre_ci must be one of {CENTRE_CI}, got {self.centre_ci!r}")
-        if self.kappa is not None and not (float(self.kappa) >= 1):
-            raise ValueError(f"kappa must be >= 1 (or None to estimate it), got {self.kappa!r}")
+            raise ParameterError("ci='conditional' (delta method) exists for penalty='squared' only")
+        check_choice(self.centre_ci, "centre_ci", CENTRE_CI)
+        float_param(self.kappa, "kappa", low=1.0, allow_none=True, allow_inf=True)
         if isinstance(self.C, str):
-            if self.C != "cv":
-                raise ValueError(f"C must be a number >= 0, np.inf, 'cv' or None, got {self.C!r}")
-        elif self.C is not None and not (float(self.C) >= 0):
-            raise ValueError(f"C must be >= 0 (or np.inf), got {self.C!r}")
+            check_choice(self.C, "C", ("cv",))
+        else:
+            float_param(self.C, "C", low=0.0, allow_none=True, allow_inf=True)
         if self.tau2 is not None:
             if self.penalty != "squared":
-                raise ValueError("tau2 applies to penalty='squared' only")
+                raise ParameterError("tau2 applies to penalty='squared' only")
             if isinstance(self.tau2, str):
-                if self.tau2 not in TAU2_METHODS:
-                    raise ValueError(f"tau2 must be a number or one of {TAU2_METHODS}, got {self.tau2!r}")
+                check_choice(self.tau2, "tau2", TAU2_METHODS)
                 if self.loss_matrix != "vcov":
-                    raise ValueError("estimating tau2 needs loss_matrix='vcov' (the random-effects model)")
-            elif not (float(self.tau2) >= 0):
-                raise ValueError(f"tau2 must be >= 0, got {self.tau2!r}")
-        if self.n_boot is not None and int(self.n_boot) < 0:
-            raise ValueError(f"n_boot must be >= 0, got {self.n_boot!r}")
+                    raise ParameterError("estimating tau2 needs loss_matrix='vcov' (the random-effects model)")
+            else:
+                float_param(self.tau2, "tau2", low=0.0, allow_inf=True)
+        if self.n_boot is not None:
+            n_boot = check_int(self.n_boot, "n_boot", low=0, high=10_000_000)
+            if n_boot == 1:
+                raise ParameterError("n_boot must be 0 (no bootstrap) or >= 2 (a bootstrap SD needs two draws), got 1")
         if self.ci == "bootstrap" and self._n_boot < 2:
-            raise ValueError(f"ci='bootstrap' needs n_boot >= 2, got {self.n_boot!r}")
+            raise ParameterError(f"ci='bootstrap' needs n_boot >= 2, got {self.n_boot!r}")
+        float_param(self.tol, "tol", low=0.0, low_open=True, high=1.0)
+        check_int(self.max_iter, "max_iter", low=1, high=10_000_000)
+        check_verbose(self.verbose)
+        if self.random_state is not None and not isinstance(self.random_state, (np.random.Generator, np.random.RandomState)):
+            check_random_state(self.random_state)
+        if self.C_grid is not None:
+            grid = np.asarray(self.C_grid, dtype=float) if not isinstance(self.C_grid, str) else None
+            if grid is None or grid.ndim != 1 or grid.size == 0 or np.any(~(grid >= 0)):
+                raise ParameterError("C_grid must be a non-empty 1-d sequence of values >= 0 (np.inf allowed)")
 
     @property
     def _fixed_C(self) -> bool:
@@ -273,11 +300,11 @@ class LateFusion(BaseEstimator):
         if table.n_given:
             return
         if self.loss_matrix != "vcov":
-            raise ValueError(f"loss_matrix={self.loss_matrix!r} needs the sites' n; these summaries have none")
+            raise ParameterError(f"loss_matrix={self.loss_matrix!r} needs the sites' n; these summaries have none")
         if self.penalty == "group" and self.metric == "euclidean":
-            raise ValueError("metric='euclidean' needs the sites' n; these summaries have none (use 'matched')")
+            raise ParameterError("metric='euclidean' needs the sites' n; these summaries have none (use 'matched')")
         if self.penalty == "squared" and (self._fixed_C or self.lambdas is not None):
-            raise ValueError("penalty='squared' with C or lambdas needs the sites' n; pass tau2 instead")
+            raise ParameterError("penalty='squared' with C or lambdas needs the sites' n; pass tau2 instead")
 
     # ------------------------------------------------------------------ fit
     def fit(self, summaries: "SummaryTable | pd.DataFrame | Sequence[SiteSummary | str | Path]") -> "LateFusion":
@@ -330,7 +357,7 @@ class LateFusion(BaseEstimator):
         if self.lambdas is not None:
             lam = np.asarray(self.lambdas, float)
             if lam.shape != (K,) or not np.all(np.isfinite(lam)) or np.any(lam <= 0):
-                raise ValueError(f"lambdas must be {K} positive finite numbers")
+                raise ParameterError(f"lambdas must be {K} positive finite numbers")
             return lam, 1.0, "explicit lambdas"
         tau2_rule = self.tau2
         if tau2_rule is None and self.C is None and self.penalty == "squared":
@@ -375,7 +402,7 @@ class LateFusion(BaseEstimator):
         """
         grid = np.asarray(default_C_grid() if self.C_grid is None else self.C_grid, float)
         if grid.ndim != 1 or grid.size == 0 or np.any(~(grid >= 0)):
-            raise ValueError("C_grid must be a non-empty 1-d sequence of values >= 0")
+            raise ParameterError("C_grid must be a non-empty 1-d sequence of values >= 0")
         folds = table.folds
         assert folds is not None  # cross-validation needs the fold tables (checked by the caller)
         counts = folds.counts
@@ -384,6 +411,7 @@ class LateFusion(BaseEstimator):
         R = int(counts.max())
         test_tot = np.add.reduceat(folds.n_test, folds.offsets[:-1]).astype(float)
         losses = np.empty((R, grid.size))
+        bar = progress_bar(R, "LateFusion CV", self.verbose, unit="round")
         for r in range(R):
             fidx = r % counts
             f = folds.take(folds.offsets[:-1] + fidx)
@@ -396,6 +424,8 @@ class LateFusion(BaseEstimator):
                 list(grid), self.penalty, self.metric, f.A, f.b, f.c, lw,
                 tol=max(self.tol, CV_TOL), max_iter=self.max_iter, threads=self._threads(),
             )
+            bar.update(1)
+        bar.close()
         self.cv_rounds_ = losses
         per_round = R * losses  # each round scaled to a full-data estimate
         return pd.DataFrame(
@@ -484,15 +514,20 @@ class LateFusion(BaseEstimator):
         n_boot = self._n_boot
         if n_boot > 0:
             if K * d * n_boot > MAX_BOOT_VALUES:
-                raise ValueError(
+                raise ParameterError(
                     f"n_boot={n_boot} would keep {K * d * n_boot} draws in memory; "
                     f"use n_boot <= {MAX_BOOT_VALUES // (K * d)} (or 0)"
                 )
-            seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-            bs = self.problem_.bootstrap(
-                V, self.C_, self.penalty, self.metric, n_boot=n_boot, seed=seed,
-                tol=max(self.tol, 1e-10), max_iter=self.max_iter, threads=self._threads(),
-            )
+            if isinstance(self.random_state, np.random.Generator):
+                seed = int(self.random_state.integers(np.iinfo(np.int32).max))
+            else:  # an int seed gives the same draws as before (sklearn's RandomState)
+                seed = int(_sk_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+            with progress_bar(n_boot, "LateFusion bootstrap", self.verbose, unit="draw") as bar:
+                bs = self.problem_.bootstrap(
+                    V, self.C_, self.penalty, self.metric, n_boot=n_boot, seed=seed,
+                    tol=max(self.tol, 1e-10), max_iter=self.max_iter, threads=self._threads(),
+                )
+                bar.update(n_boot)
             self.boot_theta_ = bs["theta"]
             self.boot_centre_ = bs["centre"]
             self.boot_fused_share_ = np.asarray(bs["fused_count"], float) / n_boot
@@ -525,10 +560,7 @@ class LateFusion(BaseEstimator):
             self.problem_ = self.table_.fusion_problem(self.loss_matrix, self.shape_)
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "coef_"):
-            from sklearn.exceptions import NotFittedError
-
-            raise NotFittedError("This LateFusion instance is not fitted yet; call fit first.")
+        check_is_fitted(self, "coef_")
 
     def _index(self) -> pd.MultiIndex:
         return pd.MultiIndex.from_product([self.sites_, self.coef_names_], names=["site", "coef"])
@@ -540,7 +572,7 @@ class LateFusion(BaseEstimator):
         X = X[:, None] if X.ndim == 1 else X
         K = len(self.sites_)
         if X.ndim != 2 or X.shape[0] != K or not np.all(np.isfinite(X)):
-            raise ValueError(f"site_covariates must be a finite ({K}, p) array, one row per site")
+            raise ParameterError(f"site_covariates must be a finite ({K}, p) array, one row per site")
         return np.column_stack([np.ones(K), X])
 
     def robust_eb_frame(self, level: float = 0.95, contrast: Sequence[float] | None = None, wopt: bool = False) -> pd.DataFrame:
@@ -568,7 +600,7 @@ class LateFusion(BaseEstimator):
         else:
             c = np.asarray(contrast, float).ravel()
             if c.shape != (d,) or not np.all(np.isfinite(c)) or not np.any(c):
-                raise ValueError(f"contrast must be {d} finite numbers, not all zero")
+                raise ParameterError(f"contrast must be {d} finite numbers, not all zero")
             C = c[None, :]
             names = ["contrast"]
         m = C.shape[0]
@@ -721,12 +753,23 @@ class LateFusion(BaseEstimator):
             table[f"boot {lo_name}"], table[f"boot {hi_name}"] = lo, hi
         return table
 
-    def confint(self, level: float = 0.95) -> pd.DataFrame:
+    def confint(self, level: float = 0.95, joint: bool = False, n_boot: int = 1000,
+                random_state: Any = None) -> pd.DataFrame:
         """The intervals the summary reports as valid or labelled: for the sites, the ``ci``
         method's (robust EB: around the estimate in column ``estimate``); for the centre (rows
         ``"(centre)"``), the random-effects interval where the random-effects model applies, else
-        the conditional one."""
+        the conditional one.
+
+        ``joint=True``: simultaneous intervals over every site's coefficients and the centre's,
+        estimate ± c·SD with a sup-t critical value c — from the bootstrap draws (ci="bootstrap";
+        ``n_boot``/``random_state`` unused, the fit's draws are used) or simulated from the
+        delta-method covariance given the site effects (ci="conditional"; ``n_boot`` draws from
+        ``random_state``). Not available for ci="robust_eb" (average coverage, no joint version).
+        """
         self._check_fitted()
+        level = check_level(level)
+        if check_bool(joint, "joint"):
+            return self._joint_confint(level, n_boot, random_state)
         lo_name, hi_name = _level_names(level)
         t = self.summary_frame(level)
         if self.ci == "robust_eb" and f"robust EB {lo_name}" in t:
@@ -747,6 +790,52 @@ class LateFusion(BaseEstimator):
         cl.index = pd.MultiIndex.from_product([[CENTRE], self.coef_names_], names=["site", "coef"])
         return pd.concat([sites, cl])
 
+    def _joint_index(self) -> pd.MultiIndex:
+        return pd.MultiIndex.from_tuples(
+            [*self._index().tolist(), *[(CENTRE, c) for c in self.coef_names_]], names=["site", "coef"]
+        )
+
+    def _joint_confint(self, level: float, n_boot: Any, random_state: Any) -> pd.DataFrame:
+        """Sup-t simultaneous intervals (see :meth:`confint`)."""
+        est = np.concatenate([self.coef_.ravel(), self.centre_])
+        if self.ci == "bootstrap":
+            draws = np.concatenate([self.boot_theta_.reshape(self._n_boot, -1), self.boot_centre_], axis=1)
+            sd = draws.std(axis=0, ddof=1)
+            c = draws_critical_value(draws, est, sd, level)
+        elif self.ci == "conditional":
+            n_boot = check_n_boot(n_boot)
+            rng = check_random_state(random_state)
+            sd = np.concatenate([np.sqrt(np.einsum("kii->ki", self.vcov_)).ravel(),  # type: ignore[arg-type]
+                                 np.sqrt(np.diag(self.centre_vcov_))])  # type: ignore[arg-type]
+            c = self._conditional_sup_t(sd, level, n_boot, rng)
+        else:
+            raise ParameterError(
+                "joint=True needs ci='bootstrap' or ci='conditional': robust EB intervals control average coverage "
+                "over sites and have no simultaneous version"
+            )
+        lo_name, hi_name = _level_names(level)
+        return pd.DataFrame({"estimate": est, lo_name: est - c * sd, hi_name: est + c * sd}, index=self._joint_index())
+
+    def _conditional_sup_t(self, sd: np.ndarray, level: float, n_boot: int, rng: np.random.Generator) -> float:
+        """Sup-t critical value of the squared-penalty estimates given the site effects: the map
+        θ̂ ↦ (θ̃_k = P_k θ̂_k + (I − P_k) θ̂_0, θ̃_0 = Σ_j G_j θ̂_j) is linear, so the draws are that
+        map applied to ξ_k ~ N(0, V̂_k), independent over sites."""
+        P, G = self.problem_.squared_map(self.C_)
+        K, d = self.coef_.shape
+        L = np.linalg.cholesky(self.dml_vcov_)
+        I = np.eye(d)
+        ok = sd > 0
+        stats_ = np.empty(n_boot)
+        chunk = max(1, 2_000_000 // max(1, K * d))
+        for start in range(0, n_boot, chunk):
+            b = min(chunk, n_boot - start)
+            xi = np.einsum("kab,nkb->nka", L, rng.standard_normal((b, K, d)))
+            c0 = np.einsum("kab,nkb->na", G, xi)
+            site = np.einsum("kab,nkb->nka", P, xi) + np.einsum("kab,nb->nka", I[None] - P, c0)
+            t = np.concatenate([site.reshape(b, -1), c0], axis=1)
+            stats_[start:start + b] = (np.abs(t[:, ok]) / sd[ok]).max(axis=1)
+        return float(np.quantile(stats_, level))
+
     def prediction_interval(self, level: float = 0.95) -> pd.DataFrame:
         """BLUP prediction intervals for θ_k ("squared" with loss_matrix="vcov"): under θ_k ~
         N(θ_0, τ_k² I) with τ_k² = 1/(2 n_k λ_k), Var(θ̃_k − θ_k) = (V̂_k⁻¹ + τ_k⁻² I)⁻¹ +
@@ -754,7 +843,7 @@ class LateFusion(BaseEstimator):
         on τ² (or C); valid under the random-effects model, not for arbitrary fixed θ_k."""
         self._check_fitted()
         if self.penalty != "squared" or self.loss_matrix != "vcov":
-            raise ValueError("prediction intervals need penalty='squared' and loss_matrix='vcov'")
+            raise ParameterError("prediction intervals need penalty='squared' and loss_matrix='vcov'")
         K, d = self.coef_.shape
         I = np.eye(d)
         V = self.dml_vcov_
@@ -830,8 +919,12 @@ class LateFusion(BaseEstimator):
             )
         return head
 
-    def summary(self, level: float = 0.95) -> str:
-        """Readable text: settings, heterogeneity, the centre and the per-site table."""
+    def summary(self, level: float = 0.95):
+        """Summary (a statsmodels ``Summary``: ``as_text``/``as_html``/``as_latex``; ``print``
+        shows the text): settings, heterogeneity, the per-site table (:meth:`summary_frame`) and
+        the centre (:meth:`centre_frame`)."""
         self._check_fitted()
-        centre = format_table("Fused centre", {}, self.centre_frame(level))
-        return format_table("LateFusion", self._summary_header(), self.summary_frame(level)) + "\n" + centre
+        level = check_level(level)
+        notes = ["z and P>|z| from the normal law; the random-effects centre under HKSJ uses t (K - 1 df)."]
+        return make_summary("LateFusion", self._summary_header(),
+                            [("Sites", self.summary_frame(level)), ("Fused centre", self.centre_frame(level))], notes)

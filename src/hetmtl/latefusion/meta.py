@@ -434,24 +434,28 @@ class RandomEffects:
                              lo: self.mu_fe - q * self.se_fe, hi: self.mu_fe + q * self.se_fe},
                             index=pd.Index(self.coef_names))
 
-    def summary(self, level: float | None = None, test: str | None = None) -> str:
-        """Printable report: heterogeneity (τ², its Q-profile CI, Q test, I²), then the centre table."""
+    def summary(self, level: float | None = None, test: str | None = None):
+        """Report (a statsmodels ``Summary``: ``as_text``/``as_html``/``as_latex``; ``print`` shows
+        the text): heterogeneity (τ², its Q-profile CI, Q test, I²), then the centre table."""
+        from hetmtl.inference import make_summary
+
         level = self.level if level is None else _check_level(level)
         test = _check_test(self.test if test is None else test)
         ci = self.tau2_ci if level == self.level else np.array(tau2_qprofile_ci(self.theta, self.V, level))
-        lines = [
-            f"Random-effects model (K = {self.K} sites, d = {self.d}; tau^2 estimator: {self.tau2_method})",
-            f"tau^2 = {self.tau2:.4g} (Q-profile {100 * level:g}% CI [{ci[0]:.4g}, {ci[1]:.4g}]), "
-            f"tau = {np.sqrt(self.tau2):.4g}, I^2 = {100 * self.I2:.2f}%, H^2 = {self.H2:.4g}",
-            f"Test for heterogeneity: Q({self.Q_df}) = {self.Q:.4f}, p = {self.Q_pvalue:.4g}",
-            "Centre: " + ("Knapp-Hartung (HKSJ) SE, t(%d)" % self.knha_df if test == "knha" else "Wald SE, z"),
-            "",
-            self.summary_frame(level, test).to_string(float_format=lambda v: f"{v:.4g}"),
-        ]
-        return "\n".join(lines)
+        header = {
+            "sites (K)": self.K,
+            "coefficients (d)": self.d,
+            "tau^2 estimator": self.tau2_method,
+            "tau^2": f"{self.tau2:.4g} (Q-profile {100 * level:g}% CI [{ci[0]:.4g}, {ci[1]:.4g}])",
+            "tau": f"{np.sqrt(self.tau2):.4g}",
+            "I^2, H^2": f"{100 * self.I2:.2f}%, {self.H2:.4g}",
+            "test for heterogeneity": f"Q({self.Q_df}) = {self.Q:.4f}, p = {self.Q_pvalue:.4g}",
+            "centre": "Knapp-Hartung (HKSJ) SE, t(%d)" % self.knha_df if test == "knha" else "Wald SE, z",
+        }
+        return make_summary("Random-effects model", header, [("Centre", self.summary_frame(level, test))])
 
     def __str__(self) -> str:  # pragma: no cover (thin)
-        return self.summary()
+        return self.summary().as_text()
 
     def __repr__(self) -> str:
         return (f"RandomEffects(K={self.K}, d={self.d}, tau2={self.tau2:.6g} ({self.tau2_method}), "

@@ -43,8 +43,18 @@ from sklearn.model_selection import KFold
 from sklearn.preprocessing import SplineTransformer
 
 from hetmtl import _core
+from hetmtl._progress import check_verbose, progress_bar
+from hetmtl._validation import (
+    check_array,
+    check_bool,
+    check_choice,
+    check_int,
+    check_is_fitted,
+    check_random_state,
+)
 from hetmtl.data.multisite import MultiSiteData
-from hetmtl.exceptions import ConvergenceWarning, DataValidationError
+from hetmtl.exceptions import ConvergenceWarning, DataValidationError, ParameterError
+from hetmtl.latefusion._params import float_param
 from hetmtl.latefusion.dml import BINARY_MODELS, MODELS, MultiSiteDML, make_folds
 
 LOSSES = ("squared", "logistic")
@@ -104,8 +114,10 @@ class MultiTaskNuisance(BaseEstimator):
         Solver iteration limit.
     tol : float
         Solver tolerance on the gradient-mapping residual; tuning fits use ``max(tol, 1e-6)``.
-    random_state : int or None
-        Seed of the inner folds when ``fit`` receives no ``inner_folds``.
+    random_state : None, int or numpy Generator
+        Seed of the inner folds when ``fit`` receives no ``inner_folds`` (None: fresh randomness).
+    verbose : int
+        0 (default) silent; 1 a tqdm progress bar over inner folds × grid values while tuning C_η.
     """
 
     def __init__(
@@ -119,7 +131,8 @@ class MultiTaskNuisance(BaseEstimator):
         n_inner: int | None = None,
         max_iter: int = 20000,
         tol: float = 1e-9,
-        random_state: int | None = None,
+        random_state: Any = None,
+        verbose: int = 0,
     ) -> None:
         self.loss = loss
         self.C_eta = C_eta
@@ -131,22 +144,30 @@ class MultiTaskNuisance(BaseEstimator):
         self.max_iter = max_iter
         self.tol = tol
         self.random_state = random_state
+        self.verbose = verbose
 
     # ------------------------------------------------------------------ pieces
     def _check_params(self) -> None:
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.C_eta is not None and not (self.C_eta >= 0):
-            raise ValueError(f"C_eta must be >= 0 (np.inf allowed) or None, got {self.C_eta}")
-        if self.alpha is not None and not (np.isfinite(self.alpha) and self.alpha >= 0):
-            raise ValueError(f"alpha must be finite and >= 0 (or None), got {self.alpha}")
-        if self.n_inner is not None and int(self.n_inner) < 1:
-            raise ValueError(f"n_inner must be >= 1 or None, got {self.n_inner}")
+        """Validate the parameters (ParameterError naming the parameter)."""
+        check_choice(self.loss, "loss", LOSSES)
+        float_param(self.C_eta, "C_eta", low=0.0, allow_none=True, allow_inf=True)
+        float_param(self.alpha, "alpha", low=0.0, allow_none=True)
+        check_int(self.n_inner, "n_inner", low=1, allow_none=True)
+        check_int(self.max_iter, "max_iter", low=1, high=100_000_000)
+        float_param(self.tol, "tol", low=0.0, low_open=True, high=1.0)
+        check_bool(self.site_intercept, "site_intercept")
+        check_verbose(self.verbose)
+        if self.random_state is not None and not isinstance(self.random_state, (np.random.Generator, np.random.RandomState)):
+            check_random_state(self.random_state)
+        self._grid()
 
     def _grid(self) -> np.ndarray:
-        grid = default_C_grid() if self.C_grid is None else np.asarray(self.C_grid, dtype=float)
+        try:
+            grid = default_C_grid() if self.C_grid is None else np.asarray(self.C_grid, dtype=float)
+        except (TypeError, ValueError):
+            grid = np.array([np.nan])
         if grid.ndim != 1 or grid.size == 0 or np.any(~(grid >= 0)):
-            raise ValueError("C_grid must be a non-empty list of values >= 0 (np.inf allowed)")
+            raise ParameterError("C_grid must be a non-empty list of values >= 0 (np.inf allowed)")
         return np.sort(grid)[::-1]  # pooled → per-site, for warm starts
 
     def _alpha(self) -> float:
@@ -213,9 +234,9 @@ class MultiTaskNuisance(BaseEstimator):
             The fitted estimator (``coef_``, ``center_``, ``C_eta_``, ``fused_``, ``cv_curve_``).
         """
         self._check_params()
-        X = np.asarray(X, dtype=float)
+        X = check_array(X, "X", ndim=(1, 2), allow_nan=True)
         X = X[:, None] if X.ndim == 1 else X
-        y = np.asarray(y, dtype=float)
+        y = check_array(y, "y", ndim=1, allow_nan=True)
         site = np.asarray(site, dtype=object)
         if X.ndim != 2 or y.shape != (X.shape[0],) or site.shape != (X.shape[0],):
             raise DataValidationError(f"X ({X.shape}), y ({y.shape}) and site ({site.shape}) must have matching rows")
@@ -265,7 +286,7 @@ class MultiTaskNuisance(BaseEstimator):
         grid = self._grid()
         if inner_folds is None:
             inner_folds = np.zeros(X.shape[0], dtype=int)
-            rng = np.random.default_rng(self.random_state)
+            rng = check_random_state(self.random_state)
             for k in range(K):
                 rows = np.flatnonzero(codes == k)
                 n_split = min(5, rows.size)
@@ -284,6 +305,7 @@ class MultiTaskNuisance(BaseEstimator):
             labels = labels[: int(self.n_inner)]
         loss = np.zeros(grid.size)
         n_test = 0
+        bar = progress_bar(labels.size * grid.size, "MultiTaskNuisance tuning", self.verbose, unit="fit")
         for v in labels:
             test, train = inner_folds == v, inner_folds != v
             tr_sites, tr_codes = np.unique(codes[train], return_inverse=True)
@@ -298,15 +320,14 @@ class MultiTaskNuisance(BaseEstimator):
                 warm = (beta, centre)
                 coef = np.where(known[:, None], beta[np.minimum(pos, tr_sites.size - 1)], centre)
                 loss[g] += self._heldout_loss(B_te, t[test], np.arange(coef.shape[0]), coef)
+                bar.update(1)
             n_test += int(test.sum())
+        bar.close()
         curve = {"C_eta": grid[::-1].copy(), "heldout_loss": (loss / n_test)[::-1].copy()}
         return float(grid[int(np.argmin(loss))]), curve
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "coef_"):
-            from sklearn.exceptions import NotFittedError
-
-            raise NotFittedError("This MultiTaskNuisance instance is not fitted yet; call fit first.")
+        check_is_fitted(self, "coef_")
 
     def decision_function(self, X, site) -> np.ndarray:
         """Linear predictor b(x)'β_k on the fitting scale (sites not seen in fit: the centre).
@@ -324,8 +345,10 @@ class MultiTaskNuisance(BaseEstimator):
             Shape (m,).
         """
         self._check_fitted()
-        X = np.asarray(X, dtype=float)
+        X = check_array(X, "X", ndim=(1, 2), min_rows=0)
         X = X[:, None] if X.ndim == 1 else X
+        if X.shape[1] != self.spline_.n_features_in_:
+            raise DataValidationError(f"X has {X.shape[1]} columns; the model was fitted on {self.spline_.n_features_in_}")
         site = np.asarray(site, dtype=object).astype(str)
         if site.shape != (X.shape[0],):
             raise DataValidationError(f"site must have one label per row of X ({X.shape[0]})")
@@ -375,7 +398,9 @@ def make_site_folds(data: MultiSiteData, n_folds: int = 5, n_rep: int = 1, rando
         ``{site: array (n_rep, n_k)}`` with values 0..n_folds−1, in the format
         :meth:`MultiSiteDML.fit <hetmtl.latefusion.MultiSiteDML.fit>` accepts as ``folds``.
     """
-    rng = np.random.default_rng(random_state)
+    n_folds = check_int(n_folds, "n_folds", low=2, high=100_000)  # type: ignore[assignment]
+    n_rep = check_int(n_rep, "n_rep", low=1, high=10_000)  # type: ignore[assignment]
+    rng = check_random_state(random_state)
     binary = bool(np.all(np.isin(data.d, (0.0, 1.0))))
     out = {}
     for s in data.sites:
@@ -422,8 +447,9 @@ def multitask_predictions(data: MultiSiteData, model: str, folds: dict, **nuisan
     info : dict
         ``info[key]``: the chosen C_η per repetition and fold.
     """
-    if model not in MODELS:
-        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    check_choice(model, "model", MODELS)
+    if not isinstance(folds, dict):
+        raise ParameterError("folds must be a dict mapping each site to its fold ids (see make_site_folds)")
     binary_d = bool(np.all(np.isin(data.d, (0.0, 1.0))))
     if model in BINARY_MODELS:
         data.check_binary_treatment()
@@ -510,6 +536,15 @@ def fit_multitask_dml(
     inside the 0.93–0.97 band. Per-site sieves (``nuisance_options={"C_eta": 0}``) need
     ``n_rep=5`` for that (0.932–0.934; 0.915–0.920 with ``n_rep=1``).
     """
+    if not isinstance(data, MultiSiteData):
+        raise ParameterError(f"data must be a MultiSiteData, got {type(data).__name__}")
+    check_choice(model, "model", MODELS)
+    n_folds = check_int(n_folds, "n_folds", low=2, high=100_000)  # type: ignore[assignment]
+    n_rep = check_int(n_rep, "n_rep", low=1, high=10_000)  # type: ignore[assignment]
+    if isinstance(random_state, (np.random.Generator, np.random.RandomState)):  # one draw seeds both steps
+        random_state = int(check_random_state(random_state).integers(0, 2**32 - 1))
+    elif random_state is not None:
+        check_random_state(random_state)
     folds = make_site_folds(data, n_folds, n_rep, random_state)
     preds, info = multitask_predictions(data, model, folds, **(nuisance_options or {}))
     est = MultiSiteDML(model=model, n_folds=n_folds, n_rep=n_rep, random_state=random_state, **dml_options)

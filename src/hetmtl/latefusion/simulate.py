@@ -45,7 +45,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.special import expit
 
+from hetmtl._validation import check_random_state
 from hetmtl.data.multisite import MultiSiteData
+from hetmtl.exceptions import ParameterError
 
 PROPENSITY_SLOPE = np.array([0.6, -0.4, 0.3, 0.0, 0.2])
 
@@ -101,17 +103,17 @@ def make_latefusion_data(
     Scenario 3 a CATE scenario. ``outlier_frac`` is used by Scenario 3 only.
     """
     if scenario not in (1, 2, 3, 4):
-        raise ValueError(f"scenario must be 1, 2, 3 or 4, got {scenario}")
+        raise ParameterError(f"scenario must be 1, 2, 3 or 4, got {scenario}")
     if p < 4:
-        raise ValueError("p must be at least 4 (g uses x1..x4)")
+        raise ParameterError("p must be at least 4 (g uses x1..x4)")
     lo, hi = n_range
     if not 2 <= lo <= hi:
-        raise ValueError(f"n_range must satisfy 2 <= low <= high, got {n_range}")
-    rng = np.random.default_rng(random_state)
+        raise ParameterError(f"n_range must satisfy 2 <= low <= high, got {n_range}")
+    rng = check_random_state(random_state)
     K = int(n_sites)
     cate = scenario == 2 if cate is None else bool(cate)
     if cate and scenario in (1, 4):
-        raise ValueError(f"Scenario {scenario} has a scalar effect; use scenario 2 or 3 for a CATE")
+        raise ParameterError(f"Scenario {scenario} has a scalar effect; use scenario 2 or 3 for a CATE")
     d_theta = p + 1 if cate else 1
     centre = np.zeros(d_theta)
     if np.ndim(theta0) == 0:
@@ -121,7 +123,7 @@ def make_latefusion_data(
     else:
         centre = np.asarray(theta0, float)
         if centre.shape != (d_theta,):
-            raise ValueError(f"theta0 must have length {d_theta}")
+            raise ParameterError(f"theta0 must have length {d_theta}")
     if cate:
         theta = centre + eta * _unit_vectors(rng, K, d_theta)
     else:
@@ -215,9 +217,9 @@ def _smooth_draw(
 
 def _check_smooth(model: str, p: int) -> None:
     if model not in SMOOTH_MODELS:
-        raise ValueError(f"model must be one of {SMOOTH_MODELS}, got {model!r}")
+        raise ParameterError(f"model must be one of {SMOOTH_MODELS}, got {model!r}")
     if p < 5:
-        raise ValueError(f"p must be at least 5 (the nuisances use x1..x5), got {p}")
+        raise ParameterError(f"p must be at least 5 (the nuisances use x1..x5), got {p}")
 
 
 def simulate_dml_site(
@@ -236,8 +238,8 @@ def simulate_dml_site(
     """
     _check_smooth(model, p)
     if n < 2:
-        raise ValueError(f"n must be at least 2, got {n}")
-    rng = np.random.default_rng(random_state)
+        raise ParameterError(f"n must be at least 2, got {n}")
+    rng = check_random_state(random_state)
     while True:
         site = _smooth_draw(rng, int(n), model, int(p), float(theta), float(rho), np.zeros(p), 0.0, 0.0)
         if model == "plr" or site.d.min() != site.d.max():
@@ -262,8 +264,8 @@ def make_dml_sites(
     _check_smooth(model, p)
     lo, hi = n_range
     if not 2 <= lo <= hi:
-        raise ValueError(f"n_range must satisfy 2 <= low <= high, got {n_range}")
-    rng = np.random.default_rng(random_state)
+        raise ParameterError(f"n_range must satisfy 2 <= low <= high, got {n_range}")
+    rng = check_random_state(random_state)
     K = int(n_sites)
     theta = float(theta0) + eta * rng.normal(size=(K, 1))
     parts: list[SimulatedSite] = []

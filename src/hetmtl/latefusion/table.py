@@ -40,6 +40,10 @@ from hetmtl.latefusion.summary import (
 )
 
 CENTRE = "(centre)"
+#: Largest spread of a coefficient over sites, in units of the smallest standard error (1e12):
+#: e.g. theta = 1e308 (or 1e30 beside estimates near 1 with SE 1) is refused instead of fusing into
+#: SEs of inf and 0.
+MAX_STANDARDISED_SPREAD = 1e12
 
 
 def _first(mask: np.ndarray) -> int:
@@ -189,9 +193,26 @@ class SummaryTable:
             )
         _check_square("J", self.J, self._where, psd=False, symmetric=False, spectral=False)
         _check_square("Omega", self.Omega, self._where, psd=True, symmetric=True, spectral=False)
-        self.site_matrices("vcov")  # the kernel checks J's conditioning and Ω's definiteness on the way
+        _, V = self.site_matrices("vcov")  # the kernel checks J's conditioning and Ω's definiteness on the way
+        self._check_spread(V)
         if self.folds is not None:
             self._validate_folds(K, d)
+
+    def _check_spread(self, V: np.ndarray) -> None:
+        """Magnitude limit that keeps the fusion finite: for every coefficient, the spread of the
+        site estimates in units of the smallest standard error is at most ``MAX_STANDARDISED_SPREAD``
+        (beyond it the solvers lose all precision and the EB moments overflow)."""
+        se = np.sqrt(np.einsum("kjj->kj", V))
+        spread = np.ptp(self.theta, axis=0) / se.min(axis=0)
+        bad = ~(spread <= MAX_STANDARDISED_SPREAD)
+        if bad.any():
+            j = int(np.flatnonzero(bad)[0])
+            k = int(np.argmax(np.abs(self.theta[:, j] - np.median(self.theta[:, j]))))
+            raise SummaryValidationError(
+                f"{self._where(k)}: coefficient {self.coef_names[j]!r} lies {spread[j]:.3g} standard errors from "
+                f"another site's; beyond {MAX_STANDARDISED_SPREAD:g} the fusion is not finite-precision "
+                "(check the units and the standard errors)"
+            )
 
     def _validate_folds(self, K: int, d: int) -> None:
         f = self.folds
@@ -313,10 +334,10 @@ class SummaryTable:
     @classmethod
     def _from_payloads(cls, payloads: list[dict], sources: list[str]) -> "SummaryTable":
         ref = payloads[0]
-        for p in payloads:
-            if p["model"] != ref["model"] or p["coef_names"] != ref["coef_names"] or p.get("basis") != ref.get("basis"):
-                raise _SlowPath
         try:
+            for p in payloads:
+                if p["model"] != ref["model"] or p["coef_names"] != ref["coef_names"] or p.get("basis") != ref.get("basis"):
+                    raise _SlowPath
             n_raw = [p["n"] for p in payloads]
             if any(isinstance(v, bool) or not isinstance(v, int) for v in n_raw if v is not None):
                 raise _SlowPath

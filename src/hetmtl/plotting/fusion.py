@@ -14,6 +14,8 @@ from typing import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from hetmtl._validation import check_bool, check_level
+from hetmtl.exceptions import ParameterError
 from hetmtl.inference import _level_names
 from hetmtl.latefusion.table import CENTRE
 
@@ -23,11 +25,12 @@ def _coefs(lf, coefs: Sequence[str] | None) -> list[str]:
     names = list(lf.coef_names_) if coefs is None else list(coefs)
     unknown = [c for c in names if c not in lf.coef_names_]
     if unknown:
-        raise ValueError(f"unknown coefficient(s) {unknown}; the fit has {lf.coef_names_}")
+        raise ParameterError(f"unknown coefficient(s) {unknown}; the fit has {lf.coef_names_}")
     return names
 
 
-def forest_plot(lf, level: float = 0.95, coefs: Sequence[str] | None = None, figsize=None) -> Figure:
+def forest_plot(lf, level: float = 0.95, coefs: Sequence[str] | None = None, figsize=None,
+                joint: bool = False) -> Figure:
     """Forest plot of a late-fusion fit: per-site DML intervals beside the fused ones.
 
     Per-site DML CI (grey) beside the interval the fit reports (``lf.confint``: robust EB by
@@ -46,6 +49,9 @@ def forest_plot(lf, level: float = 0.95, coefs: Sequence[str] | None = None, fig
         Coefficients to plot (default all).
     figsize : tuple of float, optional
         Figure size in inches (default from the number of sites and panels).
+    joint : bool
+        Draw the simultaneous intervals of ``lf.confint(joint=True)`` (ci="bootstrap" or
+        "conditional") instead of the pointwise ones.
 
     Returns
     -------
@@ -53,9 +59,11 @@ def forest_plot(lf, level: float = 0.95, coefs: Sequence[str] | None = None, fig
         The figure (not shown; save it with ``savefig``).
     """
     names = _coefs(lf, coefs)
+    level = check_level(level)
+    joint = check_bool(joint, "joint")
     K = len(lf.sites_)
     table = lf.summary_frame(level)
-    ci = lf.confint(level)
+    ci = lf.confint(level, joint=joint, random_state=0) if joint else lf.confint(level)
     lo, hi = _level_names(level)
     width = max(len(str(s)) for s in lf.sites_)
     fig = Figure(figsize=figsize or (4.2 * len(names) + 0.07 * width, 0.45 * K + 1.8))
@@ -87,7 +95,8 @@ def forest_plot(lf, level: float = 0.95, coefs: Sequence[str] | None = None, fig
     axes[0].legend(loc="best", fontsize="small", frameon=False)
     method = {"robust_eb": "robust empirical Bayes", "bootstrap": "parametric bootstrap (approximate)",
               "conditional": "delta method, conditional"}[lf.ci]
-    fig.suptitle(f"Late fusion ({lf.penalty}, C = {lf.C_:.3g}); site intervals: {method}", fontsize="medium")
+    kind = "simultaneous" if joint else "site"
+    fig.suptitle(f"Late fusion ({lf.penalty}, C = {lf.C_:.3g}); {kind} intervals: {method}", fontsize="medium")
     fig.tight_layout()
     return fig
 
