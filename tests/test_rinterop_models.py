@@ -7,7 +7,7 @@ from hetmtl.blockwise import MTLHMB, make_split
 from hetmtl.data.blockwise import BlockwiseData
 from hetmtl.data.multitask import MultiTaskData
 from hetmtl.encoders import DualEncoderMTL
-from hetmtl.exceptions import DataValidationError
+from hetmtl.exceptions import DataValidationError, ParameterError
 
 pytestmark = pytest.mark.filterwarnings("ignore::hetmtl.exceptions.ConvergenceWarning")
 
@@ -82,5 +82,117 @@ def test_mbi_baseline_bridge_equals_direct_fit_on_the_same_split():
     train = direct.evaluate(data, split.train)
     np.testing.assert_allclose(res["rmse"]["rmse_train"], train["rmse"].iloc[:-1].to_numpy(), rtol=1e-12)
     assert res["rmse"]["n_test"] == [len(r) for r in split.test]
-    with pytest.raises(ValueError, match=r"MBI has no setting\(s\) \['max_epochs'\]"):
+    with pytest.raises(ParameterError, match=r'blockwise_baseline\(method = "mbi"\) has no argument\(s\) max_epochs'):
         ri.blockwise_baseline_fit("mbi", cols, frame["task"], frame["y"], sim["block_map"], "x0", max_epochs=5)
+    # fitted values for every row, in data order, consistent with the RMSE table
+    fitted = np.asarray(res["fitted"])
+    part = np.asarray(res["split"])
+    task = np.asarray(frame["task"])
+    for t, name in enumerate(["task1", "task2"]):
+        rows = (part == "test") & (task == name)
+        rmse = np.sqrt(np.mean((fitted[rows] - np.asarray(frame["y"])[rows]) ** 2))
+        assert rmse == pytest.approx(res["rmse"]["rmse_test"][t], rel=1e-10)
+
+
+# ---------------------------------------------------------------------------- r_call (conditions for R)
+def test_r_call_records_warnings_once_with_category_and_count():
+    import warnings
+
+    from hetmtl.exceptions import ConvergenceWarning
+
+    def noisy(n):
+        for _ in range(n):
+            warnings.warn("stopped early", ConvergenceWarning)
+        warnings.warn("old API", DeprecationWarning)  # housekeeping: not forwarded
+        warnings.warn("note", UserWarning)
+        return n
+
+    ri.noisy = noisy  # type: ignore[attr-defined]
+    try:
+        res = ri.r_call("noisy", {"n": 3})
+    finally:
+        del ri.noisy  # type: ignore[attr-defined]
+    assert res["value"] == 3 and res["error"] is None
+    assert res["warnings"] == [
+        {"category": "ConvergenceWarning", "message": "stopped early", "count": 3, "module": "hetmtl.exceptions"},
+        {"category": "UserWarning", "message": "note", "count": 1, "module": "builtins"},
+    ]
+
+
+def test_r_call_classifies_errors_for_r():
+    from hetmtl.exceptions import TrainingError
+
+    def fail(kind):
+        if kind == "input":
+            raise DataValidationError("column 'x' is bad")
+        if kind == "hetmtl":
+            raise TrainingError("no finite loss")
+        raise ValueError("plain")
+
+    ri.fail = fail  # type: ignore[attr-defined]
+    try:
+        out = {k: ri.r_call("fail", {"kind": k})["error"] for k in ("input", "hetmtl", "python")}
+    finally:
+        del ri.fail  # type: ignore[attr-defined]
+    assert out["input"] == {"kind": "input", "type": "DataValidationError", "message": "column 'x' is bad"}
+    assert out["hetmtl"] == {"kind": "hetmtl", "type": "TrainingError", "message": "no finite loss"}
+    assert out["python"] == {"kind": "python", "type": "ValueError", "message": "plain"}
+    assert ri.r_call("_blockwise_frame", {})["error"]["message"] == "no R entry point '_blockwise_frame'"
+    # an empty R list() arrives as a Python list: no arguments
+    assert ri.r_call("describe_learners", [])["value"]["forest"]["regressor"].startswith("random forest")
+
+
+def test_dual_encoder_bridge_refuses_unknown_settings_and_gives_linear_coefficients():
+    sim = ri.simulate_encoders(n_tasks=2, n=30, d=3, random_state=1)
+    d = sim["data"]["data"]
+    cols = ["x1", "x2", "x3"]
+    flat = [v for c in cols for v in d[c]]
+    res = ri.r_call("dual_encoder_fit", dict(x=flat, nrow=60, x_cols=cols, y=d["y"], task=d["task"], foo=1))
+    assert res["error"]["kind"] == "input"
+    assert res["error"]["message"].startswith("dual_encoder() has no argument(s) foo")
+    lin = ri.dual_encoder_fit(flat, 60, cols, d["y"], d["task"], hidden=[], n_shared=1, n_specific=1, max_epochs=3,
+                              random_state=2)
+    coef = np.asarray(lin["linear_coef"])
+    X = np.column_stack([d[c] for c in cols])
+    first = np.asarray(d["task"]) == "task1"
+    np.testing.assert_allclose(np.asarray(lin["fitted"])[first], coef[0, 0] + X[first] @ coef[0, 1:], rtol=1e-4,
+                               atol=1e-5)
+    deep = ri.dual_encoder_fit(flat, 60, cols, d["y"], d["task"], hidden=[4], n_shared=1, n_specific=1, max_epochs=3,
+                               random_state=2)
+    assert deep["linear_coef"] is None and len(deep["fitted"]) == 60
+
+
+def test_dual_encoder_cv_bridge_equals_direct_fit():
+    from hetmtl.encoders import DualEncoderMTLCV
+
+    sim = ri.simulate_encoders(n_tasks=2, n=40, d=3, random_state=1)
+    d = sim["data"]["data"]
+    cols = ["x1", "x2", "x3"]
+    flat = [v for c in cols for v in d[c]]
+    grid = {"lam": [0.01, 0.3], "hidden": [[], 4]}  # as R sends list(integer(0), 4L)
+    res = ri.dual_encoder_cv_fit(flat, 80, cols, d["y"], d["task"], param_grid=grid, cv=2, random_state=1, max_epochs=5)
+    X = np.column_stack([d[c] for c in cols])
+    data = MultiTaskData.from_arrays(X, np.asarray(d["y"]), np.asarray(d["task"], dtype=object), x_cols=cols)
+    train, test = data.split([0.8, 0.2], random_state=1)[:2]
+    direct = DualEncoderMTLCV(param_grid={"lam": [0.01, 0.3], "hidden": [(), (4,)]}, cv=2, random_state=1,
+                              base_params={"max_epochs": 5}).fit(train)
+    assert res["selection"]["data"]["mean_val_mse_sum"] == direct.cv_results_["mean_val_mse_sum"].tolist()
+    np.testing.assert_array_equal(res["fitted"], direct.predict(X, np.asarray(d["task"], dtype=object)))
+    np.testing.assert_array_equal(res["rmse"]["rmse_test"], direct.score_tasks(test).rmse.to_numpy())
+    assert "params" not in res["selection"]["columns"]
+
+
+def test_multisite_dml_bridge_takes_learner_names():
+    rng = np.random.default_rng(0)
+    n = 120
+    X = rng.normal(size=(n, 2))
+    dd = (X[:, 0] + rng.normal(size=n) > 0).astype(float)
+    y = dd + X[:, 1] + rng.normal(size=n)
+    flat = list(X[:, 0]) + list(X[:, 1])
+    site = ["a"] * 60 + ["b"] * 60
+    res = ri.multisite_dml(list(y), list(dd), flat, n, ["x1", "x2"], site, None, None, "y", "d", model="plr",
+                           n_folds=2, n_rep=1, random_state=0, ml_outcome="ridge", ml_treatment="logistic")
+    assert "RidgeCV" in res["sites"][0]["learners"][0] and "LogisticRegression" in res["sites"][0]["learners"][1]
+    out = ri.r_call("multisite_dml", dict(y=list(y), d=list(dd), x=flat, nrow=n, x_cols=["x1", "x2"], site=site, z=None,
+                                          z_cols=None, y_col="y", d_col="d", n_folds=2, ml_outcome="logistic"))
+    assert out["error"]["kind"] == "input" and "ml_outcome: learner 'logistic' is a classifier" in out["error"]["message"]

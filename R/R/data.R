@@ -11,14 +11,14 @@ columns_to_frame <- function(res) {
   df
 }
 
-ihdp_data <- function() columns_to_frame(rinterop()$ihdp_frame())
+ihdp_data <- function() columns_to_frame(hetmtl_call("ihdp_frame"))
 
 simulate_latefusion <- function(scenario = 1L, n_sites = 10L, eta = 0.5, n_range = c(40L, 80L), p = 5L,
                                 theta0 = 1, outlier_frac = 0.1, nuisance_shift = 1, seed = NULL) {
-  res <- rinterop()$simulate_latefusion(
-    scenario = as.integer(scenario), n_sites = as.integer(n_sites), eta = eta, n_range = as.list(as.integer(n_range)),
-    p = as.integer(p), theta0 = theta0, outlier_frac = outlier_frac, nuisance_shift = nuisance_shift,
-    random_state = if (is.null(seed)) NULL else as.integer(seed))
+  res <- hetmtl_call("simulate_latefusion",
+    scenario = check_count(scenario, "scenario"), n_sites = check_count(n_sites, "n_sites"), eta = eta,
+    n_range = as.list(check_count(n_range, "n_range", length = 2L)), p = check_count(p, "p"), theta0 = theta0,
+    outlier_frac = outlier_frac, nuisance_shift = nuisance_shift, random_state = check_seed(seed))
   theta <- matrix(unlist(res$theta), ncol = res$d, byrow = TRUE)
   list(data = columns_to_frame(res), theta = theta, theta0 = unlist(res$theta0), outlier = unlist(res$outlier))
 }

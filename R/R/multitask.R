@@ -5,18 +5,18 @@ py_seed <- function(seed) if (is.null(seed)) NULL else as.integer(seed)
 
 check_columns <- function(data, cols, what) {
   missing <- setdiff(cols, names(data))
-  if (length(missing)) stop(sprintf("%s column(s) not in data: %s", what, paste(missing, collapse = ", ")), call. = FALSE)
+  if (length(missing)) input_error(sprintf("%s column(s) not in data: %s", what, paste(missing, collapse = ", ")))
   invisible(TRUE)
 }
 
 task_labels <- function(data, task) {
-  if (!is.character(task) || length(task) != 1) stop("task must be the name of the task column", call. = FALSE)
+  if (!is.character(task) || length(task) != 1) input_error("task must be the name of the task column")
   check_columns(data, task, "task")
   lab <- data[[task]]
   if (anyNA(lab)) {
     bad <- which(is.na(lab))
-    stop(sprintf("task column '%s' has %d missing value(s) (rows %s)", task, length(bad),
-                 paste(utils::head(bad, 5), collapse = ", ")), call. = FALSE)
+    input_error(sprintf("task column '%s' has %d missing value(s) (rows %s)", task, length(bad),
+                 paste(utils::head(bad, 5), collapse = ", ")))
   }
   as.character(lab)
 }
@@ -24,15 +24,15 @@ task_labels <- function(data, task) {
 check_known_tasks <- function(labels, tasks, task) {
   unknown <- setdiff(unique(labels), tasks)
   if (length(unknown)) {
-    stop(sprintf("task column '%s' has task(s) not in the fitted model: %s (fitted tasks: %s)", task,
-                 paste(unknown, collapse = ", "), paste(tasks, collapse = ", ")), call. = FALSE)
+    input_error(sprintf("task column '%s' has task(s) not in the fitted model: %s (fitted tasks: %s)", task,
+                 paste(unknown, collapse = ", "), paste(tasks, collapse = ", ")))
   }
   invisible(TRUE)
 }
 
 check_split <- function(split) {
   if (!is.numeric(split) || !length(split) %in% 2:3 || any(split <= 0) || abs(sum(split) - 1) > 1e-8) {
-    stop("split must be 2 or 3 positive fractions (train, validation[, test]) summing to 1", call. = FALSE)
+    input_error("split must be 2 or 3 positive fractions (train, validation[, test]) summing to 1")
   }
   as.list(as.double(split))
 }
@@ -54,62 +54,117 @@ rmse_frame <- function(res) {
 dual_encoder <- function(formula = NULL, data, task, x = NULL, y = NULL, n_shared = 4L, n_specific = 4L,
                          hidden = 32L, lambda = 0.01, lam_orth = 0.01, penalty = c("group_l2", "l1"),
                          split = c(0.6, 0.2, 0.2), max_epochs = 500L, patience = 30L, lr = 0.01,
-                         standardize = TRUE, seed = NULL, n_threads = 1L, ...) {
+                         standardize = TRUE, subset = NULL, weights = NULL, na.action = stats::na.fail,
+                         seed = NULL, n_threads = 1L, verbose = 0L, ...) {
   penalty <- match.arg(penalty)
-  if (!is.data.frame(data)) stop("data must be a data.frame", call. = FALSE)
-  labels <- task_labels(data, task)
-  spec <- dual_design(formula, data, x, y)
-  if (!is.numeric(lambda) || !length(lambda) || any(lambda < 0)) stop("lambda must be one or more values >= 0", call. = FALSE)
-  X <- spec$X
-  res <- rinterop()$dual_encoder_fit(
-    x = as_py_list(X), nrow = nrow(X), x_cols = as.list(colnames(X)), y = as_py_list(spec$y), task = as.list(labels),
-    split = check_split(split), lambdas = as.list(as.double(lambda)), n_shared = as.integer(n_shared),
-    n_specific = as.integer(n_specific), hidden = as.list(as.integer(hidden)), lam_orth = lam_orth, penalty = penalty,
-    max_epochs = as.integer(max_epochs), patience = as.integer(patience), lr = lr, standardize = standardize,
-    random_state = py_seed(seed), n_threads = as.integer(n_threads), ...)
+  no_weights(weights, "dual_encoder()", "its losses are per-task means; per-task weights go in task_weights = ...")
+  dots <- check_dots(list(...), "dual_encoder()")
+  n_shared <- check_count(n_shared, "n_shared", low = 0)
+  n_specific <- check_count(n_specific, "n_specific", low = 0)
+  hidden <- if (length(hidden)) check_count(hidden, "hidden", low = 1, length = NA) else integer(0)
+  max_epochs <- check_count(max_epochs, "max_epochs")
+  patience <- check_count(patience, "patience")
+  n_threads <- check_count(n_threads, "n_threads")
+  lam_orth <- check_number(lam_orth, "lam_orth", low = 0)
+  lr <- check_number(lr, "lr", low = 0, low_open = TRUE)
+  check_flag(standardize, "standardize")
+  seed <- check_seed(seed)
+  verbose <- check_verbose(verbose)
+  if (!is.numeric(lambda) || !length(lambda) || any(!is.finite(lambda)) || any(lambda < 0))
+    input_error("lambda must be one or more finite values >= 0")
+  fr <- dual_frames(formula, data, task, x, y, substitute(subset), parent.frame(), na.action, "dual_encoder()")
+  X <- fr$feature$X
+  args <- c(list("dual_encoder_fit",
+    x = as_py_list(X), nrow = nrow(X), x_cols = as.list(colnames(X)), y = as_py_list(fr$y), task = as.list(fr$labels),
+    split = check_split(split), lambdas = as.list(as.double(lambda)), n_shared = n_shared,
+    n_specific = n_specific, hidden = as.list(hidden), lam_orth = lam_orth, penalty = penalty,
+    max_epochs = max_epochs, patience = patience, lr = lr, standardize = standardize,
+    random_state = seed, n_threads = n_threads), if (verbose > 0L) list(verbose = verbose), dots)
+  res <- do.call(hetmtl_call, args)
+  new_dual_fit(res, fr, data, task, hidden, match.call())
+}
+
+dual_encoder_cv <- function(formula = NULL, data, task, x = NULL, y = NULL, param_grid = NULL, cv = 3L,
+                            test_fraction = 0.2, subset = NULL, na.action = stats::na.fail, seed = NULL,
+                            n_jobs = 1L, n_threads = 1L, verbose = 0L, ...) {
+  dots <- check_dots(list(...), "dual_encoder_cv()")
+  if (!is.null(param_grid) && (!is.list(param_grid) || is.null(names(param_grid)) || any(names(param_grid) == "")))
+    input_error("param_grid must be a named list: setting -> candidate values, e.g. list(lam = c(0.01, 0.1), n_specific = c(0, 2))")
+  if (!is.numeric(cv) || length(cv) != 1L || !is.finite(cv) || !(cv > 0 && cv < 1 || cv >= 2 && cv == round(cv)))
+    input_error(sprintf("cv must be a whole number of folds >= 2 or a validation fraction in (0, 1), got %s", format_value(cv)))
+  test_fraction <- check_number(test_fraction, "test_fraction", low = 0, high = 0.9)
+  seed <- check_seed(seed)
+  n_jobs <- check_n_jobs(n_jobs)
+  n_threads <- check_count(n_threads, "n_threads")
+  verbose <- check_verbose(verbose)
+  fr <- dual_frames(formula, data, task, x, y, substitute(subset), parent.frame(), na.action, "dual_encoder_cv()")
+  X <- fr$feature$X
+  grid <- if (is.null(param_grid)) NULL else lapply(param_grid, function(v) if (is.list(v)) v else as.list(v))
+  res <- do.call(hetmtl_call, c(list("dual_encoder_cv_fit",
+    x = as_py_list(X), nrow = nrow(X), x_cols = as.list(colnames(X)), y = as_py_list(fr$y), task = as.list(fr$labels),
+    test_fraction = test_fraction, param_grid = grid, cv = cv, random_state = seed, n_jobs = n_jobs,
+    verbose = verbose, n_threads = n_threads), dots))
+  fit <- new_dual_fit(res, fr, data, task, unlist(res$hidden), match.call())
+  fit$family <- "dual encoder (tuned by cross-validation)"
+  fit$selected <- res$best_params
+  fit
+}
+
+# Model frame of a dual-encoder fit: a formula, or the x / y column names.
+dual_frames <- function(formula, data, task, x, y, subset_expr, env, na.action, fun) {
+  if (!is.data.frame(data)) input_error("data must be a data.frame")
+  if (!is.character(task) || length(task) != 1) input_error("task must be the name of the task column")
+  check_columns(data, task, "task")
+  if (is.null(formula)) {
+    if (is.null(x) || is.null(y)) input_error("give a formula, or the column names x (features) and y (outcome)")
+    check_columns(data, c(y, x), "feature/outcome")
+    for (col in x) {
+      v <- data[[col]]
+      if (is.factor(v) || is.character(v))
+        input_error(sprintf("feature column '%s' is a %s; use the formula interface (factors become dummy columns) or convert it",
+                            col, if (is.factor(v)) "factor" else "character vector"))
+    }
+    formula <- stats::reformulate(sprintf("`%s`", x), response = as.name(y), env = env)
+  } else {
+    check_formula(formula)
+  }
+  rows <- eval_subset(subset_expr, data, env)
+  fr <- build_frames(list(feature = formula), data, rows, extra = list(task = task), exclude = c(task = task),
+                     group_col = task, na.action = na.action, fun = fun)
+  fr$labels <- as.character(fr$data[[task]])
+  fr$all_rows <- rows
+  fr
+}
+
+new_dual_fit <- function(res, fr, data, task, hidden, call) {
+  X <- fr$feature$X
   tasks <- unlist(res$tasks)
   mat <- function(v, ncol) if (ncol == 0) matrix(0, length(tasks), 0) else matrix(unlist(v), ncol = ncol, byrow = TRUE)
   q <- length(unlist(res$alpha_center)); p <- length(unlist(res$beta_center))
   heads <- list(b = unlist(res$b), alpha = mat(res$alpha, q), beta = mat(res$beta, p),
                 alpha_center = unlist(res$alpha_center), beta_center = unlist(res$beta_center))
-  structure(list(model_json = res$model_json, family = "dual encoder", tasks = tasks, task = task, x_cols = colnames(X),
-                 terms = spec$terms, xlevels = spec$xlevels, y_name = spec$y_name, rmse = rmse_frame(res$rmse),
-                 heads = heads, selection = plain_frame(res$selection), lambda = res$lambda,
-                 selected = list(lambda = res$lambda, n_epochs = res$n_epochs, best_epoch = unlist(res$best_epoch)),
-                 params = res$params, call = match.call()),
-            class = c("hetmtl_dual_encoder", "hetmtl_mtl"))
-}
-
-# Outcome and numeric design from a formula (factors -> treatment dummies) or from column names.
-dual_design <- function(formula, data, x, y) {
-  if (!is.null(formula)) {
-    if (!inherits(formula, "formula") || length(formula) != 3) stop("formula must be two-sided: y ~ x1 + x2 + ...", call. = FALSE)
-    y_name <- all.vars(formula[[2]])
-    check_columns(data, y_name, "outcome")
-    rhs <- formula[-2]
-    vars <- all.vars(rhs)
-    check_columns(data, vars, "feature")
-    check_no_na(data[vars], "feature")
-    tt <- stats::terms(rhs, data = data)
-    mf <- stats::model.frame(tt, data, na.action = stats::na.fail)
-    X <- stats::model.matrix(tt, mf)
-    X <- X[, colnames(X) != "(Intercept)", drop = FALSE]
-    storage.mode(X) <- "double"
-    return(list(X = X, y = as_double_vector(data[[y_name]], y_name), y_name = y_name, terms = tt,
-                xlevels = stats::.getXlevels(tt, mf)))
+  lin <- NULL
+  if (!is.null(res$linear_coef)) {
+    lin <- matrix(unlist(res$linear_coef), nrow = length(tasks), byrow = TRUE,
+                  dimnames = list(tasks, c("(Intercept)", colnames(X))))
   }
-  if (is.null(x) || is.null(y)) stop("give a formula, or the column names x (features) and y (outcome)", call. = FALSE)
-  check_columns(data, c(y, x), "feature/outcome")
-  X <- column_matrix(data, x)
-  list(X = X, y = as_double_vector(data[[y]], y), y_name = y, terms = NULL, xlevels = NULL)
+  structure(list(model_json = res$model_json, family = "dual encoder", tasks = tasks, task = task, x_cols = colnames(X),
+                 terms = fr$terms$feature, xlevels = fr$feature$xlevels, y_name = fr$y_name, rmse = rmse_frame(res$rmse),
+                 heads = heads, linear_coef = lin, hidden = hidden, selection = plain_frame(res$selection),
+                 lambda = res$lambda,
+                 selected = list(lambda = res$lambda, n_epochs = res$n_epochs, best_epoch = unlist(res$best_epoch)),
+                 fitted = stats::setNames(unlist(res$fitted), rownames(fr$data)), y = fr$y, task_of_row = fr$labels,
+                 na.action = na_omit_attr(fr$all_rows, fr$rows, data), na_dropped = fr$dropped,
+                 params = res$params, call = call),
+            class = c("hetmtl_dual_encoder", "hetmtl_mtl"))
 }
 
 column_matrix <- function(data, cols) {
   for (col in cols) {
     v <- data[[col]]
     if (is.factor(v) || is.character(v)) {
-      stop(sprintf("feature column '%s' is a %s; use the formula interface (factors become dummy columns) or convert it",
-                   col, if (is.factor(v)) "factor" else "character vector"), call. = FALSE)
+      input_error(sprintf("feature column '%s' is a %s; use the formula interface (factors become dummy columns) or convert it",
+                   col, if (is.factor(v)) "factor" else "character vector"))
     }
   }
   check_no_na(data[cols], "feature")
@@ -127,14 +182,16 @@ new_design <- function(object, newdata) {
   check_columns(newdata, vars, "feature")
   check_no_na(newdata[vars], "feature")
   mf <- tryCatch(stats::model.frame(tt, newdata, xlev = object$xlevels, na.action = stats::na.fail),
-                 error = function(e) stop(sprintf("newdata: %s", conditionMessage(e)), call. = FALSE))
+                 error = function(e) input_error(sprintf("newdata: %s", conditionMessage(e))))
   X <- stats::model.matrix(tt, mf)
   X <- X[, colnames(X) != "(Intercept)", drop = FALSE]
   storage.mode(X) <- "double"
   X
 }
 
-coef.hetmtl_dual_encoder <- function(object, ...) {
+# The latent heads (b, alpha, beta per task; last row the centres) on the standardised scale.
+latent_heads <- function(object) {
+  if (!inherits(object, "hetmtl_dual_encoder")) input_error("latent_heads() needs a dual_encoder() fit")
   h <- object$heads
   q <- ncol(h$alpha); p <- ncol(h$beta)
   m <- rbind(cbind(h$b, h$alpha, h$beta), c(NA_real_, h$alpha_center, h$beta_center))
@@ -143,51 +200,77 @@ coef.hetmtl_dual_encoder <- function(object, ...) {
   m
 }
 
+coef.hetmtl_dual_encoder <- function(object, ...) {
+  if (!is.null(object$linear_coef)) return(object$linear_coef)
+  unsupported(sprintf(paste0(
+    "this dual encoder has hidden layers (hidden = %s): its predictions are not linear in the covariates, so it has ",
+    "no coefficients on them; latent_heads() gives the latent heads, and dual_encoder(..., hidden = integer(0)) ",
+    "(linear encoders) gives coefficients on %s"), paste(object$hidden, collapse = ", "),
+    paste(utils::head(object$x_cols, 3), collapse = ", ")))
+}
+
 # ---------------------------------------------------------------------------------------- MTL-HMB
 mtl_hmb <- function(data, y, task, blocks, anchor = names(blocks)[1], split = c(0.6, 0.2, 0.2), grid = "small",
                     hbi_grid = "small", max_epochs = 25000L, hbi_max_epochs = 5000L, patience = 30L, lr = 1e-3,
-                    batch_size = 16L, seed = NULL, n_threads = 1L, ...) {
+                    batch_size = 16L, seed = NULL, n_threads = 1L, verbose = 0L, subset = NULL, ...) {
+  dots <- check_dots(list(...), "mtl_hmb()")
+  if (!is.data.frame(data)) input_error("data must be a data.frame")
+  data <- data[eval_subset(substitute(subset), data, parent.frame()), , drop = FALSE]
   inp <- blockwise_inputs(data, y, task, blocks, anchor)
-  res <- rinterop()$mtl_hmb_fit(
+  args <- c(list("mtl_hmb_fit",
     columns = inp$columns, task = inp$task, y = inp$y, block_map = inp$blocks, anchor = anchor, split = check_split(split),
-    grid = py_grid(grid), hbi_grid = py_grid(hbi_grid), max_epochs = as.integer(max_epochs),
-    hbi_max_epochs = as.integer(hbi_max_epochs), patience = as.integer(patience), lr = lr,
-    batch_size = as.integer(batch_size), random_state = py_seed(seed), n_threads = as.integer(n_threads), ...)
+    grid = py_grid(grid), hbi_grid = py_grid(hbi_grid), max_epochs = check_count(max_epochs, "max_epochs"),
+    hbi_max_epochs = check_count(hbi_max_epochs, "hbi_max_epochs"), patience = check_count(patience, "patience"),
+    lr = check_number(lr, "lr", low = 0, low_open = TRUE), batch_size = check_count(batch_size, "batch_size"),
+    random_state = check_seed(seed), n_threads = check_count(n_threads, "n_threads")),
+    if (check_verbose(verbose) > 0L) list(verbose = as.integer(verbose)), dots)
+  res <- do.call(hetmtl_call, args)
   structure(list(model_json = res$model_json, family = "MTL-HMB", tasks = unlist(res$tasks), task = task,
                  blocks = lapply(res$block_map, unlist), private = unlist(res$private), y_name = y,
                  rmse = rmse_frame(res$rmse), selected = lapply(res$selected, identity),
                  selection = plain_frame(res$selection), hbi_selection = plain_frame(res$hbi_selection),
+                 fitted = stats::setNames(unlist(res$fitted), rownames(data)), y = unlist(inp$y),
+                 task_of_row = unlist(inp$task), split = unlist(res$split),
                  params = res$params, call = match.call()),
             class = c("hetmtl_mtl_hmb", "hetmtl_mtl"))
 }
 
-blockwise_baseline <- function(data, y, task, blocks, method = c("stl", "htl", "hps", "mbi"), anchor = names(blocks)[1],
-                               split = c(0.6, 0.2, 0.2), grid = "small", hbi_grid = "small", max_epochs = 25000L,
-                               hbi_max_epochs = 5000L, patience = 30L, lr = 1e-3, batch_size = 16L, seed = NULL,
-                               n_threads = 1L, ...) {
+blockwise_baseline <- function(data, y, task, blocks, method = c("stl", "htl", "hps", "mbi", "cc_lasso"),
+                               anchor = names(blocks)[1], split = c(0.6, 0.2, 0.2), grid = "small", hbi_grid = "small",
+                               max_epochs = 25000L, hbi_max_epochs = 5000L, patience = 30L, lr = 1e-3, batch_size = 16L,
+                               seed = NULL, n_threads = 1L, verbose = 0L, subset = NULL, ...) {
   method <- match.arg(method)
+  verbose <- check_verbose(verbose)
+  dots <- check_dots(list(...), "blockwise_baseline()")
+  if (!is.data.frame(data)) input_error("data must be a data.frame")
+  data <- data[eval_subset(substitute(subset), data, parent.frame()), , drop = FALSE]
   inp <- blockwise_inputs(data, y, task, blocks, anchor)
-  fit <- function(...) rinterop()$blockwise_baseline_fit(
-    method, columns = inp$columns, task = inp$task, y = inp$y, block_map = inp$blocks, anchor = anchor,
-    split = check_split(split), random_state = py_seed(seed), n_threads = as.integer(n_threads), ...)
-  if (method == "mbi") {  # no network settings: only the split, the seed, threads and MBI's own (...)
+  common <- list("blockwise_baseline_fit", method = method, columns = inp$columns, task = inp$task, y = inp$y,
+                 block_map = inp$blocks, anchor = anchor, split = check_split(split), random_state = check_seed(seed),
+                 n_threads = check_count(n_threads, "n_threads"))
+  if (verbose > 0L) common$verbose <- verbose
+  if (method %in% c("mbi", "cc_lasso")) {  # no network settings: the split, the seed, threads and the method's own (...)
     nets <- c("grid", "hbi_grid", "max_epochs", "hbi_max_epochs", "patience", "lr", "batch_size")
     given <- intersect(names(match.call())[-1], nets)
-    if (length(given)) stop(sprintf("method \"mbi\" has no network settings; remove %s", paste(given, collapse = ", ")), call. = FALSE)
-    res <- fit(...)
+    if (length(given)) input_error(sprintf("method \"%s\" has no network settings; remove %s", method, paste(given, collapse = ", ")))
+    res <- do.call(hetmtl_call, c(common, dots))
   } else {
-    res <- fit(grid = py_grid(grid), hbi_grid = py_grid(hbi_grid), max_epochs = as.integer(max_epochs),
-               hbi_max_epochs = as.integer(hbi_max_epochs), patience = as.integer(patience), lr = lr,
-               batch_size = as.integer(batch_size), ...)
+    res <- do.call(hetmtl_call, c(common, list(
+      grid = py_grid(grid), hbi_grid = py_grid(hbi_grid), max_epochs = check_count(max_epochs, "max_epochs"),
+      hbi_max_epochs = check_count(hbi_max_epochs, "hbi_max_epochs"), patience = check_count(patience, "patience"),
+      lr = check_number(lr, "lr", low = 0, low_open = TRUE), batch_size = check_count(batch_size, "batch_size")), dots))
   }
-  out <- rmse_frame(res$rmse)
-  attr(out, "method") <- method
-  out
+  rmse <- rmse_frame(res$rmse)
+  structure(list(family = sprintf("block-wise baseline %s", toupper(method)), method = method, tasks = rmse$task,
+                 task = task, y_name = y, rmse = rmse,
+                 fitted = stats::setNames(unlist(res$fitted), rownames(data)), y = unlist(inp$y),
+                 task_of_row = unlist(inp$task), split = unlist(res$split), call = match.call()),
+            class = c("hetmtl_blockwise", "hetmtl_mtl"))
 }
 
 # Validated block-wise inputs as plain lists for Python.
 blockwise_inputs <- function(data, y, task, blocks, anchor) {
-  if (!is.data.frame(data)) stop("data must be a data.frame", call. = FALSE)
+  if (!is.data.frame(data)) input_error("data must be a data.frame")
   blocks <- check_blocks(blocks, anchor)
   labels <- task_labels(data, task)
   check_columns(data, y, "outcome")
@@ -201,15 +284,15 @@ blockwise_inputs <- function(data, y, task, blocks, anchor) {
 
 py_grid <- function(grid) {
   if (is.character(grid) && length(grid) == 1) return(grid)
-  if (!is.data.frame(grid)) stop("grid must be \"small\", \"code\", \"paper\" or a data.frame of configurations", call. = FALSE)
+  if (!is.data.frame(grid)) input_error("grid must be \"small\", \"code\", \"paper\" or a data.frame of configurations")
   lapply(seq_len(nrow(grid)), function(i) as.list(grid[i, , drop = FALSE]))
 }
 
 check_blocks <- function(blocks, anchor) {
   if (!is.list(blocks) || is.null(names(blocks)) || any(names(blocks) == "")) {
-    stop("blocks must be a named list: block name -> its column names (the anchor and one block per task)", call. = FALSE)
+    input_error("blocks must be a named list: block name -> its column names (the anchor and one block per task)")
   }
-  if (!anchor %in% names(blocks)) stop(sprintf("anchor '%s' is not a block of 'blocks'", anchor), call. = FALSE)
+  if (!anchor %in% names(blocks)) input_error(sprintf("anchor '%s' is not a block of 'blocks'", anchor))
   lapply(blocks, as.character)
 }
 
@@ -218,8 +301,8 @@ check_block_pattern <- function(data, labels, blocks, check_numeric) {
   for (b in names(blocks)) for (col in blocks[[b]]) {
     v <- data[[col]]
     if (check_numeric && !is.numeric(v) && !is.logical(v)) {
-      stop(sprintf("block '%s', column '%s' is a %s; MTL-HMB needs numeric columns (make dummies with model.matrix())",
-                   b, col, if (is.factor(v)) "factor" else class(v)[1]), call. = FALSE)
+      input_error(sprintf("block '%s', column '%s' is a %s; MTL-HMB needs numeric columns (make dummies with model.matrix())",
+                   b, col, if (is.factor(v)) "factor" else class(v)[1]))
     }
   }
   for (t in unique(labels)) {
@@ -228,8 +311,8 @@ check_block_pattern <- function(data, labels, blocks, check_numeric) {
       na <- is.na(as.matrix(data[rows, blocks[[b]], drop = FALSE]))
       if (any(na) && !all(na)) {
         j <- which(colSums(na) > 0)[1]; col <- blocks[[b]][j]; bad <- rows[na[, j]]
-        stop(sprintf("task '%s', block '%s': column '%s' has %d missing value(s) (rows %s) but the block is observed in this task; a block must be fully observed or fully NA within a task",
-                     t, b, col, length(bad), paste(utils::head(bad, 5), collapse = ", ")), call. = FALSE)
+        input_error(sprintf("task '%s', block '%s': column '%s' has %d missing value(s) (rows %s) but the block is observed in this task; a block must be fully observed or fully NA within a task",
+                     t, b, col, length(bad), paste(utils::head(bad, 5), collapse = ", ")))
       }
     }
   }
@@ -238,17 +321,21 @@ check_block_pattern <- function(data, labels, blocks, check_numeric) {
 
 # ---------------------------------------------------------------------------------------- methods
 predict.hetmtl_mtl <- function(object, newdata, ...) {
-  if (missing(newdata) || !is.data.frame(newdata)) stop("newdata must be a data.frame with the task column", call. = FALSE)
+  if (inherits(object, "hetmtl_blockwise"))
+    unsupported("blockwise_baseline() fits keep their RMSE, fitted values and residuals but not the model; ",
+                "predict new rows with the Python class (hetmtl.blockwise.", toupper(object$method), ")")
+  if (missing(newdata)) return(fitted(object))
+  if (!is.data.frame(newdata)) input_error("newdata must be a data.frame with the task column")
   labels <- task_labels(newdata, object$task)
   check_known_tasks(labels, object$tasks, object$task)
-  ri <- rinterop()
   if (inherits(object, "hetmtl_dual_encoder")) {
     X <- new_design(object, newdata)
     if (!identical(colnames(X), object$x_cols)) {
-      stop(sprintf("newdata gives feature columns %s; the model has %s", paste(colnames(X), collapse = ", "),
-                   paste(object$x_cols, collapse = ", ")), call. = FALSE)
+      input_error(sprintf("newdata gives feature columns %s; the model has %s", paste(colnames(X), collapse = ", "),
+                   paste(object$x_cols, collapse = ", ")))
     }
-    out <- ri$dual_encoder_predict(object$model_json, as_py_list(X), nrow(X), ncol(X), as.list(labels))
+    out <- hetmtl_call("dual_encoder_predict", model_json = object$model_json, x = as_py_list(X), nrow = nrow(X),
+                       ncol = ncol(X), task = as.list(labels))
   } else {
     anchor <- names(object$blocks)[1]
     need <- unique(unlist(lapply(unique(labels), function(t) c(object$blocks[[anchor]], object$blocks[[object$private[[t]]]]))))
@@ -258,25 +345,60 @@ predict.hetmtl_mtl <- function(object, newdata, ...) {
       rows <- which(labels == t)
       for (b in own) for (col in object$blocks[[b]]) {
         v <- newdata[[col]][rows]
-        if (is.factor(v) || is.character(v)) stop(sprintf("block '%s', column '%s' must be numeric", b, col), call. = FALSE)
+        if (is.factor(v) || is.character(v)) input_error(sprintf("block '%s', column '%s' must be numeric", b, col))
         if (anyNA(v)) {
           bad <- rows[is.na(v)]
-          stop(sprintf("task '%s', block '%s': column '%s' has %d missing value(s) (rows %s); prediction needs the task's anchor and own block",
-                       t, b, col, length(bad), paste(utils::head(bad, 5), collapse = ", ")), call. = FALSE)
+          input_error(sprintf("task '%s', block '%s': column '%s' has %d missing value(s) (rows %s); prediction needs the task's anchor and own block",
+                       t, b, col, length(bad), paste(utils::head(bad, 5), collapse = ", ")))
         }
       }
     }
-    out <- ri$mtl_hmb_predict(object$model_json, lapply(newdata[need], as_py_list), as.list(labels))
+    out <- hetmtl_call("mtl_hmb_predict", model_json = object$model_json, columns = lapply(newdata[need], as_py_list),
+                       task = as.list(labels))
   }
   unlist(out)
 }
 
 print.hetmtl_mtl <- function(x, ...) {
   cat(sprintf("<%s> %s, %d tasks\n", class(x)[1], x$family, length(x$tasks)))
-  sel <- selected_string(x)
-  cat("Selected:", sel, "\n\n")
+  if (length(x$selected)) cat("Selected:", selected_string(x), "\n")
+  if (length(x$na.action)) cat(sprintf("%d row(s) dropped by na.omit\n", length(x$na.action)))
+  cat("\n")
   print(x$rmse, row.names = FALSE, digits = 4)
   invisible(x)
+}
+
+coef.hetmtl_mtl <- function(object, ...) {
+  unsupported(sprintf("%s is a neural-network model: it has no coefficients on the covariates; use predict(), ",
+                      object$family), "fitted() or, for a linear multi-task model, dual_encoder(..., hidden = integer(0))")
+}
+
+vcov.hetmtl_mtl <- function(object, ...) {
+  unsupported(sprintf("%s gives no standard errors or covariance matrix (no inference theory for its estimates); ",
+                      object$family), "for effects with standard errors use site_dml() and late_fusion()")
+}
+
+confint.hetmtl_mtl <- function(object, parm, level = 0.95, ...) {
+  check_level(level)
+  unsupported(sprintf("%s gives no confidence intervals (no inference theory for its estimates); ", object$family),
+              "for effects with intervals use site_dml() and late_fusion()")
+}
+
+fitted.hetmtl_mtl <- function(object, ...) object$fitted
+
+residuals.hetmtl_mtl <- function(object, ...) stats::setNames(object$y - object$fitted, names(object$fitted))
+
+nobs.hetmtl_mtl <- function(object, ...) length(object$fitted)
+
+glance.hetmtl_mtl <- function(x, ...) {
+  r <- x$rmse
+  out <- data.frame(model = x$family, n.tasks = length(x$tasks), nobs = nobs(x), stringsAsFactors = FALSE)
+  for (p in c("train", "validation", "test")) {
+    col <- paste0("rmse_", p)
+    if (col %in% names(r)) out[[paste0("rmse.", p)]] <- sqrt(sum(r[[paste0("n_", p)]] * r[[col]]^2) / sum(r[[paste0("n_", p)]]))
+  }
+  if (length(x$selected)) out$selected <- selected_string(x)
+  out
 }
 
 selected_string <- function(x) {
@@ -287,7 +409,8 @@ selected_string <- function(x) {
 
 summary.hetmtl_mtl <- function(object, ...) {
   structure(list(call = object$call, family = object$family, rmse = object$rmse, selected = object$selected,
-                 selection = object$selection, tasks = object$tasks, label = selected_string(object)),
+                 selection = object$selection, tasks = object$tasks,
+                 label = if (length(object$selected)) selected_string(object) else "(none)"),
             class = "summary.hetmtl_mtl")
 }
 
@@ -326,9 +449,11 @@ plot.hetmtl_mtl <- function(x, ...) {
 simulate_encoders <- function(design = c("latent", "paper_like"), n_tasks = 5L, n = 100L, d = 10L, ...,
                               n_test = 0L, seed = NULL, test_seed = NULL) {
   design <- match.arg(design)
-  res <- rinterop()$simulate_encoders(design = design, n_test = as.integer(n_test), test_seed = py_seed(test_seed),
-                                      n_tasks = as.integer(n_tasks), n = as.list(as.integer(n)), d = as.integer(d),
-                                      random_state = py_seed(seed), ...)
+  check_dots(list(...), "simulate_encoders()")
+  res <- hetmtl_call("simulate_encoders", design = design, n_test = check_count(n_test, "n_test", low = 0),
+                     test_seed = check_seed(test_seed), n_tasks = check_count(n_tasks, "n_tasks"),
+                     n = as.list(check_count(n, "n", length = NA)), d = check_count(d, "d"),
+                     random_state = check_seed(seed), ...)
   out <- list(data = columns_to_frame(res$data), info = res$info)
   if (!is.null(res$test)) out$test <- columns_to_frame(res$test)
   if (!is.null(res$beta)) {
@@ -340,14 +465,14 @@ simulate_encoders <- function(design = c("latent", "paper_like"), n_tasks = 5L, 
 
 simulate_blockwise <- function(setting = NULL, value = NULL, n = NULL, p0 = NULL, p_private = NULL, rho = NULL,
                                alpha = NULL, sigma = NULL, n_tasks = NULL, linear = NULL, gaussian = NULL, seed = NULL) {
-  if (!is.null(setting) && is.null(value)) stop("a setting needs its value (e.g. setting = \"D\", value = 200)", call. = FALSE)
+  if (!is.null(setting) && is.null(value)) input_error("a setting needs its value (e.g. setting = \"D\", value = 200)")
   int_list <- function(v) if (is.null(v)) NULL else as.list(as.integer(v))
   dbl_list <- function(v) if (is.null(v)) NULL else as.list(as.double(v))
-  res <- rinterop()$simulate_blockwise(setting = setting, value = value, n = int_list(n),
+  res <- hetmtl_call("simulate_blockwise", setting = setting, value = value, n = int_list(n),
                                        p0 = if (is.null(p0)) NULL else as.integer(p0), p_private = int_list(p_private),
                                        rho = dbl_list(rho), alpha = alpha, sigma = dbl_list(sigma),
                                        n_tasks = if (is.null(n_tasks)) NULL else as.integer(n_tasks),
-                                       linear = linear, gaussian = gaussian, seed = py_seed(seed))
+                                       linear = linear, gaussian = gaussian, seed = check_seed(seed))
   list(data = columns_to_frame(res$data), blocks = lapply(res$block_map, unlist), mean = unlist(res$mean),
        params = lapply(res$params, unlist))
 }

@@ -8,11 +8,11 @@ hetmtl_py <- NULL
 #' @noRd
 py_hetmtl <- function() {
   if (!hetmtl_available()) {
-    stop(paste0(
+    hetmtl_abort(paste0(
       "The Python package 'hetmtl' is not available to reticulate.\n",
       "Point RETICULATE_PYTHON at a Python that has it (e.g. the project's .venv/bin/python), ",
       "or run install_hetmtl()."
-    ), call. = FALSE)
+    ), "hetmtl")
   }
   hetmtl_py
 }
@@ -24,7 +24,7 @@ hetmtl_available <- function() {
 
 install_hetmtl <- function(envname = "r-hetmtl", path = NULL, ...) {
   if (is.null(path)) {
-    stop("install_hetmtl() needs 'path': the hetmtl source directory (or a wheel file).", call. = FALSE)
+    input_error("install_hetmtl() needs 'path': the hetmtl source directory (or a wheel file).")
   }
   if (!reticulate::virtualenv_exists(envname)) reticulate::virtualenv_create(envname)
   reticulate::virtualenv_install(envname, c("torch==2.13.0", normalizePath(path)), ...)

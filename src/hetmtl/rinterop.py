@@ -7,10 +7,88 @@ the public Python API; no statistics is computed in this module.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
+
+from hetmtl.exceptions import HetmtlError, InputError, ParameterError
+
+#: Warning categories not forwarded to R (library housekeeping, not about the user's fit).
+_QUIET = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
+
+
+def _error_record(exc: BaseException) -> dict[str, Any]:
+    """How R should raise ``exc``: its condition kind, Python type and plain message."""
+    if isinstance(exc, InputError):
+        kind = "input"
+    elif isinstance(exc, HetmtlError):
+        kind = "hetmtl"
+    else:
+        kind = "python"
+    message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    return {"kind": kind, "type": type(exc).__name__, "message": message or type(exc).__name__}
+
+
+def r_call(name: str, kwargs: Any = None) -> dict[str, Any]:
+    """Run the entry point ``name`` of this module for R and report instead of raising.
+
+    Every warning raised during the call is recorded (``catch_warnings(record=True)``, each
+    distinct category and message once, with its count) and every exception is caught, so R
+    re-raises them as its own conditions: warnings of class ``hetmtl_warning`` (and the category),
+    errors of class ``hetmtl_input_error`` (an :class:`~hetmtl.exceptions.InputError`),
+    ``hetmtl_error`` (another :class:`~hetmtl.exceptions.HetmtlError`) or ``hetmtl_python_error``.
+
+    Parameters
+    ----------
+    name : str
+        A public function of this module.
+    kwargs : dict or None
+        Its keyword arguments (an empty R list arrives as an empty Python list).
+
+    Returns
+    -------
+    dict
+        ``{"value": result or None, "error": None or {kind, type, message}, "warnings": [...]}``.
+    """
+    func = globals().get(str(name))
+    if str(name).startswith("_") or str(name) == "r_call" or not callable(func):
+        return {"value": None, "warnings": [],
+                "error": {"kind": "python", "type": "AttributeError", "message": f"no R entry point {name!r}"}}
+    kwargs = dict(kwargs) if isinstance(kwargs, dict) else {}
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for cat in _QUIET:
+            warnings.simplefilter("ignore", cat)
+        try:
+            value, error = func(**kwargs), None
+        except Exception as exc:  # noqa: BLE001 - reported to R, which raises it as a classed condition
+            value, error = None, _error_record(exc)
+    for w in caught:
+        key = (w.category.__name__, str(w.message))
+        if key in seen:
+            seen[key]["count"] += 1
+        else:
+            seen[key] = {"category": key[0], "message": key[1], "count": 1,
+                         "module": getattr(w.category, "__module__", "")}
+    return {"value": value, "error": error, "warnings": list(seen.values())}
+
+
+def describe_learners() -> dict[str, dict[str, str]]:
+    """The nuisance learner names (:mod:`hetmtl.learners`) and what each builds."""
+    from hetmtl.learners import describe_learners as describe
+
+    return describe()
+
+
+def _check_known(params: dict[str, Any], allowed: Sequence[str], where: str) -> None:
+    """Refuse keyword arguments an estimator does not have (named as the R arguments)."""
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ParameterError(f"{where} has no argument(s) {', '.join(unknown)}; the extra settings it accepts are "
+                             f"{', '.join(sorted(allowed))}")
 
 
 def matrix(flat: Sequence[float] | None, nrow: int, ncol: int) -> np.ndarray | None:
@@ -62,15 +140,24 @@ def multisite_dml(
         vector(y), vector(d), matrix(x, nrow, len(x_cols)), np.asarray(list(site), dtype=object),
         matrix(z, nrow, len(z_cols)) if z_cols else None, x_cols=x_cols, z_cols=z_cols, y_col=y_col, d_col=d_col,
     )
+    from hetmtl.learners import resolve_learner
+
     for key in ("n_folds", "n_rep", "random_state", "n_jobs"):
         if params.get(key) is not None:
             params[key] = int(params[key])
+    binary = bool(np.isin(np.unique(np.asarray(list(d), dtype=float)), (0.0, 1.0)).all())
+    seed = params.get("random_state")
+    params["ml_outcome"] = resolve_learner(params.get("ml_outcome"), "regressor", seed, "ml_outcome")
+    params["ml_treatment"] = resolve_learner(params.get("ml_treatment"), "classifier" if binary else "regressor",
+                                             None if seed is None else seed + 1, "ml_treatment")
+    _check_known(params, list(MultiSiteDML().get_params()), "site_dml()")
     fit = MultiSiteDML(**params).fit(data)
     sites = []
     for name, est in fit.estimators_.items():
         sites.append({
             "site": str(name), "terms": list(est.coef_names_), "coef": plain(est.coef_), "vcov": plain(est.vcov_),
             "n": int(est.n_), "summary_json": est.to_summary(site=str(name)).to_json(),
+            "learners": [str(v) for v in est.learners_], "n_rep": int(est.n_rep_),
         })
     return {"sites": sites, "notes": list(data.notes)}
 
@@ -101,6 +188,7 @@ def late_fusion(summaries: Any, levels: Sequence[float] = FUSION_LEVELS, **param
             params[key] = int(params[key])
     if params.get("site_covariates") is not None:
         params["site_covariates"] = np.asarray(params["site_covariates"], float)
+    _check_known(params, list(LateFusion().get_params()), "late_fusion()")
     fit = LateFusion(**params).fit(data)
     levels = sorted({float(v) for v in levels})
     frame = fit.summary_frame(0.95)
@@ -119,6 +207,12 @@ def late_fusion(summaries: Any, levels: Sequence[float] = FUSION_LEVELS, **param
     }
     if fit.penalty == "squared":
         out["vcov_sites"] = plain(fit.vcov_)
+    boot = getattr(fit, "boot_theta_", None)
+    if boot is not None:
+        draws = np.asarray(boot, float).reshape(np.asarray(boot).shape[0], -1)
+        draws = draws[np.all(np.isfinite(draws), axis=1)]
+        if draws.shape[0] > 1:
+            out["vcov_boot"] = plain(np.cov(draws, rowvar=False).reshape(draws.shape[1], draws.shape[1]))
     if getattr(fit, "cv_results_", None) is not None:
         out["cv_results"] = plain(fit.cv_results_)
     return out
@@ -185,6 +279,8 @@ def dual_encoder_fit(x: Sequence[float], nrow: int, x_cols: Sequence[str], y: Se
     from hetmtl.encoders import DualEncoderMTL
 
     x_cols = [str(c) for c in x_cols]
+    _check_known(params, [k for k in DualEncoderMTL().get_params() if k not in ("lam_alpha", "lam_beta")],
+                 "dual_encoder()")
     params = _ints(dict(params), ("n_shared", "n_specific", "max_epochs", "patience", "batch_size", "prox_steps",
                                   "random_state", "n_threads"))
     if params.get("hidden") is not None:
@@ -201,9 +297,15 @@ def dual_encoder_fit(x: Sequence[float], nrow: int, x_cols: Sequence[str], y: Se
         rows.append({"lambda": lam, "val_mse_sum": loss, "n_epochs": int(model.n_epochs_)})
         if loss < best_loss:
             best, best_loss = model, loss
-    assert best is not None, "no finite validation loss"
+    if best is None:
+        from hetmtl.exceptions import TrainingError
+
+        raise TrainingError("no value of lambda gave a finite validation loss")
     c = best.coef_
+    X_all = matrix(x, nrow, len(x_cols))
+    labels = np.asarray([str(t) for t in task], dtype=object)
     return {
+        "fitted": plain(best.predict(X_all, labels)), "linear_coef": _linear_coef(best, len(x_cols)),
         "model_json": best.to_json(), "tasks": [str(t) for t in best.tasks_], "x_cols": x_cols,
         "rmse": _rmse_parts(best.score_tasks, {"train": train, "validation": val, "test": test}),
         "alpha": plain(c.alpha.numpy()), "beta": plain(c.beta.numpy()), "b": plain(c.b.numpy()),
@@ -211,6 +313,91 @@ def dual_encoder_fit(x: Sequence[float], nrow: int, x_cols: Sequence[str], y: Se
         "selection": plain(pd.DataFrame(rows)), "lambda": float(best.lam_alpha), "params": plain(best.get_params()),
         "n_epochs": int(best.n_epochs_), "best_epoch": plain(best.best_epoch_),
     }
+
+
+def _grid_values(grid: Any) -> Any:
+    """An R named list of candidate values as DualEncoderMTLCV's param_grid (hidden as tuples)."""
+    if grid is None:
+        return None
+    out: dict[str, list] = {}
+    for key, values in dict(grid).items():
+        vals = values if isinstance(values, list) else [values]
+        if key == "hidden":
+            vals = [tuple(int(h) for h in np.atleast_1d(v)) if v is not None else () for v in vals]
+        elif key in ("n_shared", "n_specific", "max_epochs", "patience", "batch_size", "prox_steps"):
+            vals = [int(v) for v in vals]
+        out[str(key)] = vals
+    return out
+
+
+def dual_encoder_cv_fit(x: Sequence[float], nrow: int, x_cols: Sequence[str], y: Sequence[float],
+                        task: Sequence[str], test_fraction: float = 0.2, param_grid: Any = None, cv: Any = 3,
+                        random_state: int | None = None, n_jobs: int | None = None, verbose: int = 0,
+                        **base_params: Any) -> dict[str, Any]:
+    """Fit :class:`~hetmtl.encoders.DualEncoderMTLCV` from R data: a seeded per-task test split of
+    ``test_fraction`` (0: none), cross-validation over ``param_grid`` on the other rows, the chosen
+    setting refitted on them. Returns what :func:`dual_encoder_fit` returns, with ``cv_results_``
+    as the selection table."""
+    from hetmtl.data.multitask import MultiTaskData
+    from hetmtl.encoders import DualEncoderMTL, DualEncoderMTLCV
+
+    x_cols = [str(c) for c in x_cols]
+    _check_known(base_params, [k for k in DualEncoderMTL().get_params() if k != "random_state"], "dual_encoder_cv()")
+    base_params = _ints(dict(base_params), ("n_shared", "n_specific", "max_epochs", "patience", "batch_size",
+                                            "prox_steps", "n_threads"))
+    if base_params.get("hidden") is not None:
+        base_params["hidden"] = tuple(int(h) for h in np.atleast_1d(base_params["hidden"]))
+    seed = None if random_state is None else int(random_state)
+    data = MultiTaskData.from_arrays(matrix(x, nrow, len(x_cols)), vector(y), [str(t) for t in task], x_cols=x_cols)
+    f = float(test_fraction)
+    if f > 0:
+        train, test = data.split([1.0 - f, f], random_state=seed)[:2]
+    else:
+        train, test = data, None
+    cv_value: Any = int(cv) if float(cv) >= 1 else float(cv)
+    model = DualEncoderMTLCV(param_grid=_grid_values(param_grid), cv=cv_value, base_params=base_params or None,
+                             n_jobs=None if n_jobs is None else int(n_jobs), random_state=seed,
+                             verbose=int(verbose)).fit(train)
+    best = model.best_estimator_
+    c = best.coef_
+    X_all = matrix(x, nrow, len(x_cols))
+    labels = np.asarray([str(t) for t in task], dtype=object)
+    results = model.cv_results_.drop(columns=["params"], errors="ignore").copy()
+    for col in results.columns:
+        if results[col].dtype == object:
+            results[col] = results[col].map(lambda v: str(v) if isinstance(v, (tuple, list)) else v)
+    return {
+        "fitted": plain(best.predict(X_all, labels)), "linear_coef": _linear_coef(best, len(x_cols)),
+        "model_json": best.to_json(), "tasks": [str(t) for t in best.tasks_], "x_cols": x_cols,
+        "rmse": _rmse_parts(best.score_tasks, {"train": train, "test": test}),
+        "alpha": plain(c.alpha.numpy()), "beta": plain(c.beta.numpy()), "b": plain(c.b.numpy()),
+        "alpha_center": plain(c.alpha_center.numpy()), "beta_center": plain(c.beta_center.numpy()),
+        "selection": plain(results), "lambda": float(np.atleast_1d(best.lam_alpha)[0]),
+        "best_params": {str(k): str(v) if isinstance(v, (tuple, list)) else plain(v)
+                        for k, v in model.best_params_.items()},
+        "params": plain({k: (list(v) if isinstance(v, tuple) else v) for k, v in best.get_params().items()}),
+        "hidden": [int(h) for h in tuple(best.hidden)],
+        "n_epochs": int(best.n_epochs_), "best_epoch": plain(getattr(best, "best_epoch_", None)),
+    }
+
+
+def _linear_coef(model, p: int) -> list[list[float]] | None:
+    """Per-task covariate coefficients ``[intercept, x_1..x_p]`` of a dual encoder without hidden
+    layers (then every task's prediction is affine in x); None when the encoders are nonlinear or the
+    affine read-out does not reproduce the predictions (checked at random points)."""
+    if len(tuple(model.hidden)) > 0:
+        return None
+    out = []
+    basis = np.vstack([np.zeros(p), np.eye(p)])
+    check = np.random.default_rng(0).normal(size=(4, p))
+    for t in model.tasks_:
+        f = np.asarray(model.predict(basis, np.full(p + 1, t, dtype=object)), float)
+        coef = np.concatenate([[f[0]], f[1:] - f[0]])
+        g = np.asarray(model.predict(check, np.full(4, t, dtype=object)), float)
+        if not np.allclose(g, coef[0] + check @ coef[1:], rtol=1e-4, atol=1e-4 * (1 + np.abs(g).max())):
+            return None
+        out.append([float(v) for v in coef])
+    return out
 
 
 def dual_encoder_predict(model_json: str, x: Sequence[float], nrow: int, ncol: int, task: Sequence[str]) -> list[float]:
@@ -304,9 +491,11 @@ def mtl_hmb_fit(columns: dict[str, Sequence[float]], task: Sequence[str], y: Seq
     ``split``. Returns the model JSON, per-task RMSE of every part and the selected configurations."""
     from hetmtl.blockwise import MTLHMB
 
+    _check_known(params, list(MTLHMB().get_params()), "mtl_hmb()")
     data, split_, params = _blockwise_setup(columns, task, y, block_map, anchor, split, params)
     model = MTLHMB(**params).fit(data, split_)
     return {
+        "fitted": _blockwise_fitted(model, columns, task), "split": _split_labels(split_, task, data.task_names),
         "model_json": model.to_json(), "tasks": list(model.task_names_), "sources": list(model.source_names_),
         "block_map": {n: list(model.source_columns_[n]) for n in model.source_names_},
         "private": {model.task_names_[t]: model.source_names_[s] for t, s in enumerate(model.private_source_)},
@@ -319,15 +508,24 @@ def mtl_hmb_fit(columns: dict[str, Sequence[float]], task: Sequence[str], y: Seq
 def blockwise_baseline_fit(method: str, columns: dict[str, Sequence[float]], task: Sequence[str], y: Sequence[float],
                            block_map: dict[str, Sequence[str]], anchor: str, split: Sequence[float] = (0.6, 0.2, 0.2),
                            **params: Any) -> dict[str, Any]:
-    """Fit a block-wise competitor (``"stl"``, ``"htl"``, ``"hps"``, ``"mbi"``) on the same seeded
-    split as :func:`mtl_hmb_fit`; returns per-task RMSE of every part (HTL imputes nothing: no HBI
-    settings; MBI, native engine, fits on the training and validation rows and takes only its own
-    settings, ``random_state`` and ``n_threads``)."""
+    """Fit a block-wise competitor (``"stl"``, ``"htl"``, ``"hps"``, ``"mbi"``, ``"cc_lasso"``) on
+    the same seeded split as :func:`mtl_hmb_fit`; returns per-task RMSE of every part, the fitted
+    value and split part of every row (HTL imputes nothing: no HBI settings; MBI, native engine, and
+    the complete-case lasso take only their own settings, ``random_state`` and ``n_threads``)."""
     from hetmtl.blockwise import HPS, HTL, MBI, STL
 
-    classes = {"stl": STL, "htl": HTL, "hps": HPS, "mbi": MBI}
+    classes: dict[str, Any] = {"stl": STL, "htl": HTL, "hps": HPS, "mbi": MBI}
+    try:
+        from hetmtl.blockwise.baselines import CCLasso
+
+        classes["cc_lasso"] = CCLasso
+    except ImportError:  # an older hetmtl without the complete-case lasso
+        pass
     if method not in classes:
-        raise ValueError(f"method must be one of {sorted(classes)}, got {method!r}")
+        raise ParameterError(f"method must be one of {', '.join(sorted(classes))}, got {method!r}")
+    extra = {"mbi": ["n_threads"], "cc_lasso": ["n_threads"], "htl": ["hbi_grid", "hbi_max_epochs"]}.get(method, [])
+    _check_known(params, list(classes[method]().get_params()) + extra,
+                 f'blockwise_baseline(method = "{method}")')
     data, split_, params = _blockwise_setup(columns, task, y, block_map, anchor, split, params)
     if method == "htl":
         params = {k: v for k, v in params.items() if not k.startswith("hbi_")}
@@ -338,8 +536,38 @@ def blockwise_baseline_fit(method: str, columns: dict[str, Sequence[float]], tas
         if unknown:
             raise ValueError(f"MBI has no setting(s) {unknown}; its settings are {known}")
         params["n_jobs"] = n_threads
+    if method == "cc_lasso":
+        params.pop("n_threads", None)
     model = classes[method](**params).fit(data, split_)
-    return {"rmse": _blockwise_rmse(model, data, split_)}
+    return {"rmse": _blockwise_rmse(model, data, split_), "fitted": _blockwise_fitted(model, columns, task),
+            "split": _split_labels(split_, task, data.task_names)}
+
+
+def _split_labels(split, task: Sequence[str], names: Sequence[str]) -> list[str]:
+    """The part ("train", "validation", "test") of every row, in data order."""
+    labels = np.asarray([str(t) for t in task], dtype=object)
+    out = np.full(len(labels), "", dtype=object)
+    for part, rows in (("train", split.train), ("validation", split.val), ("test", split.test)):
+        for name, idx in zip(names, rows):
+            where = np.flatnonzero(labels == name)
+            out[where[np.asarray(idx, dtype=int)]] = part
+    return [str(v) for v in out]
+
+
+def _blockwise_fitted(model, columns: dict[str, Sequence[float]], task: Sequence[str]) -> list[float]:
+    """Predictions of a fitted block-wise model for every row of its own data, in data order."""
+    df = _blockwise_frame(columns, task, None)
+    out = np.full(len(df), np.nan)
+    if hasattr(model, "source_columns_") and hasattr(model, "private_source_"):
+        cols_of = model.source_columns_
+        for name in pd.unique(df[".task"]):
+            t = model._task(name)
+            need = [*cols_of[model.source_names_[0]], *cols_of[model.source_names_[model.private_source_[t]]]]
+            rows = (df[".task"] == name).to_numpy()
+            out[rows] = model.predict(df.loc[rows, need].to_numpy(float), t)
+    else:  # MBI: all columns in training order, NaN in missing blocks
+        out[:] = model.predict(df[[str(c) for c in columns]].to_numpy(float))
+    return plain(out)
 
 
 def mtl_hmb_predict(model_json: str, columns: dict[str, Sequence[float]], task: Sequence[str]) -> list[float]:

@@ -61,8 +61,10 @@ test_that("NA, factors and bad treatments give clear R errors", {
   expect_error(site_dml(y ~ x1, df, "treat", "site"), "column 'y' has 1 missing value")
   df <- make_sites()
   df$treat <- factor(ifelse(df$treat == 1, "yes", "no"))
-  fit <- site_dml(y ~ x1, df, "treat", "site", model = "ate", n_folds = 2L, seed = 1L)
-  expect_equal(nrow(fit$table), 3)  # two-level factor accepted, second level = treated
+  expect_error(site_dml(y ~ x1, df, "treat", "site"), "levels \"no\", \"yes\": say which is the treated arm",
+               class = "hetmtl_input_error")
+  fit <- suppressWarnings(site_dml(y ~ x1, df, "treat", "site", model = "ate", n_folds = 2L, seed = 1L, treated = "yes"))
+  expect_equal(nrow(fit$table), 3)
   df$treat <- factor(sample(c("a", "b", "c"), nrow(df), TRUE))
   expect_error(site_dml(y ~ x1, df, "treat", "site"), "must have exactly 2 levels")
   expect_error(site_dml(y ~ nope, make_sites(), "treat", "site"), "not in data: nope")
