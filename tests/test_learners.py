@@ -87,3 +87,22 @@ def test_names_work_in_multisite_dml():
                        ml_treatment=make_learner("logistic", "classifier")).fit(data)
     assert "LassoCV" in fit.estimators_["a"].learners_[0]
     assert "LogisticRegression" in fit.estimators_["a"].learners_[1]
+
+
+def test_site_dml_takes_learner_names():
+    """ml_outcome="ridge" by name equals the same learner passed as an object."""
+    import numpy as np
+
+    from hetmtl.latefusion import SiteDML
+    from hetmtl.learners import make_learner
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3))
+    d = rng.binomial(1, 0.5, size=200).astype(float)
+    y = X[:, 0] + 0.5 * d + rng.normal(size=200)
+    by_name = SiteDML("ate", ml_outcome="ridge", ml_treatment="logistic", n_rep=1, random_state=0).fit(y, d, X)
+    by_obj = SiteDML("ate", ml_outcome=make_learner("ridge"), ml_treatment=make_learner("logistic", "classifier"),
+                     n_rep=1, random_state=0).fit(y, d, X)
+    assert np.allclose(by_name.coef_, by_obj.coef_)
+    with pytest.raises(ValueError, match="unknown learner 'bogus'"):
+        SiteDML("ate", ml_outcome="bogus", n_rep=1).fit(y, d, X)

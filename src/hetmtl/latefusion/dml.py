@@ -505,7 +505,8 @@ class SiteDML(InferenceMixin, BaseEstimator):
     Parameters
     ----------
     model : "plr", "ate", "cate" or "blp" (see module docs).
-    ml_outcome : regressor for E[Y|X] (plr, cate) or E[Y|D=d, X] (ate, blp). Default:
+    ml_outcome : regressor for E[Y|X] (plr, cate) or E[Y|D=d, X] (ate, blp), or a learner name of
+        :mod:`hetmtl.learners` ("default", "forest", "lasso", "ridge", "boosting"). Default:
         :func:`default_regressor` — ridge sieve, penalty by leave-one-out error (one-SE rule for
         plr/cate, minimum for ate/blp; ``DEFAULT_RULES``).
     ml_treatment : learner for E[D|X]; a classifier's ``predict_proba`` is used when D is binary.
@@ -640,14 +641,19 @@ class SiteDML(InferenceMixin, BaseEstimator):
         return DEFAULT_N_REP
 
     def _learners(self, binary_d: bool, seed: int):
+        from hetmtl.learners import make_learner
+
         rule = DEFAULT_RULES[self.model]
-        outcome = self.ml_outcome if self.ml_outcome is not None else default_regressor(seed, rule=rule["outcome"])
-        if self.ml_treatment is not None:
-            treatment = self.ml_treatment
-        elif binary_d:
-            treatment = default_classifier(seed + 1, rule=rule["propensity"])
-        else:
-            treatment = default_regressor(seed + 1, rule=rule["treatment"])
+        outcome, treatment = self.ml_outcome, self.ml_treatment
+        if isinstance(outcome, str):  # a name of hetmtl.learners.LEARNER_NAMES
+            outcome = make_learner(outcome, "regressor", seed)
+        if isinstance(treatment, str):
+            treatment = make_learner(treatment, "classifier" if binary_d else "regressor", seed + 1)
+        if outcome is None:
+            outcome = default_regressor(seed, rule=rule["outcome"])
+        if treatment is None:
+            treatment = (default_classifier(seed + 1, rule=rule["propensity"]) if binary_d
+                         else default_regressor(seed + 1, rule=rule["treatment"]))
         if is_classifier(treatment) and not binary_d:
             raise DataValidationError("ml_treatment is a classifier but the treatment is not binary 0/1")
         if is_classifier(outcome):
