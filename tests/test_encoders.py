@@ -8,7 +8,7 @@ from sklearn.base import clone
 from hetmtl.data import MultiTaskData
 from hetmtl.encoders import DualEncoderMTL
 from hetmtl.encoders.model import encode, orthogonality
-from hetmtl.exceptions import DataValidationError
+from hetmtl.exceptions import DataValidationError, NotFittedError
 
 FAST = dict(hidden=(8,), n_shared=3, n_specific=2, max_epochs=40, patience=10)
 
@@ -108,7 +108,7 @@ def test_ablation_switches():
     specific_only = DualEncoderMTL(n_shared=0, random_state=0, **{k: v for k, v in FAST.items() if k != "n_shared"}).fit(data)
     assert specific_only.shared_ is None and specific_only.coef_.beta.shape == (3, 0)
     # integration: a huge lambda fuses every task to the centre exactly; lambda = 0 fuses none
-    fused = DualEncoderMTL(lam_alpha=1e3, lam_beta=1e3, random_state=0, **FAST).fit(data)
+    fused = DualEncoderMTL(lam_alpha=1e3, lam_beta=1e3, center_alpha=True, random_state=0, **FAST).fit(data)
     assert torch.equal(fused.coef_.beta, fused.coef_.beta_center.expand_as(fused.coef_.beta))
     assert torch.equal(fused.coef_.alpha, fused.coef_.alpha_center.expand_as(fused.coef_.alpha))
     free = DualEncoderMTL(lam_alpha=0.0, lam_beta=0.0, random_state=0, **FAST).fit(data)
@@ -176,9 +176,9 @@ def test_bad_inputs():
         DualEncoderMTL(lam_beta=[0.1, 0.2]).fit(data)
     with pytest.raises(DataValidationError, match="fewer than 4 rows"):
         DualEncoderMTL().fit(MultiTaskData([np.zeros((3, 2)), np.ones((9, 2))], [np.zeros(3), np.ones(9)], ["s", "l"]))
-    with pytest.raises(DataValidationError, match="validation tasks"):
+    with pytest.raises(DataValidationError, match="validation_data tasks"):
         DualEncoderMTL(**FAST).fit(data, validation_data=make_data(R=2))
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         DualEncoderMTL().predict(np.zeros((2, 4)), "t0")
 
 

@@ -15,7 +15,16 @@ Methods (all share the encoder sizes and optimiser settings given as ``common``)
 - ``stl``            single-task learning: one MLP per task (task encoders of size p+q, no
                      coupling, per-task early stopping);
 - ``pooled``         one MLP on all rows, ignoring the task;
-- ``hps``            hard parameter sharing: shared bottom + unpenalised per-task linear heads.
+- ``hps``            hard parameter sharing: shared bottom + unpenalised per-task linear heads;
+- ``ridge``, ``lasso`` per-task ``RidgeCV`` / ``LassoCV`` (scikit-learn; penalty by internal CV);
+- ``gbm``            per-task gradient boosting (``HistGradientBoostingRegressor``);
+- ``gbm_pooled``     one gradient-boosting model on all rows with a one-hot task indicator.
+
+The scikit-learn baselines use every labelled row: :func:`compare_methods` adds the validation
+rows to their training rows (they tune themselves by internal CV / early stopping), as the tuned
+model :class:`~hetmtl.encoders.DualEncoderMTLCV` (pseudo-method ``"dual_cv"``) refits on them.
+Every method fits from a :class:`~hetmtl.data.MultiTaskData`, a tuple ``(X, y, task)`` or stacked
+arrays ``fit(X, y, task)``.
 """
 from __future__ import annotations
 
@@ -25,8 +34,143 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
+from hetmtl._validation import check_array, check_is_fitted
 from hetmtl.data.multitask import MultiTaskData
-from hetmtl.encoders.estimator import DualEncoderMTL
+from hetmtl.encoders.estimator import DualEncoderMTL, UnknownTaskError, as_multitask
+
+
+def _score_tasks(model, data) -> pd.DataFrame:
+    data = as_multitask(data, name="data")
+    rows = []
+    for t in data:
+        mse = float(np.mean((t.y - model.predict(t.X, t.task)) ** 2))
+        ss = float(np.sum((t.y - t.y.mean()) ** 2))
+        rows.append({"task": t.task, "n": t.n, "rmse": np.sqrt(mse), "mse": mse, "r2": 1 - mse * t.n / ss if ss > 0 else np.nan})
+    return pd.DataFrame(rows).set_index("task")
+
+
+def _merge(a: MultiTaskData, b: MultiTaskData) -> MultiTaskData:
+    """Rows of ``b`` appended to ``a`` task by task (same tasks)."""
+    if list(a.tasks) != list(b.tasks):
+        raise ValueError(f"validation_data tasks {b.tasks} differ from training tasks {a.tasks}")
+    return MultiTaskData([np.vstack([a[t].X, b[t].X]) for t in a.tasks], [np.concatenate([a[t].y, b[t].y]) for t in a.tasks],
+                         list(a.tasks), x_cols=a.x_cols)
+
+
+def _labels(task, n: int) -> np.ndarray:
+    labels = np.asarray(task, dtype=object)
+    return np.full(n, task, dtype=object) if labels.ndim == 0 else labels
+
+
+class PerTaskRegressor(BaseEstimator):
+    """One scikit-learn regressor per task (a clone of ``estimator`` fitted on the task's rows).
+
+    Parameters
+    ----------
+    estimator : sklearn regressor
+        The per-task model (e.g. ``RidgeCV()``, ``HistGradientBoostingRegressor()``).
+    use_validation : bool
+        Add ``validation_data`` rows to the training rows (the estimator tunes itself).
+    """
+
+    def __init__(self, estimator=None, use_validation: bool = True) -> None:
+        self.estimator = estimator
+        self.use_validation = use_validation
+
+    def fit(self, X, y=None, task=None, *, validation_data=None, task_order=None) -> "PerTaskRegressor":
+        """Fit one clone per task (data as in :meth:`DualEncoderMTL.fit`)."""
+        from sklearn.base import clone
+        from sklearn.linear_model import RidgeCV
+
+        data = as_multitask(X, y, task, task_order=task_order)
+        if validation_data is not None and self.use_validation:
+            data = _merge(data, as_multitask(validation_data, task_order=data.tasks if not isinstance(validation_data, MultiTaskData) else None,
+                                             name="validation_data"))
+        base = self.estimator if self.estimator is not None else RidgeCV(alphas=np.logspace(-3, 3, 13))
+        self.models_ = {t.task: clone(base).fit(t.X, t.y) for t in data}
+        self.tasks_ = list(data.tasks)
+        self.n_features_in_ = data.n_features
+        return self
+
+    def predict(self, X, task) -> np.ndarray:
+        """Predictions for rows of one task (or one task label per row)."""
+        check_is_fitted(self, ("models_",))
+        if isinstance(X, MultiTaskData):
+            return np.concatenate([self.predict(t.X, t.task) for t in X])
+        X = check_array(X, "X", ndim=2, n_columns=self.n_features_in_)
+        labels = _labels(task, X.shape[0])
+        out = np.empty(X.shape[0])
+        for t in pd.unique(pd.Series(labels)):
+            if t not in self.models_:
+                raise UnknownTaskError(f"unknown task {t!r}; fitted tasks are {self.tasks_}")
+            rows = labels == t
+            out[rows] = self.models_[t].predict(X[rows])
+        return out
+
+    def score_tasks(self, data) -> pd.DataFrame:
+        """Per-task n, RMSE, MSE and R^2."""
+        return _score_tasks(self, data)
+
+
+class PooledOneHotRegressor(BaseEstimator):
+    """One scikit-learn regressor on all tasks' rows with a one-hot task indicator appended.
+
+    Parameters
+    ----------
+    estimator : sklearn regressor
+        The pooled model (default ``HistGradientBoostingRegressor``).
+    use_validation : bool
+        Add ``validation_data`` rows to the training rows.
+    """
+
+    def __init__(self, estimator=None, use_validation: bool = True) -> None:
+        self.estimator = estimator
+        self.use_validation = use_validation
+
+    def _design(self, X: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        onehot = np.zeros((X.shape[0], len(self.tasks_)))
+        for j, t in enumerate(self.tasks_):
+            onehot[labels == t, j] = 1.0
+        return np.column_stack([X, onehot])
+
+    def fit(self, X, y=None, task=None, *, validation_data=None, task_order=None) -> "PooledOneHotRegressor":
+        """Fit on the pooled rows (data as in :meth:`DualEncoderMTL.fit`)."""
+        from sklearn.base import clone
+
+        data = as_multitask(X, y, task, task_order=task_order)
+        if validation_data is not None and self.use_validation:
+            data = _merge(data, as_multitask(validation_data, task_order=data.tasks if not isinstance(validation_data, MultiTaskData) else None,
+                                             name="validation_data"))
+        self.tasks_ = list(data.tasks)
+        self.n_features_in_ = data.n_features
+        labels = np.concatenate([np.full(t.n, t.task, dtype=object) for t in data])
+        Xa = self._design(np.vstack([t.X for t in data]), labels)
+        self.model_ = clone(self.estimator if self.estimator is not None else _gbm()).fit(Xa, np.concatenate([t.y for t in data]))
+        return self
+
+    def predict(self, X, task) -> np.ndarray:
+        """Predictions for rows of one task (or one task label per row)."""
+        check_is_fitted(self, ("model_",))
+        if isinstance(X, MultiTaskData):
+            return np.concatenate([self.predict(t.X, t.task) for t in X])
+        X = check_array(X, "X", ndim=2, n_columns=self.n_features_in_)
+        labels = _labels(task, X.shape[0])
+        unknown = sorted(set(map(str, labels.tolist())) - set(map(str, self.tasks_)))
+        if unknown:
+            raise UnknownTaskError(f"unknown task(s) {unknown}; fitted tasks are {self.tasks_}")
+        return self.model_.predict(self._design(X, labels))
+
+    def score_tasks(self, data) -> pd.DataFrame:
+        """Per-task n, RMSE, MSE and R^2."""
+        return _score_tasks(self, data)
+
+
+def _gbm(random_state=None):
+    """The gradient-boosting baseline: small learning rate, early stopping on 20 % of the rows."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    return HistGradientBoostingRegressor(learning_rate=0.05, max_iter=500, min_samples_leaf=10, early_stopping=True,
+                                         validation_fraction=0.2, n_iter_no_change=20, random_state=random_state)
 
 
 class PooledMTL(BaseEstimator):
@@ -41,24 +185,34 @@ class PooledMTL(BaseEstimator):
     def __init__(self, params: dict | None = None) -> None:
         self.params = params
 
-    def fit(self, data: MultiTaskData, *, validation_data: MultiTaskData | None = None) -> "PooledMTL":
+    def fit(self, X, y=None, task=None, *, validation_data=None, task_order=None) -> "PooledMTL":
         """Fit one model on the pooled rows of every task.
 
         Parameters
         ----------
-        data : MultiTaskData
-            Training data.
-        validation_data : MultiTaskData, optional
+        X : MultiTaskData, tuple or array-like
+            Training data, a tuple ``(X, y, task)``, or stacked features (with ``y``, ``task``).
+        y, task : array-like, optional
+            Stacked outcomes and per-row task labels (with array ``X``).
+        validation_data : MultiTaskData or tuple, optional
             Rows for early stopping (pooled too).
+        task_order : sequence, optional
+            Task order for stacked labels (default sorted).
 
         Returns
         -------
         PooledMTL
             The fitted estimator.
         """
+        data = as_multitask(X, y, task, task_order=task_order)
         kw = dict(self.params or {}, n_specific=0, lam_alpha=0.0, lam_beta=0.0, lam_orth=0.0)
-        self.model_ = DualEncoderMTL(**kw).fit(data.pooled(), validation_data=None if validation_data is None else validation_data.pooled())
+        val = None
+        if validation_data is not None:
+            val = as_multitask(validation_data, task_order=data.tasks if not isinstance(validation_data, MultiTaskData) else None,
+                               name="validation_data").pooled()
+        self.model_ = DualEncoderMTL(**kw).fit(data.pooled(), validation_data=val)
         self.tasks_ = list(data.tasks)
+        self.n_features_in_ = data.n_features
         return self
 
     def predict(self, X, task) -> np.ndarray:
@@ -76,12 +230,13 @@ class PooledMTL(BaseEstimator):
         numpy.ndarray
             Predictions.
         """
+        check_is_fitted(self, ("model_",))
         if isinstance(X, MultiTaskData):
             return np.concatenate([self.predict(t.X, t.task) for t in X])
         labels = np.asarray(task, dtype=object)
         unknown = set(np.atleast_1d(labels).tolist()) - set(self.tasks_)
         if unknown:
-            raise KeyError(f"unknown task(s) {sorted(map(str, unknown))}; fitted tasks are {self.tasks_}")
+            raise UnknownTaskError(f"unknown task(s) {sorted(map(str, unknown))}; fitted tasks are {self.tasks_}")
         return self.model_.predict(X, "pooled")
 
     def score_tasks(self, data: MultiTaskData) -> pd.DataFrame:
@@ -97,12 +252,7 @@ class PooledMTL(BaseEstimator):
         pandas.DataFrame
             One row per task.
         """
-        rows = []
-        for t in data:
-            mse = float(np.mean((t.y - self.predict(t.X, t.task)) ** 2))
-            ss = float(np.sum((t.y - t.y.mean()) ** 2))
-            rows.append({"task": t.task, "n": t.n, "rmse": np.sqrt(mse), "mse": mse, "r2": 1 - mse * t.n / ss if ss > 0 else np.nan})
-        return pd.DataFrame(rows).set_index("task")
+        return _score_tasks(self, data)
 
 
 def _variant(**overrides) -> Callable[..., BaseEstimator]:
@@ -123,6 +273,31 @@ def _pooled(**common) -> PooledMTL:
     return PooledMTL({**common, "n_shared": q})
 
 
+def _ridge(**common) -> PerTaskRegressor:
+    from sklearn.linear_model import RidgeCV
+
+    return PerTaskRegressor(RidgeCV(alphas=np.logspace(-3, 3, 13)))
+
+
+def _lasso(**common) -> PerTaskRegressor:
+    from sklearn.linear_model import LassoCV
+
+    return PerTaskRegressor(LassoCV(cv=5, alphas=30, max_iter=5000, random_state=_seed(common)))
+
+
+def _seed(common: dict):
+    rs = common.get("random_state")
+    return rs if rs is None or isinstance(rs, (int, np.integer)) else None
+
+
+def _gbm_task(**common) -> PerTaskRegressor:
+    return PerTaskRegressor(_gbm(_seed(common)))
+
+
+def _gbm_pooled(**common) -> PooledOneHotRegressor:
+    return PooledOneHotRegressor(_gbm(_seed(common)))
+
+
 #: The methods of :func:`compare_methods`, name -> factory ``f(**common)`` of an unfitted estimator.
 METHODS: dict[str, Callable[..., BaseEstimator]] = {
     "dual": _variant(),
@@ -133,6 +308,10 @@ METHODS: dict[str, Callable[..., BaseEstimator]] = {
     "stl": _stl,
     "pooled": _pooled,
     "hps": _variant(n_specific=0, lam_alpha=0.0, lam_beta=0.0, lam_orth=0.0),
+    "ridge": _ridge,
+    "lasso": _lasso,
+    "gbm": _gbm_task,
+    "gbm_pooled": _gbm_pooled,
 }
 
 
@@ -167,8 +346,10 @@ def compare_methods(train: MultiTaskData, validation: MultiTaskData, test: Multi
     train, validation, test : MultiTaskData
         One split of the same tasks (validation rows drive early stopping and tuning).
     methods : iterable of str
-        Keys of :data:`METHODS`, plus the pseudo-method ``"dual_tuned"``: the full model with
-        ``tune_grid`` chosen by summed validation MSE.
+        Keys of :data:`METHODS`, plus the pseudo-methods ``"dual_tuned"`` (the full model with
+        ``tune_grid`` chosen by summed validation MSE on ``validation``) and ``"dual_cv"``
+        (:class:`~hetmtl.encoders.DualEncoderMTLCV` with its default grid, 3-fold CV on train +
+        validation rows, refitted on all of them; ``tune_grid`` replaces the grid).
     return_models : bool
         Also return the fitted models.
     tune_grid : dict, optional
@@ -189,6 +370,12 @@ def compare_methods(train: MultiTaskData, validation: MultiTaskData, test: Multi
         if name == "dual_tuned":
             grid = tune_grid or {"lam": [0.003, 0.03, 0.3]}
             model = _tuned(train, validation, grid, **common)
+        elif name == "dual_cv":
+            from hetmtl.encoders.tuning import DualEncoderMTLCV
+
+            base = {k: v for k, v in common.items() if k not in ("random_state", "early_stopping", "verbose")}
+            model = DualEncoderMTLCV(tune_grid, cv=3, base_params=base, random_state=common.get("random_state")).fit(
+                _merge(train, validation))
         else:
             model = make_method(name, **common).fit(train, validation_data=validation)
         sc = model.score_tasks(test)

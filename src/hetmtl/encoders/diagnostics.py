@@ -37,28 +37,44 @@ def adaptivity_report(model, data: MultiTaskData | None = None) -> pd.DataFrame:
 
     Parameters
     ----------
-    model : DualEncoderMTL
-        A fitted model.
+    model : DualEncoderMTL or DualEncoderMTLCV
+        A fitted model (a tuner's refitted ``best_estimator_`` is used).
     data : MultiTaskData, optional
         Rows on which to measure the redundancy of S_r and C.
 
     Returns
     -------
     pandas.DataFrame
-        Per task: distance of alpha_r and beta_r to their centres (``dist_alpha``,
-        ``dist_beta``), whether each is fused (distance below ``model.fuse_tol``) and, given
+        Per task: distance of alpha_r, beta_r and the linear path's gamma_r to their centres
+        (``dist_alpha``, ``dist_beta``, ``dist_linear``), whether each is fused (distance below
+        ``model.fuse_tol``), ``fused`` (beta_r and gamma_r both at their centres: the task is
+        integrated) and, given
         ``data``, the largest absolute correlation between an S_r coordinate and a C coordinate
         on the task's rows (``max_abs_corr_SC``; high: raise ``lam_orth``).
     """
+    from hetmtl._validation import check_is_fitted
+
+    model = getattr(model, "best_estimator_", model)
+    check_is_fitted(model, ("coef_", "tasks_"))
     c = model.coef_
-    dist_a = np.linalg.norm((c.alpha - c.alpha_center).numpy(), axis=1) if c.alpha.shape[1] else np.full(len(model.tasks_), np.nan)
-    dist_b = np.linalg.norm((c.beta - c.beta_center).numpy(), axis=1) if c.beta.shape[1] else np.full(len(model.tasks_), np.nan)
+    R = len(model.tasks_)
+
+    def dist(v, centre):
+        return np.linalg.norm((v - centre).numpy(), axis=1) if v.shape[1] else np.full(R, np.nan)
+
+    dist_a, dist_b, dist_g = dist(c.alpha, c.alpha_center), dist(c.beta, c.beta_center), dist(c.gamma, c.gamma_center)
     tol = model.fuse_tol
+    fused_b = dist_b <= tol if c.beta.shape[1] else np.ones(R, bool)
+    fused_g = dist_g <= tol if c.gamma.shape[1] else np.ones(R, bool)
     out = pd.DataFrame({
         "dist_alpha": dist_a,
         "dist_beta": dist_b,
-        "fused_alpha": dist_a <= tol if c.alpha.shape[1] and model.center_alpha else np.zeros(len(dist_a), bool),
-        "fused_beta": dist_b <= tol if c.beta.shape[1] else np.zeros(len(dist_b), bool),
+        "dist_linear": dist_g,
+        "fused_alpha": dist_a <= tol if c.alpha.shape[1] and model.center_alpha else np.zeros(R, bool),
+        "fused_beta": dist_b <= tol if c.beta.shape[1] else np.zeros(R, bool),
+        "fused_linear": dist_g <= tol if c.gamma.shape[1] else np.zeros(R, bool),
+        # the task's shared-head and linear coefficients both at their centres (integrated)
+        "fused": fused_b & fused_g & bool(c.beta.shape[1] or c.gamma.shape[1]),
     }, index=pd.Index(model.tasks_, name="task"))
     if data is not None:
         corr = {}

@@ -8,7 +8,7 @@ Every task's encoder is one slice of a stacked weight tensor, so all R task-spec
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -111,16 +111,23 @@ class Padded:
 
 @dataclass
 class Coefficients:
-    """Per-task heads and centres: alpha (R, q), beta (R, p), b (R,), centres (q,), (p,)."""
+    """Per-task heads and centres: alpha (R, q), beta (R, p), b (R,), centres (q,), (p,), and the
+    linear path's gamma (R, d_lin) with its centre (d_lin,) (``d_lin = 0`` without it)."""
 
     alpha: torch.Tensor
     beta: torch.Tensor
     b: torch.Tensor
     alpha_center: torch.Tensor
     beta_center: torch.Tensor
+    gamma: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 0, dtype=DTYPE))
+    gamma_center: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=DTYPE))
+
+    def __post_init__(self) -> None:
+        if self.gamma.shape[0] != self.b.shape[0] and self.gamma.numel() == 0:  # no linear path
+            self.gamma = self.b.new_zeros(self.b.shape[0], 0)
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {"alpha": self.alpha, "beta": self.beta, "b": self.b}
+        return {"alpha": self.alpha, "beta": self.beta, "b": self.b, "gamma": self.gamma}
 
 
 def encode(shared: BatchedMLP | None, specific: BatchedMLP | None, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,8 +138,16 @@ def encode(shared: BatchedMLP | None, specific: BatchedMLP | None, X: torch.Tens
     return S, C
 
 
-def predict_stacked(S: torch.Tensor, C: torch.Tensor, coef: Coefficients) -> torch.Tensor:
-    return torch.einsum("rnq,rq->rn", S, coef.alpha) + torch.einsum("rnp,rp->rn", C, coef.beta) + coef.b[:, None]
+def linear_part(X: torch.Tensor, linear: bool) -> torch.Tensor:
+    """The linear path's inputs: the (standardised) covariates themselves, or an empty block."""
+    return X if linear else X[..., :0]
+
+
+def predict_stacked(S: torch.Tensor, C: torch.Tensor, coef: Coefficients, L: torch.Tensor | None = None) -> torch.Tensor:
+    out = torch.einsum("rnq,rq->rn", S, coef.alpha) + torch.einsum("rnp,rp->rn", C, coef.beta) + coef.b[:, None]
+    if L is not None and L.shape[-1]:
+        out = out + torch.einsum("rnd,rd->rn", L, coef.gamma)
+    return out
 
 
 def orthogonality(S: torch.Tensor, C: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -149,14 +164,16 @@ def orthogonality(S: torch.Tensor, C: torch.Tensor, mask: torch.Tensor) -> torch
     return torch.einsum("rnq,rnp->rqp", bar(S), bar(C)).pow(2).sum((1, 2))
 
 
-def design(S: torch.Tensor, C: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Per-task design ``[1, S_r, C_r]`` with padding rows zeroed: (R, n, 1 + q + p)."""
-    return torch.cat([torch.ones_like(mask).unsqueeze(-1), S, C], dim=-1) * mask.unsqueeze(-1)
+def design(S: torch.Tensor, C: torch.Tensor, mask: torch.Tensor, L: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-task design ``[1, S_r, C_r, L_r]`` with padding rows zeroed: (R, n, 1 + q + p + d_lin)."""
+    parts = [torch.ones_like(mask).unsqueeze(-1), S, C] + ([L] if L is not None else [])
+    return torch.cat(parts, dim=-1) * mask.unsqueeze(-1)
 
 
-def ridge_init(S: torch.Tensor, C: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, ridge: float = 1e-2) -> torch.Tensor:
-    """Per-task ridge fit of y on [1, S, C] (intercept unpenalised): theta (R, 1 + q + p)."""
-    Phi = design(S, C, mask)
+def ridge_init(S: torch.Tensor, C: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, ridge: float = 1e-2,
+               L: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-task ridge fit of y on [1, S, C, L] (intercept unpenalised): theta (R, 1 + q + p + d_lin)."""
+    Phi = design(S, C, mask, L)
     G = Phi.transpose(1, 2) @ Phi
     pen = torch.full((G.shape[-1],), ridge, dtype=G.dtype)
     pen[0] = 1e-10
@@ -166,14 +183,17 @@ def ridge_init(S: torch.Tensor, C: torch.Tensor, y: torch.Tensor, mask: torch.Te
 
 def coefficient_step(S, C, y, mask, coef: Coefficients, *, n_total: float, lam_alpha: torch.Tensor, lam_beta: torch.Tensor,
                      penalty: str, n_steps: int, backend: str, update_centers: bool, center: str,
-                     center_alpha: bool, center_weights: tuple[np.ndarray, np.ndarray],
-                     center_step: str = "joint") -> Coefficients:
+                     center_alpha: bool, center_weights: tuple[np.ndarray, ...],
+                     center_step: str = "joint", L: torch.Tensor | None = None,
+                     lam_gamma: torch.Tensor | None = None) -> Coefficients:
     """``n_steps`` proximal-gradient iterations on the heads with encodings fixed, then the exact
     centre update (``center``: geometric/coordinate median or mean; ``center_weights`` are the
-    (alpha, beta) task weights).
+    (alpha, beta[, gamma]) task weights).
 
-    Loss (1/N) sum_r ||y_r - Phi_r theta_r||^2 with theta_r = (b_r, alpha_r, beta_r), Lipschitz
-    constants l_r = (2/N) lambda_max(Phi_r' Phi_r) (largest eigenvalues from the C++ core).
+    Loss (1/N) sum_r ||y_r - Phi_r theta_r||^2 with theta_r = (b_r, alpha_r, beta_r, gamma_r) and
+    Phi_r = [1, S_r, C_r, L_r] (``L``: the linear path's covariates, penalised towards their own
+    centre with ``lam_gamma``, default ``lam_beta``); Lipschitz constants
+    l_r = (2/N) lambda_max(Phi_r' Phi_r) (largest eigenvalues from the C++ core).
 
     - ``center_step="block"`` (the dual-encoder paper's Algorithm 1, literally): prox-gradient on theta_r with step
       1/l_r and the centres fixed; the centres move only in the exact centre update.
@@ -184,92 +204,90 @@ def coefficient_step(S, C, y, mask, coef: Coefficients, *, n_total: float, lam_a
       may stop short of the optimum of this convex sub-problem (see tests/test_encoders_coef.py).
     With frozen centres (``update_centers=False``) both reduce to the per-task prox step.
     """
-    q, p = S.shape[-1], C.shape[-1]
-    Phi = design(S, C, mask)
+    if center_step not in ("joint", "block"):
+        raise ValueError(f"center_step must be 'joint' or 'block', got {center_step!r}")
+    if L is None:
+        L = S.new_zeros(*S.shape[:2], 0)
+    if lam_gamma is None:
+        lam_gamma = lam_beta
+    q, p, dl = S.shape[-1], C.shape[-1], L.shape[-1]
+    Phi = design(S, C, mask, L)
     G = Phi.transpose(1, 2) @ Phi
     h = (Phi.transpose(1, 2) @ (y * mask).unsqueeze(-1)).squeeze(-1)
     m = G.shape[-1]
-    if center_step not in ("joint", "block"):
-        raise ValueError(f"center_step must be 'joint' or 'block', got {center_step!r}")
+    centred_a = bool(q and center_alpha)
+    # blocks: (slice in theta, lam per task, centre, is penalised towards a centre)
+    blocks: list[tuple[slice, torch.Tensor, torch.Tensor, bool]] = [
+              (slice(1, 1 + q), lam_alpha, coef.alpha_center, centred_a),
+              (slice(1 + q, 1 + q + p), lam_beta, coef.beta_center, bool(p)),
+              (slice(1 + q + p, m), lam_gamma, coef.gamma_center, bool(dl))]
+    weights = tuple(center_weights) + (center_weights[1],) * (3 - len(center_weights))
+    theta0 = torch.cat([coef.b[:, None], coef.alpha, coef.beta, coef.gamma], dim=1)
     if backend == "cpp":
-        return _coefficient_step_cpp(G, h, coef, q, p, n_total, lam_alpha, lam_beta, penalty, n_steps, update_centers,
-                                     center, center_alpha, center_weights, center_step)
+        groups = np.full(m, -1, dtype=np.int32)
+        for g, (sl, _, _, on) in enumerate(blocks):
+            if on:
+                groups[sl] = g
+        lam = np.column_stack([blk[1].numpy() for blk in blocks])
+        c0 = np.zeros(m)
+        for sl, _, cen, on in blocks:
+            if on:
+                c0[sl] = cen.numpy()
+        theta_np, c, _, _ = _core.prox_grad_center_quadratic(
+            np.ascontiguousarray(G.reshape(-1, m).numpy()), np.ascontiguousarray(h.numpy()),
+            np.ascontiguousarray(theta0.numpy()), c0, groups, np.ascontiguousarray(lam), 1.0 / n_total, penalty,
+            update_centers and center_step == "joint", "none", int(n_steps), 0.0)
+        theta = torch.from_numpy(theta_np)
+        centres = [torch.from_numpy(c[sl].copy()) if on else cen for sl, _, cen, on in blocks]
+    else:
+        theta, centres = _coefficient_step_torch(G, h, theta0, blocks, n_total, penalty, n_steps,
+                                                 update_centers and center_step == "joint")
+    if update_centers:  # exact centre step, weights as given (the blocks may differ)
+        for g, (sl, _, _, on) in enumerate(blocks):
+            if on:
+                centres[g] = torch.from_numpy(update_center(theta[:, sl].numpy(), weights[g], penalty, center))
+    return Coefficients(theta[:, 1 : 1 + q].contiguous(), theta[:, 1 + q : 1 + q + p].contiguous(), theta[:, 0].contiguous(),
+                        centres[0], centres[1], theta[:, 1 + q + p :].contiguous(), centres[2])
+
+
+def _coefficient_step_torch(G, h, theta, blocks, n_total, penalty, n_steps, joint):
+    """The torch path of :func:`coefficient_step` (same iterations as the C++ core)."""
+    m = G.shape[-1]
     lip = 2.0 / n_total * torch.from_numpy(_core.batched_max_eigenvalue(np.ascontiguousarray(G.reshape(-1, m).numpy()), m))
     lip = lip.clamp(min=1e-12)
-    theta = torch.cat([coef.b[:, None], coef.alpha, coef.beta], dim=1)
-    a_c, b_c = coef.alpha_center, coef.beta_center
-    centred_a = bool(q and center_alpha)
-    # a block whose lambda is 0 for every task is unpenalised: its centre plays no role, and
-    # moving it jointly would only couple otherwise independent tasks
-    joint_a = centred_a and bool((lam_alpha > 0).any())
-    joint_b = bool(p) and bool((lam_beta > 0).any())
 
     def grad_of(th: torch.Tensor) -> torch.Tensor:
         return 2.0 / n_total * ((G @ th.unsqueeze(-1)).squeeze(-1) - h)
 
-    if update_centers and center_step == "joint" and (joint_a or joint_b):
+    # a block whose lambda is 0 for every task is unpenalised: its centre plays no role, and
+    # moving it jointly would only couple otherwise independent tasks
+    moving = [on and bool((lam > 0).any()) for _, lam, _, on in blocks]
+    centres = [cen for _, _, cen, _ in blocks]
+    if joint and any(moving):
         cmask = torch.zeros(m, dtype=theta.dtype)
-        cmask[1 : 1 + q] = float(joint_a)
-        cmask[1 + q :] = float(joint_b)
-        c = torch.cat([torch.zeros(1, dtype=theta.dtype), a_c if joint_a else torch.zeros(q, dtype=theta.dtype),
-                       b_c if joint_b else torch.zeros(p, dtype=theta.dtype)])
+        c = torch.zeros(m, dtype=theta.dtype)
+        for (sl, _, cen, _), mv in zip(blocks, moving):
+            if mv:
+                cmask[sl] = 1.0
+                c[sl] = cen
         delta = theta - c
         eta_d, eta_c = 0.5 / lip, 0.5 / lip.sum()
-        zq, zp = torch.zeros(q, dtype=theta.dtype), torch.zeros(p, dtype=theta.dtype)
         for _ in range(n_steps):
             grad = grad_of(c + delta)
             c = c - eta_c * grad.sum(0) * cmask
             z = delta - eta_d[:, None] * grad
-            za, zb = z[:, 1 : 1 + q], z[:, 1 + q :]
-            if centred_a:
-                za = prox_to_center_torch(za, zq, eta_d * lam_alpha, penalty)
-            if p:
-                zb = prox_to_center_torch(zb, zp, eta_d * lam_beta, penalty)
-            delta = torch.cat([z[:, :1], za, zb], dim=1)
+            for sl, lam, _, on in blocks:
+                if on and sl.stop > sl.start:
+                    z[:, sl] = prox_to_center_torch(z[:, sl], z.new_zeros(sl.stop - sl.start), eta_d * lam, penalty)
+            delta = z
         theta = c + delta
-        if joint_a:
-            a_c = c[1 : 1 + q].clone()
-        if joint_b:
-            b_c = c[1 + q :].clone()
+        centres = [c[sl].clone() if mv else cen for (sl, _, cen, _), mv in zip(blocks, moving)]
     else:
         eta = 1.0 / lip
         for _ in range(n_steps):
             z = theta - eta[:, None] * grad_of(theta)
-            za, zb = z[:, 1 : 1 + q], z[:, 1 + q :]
-            if centred_a:
-                za = prox_to_center_torch(za, a_c, eta * lam_alpha, penalty)
-            if p:
-                zb = prox_to_center_torch(zb, b_c, eta * lam_beta, penalty)
-            theta = torch.cat([z[:, :1], za, zb], dim=1)
-    alpha, beta = theta[:, 1 : 1 + q], theta[:, 1 + q :]
-    if update_centers:
-        if centred_a:
-            a_c = torch.from_numpy(update_center(alpha.numpy(), center_weights[0], penalty, center))
-        if p:
-            b_c = torch.from_numpy(update_center(beta.numpy(), center_weights[1], penalty, center))
-    return Coefficients(alpha.contiguous(), beta.contiguous(), theta[:, 0].contiguous(), a_c, b_c)
-
-
-def _coefficient_step_cpp(G, h, coef: Coefficients, q, p, n_total, lam_alpha, lam_beta, penalty, n_steps, update_centers,
-                          center, center_alpha, center_weights, center_step) -> Coefficients:
-    """The same step in one C++ call (``_core.prox_grad_center_quadratic``): groups 0 = alpha
-    (if centred), 1 = beta; the intercept is unpenalised."""
-    R, m = h.shape
-    centred_a = bool(q and center_alpha)
-    groups = np.array([-1] + [0 if centred_a else -1] * q + [1] * p, dtype=np.int32)
-    lam = np.column_stack([lam_alpha.numpy(), lam_beta.numpy()])
-    theta0 = torch.cat([coef.b[:, None], coef.alpha, coef.beta], dim=1).numpy()
-    c0 = np.concatenate([[0.0], coef.alpha_center.numpy() if centred_a else np.zeros(q), coef.beta_center.numpy()])
-    theta, c, _, _ = _core.prox_grad_center_quadratic(
-        np.ascontiguousarray(G.reshape(-1, m).numpy()), np.ascontiguousarray(h.numpy()), np.ascontiguousarray(theta0), c0,
-        groups, np.ascontiguousarray(lam), 1.0 / n_total, penalty, update_centers and center_step == "joint", "none", int(n_steps), 0.0)
-    theta_t = torch.from_numpy(theta)
-    alpha, beta = theta_t[:, 1 : 1 + q].contiguous(), theta_t[:, 1 + q :].contiguous()
-    a_c = torch.from_numpy(c[1 : 1 + q].copy()) if centred_a else coef.alpha_center
-    b_c = torch.from_numpy(c[1 + q :].copy()) if p else coef.beta_center
-    if update_centers:  # exact centre step, weights as given (alpha and beta may differ)
-        if centred_a:
-            a_c = torch.from_numpy(update_center(alpha.numpy(), center_weights[0], penalty, center))
-        if p:
-            b_c = torch.from_numpy(update_center(beta.numpy(), center_weights[1], penalty, center))
-    return Coefficients(alpha, beta, theta_t[:, 0].contiguous(), a_c, b_c)
+            for sl, lam, cen, on in blocks:
+                if on and sl.stop > sl.start:
+                    z[:, sl] = prox_to_center_torch(z[:, sl], cen, eta * lam, penalty)
+            theta = z
+    return theta, centres

@@ -87,13 +87,21 @@ def plot_training_history(model) -> Figure:
     matplotlib.figure.Figure
         The figure (not shown; save it with ``savefig``).
     """
+    from hetmtl._validation import check_is_fitted
+
+    model = getattr(model, "best_estimator_", model)  # a DualEncoderMTLCV: its refitted model
+    check_is_fitted(model, ("history_",))
     h = model.history_
     fig = Figure(figsize=(5, 3.2))
     ax = fig.add_subplot()
-    ax.plot(h.epoch, h.train_mse, label="train MSE (pooled, standardised y)")
-    ax.plot(h.epoch, h.val_mse_sum, label="validation MSE summed over tasks")
+    x = np.arange(len(h))  # staged training: stage 2 follows stage 1 on one axis
+    ax.plot(x, h.train_mse, label="train MSE (pooled, standardised y)")
+    ax.plot(x, h.val_mse_sum, label="validation MSE summed over tasks")
     if np.ndim(model.best_epoch_) == 0:
-        ax.axvline(int(model.best_epoch_), color="grey", ls="--", lw=1, label="kept epoch")
+        ax.axvline(int(model.best_epoch_), color="grey", ls="--", lw=1, label="kept epoch (stage 1)")
+    if "stage" in h:
+        n1 = int((h.stage == 1).sum())
+        ax.axvline(n1 - 0.5, color="black", ls=":", lw=1, label="stage 2: task encoders")
     ax.set_xlabel("epoch")
     ax.set_yscale("log")
     ax.legend(fontsize=8)
