@@ -62,9 +62,13 @@ FLOOR_SEEDS = range(20)
 TABLE_SETTINGS = ["A", "B", "C", "D", "E", "F", "T", "linear"]
 #: study method name -> the label of the pre-runner files and the paper's tables
 LABELS = {"mtl-hmb": "MTL-HMB", "stl": "STL", "htl": "HTL", "hps": "HPS", "mbi": "MBI", "step1+stl": "Step1+STL",
-          "step1+hps": "Step1+HPS", "naive+step2": "Naive+Step2"}
+          "step1+hps": "Step1+HPS", "naive+step2": "Naive+Step2", "cc_lasso_task": "CC-lasso",
+          "cc_lasso": "CC-lasso (pooled)"}
 NAMES = {v: k for k, v in LABELS.items()}
-ORDER = [LABELS[m] for m in BLOCKWISE_ABLATION_METHODS] + ["HPS", "MBI"]
+#: methods added to the stores after the protocol's runs (their replicate count is shown in their cell
+#: when it differs from the row's)
+EXTRA_METHODS = ("cc_lasso_task", "cc_lasso")
+ORDER = [LABELS[m] for m in BLOCKWISE_ABLATION_METHODS] + ["HPS", "MBI", "CC-lasso"]
 
 
 def _settings():
@@ -349,7 +353,9 @@ def _summary_row(setting: str, value, src: tuple[str, str], res, si, g: pd.DataF
     its summary on rmse and on every metric) against the paper's and the code's numbers of row
     (``setting``, ``value``). Figure 8's paired comparisons are appended to ``ablations``."""
     row = dict(setting=setting, table=_settings()[setting]["table"], value=_norm(value), grid=opts["grid"],
-               hbi_grid=opts["hbi_grid"], engine=opts["engine"], max_epochs=opts["max_epochs"], reps=int(g.n_reps.min()),
+               hbi_grid=opts["hbi_grid"], engine=opts["engine"], max_epochs=opts["max_epochs"],
+               reps=int(g.loc[~g.method.isin(EXTRA_METHODS), "n_reps"].min() if (~g.method.isin(EXTRA_METHODS)).any()
+                        else g.n_reps.min()),
                **{"replicates of": "" if src == (setting, _norm(value)) else " ".join(src)})
     run = sorted(res.frame.loc[res.frame.setting_index == si, "replicate"].unique())
     study = Study.from_dict(res.spec)
@@ -362,6 +368,8 @@ def _summary_row(setting: str, value, src: tuple[str, str], res, si, g: pd.DataF
     for r in g.itertuples():
         lab = LABELS.get(r.method, r.method)
         row[f"ours {lab}"] = f"{r.mean:.3f} ({r.sd:.3f})" if r.n_reps > 1 else f"{r.mean:.3f}"
+        if r.method in EXTRA_METHODS and r.n_reps != row["reps"]:
+            row[f"ours {lab}"] += f" [{r.n_reps} reps]"
         row[f"_mean {lab}"] = r.mean
     ref = pd.read_csv(REFERENCE, dtype={"value": str})
     below = []
@@ -465,7 +473,10 @@ def summarize(stores: Path = STORES, results: Path = RESULTS, figures: bool = Tr
                  "`reps` replicates (seeds 0..reps-1), with the grid, HBI grid and epoch cap actually run; replicates of = "
                  "the row of another table whose replicates are reported (the same DGP, hence the same data; the "
                  "paper prints one run for these rows too); paper X = the "
-                 "paper's table value of method X, mean (SD). ours MBI = native MBI on the same replicates (`mbi_tables_paired` store of "
+                 "paper's table value of method X, mean (SD). ours CC-lasso = the complete-case baseline (`CCLasso(per_task=True)`, "
+                 "study method `cc_lasso_task`: a cross-validated lasso per task on its observed blocks [x0 | x_t], fitted on "
+                 "the training and validation rows; no row of these layouts observes every block, so the pooled complete-case "
+                 "lasso has no rows to fit) on the same data and split. ours MBI = native MBI on the same replicates (`mbi_tables_paired` store of "
                  "`bench_mbi_tables.py`). Per-row deltas to the paper's numbers: "
                  "`blockwise_repro_reference.csv`. Which run produced which numbers: `blockwise_NOTES.md`.\n\n"
                  "floor = the exact Bayes floor RMSE of the DGP (`hetmtl.blockwise.bayes_floor`: the RMSE of "

@@ -322,11 +322,13 @@ float Step2Net::loss(const float* th, float* g, const std::vector<TaskData>& bat
   return integ + s_.lambda_orth * orth + reg;
 }
 
-float Step2Net::val_loss(const float* th, const std::vector<TaskData>& val) {
-  float total = 0;
+double Step2Net::val_loss(const float* th, const std::vector<TaskData>& val) {
+  // Residuals in float32 (the network's precision), their squares summed in float64: the early-
+  // stopping criterion does not depend on the vector width's summation order beyond the residuals.
+  double total = 0;
   for (int t = 0; t < s_.T; ++t) {
     forward(th, t, val[t], cache_[t]);
-    total += (cache_[t].yhat - val[t].y).squaredNorm() / static_cast<float>(val[t].y.size());
+    total += (cache_[t].yhat - val[t].y).cast<double>().squaredNorm() / static_cast<double>(val[t].y.size());
   }
   return total;
 }
@@ -427,8 +429,8 @@ Mat HBINet::impute(const float* th, const Mat& x0) {
   return a_g_.back();
 }
 
-float HBINet::val_loss(const float* th, const HBIData& val) {
-  return (impute(th, val.x0t) - val.xst).squaredNorm() / static_cast<float>(val.xst.size());
+double HBINet::val_loss(const float* th, const HBIData& val) {
+  return (impute(th, val.x0t) - val.xst).cast<double>().squaredNorm() / static_cast<double>(val.xst.size());
 }
 
 // ---------------------------------------------------------------------------------- training

@@ -72,8 +72,8 @@ class Step2Net {
   const Layout& layout() const { return layout_; }
   // Penalised loss on per-task batches; `grad` (the layout's size, overwritten) when not null.
   float loss(const float* theta, float* grad, const std::vector<TaskData>& batch, Step2Terms* terms = nullptr);
-  // Sum over tasks of the mean squared error (the selection criterion).
-  float val_loss(const float* theta, const std::vector<TaskData>& val);
+  // Sum over tasks of the mean squared error (the early-stopping criterion), accumulated in float64.
+  double val_loss(const float* theta, const std::vector<TaskData>& val);
 
  private:
   struct Cache {
@@ -115,7 +115,7 @@ class HBINet {
   explicit HBINet(const HBISpec& spec);
   const Layout& layout() const { return layout_; }
   float loss(const float* theta, float* grad, const HBIData& d, HBITerms* terms = nullptr);
-  float val_loss(const float* theta, const HBIData& val);  // mean squared imputation error
+  double val_loss(const float* theta, const HBIData& val);  // mean squared imputation error (float64 sum)
   Mat impute(const float* theta, const Mat& x0);            // G(E_c(x0))
 
  private:

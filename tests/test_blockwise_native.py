@@ -99,7 +99,7 @@ def test_full_batch_training_matches_torch_engine(sim):
     near-zero gradient costs O(lr): the learning rate is kept small to compare trajectories.)"""
     imputer = HBImputer(grid=HBI_GRID[:1], max_epochs=30, random_state=0).fit(sim.data)
     kw = dict(grid=GRID, batch_size=None, max_epochs=12, patience=4, lr=2e-3, lr_step=5, lr_gamma=0.5,
-              random_state=3, imputer=imputer)
+              random_state=3, imputer=imputer, selection="min")
     nat = MTLHMB(engine="native", **kw).fit(sim.data)
     ref = MTLHMB(engine="torch", **kw).fit(sim.data)
     np.testing.assert_allclose(nat.fit_.val_loss, ref.fit_.val_loss, rtol=2e-4)

@@ -9,7 +9,7 @@ from hetmtl.blockwise.hbi import HBImputer
 from hetmtl.blockwise.model import MTLHMB
 from hetmtl.blockwise.selection import make_split, step2_grid
 from hetmtl.blockwise.simulate import simulate_blockwise
-from hetmtl.exceptions import DataValidationError
+from hetmtl.exceptions import DataValidationError, NotFittedError
 
 TINY = [dict(width=8, depth=1, lambda_orth=0.0), dict(width=4, depth=2, lambda_orth=1.0)]
 GRID = [dict(width=8, depth=2, lambda_orth=0.01, lambda_imp=0.01, lambda_dr=0.1),
@@ -129,7 +129,7 @@ def test_paired_splits_and_api(sim):
         m.predict(X[:, :5], task=1)
     with pytest.raises(DataValidationError, match="unknown task"):
         m.predict(X, task="nope")
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         MTLHMB().predict(X, 0)
     with pytest.raises(TypeError, match="BlockwiseData"):
         MTLHMB().fit(np.zeros((3, 3)))

@@ -142,7 +142,7 @@ def test_blockwise_study_matches_direct_fits_and_shares_hbi(blockwise_store):
         assert study.seeds(0, r) == (r, r)  # the authors' seeds 0..19
         data = simulate_blockwise(**setting_params("D", 100), seed=r).data
         split = make_split(data, seed=r)
-        common = dict(grid="small", max_epochs=3, n_threads=1, random_state=r)
+        common = dict(grid="small", max_epochs=3, n_threads=1, random_state=r, selection="min")
         mtl = MTLHMB(hbi_grid="small", hbi_max_epochs=3, dr_mode="per_task", engine="torch", **common).fit(data, split)
         stl = STL(**common).fit(data, split)
         s1 = STL(features="imputed", hbi_grid="small", hbi_max_epochs=3, imputer=mtl.imputer_, **common).fit(data, split)

@@ -6,7 +6,8 @@
   splits shared by every method of a comparison (paired splits);
 - :class:`BatchedEarlyStopping` tracks validation loss for G configurations trained together
   (weights stacked on a leading config axis), keeps each configuration's best parameters, and
-  says which configurations are still training.
+  says which configurations are still training;
+- :func:`check_trained` refuses fits in which no epoch produced a finite validation loss.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from hetmtl._optional import require_torch
+from hetmtl.exceptions import TrainingError
 from hetmtl.data._arrays import split_indices  # noqa: F401  (re-exported: paired splits)
 
 if TYPE_CHECKING:
@@ -85,3 +87,39 @@ class BatchedEarlyStopping:
     @property
     def done(self) -> bool:
         return not bool(self.active.any())
+
+    @property
+    def never_improved(self) -> torch.Tensor:
+        """Mask of the configurations for which no epoch produced a finite validation loss."""
+        return ~torch.isfinite(self.best_loss)
+
+
+def check_trained(val_loss, labels, what: str) -> np.ndarray:
+    """Mask of the trained configurations; :class:`TrainingError` when there is none.
+
+    Parameters
+    ----------
+    val_loss : array-like
+        Best validation loss of every configuration (inf or NaN: no epoch gave a finite loss,
+        e.g. ``max_epochs`` too small, a diverging learning rate or non-finite data).
+    labels : sequence of str
+        One label per configuration (named in the error).
+    what : str
+        The fit (e.g. ``"MTLHMB Step 2"``), named in the error.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean mask of the configurations with a finite validation loss.
+
+    Raises
+    ------
+    TrainingError
+        When no configuration has a finite validation loss.
+    """
+    ok = np.isfinite(np.asarray(val_loss, dtype=np.float64))
+    if not ok.any():
+        shown = ", ".join(list(labels)[:4]) + (", ..." if len(labels) > 4 else "")
+        raise TrainingError(f"{what}: no epoch produced a finite validation loss for any configuration "
+                            f"({shown}); check lr, max_epochs and the data for non-finite or extreme values")
+    return ok

@@ -9,6 +9,9 @@ What to use when:
 - :class:`HBImputer` — Step 1 alone (fills the missing blocks of a BlockwiseData).
 - :class:`STL`, :class:`HTL`, :class:`HPS`, :func:`naive_step2` — the paper's competitors and
   ablations, same API and paired splits (:func:`make_split`).
+- :class:`CCLasso` — the complete-case baseline (``method="cc_lasso"`` in the study runner): a
+  cross-validated lasso on the rows that observe every block, or per task on its observed blocks.
+  Check it first when some rows observe every block: a linear truth is often fitted as well there.
 - :func:`simulate_blockwise`, :func:`setting_params`, :data:`SETTINGS` — the paper's simulations;
   :func:`bayes_floor` — the exact Bayes floor RMSE of a replicate (y depends on blocks a task never
   observes, so no method can reach sigma), :func:`bayes_predict` — the Bayes predictor.
@@ -22,12 +25,21 @@ kernel that trains each configuration alone (hand-written backward, Adam, early 
 the configurations spread over ``n_threads``: the fits are bit for bit those of training the
 configurations one by one, whatever the threads. ``"torch"`` stacks the configurations of a group on
 one axis (autograd; float32 or float64): the same fits as one by one in float64, while in float32
-the rounding differs and can change a near-tied selection. STL and HPS train on torch.
+the rounding differs. STL and HPS train on torch.
+
+Every grid search keeps, by default (``selection=0.25``), the smallest configuration within 0.25
+standard errors of the lowest validation loss, the losses recomputed in float64
+(:func:`~hetmtl.blockwise.selection.select_config`): losses tied up to rounding select the same
+configuration; ``"1se"`` is the classical one-standard-error rule, ``"min"`` the authors' rule.
+The native float32 fits themselves differ between CPUs with and without AVX-512 (another summation
+order in every matrix product), so no selection rule makes them CPU-independent; float64 training
+(``engine="torch", dtype="float64"``) makes such rounding differences about 1e9 times smaller.
+``random_state=None`` draws a fresh seed (kept in ``seed_``); ``verbose=1`` shows progress.
 """
 from hetmtl.blockwise.adni import load_adni_mtlhmb, simulate_adni_like
 from hetmtl.blockwise.mbi import MBI, mbi_layout
 from hetmtl.blockwise.selection import (BlockwiseSplit, hbi_grid, htl_grid, make_split, mlp_grid, rmse_table,
-                                        step2_grid)
+                                        select_config, step2_grid)
 from hetmtl.blockwise.simulate import (SETTINGS, BayesFloor, SimulatedBlockwise, bayes_floor, bayes_predict,
                                       setting_params, simulate_blockwise)
 
@@ -36,6 +48,7 @@ from hetmtl.blockwise.simulate import (SETTINGS, BayesFloor, SimulatedBlockwise,
 _LAZY = {
     "MTLHMB": "model", "BlockwiseRegressor": "model", "HBImputer": "hbi", "STL": "baselines",
     "HTL": "baselines", "HPS": "baselines", "naive_step2": "baselines", "demo_comparison": "demo",
+    "CCLasso": "baselines",
 }
 
 
@@ -53,8 +66,8 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "MTLHMB", "HBImputer", "STL", "HTL", "HPS", "naive_step2", "BlockwiseRegressor", "rmse_table",
-    "BlockwiseSplit", "make_split", "step2_grid", "hbi_grid", "mlp_grid", "htl_grid",
+    "MTLHMB", "HBImputer", "STL", "HTL", "HPS", "CCLasso", "naive_step2", "BlockwiseRegressor", "rmse_table",
+    "BlockwiseSplit", "make_split", "select_config", "step2_grid", "hbi_grid", "mlp_grid", "htl_grid",
     "SETTINGS", "SimulatedBlockwise", "setting_params", "simulate_blockwise", "demo_comparison",
     "bayes_floor", "bayes_predict", "BayesFloor",
     "load_adni_mtlhmb", "simulate_adni_like", "MBI", "mbi_layout",

@@ -34,6 +34,9 @@ import pandas as pd
 import torch
 
 from hetmtl._parallel import retain_freed_memory
+from hetmtl._progress import progress_bar
+from hetmtl.blockwise.selection import config_cost, select_config
+from hetmtl.exceptions import ParameterError
 from hetmtl.training import BatchedEarlyStopping
 
 Params = dict[str, torch.Tensor]
@@ -44,7 +47,7 @@ logger = logging.getLogger("hetmtl.blockwise")
 def resolve_engine(engine: str, dtype: torch.dtype) -> str:
     """``"auto"``: the C++ kernel (``"native"``, float32 only) for float32, torch for float64."""
     if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        raise ParameterError(f"engine must be one of {list(ENGINES)}, got {engine!r}")
     if engine == "auto":
         return "native" if dtype == torch.float32 else "torch"
     return engine
@@ -235,18 +238,23 @@ class GroupFit:
 @dataclass
 class GridFit:
     """Every configuration's best validation loss and epoch, the selected one, and the fitted
-    (early-stopped) parameters of every group."""
+    (early-stopped) parameters of every group.
+
+    ``val_se`` (standard errors of the losses, :func:`score_grid`) and ``rule`` (``"min"``,
+    ``"1se"`` or a tolerance in SEs, :func:`~hetmtl.blockwise.selection.select_config`) decide
+    :attr:`selected`."""
 
     configs: list[dict]
     val_loss: np.ndarray
     best_epoch: np.ndarray
     groups: list[GroupFit] = field(default_factory=list)
     seconds: float = 0.0
+    val_se: np.ndarray | None = None
+    rule: str | float = "min"
 
     @property
     def selected(self) -> int:
-        vl = np.where(np.isfinite(self.val_loss), self.val_loss, np.inf)
-        return int(np.argmin(vl))
+        return select_config(self.val_loss, self.val_se, self.configs, self.rule)
 
     @property
     def selected_config(self) -> dict:
@@ -255,6 +263,8 @@ class GridFit:
     def table(self) -> pd.DataFrame:
         df = pd.DataFrame(self.configs)
         df["val_loss"] = self.val_loss
+        if self.val_se is not None:
+            df["val_se"] = self.val_se
         df["best_epoch"] = self.best_epoch
         return df
 
@@ -267,6 +277,47 @@ class GridFit:
                 return (g.model, {k: v.index_select(0, j) for k, v in g.params.items()},
                         {k: v.index_select(0, j) for k, v in g.cfg.items()})
         raise KeyError(index)
+
+
+def score_grid(fit: GridFit, val: dict[str, torch.Tensor], rule: str | float) -> GridFit:
+    """Recompute every trained configuration's validation loss in float64 from its early-stopped
+    parameters, with its standard error over the validation rows, and set the selection rule.
+
+    The loss is sum_t mean_i e_ti (e: squared error of row i of task t) and its standard error
+    sqrt(sum_t var_t(e) / n_t). Configurations never trained (no finite loss) keep inf.
+
+    Parameters
+    ----------
+    fit : GridFit
+        A fitted grid of networks with a ``row_errors`` method (Step-2, HPS / STL networks).
+    val : dict
+        The validation tensors (``w`` marks real rows).
+    rule : float or {"min", "1se"}
+        Selection rule (:func:`~hetmtl.blockwise.selection.select_config`).
+
+    Returns
+    -------
+    GridFit
+        ``fit`` itself, updated.
+    """
+    n = len(fit.configs)
+    loss, se = np.full(n, np.inf), np.full(n, np.inf)
+    val64 = {k: v.to(torch.float64) for k, v in val.items()}
+    w = val64["w"]
+    n_t = w.sum(1)
+    for g in fit.groups:
+        params = {k: v.detach().to(torch.float64) for k, v in g.params.items()}
+        cfg = {k: v.to(torch.float64) if v.is_floating_point() else v for k, v in g.cfg.items()}
+        with torch.no_grad():
+            err = g.model.row_errors(params, cfg, val64) * w  # type: ignore[attr-defined]  # (G, T, n_max)
+        mean = err.sum(-1) / n_t
+        var = (((err - mean.unsqueeze(-1)) ** 2) * w).sum(-1) / (n_t - 1).clamp(min=1)
+        L, S = mean.sum(1).numpy(), torch.sqrt((var / n_t).sum(1)).numpy()
+        for j, i in enumerate(g.index):
+            if np.isfinite(fit.val_loss[i]) and np.isfinite(L[j]):
+                loss[i], se[i] = L[j], S[j]
+    fit.val_loss, fit.val_se, fit.rule = loss, se, rule
+    return fit
 
 
 def train_group(model, params: Params, cfg: dict[str, torch.Tensor], stream: TaskBatches, val: dict,
@@ -346,24 +397,25 @@ class GridJob:
 
 def fit_grid(make_model: Callable[[list[dict], list[int]], tuple[object, Params, dict]], configs: list[dict],
              make_stream: Callable[[dict], TaskBatches], val: dict, settings: TrainSettings, seed: int,
-             group_key: Callable[[int, dict], object]) -> GridFit:
+             group_key: Callable[[int, dict], object], verbose: int = 0, desc: str = "grid") -> GridFit:
     """Train every configuration of one grid (grouped by ``group_key``): :func:`fit_grids` of one job."""
-    return fit_grids([GridJob(make_model, configs, make_stream, val, settings, seed, group_key)])[0]
+    return fit_grids([GridJob(make_model, configs, make_stream, val, settings, seed, group_key)], verbose, desc)[0]
 
 
-def fit_grids(jobs: Sequence[GridJob]) -> list[GridFit]:
+def fit_grids(jobs: Sequence[GridJob], verbose: int = 0, desc: str = "grid") -> list[GridFit]:
     """Train independent grids and collect their early-stopped fits, one :class:`GridFit` each.
 
     The groups of all grids form one work list: with ``torch.get_num_threads() > 1`` they train in
     that many threads (one intra-op thread each, most expensive first), so e.g. the HBI grids of
     all private sources share the cores. A group whose estimated cost exceeds an even share of the
     total is split by depth, so that no single group bounds the wall time. The fits do not depend
-    on the threads or on the grouping beyond floating-point summation order.
+    on the threads or on the grouping beyond floating-point summation order. ``verbose >= 1``
+    shows a progress bar over the configurations (:mod:`hetmtl._progress`).
     """
     if any(job.settings.engine == "native" for job in jobs):
         from hetmtl.blockwise._native import fit_grids_native
 
-        return fit_grids_native(jobs)
+        return fit_grids_native(jobs, verbose, desc)
     t0 = time.perf_counter()
     retain_freed_memory()
     workers = torch.get_num_threads()
@@ -382,6 +434,7 @@ def fit_grids(jobs: Sequence[GridJob]) -> list[GridFit]:
         tasks = [part for t in tasks for part in (_split_by_depth(t, jobs[t[0]].configs) if cost(t) > share else [t])]
     val_loss = [np.full(len(job.configs), np.inf) for job in jobs]
     best_epoch = [np.full(len(job.configs), -1) for job in jobs]
+    bar = progress_bar(sum(len(job.configs) for job in jobs), desc, verbose, unit="config")
 
     def run(task: tuple[int, list[int]]) -> GroupFit:
         j, idx = task
@@ -390,21 +443,23 @@ def fit_grids(jobs: Sequence[GridJob]) -> list[GridFit]:
         es = train_group(model, params, cfg, job.make_stream(job.configs[idx[0]]), job.val, job.settings, job.seed)
         val_loss[j][idx] = es.best_loss.numpy()
         best_epoch[j][idx] = es.best_epoch.numpy()
+        bar.update(len(idx))
         return GroupFit(model, idx, {k: v.detach() for k, v in es.best_params.items()}, cfg)
 
     workers = min(workers, len(tasks))
-    if workers <= 1:
-        fits = [run(t) for t in tasks]
-    else:
-        by_cost = sorted(range(len(tasks)), key=lambda k: -cost(tasks[k]))
-        old = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                done = dict(zip(by_cost, pool.map(lambda k: _one_thread(run, tasks[k]), by_cost)))
-        finally:
-            torch.set_num_threads(old)
-        fits = [done[k] for k in range(len(tasks))]
+    with bar:
+        if workers <= 1:
+            fits = [run(t) for t in tasks]
+        else:
+            by_cost = sorted(range(len(tasks)), key=lambda k: -cost(tasks[k]))
+            old = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    done = dict(zip(by_cost, pool.map(lambda k: _one_thread(run, tasks[k]), by_cost)))
+            finally:
+                torch.set_num_threads(old)
+            fits = [done[k] for k in range(len(tasks))]
     seconds = time.perf_counter() - t0
     return [GridFit(job.configs, val_loss[j], best_epoch[j], [f for t, f in zip(tasks, fits) if t[0] == j], seconds)
             for j, job in enumerate(jobs)]
@@ -429,8 +484,7 @@ def _one_thread(fn, *args):
 
 def _config_cost(c: dict) -> float:
     """Rough relative cost of training one configuration (for scheduling groups on threads)."""
-    w, d = float(c.get("width", 1)), float(c.get("depth", 1))
-    return d * w * (w + 64.0)
+    return config_cost(c)
 
 
 def one_by_one(i: int, c: dict) -> int:
@@ -451,4 +505,4 @@ def group_key_for(strategy: str) -> Callable[[int, dict], object]:
         return lambda i, c: (c.get("batch_size"), c.get("width"), c.get("depth"))
     if strategy == "all":
         return lambda i, c: (c.get("batch_size"),)
-    raise ValueError(f"group_by must be 'config', 'arch', 'width', 'depth' or 'all', got {strategy!r}")
+    raise ParameterError(f"group_by must be 'config', 'arch', 'width', 'depth' or 'all', got {strategy!r}")

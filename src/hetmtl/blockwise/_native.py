@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from hetmtl import _core
+from hetmtl._progress import check_verbose, progress_bar
 from hetmtl.blockwise._engine import GridFit, GridJob, GroupFit, _config_cost, one_by_one
 from hetmtl.blockwise.nets import HBINet, Step2Net
 
@@ -81,8 +82,11 @@ def _hbi_problem(job: GridJob, config: dict) -> dict:
     return dict(train=as_np(train, ("x0t", "xst", "x0m")), val=as_np(job.val, ("x0t", "xst")))
 
 
-def fit_grids_native(jobs: Sequence[GridJob]) -> list[GridFit]:
-    """:func:`~hetmtl.blockwise._engine.fit_grids` on the C++ kernel (Step-2 and HBI networks)."""
+def fit_grids_native(jobs: Sequence[GridJob], verbose: int = 0, desc: str = "grid") -> list[GridFit]:
+    """:func:`~hetmtl.blockwise._engine.fit_grids` on the C++ kernel (Step-2 and HBI networks).
+
+    With ``verbose >= 1`` the configurations go to the kernel ``n_threads`` at a time, so that a
+    progress bar can advance (each configuration's fit is the same either way)."""
     t0 = time.perf_counter()
     kinds = set()
     problems: list[dict] = []
@@ -123,10 +127,14 @@ def fit_grids_native(jobs: Sequence[GridJob]) -> list[GridFit]:
     order = sorted(range(len(members)), key=lambda k: -_config_cost(jobs[owners[k][0]].configs[owners[k][1]]))
     train = _core.blockwise_train_step2 if kinds == {"step2"} else _core.blockwise_train_hbi
     threads = max(1, torch.get_num_threads())
-    if all(job.group_key is one_by_one for job in jobs):  # the reference: one kernel call per configuration
-        out = [train(problems, [members[k]], options, 1)[0] for k in order]
-    else:
-        out = train(problems, [members[k] for k in order], options, threads)
+    one = all(job.group_key is one_by_one for job in jobs)  # the reference: one kernel call per configuration
+    chunk = 1 if one else (threads if check_verbose(verbose) else len(order))
+    out = []
+    with progress_bar(len(order), desc, verbose, unit="config") as bar:
+        for start in range(0, len(order), chunk):
+            part = [members[k] for k in order[start:start + chunk]]
+            out += train(problems, part, options, 1 if one else threads)
+            bar.update(len(part))
     fits = [GridFit(job.configs, np.full(len(job.configs), np.inf), np.full(len(job.configs), -1)) for job in jobs]
     epochs = 0
     for k, (best, loss, best_epoch, n_epochs) in zip(order, out):

@@ -18,14 +18,16 @@ import pandas as pd
 import torch
 from sklearn.base import BaseEstimator
 
-from hetmtl.blockwise._engine import (GridFit, GridJob, GroupFit, TrainSettings, fit_grids, group_key_for,
+from hetmtl._progress import check_verbose
+from hetmtl._validation import check_bool, check_choice, check_float, check_int, check_is_fitted, seed_from
+from hetmtl.blockwise._engine import (ENGINES, GridFit, GridJob, GroupFit, TrainSettings, fit_grids, group_key_for,
                                       resolve_engine)
 from hetmtl.blockwise._native import hbi_impute
-from hetmtl.blockwise.nets import HBINet
-from hetmtl.blockwise.selection import hbi_grid
+from hetmtl.blockwise.nets import HBINet, HPSNet, Step2Net
+from hetmtl.blockwise.selection import check_grid, check_selection, hbi_grid
 from hetmtl.data.blockwise import BlockwiseData
-from hetmtl.exceptions import DataValidationError
-from hetmtl.training import seed_all, split_indices, torch_threads
+from hetmtl.exceptions import DataValidationError, ParameterError
+from hetmtl.training import check_trained, seed_all, split_indices, torch_threads
 
 
 class _FullBatch:
@@ -68,14 +70,17 @@ class HBImputer(BaseEstimator):
         The C++ kernel (float32) or torch; see :class:`~hetmtl.blockwise.MTLHMB`.
     n_threads : int or None
         Threads shared by the grids of every source.
-    random_state : int or None
-        Seed of the split and the initialisations.
+    random_state : int, numpy Generator or None
+        Seed of the split and the initialisations (None: fresh randomness; the seed used is kept
+        in ``seed_``).
+    verbose : int
+        0 (default) silent; >= 1 a progress bar over the grid configurations.
     """
 
     def __init__(self, grid="small", heterogeneous: bool = True, orth_power: int = 1, val_fraction: float = 0.1,
                  max_epochs: int = 5000, patience: int = 30, lr: float = 1e-3, group_by: str = "depth",
                  dtype: str = "float32", engine: str = "auto", n_threads: int | None = 1,
-                 random_state: int | None = None) -> None:
+                 random_state: Any = None, verbose: int = 0) -> None:
         self.grid = grid
         self.heterogeneous = heterogeneous
         self.orth_power = orth_power
@@ -88,6 +93,7 @@ class HBImputer(BaseEstimator):
         self.engine = engine
         self.n_threads = n_threads
         self.random_state = random_state
+        self.verbose = verbose
 
     def fit(self, data: BlockwiseData) -> "HBImputer":
         """Fit one imputation network per private source (features only, never responses).
@@ -104,13 +110,22 @@ class HBImputer(BaseEstimator):
         """
         if not isinstance(data, BlockwiseData):
             raise TypeError(f"data must be a BlockwiseData, got {type(data).__name__}")
-        if self.orth_power not in (1, 2):
-            raise ValueError(f"orth_power must be 1 or 2, got {self.orth_power}")
+        check_choice(self.orth_power, "orth_power", (1, 2))
+        check_bool(self.heterogeneous, "heterogeneous")
+        check_float(self.val_fraction, "val_fraction", low=0.0, high=1.0, low_open=True, high_open=True)
+        max_epochs = check_int(self.max_epochs, "max_epochs", low=1, high=10**7)
+        patience = check_int(self.patience, "patience", low=1, high=10**7)
+        lr = check_float(self.lr, "lr", low=0.0, low_open=True, high=10.0)
+        check_choice(self.group_by, "group_by", ("depth", "config"))
+        check_choice(str(self.dtype).replace("torch.", ""), "dtype", ("float32", "float64"))
+        check_choice(self.engine, "engine", ENGINES)
+        check_int(self.n_threads, "n_threads", low=1, high=1024, allow_none=True)
+        verbose = check_verbose(self.verbose)
         dtype = _dtype(self.dtype)
         configs = hbi_grid(self.grid, data.n_tasks)
-        settings = TrainSettings(max_epochs=self.max_epochs, patience=self.patience, lr=self.lr, lr_step=None,
+        settings = TrainSettings(max_epochs=max_epochs, patience=patience, lr=lr, lr_step=None,  # type: ignore[arg-type]
                                  batch_size=None, dtype=dtype, engine=self.engine)
-        seed = 0 if self.random_state is None else int(self.random_state)
+        seed = self.seed_ = seed_from(self.random_state)
         rng = seed_all(seed)
         p0 = data.source_dims[0]
         self.fits_: dict[int, GridFit] = {}
@@ -121,6 +136,9 @@ class HBImputer(BaseEstimator):
             s = data.private_source[t]
             x0t, xst = data.x0(t), data.x_private(t)
             tr, va = split_indices(x0t.shape[0], (1 - self.val_fraction, self.val_fraction), rng)
+            if len(tr) < 1 or len(va) < 1:
+                raise DataValidationError(f"task {data.task_names[t]!r}: too few rows ({x0t.shape[0]}) to hold out "
+                                          f"a validation share of {self.val_fraction} for HBI")
             others = [r for r in range(data.n_tasks) if r != t]
             x0m = np.vstack([data.x0(r) for r in others])
             to = lambda a: torch.as_tensor(a, dtype=dtype)  # noqa: E731
@@ -139,8 +157,9 @@ class HBImputer(BaseEstimator):
                                 val, settings, seed + s, key))
             sources.append(s)
         with torch_threads(self.n_threads):  # the groups of every source share the threads
-            fits = fit_grids(jobs)
+            fits = fit_grids(jobs, verbose, "HBI (Step 1)")
         for s, fit in zip(sources, fits):
+            check_trained(fit.val_loss, [str(c) for c in configs], f"HBImputer (block {data.source_names[s]!r})")
             self.fits_[s] = fit
             self.members_[s] = fit.member()
         self.n_tasks_ = data.n_tasks
@@ -150,8 +169,7 @@ class HBImputer(BaseEstimator):
         return self
 
     def _check(self):
-        if not hasattr(self, "members_"):
-            raise RuntimeError("HBImputer is not fitted; call fit(data) first")
+        check_is_fitted(self, "members_")
 
     def impute_block(self, x0: np.ndarray, source: int) -> np.ndarray:
         """A private block imputed from anchor rows with the selected G(E_c(.)).
@@ -277,10 +295,41 @@ def export_grid(fit: GridFit, prefix: str, net_args: dict) -> tuple[dict, dict]:
     """A fitted grid for export: every configuration's validation loss and epoch, and the
     selected configuration's network (constructor ``net_args``, parameters, configuration tensors)."""
     _, params, cfg = fit.member()
-    info = {"configs": fit.configs, "selected": fit.selected, "net": net_args, "seconds": fit.seconds}
+    info = {"configs": fit.configs, "selected": fit.selected, "net": net_args, "seconds": fit.seconds, "rule": fit.rule}
     tensors = {f"{prefix}val_loss": fit.val_loss, f"{prefix}best_epoch": fit.best_epoch,
                **{f"{prefix}param.{k}": v for k, v in params.items()}, **{f"{prefix}cfg.{k}": v for k, v in cfg.items()}}
+    if fit.val_se is not None:
+        tensors[f"{prefix}val_se"] = fit.val_se
     return info, tensors
+
+
+def _declared_sizes(net, params: dict, where: str) -> None:
+    """Compare a network's declared width and depth with the stored parameter shapes before the
+    network is built (a forged file must not make us allocate what its arrays do not hold)."""
+    from hetmtl.serialization import ModelFormatError
+
+    first = {Step2Net: "c", HPSNet: "s", HBINet: "Ec"}.get(type(net))
+    if first is None:
+        return
+    layers = sum(1 for k in params if k.startswith(first) and k[len(first):-2].isdigit() and k.endswith(".W"))
+    shapes = {k: tuple(int(d) for d in v.shape) for k, v in params.items()}
+    W0 = shapes.get(f"{first}0.W")
+    if W0 is None or len(W0) < 3:
+        raise ModelFormatError(f"{where}: the stored network has no first layer {first}0.W")
+    if layers != int(net.depth) or W0[-1] != int(net.width):
+        raise ModelFormatError(f"{where}: network parameters do not match the declared network (declared width "
+                               f"{net.width}, depth {net.depth}; stored width {W0[-1]}, {layers} layer(s))")
+    H = int(net.width)
+    if isinstance(net, Step2Net):
+        want = {"c0.W": (1, int(net.p0), H), "u0.W": (1, int(net.T), int(net.P), H)}
+    elif isinstance(net, HPSNet):
+        want = {"s0.W": (1, int(net.P), H), "head.W": (1, int(net.T), H, 1)}
+    else:
+        want = {"Ec0.W": (1, int(net.p0), H), f"G{net.depth - 1}.W": (1, H, int(net.ps))}
+    for k, shape in want.items():
+        if shapes.get(k) != shape:
+            raise ModelFormatError(f"{where}: network parameters do not match the declared sizes ({k}: declared "
+                                   f"{shape}, stored {shapes.get(k)})")
 
 
 def import_grid(info: dict, tensors: dict, prefix: str, net, dtype: torch.dtype) -> GridFit:
@@ -288,14 +337,23 @@ def import_grid(info: dict, tensors: dict, prefix: str, net, dtype: torch.dtype)
     parameter shapes are checked against ``net``'s architecture."""
     from hetmtl.serialization import ModelFormatError, require
 
-    require(info, ("configs", "selected", "net"), prefix.rstrip("."))
+    where = prefix.rstrip(".")
+    require(info, ("configs", "selected", "net"), where)
     require(tensors, (f"{prefix}val_loss", f"{prefix}best_epoch"), "tensors")
     sel = int(info["selected"])
     params = {k[len(prefix) + 6:]: v for k, v in tensors.items() if k.startswith(prefix + "param.")}
     cfg = {k[len(prefix) + 4:]: v for k, v in tensors.items() if k.startswith(prefix + "cfg.")}
-    configs = [dict(c) for c in info["configs"]]
+    try:
+        configs = check_grid(list(info["configs"]), f"{where}.configs")
+    except (ParameterError, TypeError) as exc:
+        raise ModelFormatError(f"{where}: invalid grid configurations ({exc})") from None
     if not 0 <= sel < len(configs):
-        raise ModelFormatError(f"{prefix}: selected configuration {sel} of {len(configs)}")
+        raise ModelFormatError(f"{where}: selected configuration {sel} of {len(configs)}")
+    c = configs[sel]
+    if int(c["width"]) > int(net.width) or int(c["depth"]) > int(net.depth):
+        raise ModelFormatError(f"{where}: selected configuration {c} exceeds the declared network "
+                               f"(width {net.width}, depth {net.depth})")
+    _declared_sizes(net, params, prefix)
     try:
         want = {k: tuple(v.shape) for k, v in net.init([configs[sel]], [sel], 0, dtype)[0].items()}
     except (RuntimeError, ValueError, KeyError, TypeError) as exc:
@@ -303,8 +361,16 @@ def import_grid(info: dict, tensors: dict, prefix: str, net, dtype: torch.dtype)
     got = {k: tuple(v.shape) for k, v in params.items()}
     if want != got or any(v.dtype != dtype for v in params.values()):
         raise ModelFormatError(f"{prefix}: network parameters {got} do not match the architecture {want} ({dtype})")
+    try:
+        rule = check_selection(info.get("rule", "min"), f"{where}.rule")
+    except ParameterError as exc:
+        raise ModelFormatError(str(exc)) from None
+    se = tensors.get(f"{prefix}val_se")
+    if rule != "min" and se is None:
+        raise ModelFormatError(f"{where}: the selection rule {rule!r} needs the stored standard errors {prefix}val_se")
     fit = GridFit(configs, tensors[f"{prefix}val_loss"].numpy(), tensors[f"{prefix}best_epoch"].numpy(),
-                  [GroupFit(net, [sel], params, cfg)], float(info.get("seconds", 0.0)))
+                  [GroupFit(net, [sel], params, cfg)], float(info.get("seconds", 0.0)),
+                  None if se is None else se.numpy(), rule)
     if fit.selected != sel:
         raise ModelFormatError(f"{prefix}: the stored validation losses select configuration {fit.selected}, not {sel}")
     return fit

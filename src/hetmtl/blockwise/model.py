@@ -5,26 +5,76 @@ their feature distributions (covariate shift) and in P(y | x) (posterior drift).
 takes a :class:`~hetmtl.data.BlockwiseData`, splits every task 60/20/20 (or uses a given
 :class:`~hetmtl.blockwise.selection.BlockwiseSplit`, so several methods can share one split),
 imputes the missing blocks (HBI), trains the whole Step-2 grid in batched form with per-
-configuration early stopping, and keeps the configuration with the lowest validation loss.
+configuration early stopping, and keeps a configuration by the selection rule (default: the
+smallest configuration within 0.25 standard errors of the lowest float64 validation loss, so that
+losses tied up to rounding choose the same; ``"min"``: the lowest loss, the authors' rule; see
+:func:`~hetmtl.blockwise.selection.select_config`).
 ``predict(X, task=...)`` takes the task's observed columns ``[x_0 | x_task]``;
 ``test_rmse_`` holds the per-task test RMSE and ``test_rmse_avg_`` the paper's average RMSE.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import warnings
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from sklearn.base import BaseEstimator
 
-from hetmtl.blockwise._engine import GridFit, TaskBatches, TrainSettings, fit_grid, group_key_for
+from hetmtl._progress import check_verbose
+from hetmtl._validation import check_choice, check_float, check_int, check_is_fitted, seed_from
+from hetmtl.blockwise._engine import (ENGINES, GridFit, TaskBatches, TrainSettings, fit_grid, group_key_for,
+                                      score_grid)
 from hetmtl.blockwise.hbi import HBImputer, _dtype, export_grid, import_grid
 from hetmtl.blockwise.nets import Step2Net
-from hetmtl.blockwise.selection import BlockwiseSplit, make_split, rmse_table, step2_grid
+from hetmtl.blockwise.selection import (DEFAULT_SELECTION, BlockwiseSplit, check_selection, make_split, rmse_table,
+                                        step2_grid)
 from hetmtl.data.blockwise import BlockwiseData
-from hetmtl.exceptions import DataValidationError
-from hetmtl.training import torch_threads
+from hetmtl.exceptions import ConvergenceWarning, DataValidationError, ParameterError
+from hetmtl.training import check_trained, torch_threads
+
+GROUP_BY = ("width", "all", "depth", "config", "arch")
+#: upper bounds of the integer training parameters (beyond them a fit cannot finish)
+MAX_EPOCHS = 10**7
+
+
+def check_training_params(est: Any) -> None:
+    """Validate the training parameters an estimator has (errors name the parameter).
+
+    Parameters
+    ----------
+    est : estimator
+        A block-wise estimator; attributes it lacks are skipped.
+
+    Raises
+    ------
+    ParameterError
+        Naming the parameter.
+    """
+    checks = {
+        "max_epochs": lambda v: check_int(v, "max_epochs", low=1, high=MAX_EPOCHS),
+        "hbi_max_epochs": lambda v: check_int(v, "hbi_max_epochs", low=1, high=MAX_EPOCHS),
+        "patience": lambda v: check_int(v, "patience", low=1, high=MAX_EPOCHS),
+        "lr": lambda v: check_float(v, "lr", low=0.0, low_open=True, high=10.0),
+        "lr_step": lambda v: check_int(v, "lr_step", low=1, high=MAX_EPOCHS, allow_none=True),
+        "lr_gamma": lambda v: check_float(v, "lr_gamma", low=0.0, low_open=True, high=1.0),
+        "batch_size": lambda v: check_int(v, "batch_size", low=1, high=1 << 16, allow_none=True),
+        "dtype": lambda v: check_choice(str(v).replace("torch.", ""), "dtype", ("float32", "float64")),
+        "engine": lambda v: check_choice(v, "engine", ENGINES),
+        "group_by": lambda v: check_choice(v, "group_by", GROUP_BY),
+        "n_threads": lambda v: check_int(v, "n_threads", low=1, high=1024, allow_none=True),
+        "dr_mode": lambda v: check_choice(v, "dr_mode", ("per_task", "sum_inside")),
+        "imputation": lambda v: check_choice(v, "imputation", ("hbi", "naive")),
+        "hbi_rows": lambda v: check_choice(v, "hbi_rows", ("all", "train")),
+        "hbi_orth_power": lambda v: check_choice(v, "hbi_orth_power", (1, 2)),
+        "features": lambda v: check_choice(v, "features", ("observed", "imputed")),
+        "selection": check_selection,
+        "verbose": check_verbose,
+    }
+    for name, check in checks.items():
+        if name in vars(est):
+            check(getattr(est, name))
 
 
 class BlockwiseRegressor(BaseEstimator):
@@ -53,7 +103,11 @@ class BlockwiseRegressor(BaseEstimator):
         """
         if not isinstance(data, BlockwiseData):
             raise TypeError(f"data must be a BlockwiseData, got {type(data).__name__}")
-        split = make_split(data, seed=self.random_state) if split is None else split
+        check_training_params(self)
+        self.seed_ = seed_from(self.random_state)  # None: fresh randomness, recorded here
+        split = make_split(data, seed=self.seed_) if split is None else split
+        if not isinstance(split, BlockwiseSplit):
+            raise ParameterError(f"split must be a BlockwiseSplit, got {type(split).__name__}")
         split.check(data)
         self.task_names_ = list(data.task_names)
         self.source_dims_ = data.source_dims
@@ -62,8 +116,8 @@ class BlockwiseRegressor(BaseEstimator):
         self.source_columns_ = data.source_columns
         self.n_tasks_ = data.n_tasks
         self.split_ = split
-        self.dtype_ = _dtype(self.dtype)
-        with torch_threads(self.n_threads):
+        self.dtype_ = _dtype(getattr(self, "dtype", "float64"))
+        with torch_threads(getattr(self, "n_threads", 1)):
             self._fit(data, split)
         if all(len(r) > 0 for r in split.test):
             table = self.evaluate(data, split.test)
@@ -81,8 +135,7 @@ class BlockwiseRegressor(BaseEstimator):
 
     # public API ---------------------------------------------------------------------------
     def _check_fitted(self) -> None:
-        if not hasattr(self, "task_names_"):
-            raise RuntimeError(f"{type(self).__name__} is not fitted; call fit(data) first")
+        check_is_fitted(self, "task_names_")
 
     def _task(self, task) -> int:
         self._check_fitted()
@@ -123,7 +176,7 @@ class BlockwiseRegressor(BaseEstimator):
         """
         t = self._task(task)
         x0, xo = self._split_X(X, t)
-        with torch_threads(self.n_threads):
+        with torch_threads(getattr(self, "n_threads", 1)):
             return self._predict_task(t, x0, xo)
 
     def score(self, X, y, task) -> float:
@@ -180,10 +233,16 @@ def _task_streams(inputs: dict[str, list[np.ndarray]], y: list[np.ndarray], rows
 
 
 def fit_multitask_grid(net_factory, configs: list[dict], inputs: dict[str, list[np.ndarray]], ys: list[np.ndarray],
-                       train_rows, val_rows, settings: TrainSettings, seed: int, group_by: str) -> GridFit:
+                       train_rows, val_rows, settings: TrainSettings, seed: int, group_by: str,
+                       selection: str | float = "min",
+                       verbose: int = 0, what: str = "grid") -> GridFit:
     """Train a stacked multi-task network over a grid of configurations.
 
-    Early stopping and selection use the summed per-task validation MSE on ``val_rows``.
+    Early stopping uses the summed per-task validation MSE on ``val_rows``; the selection
+    recomputes it in float64 with its standard error (:func:`~hetmtl.blockwise._engine.score_grid`)
+    and applies ``selection``. Configurations for which no epoch gave a finite validation loss are
+    left out with a :class:`~hetmtl.exceptions.ConvergenceWarning` naming them;
+    :class:`~hetmtl.exceptions.TrainingError` when that is every configuration.
 
     Parameters
     ----------
@@ -203,6 +262,12 @@ def fit_multitask_grid(net_factory, configs: list[dict], inputs: dict[str, list[
         Seed of initialisation and batches.
     group_by : str
         How configurations are stacked (torch engine).
+    selection : float or {"min", "1se"}
+        Selection rule (:func:`~hetmtl.blockwise.selection.select_config`).
+    verbose : int
+        Progress bar over the configurations when >= 1.
+    what : str
+        The fit, named in progress and errors (e.g. ``"MTLHMB Step 2"``).
 
     Returns
     -------
@@ -219,7 +284,22 @@ def fit_multitask_grid(net_factory, configs: list[dict], inputs: dict[str, list[
         params, cfg = net.init(cfgs, idx, seed, settings.dtype)
         return net, params, cfg
 
-    return fit_grid(make_model, configs, make_stream, val, settings, seed, group_key_for(group_by))
+    fit = fit_grid(make_model, configs, make_stream, val, settings, seed, group_key_for(group_by), verbose, what)
+    labels = [_label(c) for c in configs]
+    ok = check_trained(fit.val_loss, labels, what)
+    if not ok.all():
+        bad = [labels[i] for i in np.flatnonzero(~ok)]
+        warnings.warn(f"{what}: {len(bad)} configuration(s) produced no finite validation loss and are left out "
+                      f"of the selection: {', '.join(bad[:4])}{', ...' if len(bad) > 4 else ''}", ConvergenceWarning,
+                      stacklevel=3)
+    score_grid(fit, val, selection)
+    check_trained(fit.val_loss, labels, what)
+    return fit
+
+
+def _label(c: dict) -> str:
+    """A configuration in words, for messages."""
+    return "{" + ", ".join(f"{k}={v}" for k, v in c.items()) + "}"
 
 
 class Step1Mixin:
@@ -239,36 +319,37 @@ class Step1Mixin:
     hbi_max_epochs: int
     group_by: str
     n_threads: int | None
-    random_state: int | None
+    random_state: Any
+    seed_: int
+    selection: str
+    verbose: int
     source_dims_: list[int]
     private_source_: list[int]
     imputer_: HBImputer
 
     def _settings(self) -> TrainSettings:
-        return TrainSettings(max_epochs=self.max_epochs, patience=self.patience, lr=self.lr, lr_step=self.lr_step,
-                             lr_gamma=self.lr_gamma, batch_size=self.batch_size, dtype=self.dtype_,
+        return TrainSettings(max_epochs=int(self.max_epochs), patience=int(self.patience), lr=float(self.lr),
+                             lr_step=None if self.lr_step is None else int(self.lr_step),
+                             lr_gamma=float(self.lr_gamma),
+                             batch_size=None if self.batch_size is None else int(self.batch_size), dtype=self.dtype_,
                              engine=getattr(self, "engine", "torch"))  # STL / HPS: torch
 
     def _fit_imputer(self, data: BlockwiseData, split: BlockwiseSplit) -> HBImputer:
         given = getattr(self, "imputer", None)
         if given is not None:  # a fitted HBImputer shared between methods of one replicate
-            if not hasattr(given, "members_"):
-                raise ValueError("imputer must be a fitted HBImputer")
+            if not isinstance(given, HBImputer) or not hasattr(given, "members_"):
+                raise ParameterError("imputer must be a fitted HBImputer")
             if given.source_dims_ != data.source_dims or given.private_source_ != data.private_source:
                 raise DataValidationError("the given imputer was fitted on data with other blocks")
             return given
         imputation = getattr(self, "imputation", "hbi")
-        if imputation not in ("hbi", "naive"):
-            raise ValueError(f"imputation must be 'hbi' or 'naive', got {imputation!r}")
-        if self.hbi_rows not in ("all", "train"):
-            raise ValueError(f"hbi_rows must be 'all' or 'train', got {self.hbi_rows!r}")
         src = data if self.hbi_rows == "all" else data.subset(
             [np.concatenate([a, b]) for a, b in zip(split.train, split.val)])
         imp = HBImputer(grid=self.hbi_grid, heterogeneous=imputation == "hbi", orth_power=getattr(self, "hbi_orth_power", 1),
                         max_epochs=self.hbi_max_epochs, patience=self.patience, lr=self.lr,
                         group_by="config" if self.group_by == "config" else "depth", dtype=self.dtype,
                         engine=getattr(self, "engine", "torch"),
-                        n_threads=self.n_threads, random_state=self.random_state)
+                        n_threads=self.n_threads, random_state=self.seed_, verbose=getattr(self, "verbose", 0))
         return imp.fit(src)
 
     def _features(self, t: int, x0: np.ndarray, x_own: np.ndarray) -> np.ndarray:
@@ -321,17 +402,29 @@ class MTLHMB(Step1Mixin, BlockwiseRegressor):
         autograd, float32 or float64. Step 1 (HBI) uses the same engine.
     n_threads : int or None
         Threads (native grid workers, or torch threads).
-    random_state : int or None
-        Seed of the split, initialisation and batches.
+    random_state : int, numpy Generator or None
+        Seed of the split, initialisation and batches (None: fresh randomness; the seed drawn is
+        kept in ``seed_``).
     imputer : HBImputer, optional
         A fitted imputer to reuse (e.g. shared with the Step-1 baselines).
+    selection : float or {"min", "1se"}
+        How the Step-2 configuration is chosen from the float64 validation losses: a number k
+        (default 0.25) keeps the smallest configuration within k standard errors (over validation
+        rows) of the lowest loss, so that losses tied up to rounding choose the same; ``"1se"`` is
+        k = 1, ``"min"`` the lowest loss (the authors' rule). See
+        :func:`~hetmtl.blockwise.selection.select_config` for the measured choice of 0.25 and why
+        no rule makes float32 native fits CPU-independent.
+    verbose : int
+        0 (default) silent; >= 1 progress bars over the grid configurations of Step 1 and Step 2.
 
     Attributes
     ----------
     imputer_ : HBImputer
         The fitted Step-1 imputer.
     selected_config_ : dict
-        The Step-2 configuration with the lowest validation loss.
+        The selected Step-2 configuration.
+    seed_ : int
+        The seed used (``random_state``, or drawn when it is None).
     test_rmse_ : pandas.Series
         Per-task test RMSE.
     test_rmse_avg_ : float
@@ -342,10 +435,13 @@ class MTLHMB(Step1Mixin, BlockwiseRegressor):
                  hbi_orth_power: int = 1, dr_mode: str = "per_task", batch_size: int = 16, max_epochs: int = 25000,
                  patience: int = 30, lr: float = 1e-3, lr_step: int | None = 200, lr_gamma: float = 0.95,
                  hbi_max_epochs: int = 5000, group_by: str = "width", dtype: str = "float32", engine: str = "auto",
-                 n_threads: int | None = 1, random_state: int | None = None, imputer: HBImputer | None = None) -> None:
+                 n_threads: int | None = 1, random_state: Any = None, imputer: HBImputer | None = None,
+                 selection: str | float = DEFAULT_SELECTION, verbose: int = 0) -> None:
         self.grid = grid
         self.hbi_grid = hbi_grid
         self.imputation = imputation
+        self.selection = selection
+        self.verbose = verbose
         self.engine = engine
         self.imputer = imputer
         self.hbi_rows = hbi_rows
@@ -374,19 +470,19 @@ class MTLHMB(Step1Mixin, BlockwiseRegressor):
         return torch.as_tensor(mask, dtype=self.dtype_)
 
     def _fit(self, data: BlockwiseData, split: BlockwiseSplit) -> None:
-        seed = 0 if self.random_state is None else int(self.random_state)
+        seed = self.seed_
+        configs = step2_grid(self.grid, (self.batch_size,))
         self.imputer_ = self._fit_imputer(data, split)
         xf = self.imputer_.full_designs(data)
         inputs = {"x0": [data.x0(t) for t in range(data.n_tasks)], "xf": xf}
         p0, P, T = data.source_dims[0], xf[0].shape[1], data.n_tasks
         mask = self._imputed_mask()
-        configs = step2_grid(self.grid, (self.batch_size,))
         for c in configs:
             c.setdefault("batch_size", self.batch_size)
         factory = lambda H, L: Step2Net(p0, P, T, mask, H, L, self.dr_mode)  # noqa: E731
         ys = [data.y(t) for t in range(T)]
         self.fit_ = fit_multitask_grid(factory, configs, inputs, ys, split.train, split.val, self._settings(), seed,
-                                       self.group_by)
+                                       self.group_by, self.selection, self.verbose, "MTLHMB Step 2")
         self.selected_config_ = self.fit_.selected_config
         self.member_ = self.fit_.member()
 
@@ -492,6 +588,21 @@ class MTLHMB(Step1Mixin, BlockwiseRegressor):
         from hetmtl import serialization as ser
 
         params, fitted, enc = ser.loads(source, cls.__name__)
+        where = "model JSON" if isinstance(source, str) and source.lstrip().startswith("{") else str(source)
+        try:
+            return cls._from_loaded(params, fitted, enc)
+        except ser.ModelFormatError as exc:
+            msg = str(exc)
+            raise ser.ModelFormatError(msg if msg.startswith(where) else f"{where}: {msg}") from None
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+            raise ser.ModelFormatError(f"{where}: malformed {cls.__name__} model ({type(exc).__name__}: {exc})") from None
+
+    @classmethod
+    def _from_loaded(cls, params: dict, fitted: dict, enc: dict) -> "MTLHMB":
+        """:meth:`from_json` after the file's checks: sizes compared with the stored arrays before any
+        network is built (:func:`~hetmtl.blockwise.hbi.import_grid`)."""
+        from hetmtl import serialization as ser
+
         try:
             model = cls(**params)
             model.dtype_ = _dtype(model.dtype)

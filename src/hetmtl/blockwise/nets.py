@@ -324,6 +324,11 @@ class Step2Net:
         yhat, _, _ = self.forward(params, cfg, val["x0"], val["xf"])
         return _wmse(yhat, val["y"], val["w"]).sum(1)
 
+    def row_errors(self, params: Params, cfg: dict, val: dict) -> torch.Tensor:
+        """Squared prediction error of every validation row: (G, T, n)."""
+        yhat, _, _ = self.forward(params, cfg, val["x0"], val["xf"])
+        return (yhat - val["y"]) ** 2
+
 
 # ============================================================================ HPS / STL
 class HPSNet:
@@ -364,3 +369,7 @@ class HPSNet:
         return _wmse(self.forward(params, cfg, batch["xf"]), batch["y"], batch["w"]).sum(1)
 
     val_loss = loss
+
+    def row_errors(self, params: Params, cfg: dict, val: dict) -> torch.Tensor:
+        """Squared prediction error of every validation row: (G, T, n)."""
+        return (self.forward(params, cfg, val["xf"]) - val["y"]) ** 2
