@@ -13,6 +13,9 @@ namespace mbi {
 namespace {
 
 constexpr double kMachEps = std::numeric_limits<double>::epsilon();
+// An eigenvalue within this relative distance of its truncation threshold is on a boundary of
+// the piece (the retained count changes across it).
+constexpr double kBoundaryBand = 1e-6;
 
 // Numerical rank of a symmetric matrix from its eigenvalues: singular values at least
 // dim * machine epsilon * the largest one (the default rule of R's Matrix::rankMatrix).
@@ -35,6 +38,8 @@ struct Retained {
   bool whole = false;
   MatrixXd U;        // d x r (eigen form)
   VectorXd values;   // r (eigen form)
+  MatrixXd V;        // d x d, every eigenvector (eigen form; ascending eigenvalues)
+  VectorXd all_values;  // d, every eigenvalue (eigen form; ascending)
   Eigen::LLT<MatrixXd> llt;  // of cov (whole form)
   int dim = 0;       // number of retained moments
 
@@ -50,6 +55,43 @@ struct Retained {
   MatrixXd whiten(const MatrixXd& X) const {
     if (whole) return llt.matrixL().solve(X);
     return values.cwiseSqrt().cwiseInverse().asDiagonal() * X;
+  }
+  // F(cov) = U diag(values)^{-1} U' (cov^{-1} in the whole form), as a d x d matrix.
+  MatrixXd F(int d) const {
+    if (whole) return llt.solve(MatrixXd::Identity(d, d));
+    if (dim == 0) return MatrixXd::Zero(d, d);
+    return U * values.cwiseInverse().asDiagonal() * U.transpose();
+  }
+  // Frechet derivative of F at cov in the symmetric direction Y (F is self-adjoint in the
+  // trace inner product, so this is also the adjoint map used by the chain rule). Whole form:
+  // -cov^{-1} Y cov^{-1}. Eigen form (Daleckii-Krein): V (H o V'YV) V' with the divided
+  // differences H_ij of h(l) = 1/l on the retained eigenvalues and h = 0 on the others; the
+  // rotation of the retained subspace enters through the retained-discarded entries.
+  MatrixXd dF(const MatrixXd& Y) const {
+    const Eigen::Index d = Y.rows();
+    if (whole) {
+      const MatrixXd left = llt.solve(Y);                 // cov^{-1} Y
+      return -llt.solve(left.transpose()).transpose();    // -(cov^{-1} (cov^{-1} Y)')'
+    }
+    if (dim == 0) return MatrixXd::Zero(d, d);
+    MatrixXd M = V.transpose() * Y * V;
+    const Eigen::Index first = d - dim;  // retained: indices first..d-1 (ascending order)
+    for (Eigen::Index j = 0; j < d; ++j)
+      for (Eigen::Index i = 0; i < d; ++i) {
+        const bool ri = i >= first, rj = j >= first;
+        double h;
+        if (ri && rj) {
+          h = -1.0 / (all_values(i) * all_values(j));
+        } else if (ri) {
+          h = 1.0 / (all_values(i) * (all_values(i) - all_values(j)));
+        } else if (rj) {
+          h = 1.0 / (all_values(j) * (all_values(j) - all_values(i)));
+        } else {
+          h = 0.0;
+        }
+        M(i, j) *= h;
+      }
+    return V * M * V.transpose();
   }
 };
 
@@ -79,6 +121,8 @@ Retained retained_components(const Eigen::SelfAdjointEigenSolver<MatrixXd>& es, 
   }
   Retained out;
   out.dim = r;
+  out.V = es.eigenvectors();
+  out.all_values = values;
   out.U.resize(d, r);
   out.values.resize(r);
   for (int c = 0; c < r; ++c) {
@@ -199,7 +243,7 @@ Problem::Problem(std::vector<Group> groups, double eps3) : groups_(std::move(gro
   }
 }
 
-Evaluation Problem::evaluate(const VectorXd& beta, bool with_derivatives) const {
+Evaluation Problem::evaluate(const VectorXd& beta, bool with_derivatives, bool boundaries) const {
   if (beta.size() != p_) throw std::invalid_argument("beta has the wrong length");
   const int K = n_groups();
   std::vector<GroupState> st(K);
@@ -258,7 +302,7 @@ Evaluation Problem::evaluate(const VectorXd& beta, bool with_derivatives) const 
     const double nr = static_cast<double>(n_rows) * d;
     const double base = std::max(eps3_, cov.trace() * std::log(nr) / nr);
     const bool floor_binds = 1e-10 * trace_bound > base;
-    if (!floor_binds && d <= max_components) {
+    if (!floor_binds && d <= max_components && !boundaries) {
       // smallest eigenvalue > threshold (full rank follows, as threshold >= 1e-10 * largest)
       MatrixXd shifted = cov;
       shifted.diagonal().array() -= base;
@@ -280,6 +324,7 @@ Evaluation Problem::evaluate(const VectorXd& beta, bool with_derivatives) const 
   if (with_derivatives) {
     ev.grad = VectorXd::Zero(p_);
     ev.grad_fixed_weight = VectorXd::Zero(p_);
+    ev.grad_fixed_truncation = VectorXd::Zero(p_);
     ev.gn_hessian = MatrixXd::Zero(p_, p_);
   }
   // Pass 2: truncation, transformed moments, and Q. With R1 the retained part of copy 0's moments
@@ -296,6 +341,7 @@ Evaluation Problem::evaluate(const VectorXd& beta, bool with_derivatives) const 
     const Retained R1 = components(C11, nk, nk - 1);
     Retained R2;
     MatrixXd A = MatrixXd::Zero(d2, d1);
+    MatrixXd cov2_kept;
     if (d2 > 0) {
       const MatrixXd C21 = S.C.bottomLeftCorner(d2, d1);
       MatrixXd cov2 = S.C.bottomRightCorner(d2, d2);
@@ -311,6 +357,7 @@ Evaluation Problem::evaluate(const VectorXd& beta, bool with_derivatives) const 
       }
       cov2 = 0.5 * (cov2 + cov2.transpose());
       R2 = components(cov2, nk, nk - 1 - R1.dim);
+      if (boundaries) cov2_kept = cov2;
     }
     const int r = R1.dim + R2.dim;
     ev.n_retained[k] = r;
@@ -329,7 +376,7 @@ Evaluation Problem::evaluate(const VectorXd& beta, bool with_derivatives) const 
       Dstack.middleRows(S.offset[a], G.D[S.active[a]].rows()) = G.D[S.active[a]];
     const VectorXd gfixed = -2.0 * Dstack.transpose() * u;
     ev.grad_fixed_weight += gfixed;
-    // d/dbeta of -u'C u with u fixed: C = (1/n) sum_i z_i z_i', z_i stacks Z_s[i,:] r_s[i].
+    // Old-style derivative: the truncation T held fixed, C(beta) varying (d/dC = -u u').
     VectorXd agg = VectorXd::Zero(nk);  // a_i = u' z_i
     std::vector<VectorXd> w(S.active.size());
     for (std::size_t a = 0; a < S.active.size(); ++a) {
@@ -340,7 +387,81 @@ Evaluation Problem::evaluate(const VectorXd& beta, bool with_derivatives) const 
     VectorXd extra = VectorXd::Zero(p_);
     for (std::size_t a = 0; a < S.active.size(); ++a)
       extra += G.copies[S.active[a]].transpose() * agg.cwiseProduct(w[a]);
-    ev.grad += gfixed + (2.0 / nk) * extra;
+    ev.grad_fixed_truncation += gfixed + (2.0 / nk) * extra;
+    // Exact derivative: dQ/dC = G_C including the movement of the retained eigenvectors.
+    // With F1 = F(C11), f1 = F1 g1, A = C21 F1, h = g2 - A g1, cov2 = C22 - C21 F1 C12,
+    // f2 = F2(cov2) h, Y2 = DF2[h h'] and Y1 = g1 g1' - (C12 f2 g1' + g1 f2' C21) - C12 Y2 C21:
+    // G11 = DF1[Y1], G22 = Y2, G21 = -Y2 C21 F1 - f2 f1' (DF: Frechet derivative of F).
+    MatrixXd GC(S.d, S.d);
+    {
+      const VectorXd f1 = R1.lift(v1);
+      if (d2 > 0) {
+        const VectorXd h = S.g.tail(d2) - A * g1;
+        const VectorXd f2 = R2.lift(v2);
+        const MatrixXd C21 = S.C.bottomLeftCorner(d2, d1);
+        const MatrixXd Y2 = R2.dF(h * h.transpose());
+        const MatrixXd C12f2g1 = C21.transpose() * f2 * g1.transpose();
+        const MatrixXd Y1 = g1 * g1.transpose() - C12f2g1 - C12f2g1.transpose() -
+                            C21.transpose() * Y2 * C21;
+        GC.topLeftCorner(d1, d1) = R1.dF(0.5 * (Y1 + Y1.transpose()));
+        GC.bottomRightCorner(d2, d2) = Y2;
+        const MatrixXd G21 = -Y2 * A - f2 * f1.transpose();  // A = C21 F1
+        GC.bottomLeftCorner(d2, d1) = G21;
+        GC.topRightCorner(d1, d2) = G21.transpose();
+      } else {
+        GC = R1.dF(g1 * g1.transpose());
+      }
+    }
+    // sum_j <G_C, dC/dbeta_j> = -(2/n) sum_i z_i' G_C w_ij, w_ij stacking Z_s[i,:] X_s[i,j].
+    auto through_C = [&](const MatrixXd& GCm) {  // sum_j <GCm, dC/dbeta_j>
+      const MatrixXd M = S.scores * GCm;  // n_k x d
+      VectorXd out = VectorXd::Zero(p_);
+      for (std::size_t a = 0; a < S.active.size(); ++a) {
+        const int s = S.active[a];
+        const VectorXd as =
+            M.middleCols(S.offset[a], G.Z[s].cols()).cwiseProduct(G.Z[s]).rowwise().sum();
+        out -= G.copies[s].transpose() * as;
+      }
+      return VectorXd((2.0 / nk) * out);
+    };
+    ev.grad += gfixed + through_C(GC);
+    if (boundaries) {
+      // Truncation boundaries: a retained-count change happens where an eigenvalue of a moment
+      // set crosses its threshold kappa tr(set) (the trace term of the threshold). For the
+      // largest discarded eigenvalue near it the piece is {c <= 0}, c = lambda - kappa tr; for
+      // the smallest retained one {-c <= 0}. Record the outward normals grad(+-c).
+      auto add_boundaries = [&](const Retained& R, const MatrixXd& cov, bool second) {
+        if (R.whole || R.all_values.size() == 0) return;
+        const int d = static_cast<int>(R.all_values.size());
+        const double nr = static_cast<double>(nk) * d;
+        const double kappa = std::log(nr) / nr;
+        const double thr = std::max(eps3_, cov.trace() * kappa);
+        const bool trace_binds = cov.trace() * kappa >= eps3_;
+        for (int side = 0; side < 2; ++side) {
+          const int i = side == 0 ? d - R.dim - 1 : d - R.dim;  // largest discarded, smallest kept
+          if (i < 0 || i >= d) continue;
+          if (std::abs(R.all_values(i) - thr) > kBoundaryBand * thr) continue;
+          MatrixXd Y = R.V.col(i) * R.V.col(i).transpose();
+          if (trace_binds) Y.diagonal().array() -= kappa;
+          MatrixXd GCb = MatrixXd::Zero(S.d, S.d);
+          if (!second) {
+            GCb.topLeftCorner(d1, d1) = Y;
+          } else {
+            const MatrixXd C21 = S.C.bottomLeftCorner(d2, d1);
+            GCb.bottomRightCorner(d2, d2) = Y;
+            const MatrixXd G21 = -Y * A;
+            GCb.bottomLeftCorner(d2, d1) = G21;
+            GCb.topRightCorner(d1, d2) = G21.transpose();
+            const MatrixXd inner = -C21.transpose() * Y * C21;
+            GCb.topLeftCorner(d1, d1) = R1.dF(0.5 * (inner + inner.transpose()));
+          }
+          const VectorXd gc = through_C(GCb);
+          ev.boundary_normals.push_back(side == 0 ? gc : VectorXd(-gc));
+        }
+      };
+      add_boundaries(R1, C11, false);
+      if (d2 > 0) add_boundaries(R2, cov2_kept, true);
+    }
     // Gauss-Newton term 2 (T D)' (T C T')^{-1} (T D), one block at a time.
     auto add_gram = [&](const MatrixXd& W) {
       ev.gn_hessian.selfadjointView<Eigen::Lower>().rankUpdate(W.transpose(), 2.0);
@@ -384,6 +505,54 @@ double Problem::rss1(const VectorXd& beta) const {
   return total;
 }
 
+double Problem::stationarity_of(const VectorXd& beta, double lambda, const PathOptions& opt,
+                                const Evaluation& ev) const {
+  // gradient of the solver's objective on the support
+  VectorXd r = VectorXd::Zero(p_);
+  for (int j = 0; j < p_; ++j) {
+    if (beta(j) == 0.0) continue;
+    r(j) = ev.grad(j);
+    if (lambda > 0.0)
+      r(j) += (beta(j) > 0 ? 1.0 : -1.0) * scad_derivative(std::abs(beta(j)), lambda, opt.a);
+    if (opt.mu > 0.0) r(j) += opt.mu * (beta(j) - opt.anchor(j));
+  }
+  // On a truncation boundary the optimality condition is KKT for the piece: the gradient plus a
+  // nonnegative combination of the boundaries' outward normals vanishes (min over mu >= 0 of
+  // ||r + sum_k mu_k a_k||, coordinate descent on the convex quadratic).
+  const std::size_t K = ev.boundary_normals.size();
+  if (K > 0) {
+    std::vector<VectorXd> a(K);
+    std::vector<double> aa(K);
+    for (std::size_t k = 0; k < K; ++k) {
+      a[k] = VectorXd::Zero(p_);
+      for (int j = 0; j < p_; ++j)
+        if (beta(j) != 0.0) a[k](j) = ev.boundary_normals[k](j);
+      aa[k] = a[k].squaredNorm();
+    }
+    std::vector<double> mu(K, 0.0);
+    VectorXd res = r;
+    for (int sweep = 0; sweep < 200; ++sweep) {
+      double change = 0.0;
+      for (std::size_t k = 0; k < K; ++k) {
+        if (!(aa[k] > 0.0)) continue;
+        const double m = std::max(0.0, mu[k] - a[k].dot(res) / aa[k]);
+        if (m != mu[k]) {
+          res += (m - mu[k]) * a[k];
+          change = std::max(change, std::abs(m - mu[k]) * std::sqrt(aa[k]));
+          mu[k] = m;
+        }
+      }
+      if (change < 1e-14) break;
+    }
+    r = res;
+  }
+  return r.cwiseAbs().maxCoeff();
+}
+
+double Problem::stationarity(const VectorXd& beta, double lambda, const PathOptions& opt) const {
+  return stationarity_of(beta, lambda, opt, evaluate(beta, true, true));
+}
+
 double Problem::lambda_max(const VectorXd& beta_start) const {
   const Evaluation ev = evaluate(beta_start, true);
   return ev.grad_fixed_weight.cwiseAbs().maxCoeff() + 0.5;
@@ -406,6 +575,7 @@ VectorXd Problem::solve(const VectorXd& start, double lambda, const PathOptions&
   int it = 0;
   VectorXd weight = VectorXd::Zero(p_);
   double t_start = 1.0;  // first trial step, adapted to the last accepted one
+  bool stationary = false;
   for (; it < opt.max_iter; ++it) {
     Evaluation ev = have_next ? std::move(next) : evaluate(beta, true);
     have_next = false;
@@ -414,6 +584,14 @@ VectorXd Problem::solve(const VectorXd& start, double lambda, const PathOptions&
       ev.grad += opt.mu * (beta - opt.anchor);
       H.diagonal().array() += opt.mu;
     }
+    // optimality residual on the support (the objective is differentiable there)
+    double res = 0.0;
+    for (int j = 0; j < p_; ++j)
+      if (beta(j) != 0.0)
+        res = std::max(res, std::abs(ev.grad(j) + (lambda > 0.0 ? (beta(j) > 0 ? 1.0 : -1.0) *
+                                                     scad_derivative(std::abs(beta(j)), lambda, opt.a)
+                                                               : 0.0)));
+    stationary = res <= opt.stat_tol;
     const double damp = 1e-7 * std::max(H.diagonal().maxCoeff(), 1e-12) + 1e-12;
     H.diagonal().array() += damp;
     for (int j = 0; j < p_; ++j)
@@ -446,14 +624,18 @@ VectorXd Problem::solve(const VectorXd& start, double lambda, const PathOptions&
     }
     const VectorXd dir = b - beta;
     const double step_size = dir.cwiseAbs().maxCoeff();
-    if (step_size < opt.tol) {
-      *converged = true;
+    bool support_change = false;
+    for (int j = 0; j < p_; ++j)
+      if ((b(j) == 0.0) != (beta(j) == 0.0)) support_change = true;
+    // Converged: stationary on the support and no coefficient proposed to enter or leave it.
+    if ((stationary && !support_change) || step_size < 1e-3 * opt.tol) {
+      *converged = stationary;
       break;
     }
     double decrease = ev.grad.dot(dir);
     for (int j = 0; j < p_; ++j) decrease += weight(j) * (std::abs(b(j)) - std::abs(beta(j)));
-    if (decrease > -1e-11 * (1.0 + std::abs(F))) {  // no meaningful descent predicted
-      *converged = true;
+    if (decrease > -1e-14 * (1.0 + std::abs(F))) {  // no descent predicted
+      *converged = stationary;
       break;
     }
     double t = t_start;
@@ -471,8 +653,15 @@ VectorXd Problem::solve(const VectorXd& start, double lambda, const PathOptions&
         have_next = false;
         F_trial = solver_objective(trial, lambda, opt);
       }
-      const double target = decrease < 0.0 ? F + 1e-4 * t * decrease : F;
-      if (F_trial <= target || (F_trial < F && t * step_size < 1e3 * opt.tol)) {
+      const double target = F + 1e-4 * t * decrease;
+      // the QIF's spurious region (huge residuals shrink Q): never step to a fit worse than
+      // the null model's
+      if (F_trial <= target && rss1(trial) > opt.rss_cap) {
+        have_next = false;
+        t *= 0.5;
+        continue;
+      }
+      if (F_trial <= target) {
         accepted = true;
         first_try = ls == 0;
         break;
@@ -480,8 +669,10 @@ VectorXd Problem::solve(const VectorXd& start, double lambda, const PathOptions&
       t *= 0.5;
     }
     if (!accepted) {
-      // No descent along the Newton direction (objective kinks from the truncation): stop.
-      *converged = t * step_size < std::sqrt(opt.tol);
+      // No descent along the direction: a truncation boundary (the retained count changes and
+      // Q jumps up across it) or rounding. Stop; converged only if stationary on the piece.
+      have_next = false;
+      *converged = stationary;
       break;
     }
     // grow the first trial after a step accepted at once; keep it after a backtrack
@@ -489,12 +680,19 @@ VectorXd Problem::solve(const VectorXd& start, double lambda, const PathOptions&
     const double F_old = F;
     beta = trial;
     F = F_trial;
-    if (t * step_size < opt.tol || F_old - F <= 1e-10 * (1.0 + std::abs(F))) {
-      *converged = true;
+    // Stalled (the objective no longer decreases meaningfully, typically against a truncation
+    // boundary): stop, converged only if stationary on the piece.
+    // Stop when stationary and the steps have become small, or when the objective no longer
+    // decreases at all (typically against a truncation boundary).
+    const bool small = t * step_size < opt.tol || F_old - F <= 1e-10 * (1.0 + std::abs(F));
+    const bool stalled = t * step_size < 1e-3 * opt.tol || F_old - F <= 1e-14 * (1.0 + std::abs(F));
+    if ((stationary && small) || stalled) {
       ++it;
+      *converged = stationary;  // of the previous point; the path reports the final residual
       break;
     }
   }
+  if (it >= opt.max_iter) *converged = false;
   *n_iter = it;
   return beta;
 }
@@ -587,8 +785,69 @@ VectorXd Problem::improve_by_elimination(const VectorXd& beta0, double lam,
   return best;
 }
 
+VectorXd Problem::improve_by_addition(const VectorXd& beta0, double lam, const PathOptions& opt,
+                                     int* n_iter) const {
+  // Single-coefficient additions: the zero coefficients whose exact derivative is largest
+  // (largest KKT violation) are started at a Newton-sized value and the fit re-solved; the best
+  // is kept when it lowers the penalised objective.
+  const int k_max = opt.add_candidates;
+  if (k_max <= 0 || lam <= 0.0) return beta0;
+  const Evaluation ev = evaluate(beta0, true);
+  VectorXd grad = ev.grad;
+  if (opt.mu > 0.0) grad += opt.mu * (beta0 - opt.anchor);
+  std::vector<int> zero;
+  for (int j = 0; j < p_; ++j)
+    if (beta0(j) == 0.0 && std::abs(grad(j)) > lam) zero.push_back(j);  // KKT violated
+  if (zero.empty()) return beta0;
+  std::sort(zero.begin(), zero.end(),
+            [&](int i, int j) { return std::abs(grad(i)) > std::abs(grad(j)); });
+  const int k = std::min<int>(k_max, static_cast<int>(zero.size()));
+  const double f0 = solver_objective(beta0, lam, opt);
+  const double rss_null = rss1(VectorXd::Zero(p_));
+  PathOptions screen = opt;
+  screen.max_iter = std::min(opt.max_iter, opt.screen_iter);
+  std::vector<VectorXd> cands(k);
+  std::vector<int> cand_iters(k, 0);
+  auto screen_one = [&](int c) {
+    const int j = zero[c];
+    const double hjj = std::max(ev.gn_hessian(j, j) + opt.mu, 1e-12);
+    VectorXd start = beta0;
+    const double size = std::max(std::abs(grad(j)) - lam, 0.0) / hjj;
+    start(j) = (grad(j) > 0 ? -1.0 : 1.0) * std::max({size, lam, 2.0 * opt.eps1});
+    bool conv = false;
+    cands[c] = solve_thresholded(start, lam, screen, &cand_iters[c], &conv, {});
+  };
+  const int n_threads = std::max(1, std::min(opt.threads, k));
+  run_on_threads(n_threads, [&](int t) {
+    for (int c = t; c < k; c += n_threads) screen_one(c);
+  });
+  VectorXd best = beta0;
+  double f_best = f0;
+  bool changed = false;
+  for (int c = 0; c < k; ++c) {
+    *n_iter += cand_iters[c];
+    if (rss1(cands[c]) > rss_null) continue;
+    const double f = solver_objective(cands[c], lam, opt);
+    if (f < f_best - 1e-12 * (1.0 + std::abs(f_best))) {
+      f_best = f;
+      best = cands[c];
+      changed = true;
+    }
+  }
+  if (changed) {
+    int iters = 0;
+    bool conv = false;
+    const VectorXd polished = solve_thresholded(best, lam, opt, &iters, &conv, {});
+    *n_iter += iters;
+    if (solver_objective(polished, lam, opt) <= f_best) best = polished;
+  }
+  return best;
+}
+
 PathResult Problem::path(const VectorXd& start, const VectorXd& lambdas,
-                         const PathOptions& opt) const {
+                         const PathOptions& opt_in) const {
+  PathOptions opt = opt_in;
+  if (!std::isfinite(opt.rss_cap)) opt.rss_cap = rss1(VectorXd::Zero(p_));
   if (start.size() != p_) throw std::invalid_argument("start has the wrong length");
   const Eigen::Index L = lambdas.size();
   PathResult out;
@@ -596,6 +855,7 @@ PathResult Problem::path(const VectorXd& start, const VectorXd& lambdas,
   out.objective = VectorXd::Zero(L);
   out.qif = VectorXd::Zero(L);
   out.rss1 = VectorXd::Zero(L);
+  out.stationarity = VectorXd::Zero(L);
   out.n_iter = Eigen::VectorXi::Zero(L);
   out.converged = Eigen::VectorXi::Zero(L);
   // SCAD makes the objective non-convex, and the continuously updated QIF has spurious minima
@@ -634,6 +894,10 @@ PathResult Problem::path(const VectorXd& start, const VectorXd& lambdas,
         int more = 0;
         const VectorXd e = improve_by_elimination(beta, lambdas(l), opt, &more);
         consider(l, e, more, true, false);
+        int added = 0;
+        const VectorXd cur = out.beta.row(l).transpose();
+        const VectorXd ad = improve_by_addition(cur, lambdas(l), opt, &added);
+        consider(l, ad, added, true, false);
       }
       // Where the QIF is not identified, LLA restarted with lasso weights (Fan, Xue & Zou
       // 2014) pulls the drifting warm start back to a sparse fit; optionally the null model.
@@ -657,8 +921,12 @@ PathResult Problem::path(const VectorXd& start, const VectorXd& lambdas,
   }
   for (Eigen::Index l = 0; l < L; ++l) {
     const VectorXd b = out.beta.row(l).transpose();
-    out.qif(l) = qif(b);
+    const Evaluation e = evaluate(b, true, true);
+    out.qif(l) = e.Q;
     out.rss1(l) = rss1(b);
+    out.stationarity(l) = stationarity_of(b, lambdas(l), opt, e);
+    // reported convergence: the kept solution meets the stationarity tolerance
+    out.converged(l) = out.stationarity(l) <= opt.stat_tol ? 1 : 0;
   }
   return out;
 }

@@ -8,6 +8,7 @@
 // the imputed copies of the group's standardised rows and each copy's instrument columns.
 #pragma once
 #include <Eigen/Dense>
+#include <limits>
 #include <vector>
 
 namespace hetmtl {
@@ -30,17 +31,26 @@ struct Group {
 
 struct Evaluation {
   double Q = 0.0;               // sum over groups of g*' C*^{-1} g*
-  VectorXd grad;                // gradient of Q with the truncation T held fixed, C(beta) varying
+  VectorXd grad;                // exact gradient of Q (the retained eigenvectors move with beta)
+  VectorXd grad_fixed_truncation;  // gradient with the truncation T held fixed, C(beta) varying
   VectorXd grad_fixed_weight;   // gradient with C* and T held fixed (R's finite-difference target)
   MatrixXd gn_hessian;          // 2 G*' C*^{-1} G*  (Gauss-Newton curvature), p x p
   std::vector<int> n_moments;   // per group: moments before truncation (after dropping copies)
   std::vector<int> n_retained;  // per group: moments kept after truncation
+  // With boundaries: outward normals (gradients of the constraint functions) of the truncation
+  // boundaries within reach (an eigenvalue within 1e-6 relative of its threshold). Q is smooth
+  // inside a piece of fixed retained counts and jumps across such a boundary.
+  std::vector<VectorXd> boundary_normals;
 };
 
 struct PathOptions {
   double a = 3.7;
   double eps1 = 1e-3;      // |beta_j| below this is set to 0 after solving each lambda > 0
-  double tol = 1e-8;       // convergence: max |step| on the standardised scale
+  double tol = 1e-8;       // stop when the largest step (standardised scale) is below this
+  double stat_tol = 1e-6;  // converged: optimality residual on the support at most this
+  // steps to a fit with RSS1 above this are refused (the path sets it to the null model's RSS1:
+  // the QIF's spurious region, where huge residuals shrink Q, stays out of reach)
+  double rss_cap = std::numeric_limits<double>::infinity();
   int max_iter = 500;      // proximal Newton iterations per lambda
   bool multi_start = true;     // greedy eliminations of small coefficients at each lambda
   bool lasso_restart = true;   // LLA restart with lasso weights where not identified
@@ -48,8 +58,9 @@ struct PathOptions {
   bool null_candidate = false; // also consider beta = 0 at every lambda
   int drop_candidates = 3; // elimination: smallest nonzero coefficients tried per round
   int drop_rounds = 2;     // elimination rounds per lambda
+  int add_candidates = 3;  // addition: zero coefficients with the largest KKT violation tried
   int screen_iter = 25;    // iterations of the short solve that screens each elimination
-  int threads = 1;         // threads for the elimination candidates (results do not depend on it)
+  int threads = 1;         // threads for elimination/addition candidates (results do not depend on it)
   // Proximal anchor (used where the QIF is not identified): the solver minimises
   // Q + SCAD + mu/2 ||beta - anchor||^2. mu = 0 (default) switches it off.
   double mu = 0.0;
@@ -61,6 +72,7 @@ struct PathResult {
   VectorXd objective;       // penalised objective at each solution
   VectorXd qif;             // Q at each solution
   VectorXd rss1;            // RSS1 (per-group average over copies)
+  VectorXd stationarity;    // optimality residual on the support at each solution
   Eigen::VectorXi n_iter;
   Eigen::VectorXi converged;
 };
@@ -74,7 +86,7 @@ class Problem {
   int n_groups() const { return static_cast<int>(groups_.size()); }
 
   // Q(beta) and, if with_derivatives, its gradients and Gauss-Newton curvature.
-  Evaluation evaluate(const VectorXd& beta, bool with_derivatives) const;
+  Evaluation evaluate(const VectorXd& beta, bool with_derivatives, bool boundaries = false) const;
   double qif(const VectorXd& beta) const { return evaluate(beta, false).Q; }
   double objective(const VectorXd& beta, double lambda, double a) const;
   // objective() plus the proximal anchor term of `opt` (the function the path solver minimises).
@@ -83,6 +95,13 @@ class Problem {
   double solver_penalty(const VectorXd& beta, double lambda, const PathOptions& opt) const;
   // RSS1: sum over groups of the residual sum of squares averaged over the group's copies.
   double rss1(const VectorXd& beta) const;
+  // Optimality residual on the support: the largest |r_j| over nonzero beta_j, r being the exact
+  // gradient of the solver's objective (dQ/dbeta_j + SCAD'(|beta_j|) sign(beta_j) + mu (beta_j -
+  // anchor_j)) plus the best nonnegative combination of the outward normals of the truncation
+  // boundaries within reach (KKT of the piece; plain gradient where there are none).
+  double stationarity(const VectorXd& beta, double lambda, const PathOptions& opt) const;
+  double stationarity_of(const VectorXd& beta, double lambda, const PathOptions& opt,
+                         const Evaluation& ev) const;
   // lambda_max = max_j |dQ/dbeta_j (fixed weight)| at beta_start, plus 0.5 (R's construction).
   double lambda_max(const VectorXd& beta_start) const;
 
@@ -98,6 +117,9 @@ class Problem {
   // Greedy elimination of small coefficients, kept when it lowers the objective.
   VectorXd improve_by_elimination(const VectorXd& beta, double lambda, const PathOptions& opt,
                                   int* n_iter) const;
+  // Single-coefficient additions (largest KKT violations), kept when they lower the objective.
+  VectorXd improve_by_addition(const VectorXd& beta, double lambda, const PathOptions& opt,
+                               int* n_iter) const;
   // Whole path with warm starts, smallest lambda first.
   PathResult path(const VectorXd& start, const VectorXd& lambdas, const PathOptions& opt) const;
 

@@ -66,9 +66,9 @@ class MBIProblem:
     """
     def __init__(self, y: Sequence[_ArrayLike], copies: Sequence[Sequence[_ArrayLike]], instruments: Sequence[Sequence[Sequence[_Int]]], diff_cols: Sequence[Sequence[Sequence[_Int]]], eps3: _Float = 1e-08) -> None:
         ...
-    def evaluate(self, beta: _ArrayLike) -> dict:
+    def evaluate(self, beta: _ArrayLike, boundaries: bool = False) -> dict:
         """
-        Q(beta), its gradient (truncation held fixed), the fixed-weight gradient, the Gauss-Newton curvature and the moment counts per group (standardised scale).
+        Q(beta), its exact gradient (truncated weight matrix included), the gradient with the truncation held fixed (grad_fixed_truncation), the fixed-weight gradient, the Gauss-Newton curvature, the moment counts per group and, with boundaries=True, the truncation boundary normals (standardised scale).
         """
     def lambda_max(self, beta_start: _ArrayLike) -> float:
         ...
@@ -76,17 +76,21 @@ class MBIProblem:
         """
         Q(beta) + sum_j SCAD_lam,a(|beta_j|).
         """
-    def path(self, start: _ArrayLike, lambdas: _ArrayLike, a: _Float = 3.7, eps1: _Float = 0.001, tol: _Float = 1e-08, max_iter: _Int = 500, multi_start: bool = True, lasso_restart: bool = True, drop_candidates: _Int = 3, drop_rounds: _Int = 2, mu: _Float = 0.0, anchor: _ArrayLike | None = None, screen_iter: _Int = 25, threads: _Int = 1) -> dict:
+    def path(self, start: _ArrayLike, lambdas: _ArrayLike, a: _Float = 3.7, eps1: _Float = 0.001, tol: _Float = 1e-08, max_iter: _Int = 500, multi_start: bool = True, lasso_restart: bool = True, drop_candidates: _Int = 3, drop_rounds: _Int = 2, mu: _Float = 0.0, anchor: _ArrayLike | None = None, screen_iter: _Int = 25, threads: _Int = 1, stat_tol: _Float = 1e-06, add_candidates: _Int = 3, rss_cap: float | None = None) -> dict:
         """
-        SCAD path with warm starts in the given lambda order (standardised scale); mu > 0 adds the proximal anchor mu/2 ||beta - anchor||^2 (anchor defaults to start).
+        SCAD path with warm starts in the given lambda order (standardised scale), single-coefficient eliminations and additions at every lambda, the optimality residual per lambda (key stationarity); mu > 0 adds the proximal anchor mu/2 ||beta - anchor||^2 (anchor defaults to start).
         """
     def qif(self, beta: _ArrayLike) -> float:
         ...
     def rss1(self, beta: _ArrayLike) -> float:
         ...
-    def solve(self, start: _ArrayLike, lam: _Float, a: _Float = 3.7, tol: _Float = 1e-08, max_iter: _Int = 500, mu: _Float = 0.0, anchor: _ArrayLike | None = None) -> tuple[NDArray[np.float64], int, bool]:
+    def solve(self, start: _ArrayLike, lam: _Float, a: _Float = 3.7, tol: _Float = 1e-08, max_iter: _Int = 500, mu: _Float = 0.0, anchor: _ArrayLike | None = None, stat_tol: _Float = 1e-06) -> tuple[NDArray[np.float64], int, bool]:
         """
-        Minimise Q + SCAD (+ mu/2 ||beta - anchor||^2, anchor defaulting to start) at one lambda: (beta, n_iter, converged).
+        Minimise Q + SCAD (+ mu/2 ||beta - anchor||^2, anchor defaulting to start) at one lambda, never stepping to a fit with RSS1 above the null model's: (beta, n_iter, converged).
+        """
+    def stationarity(self, beta: _ArrayLike, lam: _Float, a: _Float = 3.7, mu: _Float = 0.0, anchor: _ArrayLike | None = None) -> float:
+        """
+        Optimality residual on the support (exact gradient).
         """
     @property
     def n(self) -> int:

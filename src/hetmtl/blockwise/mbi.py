@@ -8,11 +8,33 @@ What to use when
   heterogeneity.
 * ``engine="native"`` (default) runs the estimator of R's ``BlockMissingData::MBI`` in the C++
   core: same standardisation, imputations, estimating equations, eigenvalue truncation of the
-  weight matrix, SCAD penalty, λ grid and BIC (``bic1``) selection, but with exact gradients and
-  a deterministic proximal-Newton path solver instead of noisy finite differences.
+  weight matrix, SCAD penalty, λ grid construction and BIC (``bic1``) selection, but with exact
+  derivatives and a deterministic proximal-Newton path solver instead of noisy finite
+  differences.
 * ``engine="r"`` calls the R package through rpy2 (see :mod:`hetmtl.blockwise._r_bridge`).
 * :func:`mbi_layout` converts arrays to MBI's R layout (rows grouped by pattern, 1-based
   ``cov_index``/``sub_index``/``miss_source``, ``complete``).
+
+Derivatives and optimality. Q is differentiated exactly, including the eigenvalue
+truncation of the weight matrix: the retained eigenvectors move with β (Daleckii–Krein
+derivative of the truncated inverse; checked against finite differences with the truncation
+active in tests/test_mbi_exact.py). Q is smooth only inside a *piece* of fixed retained counts:
+where an eigenvalue of a moment set crosses its threshold, a moment enters or leaves and Q jumps.
+The path's solutions very often lie on such a boundary (moving further would let a moment in
+and raise Q), so the optimality residual reported in ``stationarity_path_`` is the KKT residual
+of the piece: the largest entry, over the support, of the gradient of Q + SCAD (+ anchor) plus
+the best nonnegative combination of the outward normals of the boundaries within reach. A λ is
+``converged_`` when it is at most ``stat_tol``. This holds where Q is smooth at the solution (e.g.
+complete data) but NOT at most boundary solutions: the solver stops when no descent is left
+across the boundary, while sliding along it could lower the objective further; the residual
+says how far from stationary each λ is, and ``fit`` warns (ConvergenceWarning) when any λ
+exceeds the tolerance. Before accepting a λ the path tries single-coefficient eliminations (the
+smallest coefficients, greedily, up to two rounds) and single additions (the zero coefficients
+whose exact derivative exceeds λ), keeping a candidate only when it lowers the objective.
+
+Selection: the λ with the smallest ``bic1`` on a geometric grid of ``nlam`` values (default 100,
+warm starts from the unpenalised fit upwards); benchmarks/results/mbi_grid.md records how the
+selected model's test RMSE varies with nlam.
 
 How native and R differ (measured on the golden fixtures, see benchmarks/results/mbi_speed.md):
 standardisation, imputations, RSS₁/bic1 and intercepts reproduce R to rounding error; R's λ_max
@@ -40,9 +62,12 @@ carries its gradient noise (the native one is the noiseless value).
   generator is known — native predictions are closer to the true task means than R's
   (task-averaged RMSE; see tests/test_mbi.py).
 
-Speed: 49–355× R's on the fixtures (CPU time, one thread; 53–74× in six of seven runs on the
-slowest case), 50–94× there with ``n_jobs=2``, which runs the greedy-elimination re-solves of
-each λ on two threads (identical path).
+Speed: see benchmarks/results/mbi_vs_r.md (paired against R's CPU time through the rpy2
+bridge) and benchmarks/results/mbi_speed.md. ``n_jobs`` runs the elimination and addition
+re-solves of each λ on several threads (identical path).
+
+Security: ``r_args`` values given as strings are evaluated as R code by the R engine; pass
+trusted input only.
 
 Input: ``X`` (n × p) with NaN for missing blocks, ``y`` (n,), and ``sources``: one column range
 ``(start, stop)`` or list of column indices per source, together covering every column once.
@@ -57,8 +82,17 @@ import numpy as np
 import scipy.linalg
 from sklearn.base import BaseEstimator, RegressorMixin
 
-from hetmtl._parallel import resolve_n_jobs, single_blas_thread
-from hetmtl.exceptions import ConvergenceWarning, DataValidationError
+from hetmtl._parallel import single_blas_thread
+from hetmtl._validation import (
+    check_array,
+    check_choice,
+    check_float,
+    check_int,
+    check_is_fitted,
+    check_n_jobs,
+    seed_from,
+)
+from hetmtl.exceptions import ConvergenceWarning, DataValidationError, ParameterError
 
 __all__ = ["MBI", "MBILayout", "mbi_layout", "standardize_observed", "fit_imputation",
            "cv_lasso_start"]
@@ -121,17 +155,9 @@ def _normalize_sources(sources, p: int) -> list[np.ndarray]:
 
 
 def _validate_xy(X, y=None) -> tuple[np.ndarray, np.ndarray | None]:
-    try:
-        X = np.asarray(X, dtype=float)
-    except (TypeError, ValueError) as exc:
-        raise DataValidationError(f"X must be numeric: {exc}") from None
-    if X.ndim != 2:
-        raise DataValidationError(f"X must be 2-dimensional, got shape {X.shape}")
-    if np.isinf(X).any():
-        r, c = np.argwhere(np.isinf(X))[0]
-        raise DataValidationError(f"X[{r}, {c}] is infinite (use NaN only for missing blocks)")
+    X = check_array(X, "X", ndim=2, allow_nan=True)
     if y is not None:
-        y = np.asarray(y, dtype=float).ravel()
+        y = check_array(y, "y", ndim=(1, 2), allow_nan=True).ravel()
         if y.shape[0] != X.shape[0]:
             raise DataValidationError(f"y has {y.shape[0]} rows, X has {X.shape[0]}")
         if not np.isfinite(y).all():
@@ -460,37 +486,41 @@ class MBI(RegressorMixin, BaseEstimator):
     engine : {"native", "r"}
         ``"native"``: the C++ core (default); ``"r"``: R's BlockMissingData through rpy2.
     nlam : int
-        Number of λ values (R's default 100).
+        Number of λ values (default 100, R's default; at least 1).
     lambda_min_ratio : float, optional
-        Smallest λ as a fraction of λ_max (default 1e-3 if n > p, else 0.05).
+        Smallest λ as a fraction of λ_max, in (0, 1) (default 1e-3 if n > p, else 0.05).
     lambdas : sequence of float, optional
-        Explicit λ sequence (native engine only; run in the given order with warm starts).
+        Explicit λ sequence (native engine only; finite values ≥ 0, run in the given order with
+        warm starts).
     a : float
-        SCAD parameter.
+        SCAD parameter (> 2).
     eps1 : float
-        Coefficients with ``abs(β_j) < eps1`` (standardised scale) are set to zero.
+        Coefficients with ``abs(β_j) < eps1`` (standardised scale) are set to zero (≥ 0).
     eps3 : float
-        Eigenvalue floor of the weight-matrix truncation.
+        Eigenvalue floor of the weight-matrix truncation (≥ 0).
     tol : float
-        Native solver tolerance: largest absolute step on the standardised scale (R's
-        ``eps2 = 1e-3`` as run).
+        Native solver: stop when the largest step (standardised scale) is below ``tol`` (> 0).
+    stat_tol : float
+        Native solver: a solution is converged when its optimality residual on the support
+        (``stationarity_path_``) is at most ``stat_tol`` (> 0).
     max_iter : int
-        Native iteration cap per λ.
+        Native iteration cap per λ (≥ 1).
     anchor : float
         Where MBI is not identified (fewer retained moments than coefficients), the native path
         minimises Q + SCAD + μ/2 ‖β − β_start‖² with μ = ``anchor`` × the largest Gauss-Newton
-        curvature of Q at the start (see the module notes); ignored otherwise.
-    random_state : int or None
+        curvature of Q at the start (see the module notes); ignored otherwise (> 0).
+    random_state : int, numpy Generator or None
         Seed of the lasso-CV folds (start without a complete group; imputations with rows ≤
-        predictors).
+        predictors). ``None`` draws a fresh seed at each fit (recorded in ``random_seed_``).
     r_seed : int
         R seed set right before the R call (``engine="r"``).
     r_args : dict, optional
         Extra MBI arguments for the R call (defaults ``eps2 = 1e-3``, ``h1 = 2^-(8:20)``; R's
-        default ``eps2 = 1e-7`` practically never converges).
+        default ``eps2 = 1e-7`` practically never converges). **String values are evaluated as R
+        code** (``"2^-(8:20)"``): pass trusted input only.
     n_jobs : int or None
-        Native engine: threads for the greedy-elimination re-solves at each λ (scikit-learn
-        convention: None = 1, −1 = all cores); the path does not depend on it.
+        Native engine: threads for the elimination/addition re-solves at each λ (joblib's
+        convention: None = 1, −1 = all cores, −2 = all but one); the path does not depend on it.
 
     Attributes
     ----------
@@ -500,15 +530,24 @@ class MBI(RegressorMixin, BaseEstimator):
         Coefficients ``(L, p)`` (original scale and column order) and intercepts along the path;
         ``coef_path_std_`` on the standardised scale.
     bic1_ : numpy.ndarray
-        MBI's ``bic1`` along the path; ``best_index_`` is its minimiser.
+        MBI's ``bic1`` along the path; ``best_index_`` is its minimiser (the selection rule).
     coef_, intercept_, lambda_, support_ : numpy.ndarray, float, float, numpy.ndarray
         The selected fit.
     objective_path_, qif_path_, converged_ : numpy.ndarray
-        Q + SCAD, Q and convergence along the path.
+        Q + SCAD, Q and convergence (stationarity within ``stat_tol``) along the path.
+    stationarity_path_, stationarity_ : numpy.ndarray, float
+        Native engine: optimality residual max_j∈support |∂Q/∂β_j + SCAD′_λ(|β_j|) sign(β_j)
+        (+ μ(β_j − β_start,j) where anchored)| (exact gradient, standardised scale) at each λ and
+        at the selected one.
     identified_ : bool
         Native engine: whether the moment conditions identify β (see the module notes), with
         ``beta_start_std_``, ``beta_unpenalized_std_``, ``anchor_mu_`` (0 when identified) and,
-        when anchored, ``anchored_objective_path_``.
+        when anchored, ``anchored_objective_path_``; ``unpenalized_rejected_`` is True when the
+        unpenalised solution fitted more than twice as badly as the start (RSS₁): the path then
+        starts from the start and is anchored there as in the not identified case; along the path no step goes to a fit with RSS₁ above
+        the null model's (the QIF's spurious region, where huge residuals shrink Q).
+    random_seed_ : int
+        The integer seed used (from ``random_state``).
     test_table_ : pandas.DataFrame
         After ``fit(data, split)``: per-task test RMSE (with ``test_rmse_`` and
         ``test_rmse_avg_``).
@@ -517,8 +556,9 @@ class MBI(RegressorMixin, BaseEstimator):
     def __init__(self, engine: str = "native", nlam: int = 100,
                  lambda_min_ratio: float | None = None, lambdas: Sequence[float] | None = None,
                  a: float = 3.7, eps1: float = 1e-3, eps3: float = 1e-8, tol: float = 1e-6,
-                 max_iter: int = 500, anchor: float = 1.0, random_state=0, r_seed: int = 1,
-                 r_args: dict | None = None, n_jobs: int | None = None):
+                 stat_tol: float = 1e-6, max_iter: int = 500, anchor: float = 1.0,
+                 random_state=0, r_seed: int = 1, r_args: dict | None = None,
+                 n_jobs: int | None = None):
         self.engine = engine
         self.nlam = nlam
         self.lambda_min_ratio = lambda_min_ratio
@@ -527,12 +567,52 @@ class MBI(RegressorMixin, BaseEstimator):
         self.eps1 = eps1
         self.eps3 = eps3
         self.tol = tol
+        self.stat_tol = stat_tol
         self.max_iter = max_iter
         self.anchor = anchor
         self.random_state = random_state
         self.r_seed = r_seed
         self.r_args = r_args
         self.n_jobs = n_jobs
+
+    # -- parameters
+    def _checked_params(self) -> dict:
+        """Every parameter validated (errors name it), as used by the fit."""
+        out = {
+            "engine": check_choice(self.engine, "engine", ("native", "r")),
+            "nlam": check_int(self.nlam, "nlam", low=1, high=100_000),
+            "lambda_min_ratio": check_float(self.lambda_min_ratio, "lambda_min_ratio", low=0.0,
+                                            high=1.0, low_open=True, high_open=True,
+                                            allow_none=True),
+            "a": check_float(self.a, "a", low=2.0, low_open=True),
+            "eps1": check_float(self.eps1, "eps1", low=0.0),
+            "eps3": check_float(self.eps3, "eps3", low=0.0),
+            "tol": check_float(self.tol, "tol", low=0.0, low_open=True),
+            "stat_tol": check_float(self.stat_tol, "stat_tol", low=0.0, low_open=True),
+            "max_iter": check_int(self.max_iter, "max_iter", low=1, high=10_000_000),
+            "anchor": check_float(self.anchor, "anchor", low=0.0, low_open=True),
+            "r_seed": check_int(self.r_seed, "r_seed", low=0, high=2**31 - 1),
+            "n_jobs": check_n_jobs(self.n_jobs, "n_jobs"),
+            "seed": seed_from(self.random_state, "random_state"),
+        }
+        if self.lambdas is None:
+            out["lambdas"] = None
+        else:
+            if isinstance(self.lambdas, (str, bytes)):
+                raise ParameterError(f"lambdas must be a sequence of numbers, got {self.lambdas!r}")
+            try:
+                lam = np.asarray(self.lambdas, dtype=float).ravel()
+            except (TypeError, ValueError):
+                raise ParameterError("lambdas must be a sequence of numbers") from None
+            if lam.size == 0 or not np.isfinite(lam).all() or np.any(lam < 0):
+                raise ParameterError("lambdas must be a non-empty sequence of finite values >= 0")
+            if out["engine"] == "r":
+                raise ParameterError("lambdas is supported by engine='native' only")
+            out["lambdas"] = lam
+        if self.r_args is not None and (
+                not isinstance(self.r_args, dict) or not all(isinstance(k, str) for k in self.r_args)):
+            raise ParameterError("r_args must be a dict with string keys (R argument names)")
+        return out
 
     # -- fitting
     def fit(self, X, y=None, sources=None, groups=None):
@@ -564,6 +644,7 @@ class MBI(RegressorMixin, BaseEstimator):
 
         if isinstance(X, BlockwiseData) and isinstance(y, BlockwiseSplit):
             return self._fit_split(X, y)
+        params = self._checked_params()
         if isinstance(X, BlockwiseData):
             if y is not None or sources is not None:
                 raise ValueError("pass either a BlockwiseData alone, a BlockwiseData and a "
@@ -573,18 +654,20 @@ class MBI(RegressorMixin, BaseEstimator):
         elif y is None or sources is None:
             raise ValueError("MBI.fit needs (X, y, sources) or a BlockwiseData")
         X, y = _validate_xy(X, y)
-        if self.engine not in ("native", "r"):
-            raise ValueError(f"engine must be 'native' or 'r', got {self.engine!r}")
-        self._prep = _prepare(X, y, sources, groups, self.random_state)
+        for name in [k for k in vars(self) if k.endswith("_") and not k.startswith("_")]:
+            delattr(self, name)  # a refit leaves nothing of the previous one
+        self.__dict__.pop("_problem", None)
+        self.random_seed_ = params["seed"]
+        self._prep = _prepare(X, y, sources, groups, self.random_seed_)
         self.n_features_in_ = X.shape[1]
         self.center_x_, self.scale_x_, self.y_mean_ = (
             self._prep.center, self._prep.scale, self._prep.y_mean)
-        if self.engine == "r":
+        if params["engine"] == "r":
             from hetmtl.blockwise._r_bridge import run_r_mbi
 
-            res = run_r_mbi(X, y, sources, groups, seed=self.r_seed, nlam=self.nlam,
-                            lambda_min_ratio=self.lambda_min_ratio, a=self.a, eps1=self.eps1,
-                            eps3=self.eps3, extra=self.r_args)
+            res = run_r_mbi(X, y, sources, groups, seed=params["r_seed"], nlam=params["nlam"],
+                            lambda_min_ratio=params["lambda_min_ratio"], a=params["a"],
+                            eps1=params["eps1"], eps3=params["eps3"], extra=self.r_args)
             self.lambdas_ = res["lambda"]
             self.coef_path_ = res["beta"]
             self.intercept_path_ = res["intercept"]
@@ -592,11 +675,13 @@ class MBI(RegressorMixin, BaseEstimator):
             self.coef_path_std_ = self.coef_path_ * self.scale_x_
             self.notcon_ = res["notcon"]
             self.r_elapsed_ = res["elapsed"]
+            self.r_cpu_seconds_ = res.get("cpu", res["elapsed"])
             nonzero = np.flatnonzero(self.bic1_ != 0)
             self.best_index_ = int(nonzero[np.argmin(self.bic1_[nonzero])])
         else:
-            self._fit_native()
+            self._fit_native(params)
             self.best_index_ = int(np.argmin(self.bic1_))
+            self.stationarity_ = float(self.stationarity_path_[self.best_index_])
         self.coef_ = self.coef_path_[self.best_index_].copy()
         self.intercept_ = float(self.intercept_path_[self.best_index_])
         self.lambda_ = float(self.lambdas_[self.best_index_])
@@ -613,23 +698,22 @@ class MBI(RegressorMixin, BaseEstimator):
             self.test_rmse_avg_ = float(self.test_table_["rmse"].iloc[-1])
         return self
 
-    def _fit_native(self):
-        threads = resolve_n_jobs(self.n_jobs)
+    def _fit_native(self, params: dict):
+        threads = params["n_jobs"]
+        a, tol, stat_tol, max_iter = params["a"], params["tol"], params["stat_tol"], params["max_iter"]
         prep = self._prep
         n, p = prep.X2.shape
-        problem = _core_problem(prep, self.eps3)
+        problem = _core_problem(prep, params["eps3"])
         self._problem = problem
-        start = _initial_beta(prep, self.random_state)
+        start = _initial_beta(prep, self.random_seed_)
         self.beta_start_std_ = start
         ev0 = problem.evaluate(start)
         self.identified_ = bool(np.sum(ev0["n_retained"]) >= p)
         self.anchor_mu_ = 0.0
         if not self.identified_:
-            if not self.anchor > 0:
-                raise ValueError(f"anchor must be > 0, got {self.anchor}")
             # Q has (near-)flat directions: keep the solution near MBI's start in them.
-            self.anchor_mu_ = float(self.anchor * max(np.linalg.eigvalsh(ev0["gn_hessian"])[-1],
-                                                      1e-12))
+            self.anchor_mu_ = float(params["anchor"] * max(np.linalg.eigvalsh(ev0["gn_hessian"])[-1],
+                                                           1e-12))
             import warnings
 
             warnings.warn(
@@ -638,34 +722,50 @@ class MBI(RegressorMixin, BaseEstimator):
                 f"for {p} coefficients; the native path is anchored at the cross-validated lasso "
                 f"start (proximal weight {self.anchor_mu_:.3g}), as R's MBI stays near it",
                 UserWarning)
-        start, iters, conv = problem.solve(start, 0.0, self.a, self.tol, self.max_iter,
-                                           self.anchor_mu_, start)
+        solved, iters, conv = problem.solve(start, 0.0, a, tol, max_iter, self.anchor_mu_, start,
+                                            stat_tol)
+        # The unpenalised QIF can head for its spurious region (huge residuals shrink Q): a
+        # solution fitting more than twice as badly as the start (RSS1) is not used; the path
+        # then starts, as R's in practice does, from the start itself.
+        self.unpenalized_rejected_ = bool(problem.rss1(solved) > 2.0 * problem.rss1(start))
+        if not self.unpenalized_rejected_:
+            start = solved
+        elif self.anchor_mu_ == 0.0:
+            # Q draws the fit away from the data although enough moments are retained: treat it
+            # as not identified (the anchored path below), as R's MBI stays near its start.
+            self.anchor_mu_ = float(params["anchor"] * max(
+                np.linalg.eigvalsh(ev0["gn_hessian"])[-1], 1e-12))
+            import warnings
+
+            warnings.warn(
+                f"MBI: the unpenalised QIF minimiser fits more than twice as badly as the start "
+                f"(RSS1 {problem.rss1(solved):.4g} against {problem.rss1(start):.4g}); the native "
+                f"path is anchored at the start (proximal weight {self.anchor_mu_:.3g})",
+                UserWarning)
         self.beta_unpenalized_std_ = start
-        if self.lambdas is not None:
-            lambdas = np.asarray(self.lambdas, dtype=float).ravel()
-            if lambdas.size == 0 or np.any(lambdas < 0) or not np.isfinite(lambdas).all():
-                raise ValueError("lambdas must be a non-empty sequence of finite values >= 0")
-        else:
-            ratio = self.lambda_min_ratio
+        lambdas = params["lambdas"]
+        if lambdas is None:
+            ratio = params["lambda_min_ratio"]
             if ratio is None:
                 ratio = 1e-3 if n > p else 0.05
             lam_max = problem.lambda_max(np.full(p, 0.01))
             self.lambda_max_ = lam_max
-            lambdas = np.exp(np.linspace(np.log(ratio * lam_max), np.log(lam_max), self.nlam))
-        res = problem.path(start, lambdas, self.a, self.eps1, self.tol, self.max_iter,
+            lambdas = np.exp(np.linspace(np.log(ratio * lam_max), np.log(lam_max), params["nlam"]))
+        res = problem.path(start, lambdas, a, params["eps1"], tol, max_iter,
                            mu=self.anchor_mu_, anchor=self.beta_start_std_,
-                           threads=threads)
+                           threads=threads, stat_tol=stat_tol)
         self.lambdas_ = lambdas
         self.coef_path_std_ = res["beta"]
         self.coef_path_ = res["beta"] / prep.scale
         self.intercept_path_ = prep.y_mean - self.coef_path_ @ prep.center
         # MBI's own penalised objective Q + SCAD; where anchored, the solver minimised
         # it plus mu/2 ||beta - start||^2 (anchored_objective_path_)
-        self.objective_path_ = np.array([problem.objective(b, lam, self.a)
+        self.objective_path_ = np.array([problem.objective(b, lam, a)
                                          for b, lam in zip(res["beta"], lambdas)])
         if self.anchor_mu_ > 0:
             self.anchored_objective_path_ = res["objective"]
         self.qif_path_ = res["qif"]
+        self.stationarity_path_ = res["stationarity"]
         self.converged_ = res["converged"].astype(bool)
         self.n_iter_ = res["n_iter"]
         df = (res["beta"] != 0).sum(axis=1)
@@ -676,13 +776,24 @@ class MBI(RegressorMixin, BaseEstimator):
             import warnings
 
             warnings.warn(f"MBI: {int((~self.converged_).sum())} of {lambdas.size} λ values "
-                          f"stopped before the tolerance {self.tol}", ConvergenceWarning)
+                          f"end with an optimality residual above stat_tol={stat_tol} (largest "
+                          f"{float(np.max(self.stationarity_path_)):.3g}; see stationarity_path_)",
+                          ConvergenceWarning)
+
+    # -- pickling: the native problem is rebuilt from the prepared data when needed
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_problem", None)
+        return state
 
     # -- evaluation helpers (standardised scale; work for any engine)
     def _native_problem(self):
-        if not hasattr(self, "_problem"):
-            self._problem = _core_problem(self._prep, self.eps3)
-        return self._problem
+        check_is_fitted(self, ["coef_", "_prep"])
+        problem = self.__dict__.get("_problem")
+        if problem is None:  # after unpickling or deepcopy
+            problem = _core_problem(self._prep, check_float(self.eps3, "eps3", low=0.0))
+            self._problem = problem
+        return problem
 
     def penalized_objective(self, coef, lam: float) -> float:
         """Native penalised objective Q(β) + Σ_j SCAD_λ(abs(β_j)) at a coefficient vector.
@@ -700,8 +811,9 @@ class MBI(RegressorMixin, BaseEstimator):
         float
             The objective.
         """
+        problem = self._native_problem()
         beta_std = np.asarray(coef, dtype=float) * self.scale_x_
-        return self._native_problem().objective(beta_std, float(lam), self.a)
+        return problem.objective(beta_std, float(lam), self.a)
 
     def bic1(self, coef) -> float:
         """MBI's bic1 = n log(RSS₁) + df log(n) at a coefficient vector.
@@ -716,10 +828,11 @@ class MBI(RegressorMixin, BaseEstimator):
         float
             The criterion.
         """
+        problem = self._native_problem()
         beta_std = np.asarray(coef, dtype=float) * self.scale_x_
         n = self._prep.X2.shape[0]
         df = int(np.count_nonzero(beta_std))
-        return n * np.log(self._native_problem().rss1(beta_std)) + df * np.log(n)
+        return n * np.log(problem.rss1(beta_std)) + df * np.log(n)
 
     # -- prediction
     def predict(self, X) -> np.ndarray:
@@ -739,8 +852,7 @@ class MBI(RegressorMixin, BaseEstimator):
         numpy.ndarray
             Predictions ``(n,)``.
         """
-        if not hasattr(self, "coef_"):
-            raise AttributeError("MBI is not fitted yet")
+        check_is_fitted(self, ["coef_", "_prep"])
         X, _ = _validate_xy(X)
         if X.shape[1] != self.n_features_in_:
             raise DataValidationError(f"X has {X.shape[1]} columns, the model {self.n_features_in_}")
@@ -751,7 +863,11 @@ class MBI(RegressorMixin, BaseEstimator):
         out = np.empty(X.shape[0])
         train_obs = [set(o.tolist()) for o in lay.observed_cols]
         p = self.n_features_in_
-        for key in {tuple(r) for r in pat.tolist()}:
+        # imputation models: the training ones, plus any this call needs (kept local: predict
+        # writes nothing into the estimator)
+        cache = {(tuple(m.target_cols.tolist()), tuple(m.predictor_cols.tolist())): m
+                 for m in self._prep.imputers.values()}
+        for key in sorted({tuple(r) for r in pat.tolist()}):
             rows = np.flatnonzero((pat == np.array(key)).all(axis=1))
             miss_src = [s for s, m in enumerate(key) if m]
             if not miss_src:
@@ -769,10 +885,9 @@ class MBI(RegressorMixin, BaseEstimator):
             preds = []
             for j in donors:
                 inst = np.intersect1d(obs_cols, lay.observed_cols[j])
-                cache = self.__dict__.setdefault("_predict_imputers", {})
                 ck = (tuple(miss_cols.tolist()), tuple(inst.tolist()))
                 if ck not in cache:
-                    cache[ck] = fit_imputation(self._prep.X2, miss_cols, inst, self.random_state)
+                    cache[ck] = fit_imputation(self._prep.X2, miss_cols, inst, self.random_seed_)
                 Xk = Xs[rows].copy()
                 Xk[:, miss_cols] = cache[ck].predict(Xs[np.ix_(rows, inst)])
                 preds.append(Xk @ beta_std)
