@@ -321,7 +321,7 @@ class Step1Mixin:
     n_threads: int | None
     random_state: Any
     seed_: int
-    selection: str
+    selection: str | float
     verbose: int
     source_dims_: list[int]
     private_source_: list[int]
