@@ -142,12 +142,12 @@ def test_tampered_or_malformed_input_is_refused(dual, hmb, tmp_path):
 
     def drop_task_weight(p):
         p["tensors"]["task_weights"] = encode_array(np.ones(2))
-    with pytest.raises(ModelFormatError, match="wrong shapes .*task_weights"):
+    with pytest.raises(ModelFormatError, match=r"model JSON: .*declared sizes.*task_weights"):
         DualEncoderMTL.from_json(_retamper(text, drop_task_weight))
 
     def shrink_encoder(p):
         p["tensors"]["S.w0"] = encode_array(np.ones((3, 4, 5)))
-    with pytest.raises(ModelFormatError, match="encoder S tensors"):
+    with pytest.raises(ModelFormatError, match=r"declared sizes.*S.w0"):
         DualEncoderMTL.from_json(_retamper(text, shrink_encoder))
 
     def bad_param(p):
@@ -173,3 +173,161 @@ def test_tampered_or_malformed_input_is_refused(dual, hmb, tmp_path):
         MTLHMB.from_json(_retamper(htext, reselect))
     params, fitted, tensors = loads(htext, "MTLHMB")
     assert params["imputer"] is None and "imputer.1.param.Ec0.W" in tensors
+
+
+# ----------------------------------------------------------------------------- hostile files (issue #25)
+_RSS_PROBE = """
+import resource, sys, time
+resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30))  # a regression fails here, not the machine
+from hetmtl.{module} import {cls}
+from hetmtl.serialization import ModelFormatError
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t0 = time.perf_counter()
+try:
+    {cls}.from_json(sys.argv[1])
+    print("LOADED")
+except ModelFormatError as exc:
+    print("REFUSED", exc)
+print("GROWTH_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+print("SECONDS", time.perf_counter() - t0)
+"""
+
+
+def _probe(tmp_path, module, cls, text):
+    import subprocess
+    import sys
+    path = tmp_path / "forged.json"
+    path.write_text(text)
+    from conftest import subprocess_env
+    env = subprocess_env()
+    out = subprocess.run([sys.executable, "-c", _RSS_PROBE.format(module=module, cls=cls), str(path)],
+                         capture_output=True, text=True, timeout=120, env=env)
+    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines() if " " in line)
+    return out, lines
+
+
+def test_forged_dual_encoder_export_is_refused_before_allocating(dual, tmp_path):
+    def huge(p):
+        p["params"]["hidden"] = [30000, 30000]  # 7.2 GB of float64 weights if built
+    text = _retamper(dual[0].to_json(), huge)
+    assert len(text) < 8000  # a few kB file
+    with pytest.raises(ModelFormatError, match=r"model JSON: .*declared sizes"):
+        DualEncoderMTL.from_json(text)
+    out, lines = _probe(tmp_path, "encoders", "DualEncoderMTL", text)
+    assert "REFUSED" in lines, out.stdout + out.stderr
+    assert str(tmp_path / "forged.json") in lines["REFUSED"]  # names the file
+    assert int(lines["GROWTH_KB"]) < 200_000  # peak RSS grows by < 200 MB (GBs before)
+    assert float(lines["SECONDS"]) < 5
+
+
+def test_forged_mtlhmb_export_is_refused_before_allocating(hmb, tmp_path):
+    def huge(p):
+        p["fitted"]["step2"]["net"].update(width=20000, depth=6)  # > 10 GB if built
+    text = _retamper(hmb[0].to_json(), huge)
+    with pytest.raises(ModelFormatError, match="Step-2 network: the declared width and depth need at least"):
+        loads(text, "MTLHMB")
+    out, lines = _probe(tmp_path, "blockwise", "MTLHMB", text)
+    assert "REFUSED" in lines, out.stdout + out.stderr
+    assert int(lines["GROWTH_KB"]) < 200_000
+
+    def huge_imputer(p):
+        p["fitted"]["imputer"]["fitted"]["sources"]["1"]["net"].update(width=50000, depth=3)
+    with pytest.raises(ModelFormatError, match="imputer network 1"):
+        loads(_retamper(hmb[0].to_json(), huge_imputer), "MTLHMB")
+
+
+def test_byte_counts_do_not_wrap():
+    from hetmtl.serialization import nbytes, tensor_shape
+    assert nbytes([2**32, 2**32], "float64") == 2**67  # int64 would wrap to 0
+    obj = {"dtype": "float64", "shape": [2**31 - 1, 2**31 - 1, 2**31 - 1], "data": ""}
+    with pytest.raises(ModelFormatError, match=f"expected {(2**31 - 1) ** 3 * 8}"):
+        tensor_shape(obj, "w")
+    with pytest.raises(ModelFormatError, match="dimension larger than"):
+        decode_array({"dtype": "float64", "shape": [2**32, 2**32, 0], "data": ""}, "w")
+
+
+def test_shape_checks_for_estimators(dual):
+    from hetmtl.serialization import check_elements, check_shapes
+    _, _, tensors = loads(dual[0].to_json(), "DualEncoderMTL")
+    check_shapes(tensors, {"coef.b": (3,)})
+    with pytest.raises(ModelFormatError, match=r"coef.b: stored \[3\], declared \[4\]"):
+        check_shapes(tensors, {"coef.b": (4,)}, "coef")
+    with pytest.raises(ModelFormatError, match=r"missing tensors \['nope'\]"):
+        check_shapes(tensors, {"nope": (1,)})
+    n = sum(int(np.prod(decode_array(v).shape)) for k, v in tensors.items() if k.startswith("S."))
+    check_elements(tensors, "S.", n)
+    with pytest.raises(ModelFormatError, match=f"declared architecture has {10**12} parameters, the file stores {n}"):
+        check_elements(tensors, "S.", 10**12)
+
+
+def test_size_cap_is_configurable_and_names_the_file(dual, tmp_path, monkeypatch):
+    import hetmtl.serialization as ser
+    path = tmp_path / "m.json"
+    text = dual[0].to_json(path)
+    with pytest.raises(ModelFormatError, match=f"{path}: {len(text)} bytes, more than the 100-byte limit"):
+        loads(path, "DualEncoderMTL", max_bytes=100)
+    monkeypatch.setattr(ser, "MAX_FILE_BYTES", 1000)
+    with pytest.raises(ModelFormatError, match="1000-byte limit"):
+        DualEncoderMTL.from_json(path)
+    with pytest.raises(ModelFormatError, match="model JSON: .* more than the 1000-byte limit"):
+        DualEncoderMTL.from_json(text)
+    monkeypatch.setenv("HETMTL_MAX_FILE_BYTES", str(10**7))
+    assert DualEncoderMTL.from_json(path).tasks_ == dual[0].tasks_
+    monkeypatch.setenv("HETMTL_MAX_FILE_BYTES", "lots")
+    with pytest.raises(ModelFormatError, match="HETMTL_MAX_FILE_BYTES"):
+        loads(path, "DualEncoderMTL")
+
+
+def test_special_files_and_bad_json_are_refused_naming_the_file(dual, tmp_path):
+    import os
+    import time
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    t0 = time.perf_counter()
+    with pytest.raises(ModelFormatError, match=f"{fifo}: not a regular file"):
+        DualEncoderMTL.from_json(fifo)  # never opened: would block forever
+    assert time.perf_counter() - t0 < 2
+    with pytest.raises(ModelFormatError, match=f"{tmp_path}: a directory"):
+        DualEncoderMTL.from_json(tmp_path)
+    text = dual[0].to_json()
+    cases = {"nan.json": text.replace('"y_mean": ', '"y_mean": NaN, "x": ', 1),
+             "deep.json": '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}",
+             "hugeint.json": '{"format": ' + "9" * 5000 + "}",
+             "latin1.json": None}
+    for name, body in cases.items():
+        p = tmp_path / name
+        if body is None:
+            p.write_bytes(b'{"format": "\xff\xfe"}'.replace(b"\\x", b"\\x") + bytes([0xff]))
+        else:
+            p.write_text(body)
+        with pytest.raises(ModelFormatError, match=f"^{p}: "):
+            DualEncoderMTL.from_json(p)
+    with pytest.raises(ModelFormatError, match="model JSON: JSON nested deeper than 64 levels"):
+        loads('{"a": ' + "[" * 70 + "]" * 70 + "}", "DualEncoderMTL")
+    with pytest.raises(ModelFormatError, match="JSON text or a file path"):
+        loads(12, "DualEncoderMTL")
+
+
+def test_require_names_the_file(dual, tmp_path):
+    path = tmp_path / "m.json"
+
+    def drop(p):
+        del p["fitted"]["tasks"]
+    path.write_text(_retamper(dual[0].to_json(), drop))
+    with pytest.raises(ModelFormatError, match=f"{path}: fitted: missing entries"):
+        DualEncoderMTL.from_json(path)
+
+
+def test_declared_values_for_estimators(dual, tmp_path):
+    from hetmtl.serialization import declared_int, declared_list
+    path = tmp_path / "m.json"
+    dual[0].to_json(path)
+    params, fitted, _ = loads(path, "DualEncoderMTL")
+    assert declared_int(fitted, "n_features_in", 1) == 4
+    assert declared_list(fitted, "tasks", str) == dual[0].tasks_
+    with pytest.raises(ModelFormatError, match=f"{path}: n_shared: must be an integer in \\[3, 9\\], got 2"):
+        declared_int(params, "n_shared", 3, 9)
+    with pytest.raises(ModelFormatError, match=f"{path}: tasks: must be a list of int"):
+        declared_list(fitted, "tasks", int)
+    with pytest.raises(ModelFormatError, match="missing entry 'nope'"):
+        declared_int(fitted, "nope")

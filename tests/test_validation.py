@@ -109,3 +109,10 @@ def test_progress_silent_and_verbose(capsys):
     assert "fit sites" in capsys.readouterr().err
     with pytest.raises(ParameterError, match="verbose"):
         check_verbose(-1)
+
+
+def test_n_jobs_capped_per_core():
+    cores = os.cpu_count() or 1
+    assert v.check_n_jobs(v.MAX_JOBS_PER_CORE * cores) == v.MAX_JOBS_PER_CORE * cores
+    with pytest.raises(ParameterError, match="workers per core"):
+        v.check_n_jobs(10_000 * cores)

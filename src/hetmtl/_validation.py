@@ -24,6 +24,7 @@ from hetmtl.exceptions import DataValidationError, NotFittedError, ParameterErro
 
 INT_MAX = 2**31 - 1
 SEED_MAX = 2**32 - 1
+MAX_JOBS_PER_CORE = 4  # n_jobs above this many workers per core is refused (process bombs)
 
 
 def _describe(value: Any) -> str:
@@ -107,16 +108,20 @@ def check_level(level: Any, name: str = "level") -> float:
 
 
 def check_n_jobs(n_jobs: Any, name: str = "n_jobs") -> int:
-    """Worker count by joblib's convention: None → 1, k ≥ 1 → k, −1 → all cores, −k → cores + 1 − k."""
+    """Worker count by joblib's convention: None → 1, k ≥ 1 → k, −1 → all cores, −k → cores + 1 − k;
+    more than ``MAX_JOBS_PER_CORE`` workers per core are refused."""
     if n_jobs is None:
         return 1
     n = check_int(n_jobs, name, high=None)
     if n == 0:
         raise ParameterError(f"{name} must be None, a positive integer or a negative one counted from "
                              "the number of cores (-1: all), got 0")
-    if n > 0:  # type: ignore[operator]
-        return n  # type: ignore[return-value]
     cores = os.cpu_count() or 1
+    if n > 0:  # type: ignore[operator]
+        if n > MAX_JOBS_PER_CORE * cores:  # type: ignore[operator]
+            raise ParameterError(f"{name}={n} is more than {MAX_JOBS_PER_CORE} workers per core on this machine "
+                                 f"({cores} cores); each worker is a process or thread")
+        return n  # type: ignore[return-value]
     resolved = cores + 1 + n  # type: ignore[operator]
     if resolved < 1:
         raise ParameterError(f"{name}={n} leaves no worker on this machine ({cores} cores)")

@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from hetmtl.exceptions import InputError
+
 
 def _methods(df: pd.DataFrame, methods: Sequence[str] | None) -> list[str]:
     present = list(dict.fromkeys(df["method"].astype(str)))
@@ -41,7 +43,7 @@ def metric_boxplot(rep: pd.DataFrame, metric: str, methods: Sequence[str] | None
         The figure (not shown; save it with ``savefig``).
     """
     if metric not in rep.columns:
-        raise ValueError(f"metric {metric!r} not in the replicate table (columns: {list(rep.columns)})")
+        raise InputError(f"metric {metric!r} not in the replicate table (columns: {list(rep.columns)})")
     methods = _methods(rep, methods)
     settings = list(dict.fromkeys(rep.sort_values("setting_index")["setting"]))
     ncols = max(1, min(ncols, len(settings)))
@@ -63,7 +65,7 @@ def metric_boxplot(rep: pd.DataFrame, metric: str, methods: Sequence[str] | None
 def _x_values(summary: pd.DataFrame, x: str) -> pd.Series:
     vals = pd.to_numeric(summary[x], errors="coerce")
     if vals.isna().any():
-        raise ValueError(f"grid parameter {x!r} is not numeric; choose a numeric x")
+        raise InputError(f"grid parameter {x!r} is not numeric; choose a numeric x")
     return vals
 
 
@@ -90,7 +92,7 @@ def metric_curve(summary: pd.DataFrame, x: str, metric: str, methods: Sequence[s
     """
     s = summary[summary["metric"] == metric].copy()
     if s.empty:
-        raise ValueError(f"metric {metric!r} not in the summary table")
+        raise InputError(f"metric {metric!r} not in the summary table")
     s["_x"] = _x_values(s, x)
     others = [c for c in s.columns if c not in {"setting_index", "setting", "method", "metric", "n_reps", "mean", "sd",
                                                  "se", "_x", x}]
@@ -133,7 +135,7 @@ def coverage_plot(summary: pd.DataFrame, x: str, methods: Sequence[str] | None =
     """
     s = summary[summary["metric"] == "coverage"].copy()
     if s.empty:
-        raise ValueError("the summary table has no 'coverage' metric")
+        raise InputError("the summary table has no 'coverage' metric")
     s["_x"] = _x_values(s, x)
     fig = Figure(figsize=(5.5, 3.8), layout="constrained")
     ax = fig.subplots()

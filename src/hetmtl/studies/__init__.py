@@ -13,10 +13,10 @@ from hetmtl.studies.report import (compare_reference, load_results, paired_diffe
                                    summary_table, unit_summary, write_report)
 from hetmtl.studies.runner import RunResult, run_job, run_study
 from hetmtl.studies.spec import MethodSpec, Replicate, Study, register_generator, register_method
-from hetmtl.studies.store import ResultStore
+from hetmtl.studies.store import ResultStore, StoreError
 
 __all__ = [
-    "MethodSpec", "Replicate", "ResultStore", "RunResult", "Study", "available_studies", "compare_reference",
+    "MethodSpec", "Replicate", "ResultStore", "RunResult", "StoreError", "Study", "available_studies", "compare_reference",
     "get_study", "list_studies", "load_results", "paired_differences", "register_generator", "register_method",
     "replicate_frame", "run_job", "run_study", "summary_table", "unit_summary", "write_report",
 ]

@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from hetmtl.exceptions import InputError
 from hetmtl.studies.runner import STORE_NAME
 from hetmtl.studies.store import ResultStore
 
@@ -84,6 +85,23 @@ class StudyResults:
                                                                      or pd.api.types.is_bool_dtype(self.frame[c]))]
 
 
+def _read_reference(path) -> pd.DataFrame:
+    """A reference CSV (a regular file, checked before it is opened); errors name the file."""
+    import os
+    import stat
+
+    try:
+        st = os.stat(path)
+    except (OSError, TypeError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read the reference table ({getattr(exc, 'strerror', None) or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"{path}: the reference table is not a regular file")
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:  # pandas' ParserError/EmptyDataError are ValueErrors
+        raise InputError(f"{path}: cannot read the reference table ({str(exc).strip()[:200]})") from None
+
+
 def load_results(directory: str | Path, study: str | None = None) -> StudyResults:
     """Read a study directory written by :func:`~hetmtl.studies.run_study`.
 
@@ -101,19 +119,19 @@ def load_results(directory: str | Path, study: str | None = None) -> StudyResult
     """
     path = Path(directory) / STORE_NAME
     if not path.exists():
-        raise FileNotFoundError(f"no results store {path}; run the study first")
+        raise InputError(f"no results store {path}; run the study first")
     with ResultStore(path) as store:
         specs = store.study_specs()
         if not specs:
-            raise ValueError(f"{path} holds no study")
+            raise InputError(f"{path} holds no study")
         if study is None:
             if len(specs) > 1:
-                raise ValueError(f"{path} holds several studies {[s['name'] for s in specs]}; pass study=")
+                raise InputError(f"{path} holds several studies {[s['name'] for s in specs]}; pass study=")
             spec = specs[0]
         else:
             match = [s for s in specs if s["name"] == study]
             if not match:
-                raise ValueError(f"study {study!r} not in {path}; it holds {[s['name'] for s in specs]}")
+                raise InputError(f"study {study!r} not in {path}; it holds {[s['name'] for s in specs]}")
             spec = match[0]
         return StudyResults(spec, store.frame(spec["name"]), store.records(spec["name"]))
 
@@ -150,7 +168,7 @@ def replicate_frame(res: StudyResults, metrics: Sequence[str] | None = None) -> 
         return pd.DataFrame(columns=["setting_index", "setting", "replicate", "method", *metrics])
     missing = [m for m in metrics if m not in f.columns]
     if missing:
-        raise ValueError(f"study {res.spec['name']!r}: metric(s) {missing} not returned by any method; "
+        raise InputError(f"study {res.spec['name']!r}: metric(s) {missing} not returned by any method; "
                          f"columns are {list(f.columns)}")
     vals = f[metrics].astype(float)
     g = pd.concat([f[["setting_index", "setting", "replicate", "method"]], vals], axis=1)
@@ -211,13 +229,15 @@ def paired_differences(res: StudyResults, metric: str, baseline: str | None = No
     pandas.DataFrame
         n_reps, mean_diff, sd, se and the t-interval (``ci_low``, ``ci_high``).
     """
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
     from scipy import stats
+
+    from hetmtl._validation import check_level
+
+    level = check_level(level, "level")
 
     baseline = baseline or res.methods[0]
     if baseline not in res.methods:
-        raise ValueError(f"baseline {baseline!r} is not a method of study {res.spec['name']!r}: {res.methods}")
+        raise InputError(f"baseline {baseline!r} is not a method of study {res.spec['name']!r}: {res.methods}")
     rep = replicate_frame(res, [metric])
     wide = rep.pivot_table(index=["setting_index", "setting", "replicate"], columns="method", values=metric)
     rows = []
@@ -310,14 +330,17 @@ def compare_reference(summary: pd.DataFrame, reference: pd.DataFrame | str | Pat
         The reference rows with ``ours``, ``delta`` (ours − reference), ``rel_delta`` and
         ``delta_in_se``; rows we did not run get NaN.
     """
-    ref = pd.read_csv(reference) if not isinstance(reference, pd.DataFrame) else reference.copy()
+    if isinstance(reference, pd.DataFrame):
+        ref = reference.copy()
+    else:
+        ref = _read_reference(reference)
     need = {"method", "metric", "value"}
     if not need <= set(ref.columns):
-        raise ValueError(f"reference table needs columns {sorted(need)}, has {list(ref.columns)}")
+        raise InputError(f"reference table needs columns {sorted(need)}, has {list(ref.columns)}")
     keys = ["setting"] if "setting" in ref.columns else [k for k in grid_keys if k in ref.columns]
     extra = sorted(set(ref.columns) - need - set(keys) - {"sd", "source", "note"})
     if extra:
-        raise ValueError(f"reference table has column(s) {extra} that are neither grid parameters {list(grid_keys)} "
+        raise InputError(f"reference table has column(s) {extra} that are neither grid parameters {list(grid_keys)} "
                          "nor method/metric/value/sd/source/note")
     ours = summary.copy()
     for k in keys:

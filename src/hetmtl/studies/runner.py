@@ -18,6 +18,17 @@ With a time limit (``run_study(..., timeout=SECONDS)``, ``Study.timeout``, CLI `
 job runs in a forked child process that is killed at the limit: the methods it finished keep their
 results, the others are recorded as failed ("timed out after N s"); a child that crashes is
 recorded the same way. ``only=`` / ``methods=`` run a subset of settings / methods now.
+
+Several runners on one output directory split the work: each claims a job in the store before
+running it (local runs claim as they dispatch; a Dask run claims all its pending jobs at once) and
+skips jobs claimed by another live runner (see :mod:`hetmtl.studies.store`). A
+stored row whose JSON is damaged is deleted and recomputed when the study resumes. Store errors
+(a corrupt or unwritable ``results.sqlite``) raise :class:`~hetmtl.studies.store.StoreError`.
+
+Trusted input only: a study (object or YAML/TOML file) names its generator, splitter and methods
+as ``"module:function"``, and the runner imports and calls whatever those name, with the
+privileges of the user running it. Run study files only from sources you trust, as you would a
+Python script (see ``docs/security.rst``).
 """
 from __future__ import annotations
 
@@ -31,11 +42,12 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import pandas as pd
 
 from hetmtl.studies.spec import Replicate, Study, resolve, setting_label
+from hetmtl.exceptions import InputError
 from hetmtl.studies.store import ResultStore, _clean
 
 STORE_NAME = "results.sqlite"
@@ -73,6 +85,13 @@ class RunResult:
         Jobs with at least one failed method.
     seconds : float
         Wall-clock time.
+    n_elsewhere : int
+        Pending jobs left to (or done by) another runner on the same store.
+    n_damaged : int
+        Damaged stored rows deleted so that they are recomputed.
+    n_failed_stored : int
+        Jobs of the study (in the ``only``/``methods`` selection) with a method recorded as
+        failed, now or in an earlier run.
     """
 
     study: str
@@ -82,6 +101,9 @@ class RunResult:
     n_run: int
     n_failed: int
     seconds: float
+    n_elsewhere: int = 0
+    n_damaged: int = 0
+    n_failed_stored: int = 0
 
 
 _THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -334,20 +356,26 @@ def _num_equal(a: Any, b: Any) -> bool:
 
 def check_filters(study: Study, only: Mapping[str, Sequence] | None, methods: Sequence[str] | None) -> None:
     """Refuse filters that name unknown grid parameters, values or methods (before any job runs)."""
+    if only is not None and not isinstance(only, Mapping):
+        raise InputError(f"study {study.name!r}: only must map grid parameters to lists of values, "
+                         f"got {type(only).__name__}")
+    if methods is not None and (isinstance(methods, (str, bytes)) or not isinstance(methods, Sequence)
+                                or not all(isinstance(m, str) for m in methods)):
+        raise InputError(f"study {study.name!r}: methods must be a list of method names, got {methods!r:.80}")
     for k, values in (only or {}).items():
         if k not in study.grid:
-            raise ValueError(f"study {study.name!r}: --only names {k!r}, which is not a grid parameter "
+            raise InputError(f"study {study.name!r}: --only names {k!r}, which is not a grid parameter "
                              f"{list(study.grid)}")
         if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-            raise ValueError(f"study {study.name!r}: the values of grid parameter {k!r} to run must be a list")
+            raise InputError(f"study {study.name!r}: the values of grid parameter {k!r} to run must be a list")
         unknown = [v for v in values if not _same_value(v, study.grid[k])]
         if unknown:
-            raise ValueError(f"study {study.name!r}: grid parameter {k!r} has no value(s) {unknown}; "
+            raise InputError(f"study {study.name!r}: grid parameter {k!r} has no value(s) {unknown}; "
                              f"values are {study.grid[k]}")
     names = [m.name for m in study.methods]
     unknown = [m for m in (methods or []) if m not in names]
     if unknown:
-        raise ValueError(f"study {study.name!r} has no method(s) {unknown}; methods are {names}")
+        raise InputError(f"study {study.name!r} has no method(s) {unknown}; methods are {names}")
 
 
 def pending_jobs(study: Study, store: ResultStore, only: Mapping[str, Sequence] | None = None,
@@ -370,7 +398,25 @@ def pending_jobs(study: Study, store: ResultStore, only: Mapping[str, Sequence] 
     return jobs, complete
 
 
-def _execute(study: Study, jobs: list[Job], n_jobs: int, scheduler: Any, n_threads: int | None,
+def _claimed(study: Study, jobs: Sequence[Job], store: ResultStore | None, skipped: list[Job]) -> Iterator[Job]:
+    """The jobs this runner owns, claimed one by one as they are dispatched (so two runners on
+    one store interleave); a job another runner holds or has finished meanwhile goes to
+    ``skipped``."""
+    for job in jobs:
+        if store is None:
+            yield job
+            continue
+        if not store.claim(study.name, job.label, job.replicate):
+            skipped.append(job)
+            continue
+        missing = store.missing(study.name, job.label, job.replicate, job.methods)
+        if not missing:  # finished by another runner between our reading and our claim
+            skipped.append(job)
+            continue
+        yield Job(job.setting_index, job.setting, job.replicate, missing)
+
+
+def _execute(study: Study, jobs: Iterable[Job] | list[Job], n_jobs: int, scheduler: Any, n_threads: int | None,
              timeout: float | None = None) -> Iterator[list[dict]]:
     """Yield each job's records as it finishes."""
     if scheduler is not None:
@@ -418,8 +464,8 @@ def run_study(
         Output directory; jobs already stored there are skipped.
     n_reps : int, optional
         Override the study's replicates.
-    n_jobs : int
-        Local worker processes (joblib; -1: all cores).
+    n_jobs : int or None
+        Local worker processes (joblib's meaning: None 1, -1 all cores, -2 all but one).
     scheduler : str or distributed.Client, optional
         A Dask scheduler address or client (then ``n_jobs`` is ignored).
     threads_per_worker : int or None
@@ -442,19 +488,37 @@ def run_study(
     RunResult
         Counts of jobs and the time taken.
     """
+    from hetmtl._validation import check_bool, check_float, check_int, check_n_jobs
+
+    if not isinstance(study, Study):
+        raise InputError(f"study must be a hetmtl.studies.Study, got {type(study).__name__}")
     if scheduler is not None and n_jobs not in (1, None):
-        raise ValueError("pass either n_jobs (local) or scheduler (Dask), not both")
-    n_jobs = int(n_jobs or 1)
-    if n_jobs == 0 or n_jobs < -1:
-        raise ValueError(f"n_jobs must be a positive integer or -1, got {n_jobs}")
+        raise InputError("pass either n_jobs (local) or scheduler (Dask), not both")
+    n_jobs = check_n_jobs(n_jobs, "n_jobs")  # joblib's meaning: -1 all cores, -2 all but one
+    most = 4 * (os.cpu_count() or 1)
+    if n_jobs > most:  # each worker is a process: an unchecked 10**6 would exhaust the machine
+        raise InputError(f"n_jobs={n_jobs} worker processes is more than 4 per core ({most} on this machine)")
+    n_reps = check_int(n_reps, "n_reps", low=1, allow_none=True)
+    retry_failed = check_bool(retry_failed, "retry_failed")
+    progress = check_bool(progress, "progress")
+    threads_per_worker = check_int(threads_per_worker, "threads_per_worker", low=1, high=4096, allow_none=True)
     study = study.with_reps(n_reps)
     study.check_resolvable()
     check_filters(study, only, methods)
     timeout = study.timeout if timeout is None else timeout
-    if timeout is not None and (isinstance(timeout, bool) or not float(timeout) > 0):
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    if timeout is not None:
+        try:
+            timeout = check_float(timeout, "timeout", low=0.0, low_open=True)
+        except InputError:
+            raise InputError(f"timeout must be a positive number of seconds, got {timeout!r}") from None
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (OSError, ValueError) as exc:
+        why = getattr(exc, "strerror", None) or exc
+        raise InputError(f"{out}: cannot create the study directory ({why})") from None
+    if not out.is_dir():
+        raise InputError(f"{out}: not a directory")
     t0 = time.perf_counter()
     with ResultStore(out / STORE_NAME) as store:
         store.register_study(study.to_dict(), study.data_key())
@@ -462,23 +526,49 @@ def run_study(
             (out / "study.yaml").write_text(study.to_yaml())
         except Exception:  # options that YAML cannot hold; the JSON copy in the store is enough
             pass
+        store.release_stale()
+        damaged = store.delete_damaged(study.name)
+        for setting, rep, method, why in damaged:
+            print(f"hetmtl: study {study.name!r}, setting {setting}, replicate {rep}, method {method!r}: damaged "
+                  f"row ({why}); recomputing it", file=sys.stderr)
         if retry_failed:
             store.delete_failed(study.name)
         jobs, complete = pending_jobs(study, store, only, methods)
         total = len(jobs) + complete
-        n_failed = 0
+        n_failed = n_run = 0
+        skipped: list[Job] = []
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, initial=complete, desc=study.name, unit="job", disable=not progress,
                    file=sys.stderr, dynamic_ncols=True)
         try:
             bar.set_postfix(failed=0)
-            for records in _execute(study, jobs, n_jobs, scheduler, threads_per_worker, timeout):
+            mine: Iterable[Job] = _claimed(study, jobs, store, skipped)
+            if scheduler is not None:
+                mine = list(mine)  # Dask: every job is submitted at once
+            for records in _execute(study, mine, n_jobs, scheduler, threads_per_worker, timeout):
                 store.append(records)
+                n_run += 1
                 if any(r["status"] == "failed" for r in records):
                     n_failed += 1
                 bar.update(1)
                 bar.set_postfix(failed=n_failed)
         finally:
             bar.close()
-    return RunResult(study.name, out, total, complete, len(jobs), n_failed, time.perf_counter() - t0)
+        n_failed_stored = _failed_jobs(study, store, only, methods)
+    return RunResult(study.name, out, total, complete, n_run, n_failed, time.perf_counter() - t0,
+                     n_elsewhere=len(skipped), n_damaged=len(damaged), n_failed_stored=n_failed_stored)
+
+
+def _failed_jobs(study: Study, store: ResultStore, only: Mapping[str, Sequence] | None,
+                 methods: Sequence[str] | None) -> int:
+    """Jobs of the selection with at least one method recorded as failed."""
+    rec = store.records(study.name)
+    if rec.empty:
+        return 0
+    rec = rec[rec["status"] == "failed"]
+    if methods:
+        rec = rec[rec["method"].isin(list(methods))]
+    labels = {setting_label(s) for s in study.settings() if _matches(s, only)}
+    rec = rec[rec["setting"].isin(labels) & (rec["replicate"] < int(study.n_reps))]
+    return int(rec[["setting", "replicate"]].drop_duplicates().shape[0])

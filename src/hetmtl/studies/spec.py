@@ -18,6 +18,10 @@ that must reproduce published seeds sets ``seed_stride``: replicate r then uses 
 ``seed + seed_stride * r`` for both its data and its methods, in every setting (common random
 numbers across settings, as the source papers' own scripts do, e.g. the MTL-HMB authors' seeds
 0-19).
+
+Trusted input only: ``"module:function"`` references name *any* importable callable, which the
+runner imports and calls (``"os:system"`` included). A study file is code, not data: run only
+study files you would run as a Python script (see ``docs/security.rst``).
 """
 from __future__ import annotations
 
@@ -30,6 +34,13 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+
+from hetmtl.exceptions import InputError
+
+#: Most replicates per setting a study may ask for.
+MAX_REPS = 1_000_000
+#: Largest study file read (bytes).
+MAX_STUDY_FILE_BYTES = 4 * 2**20
 
 _METHODS: dict[str, Callable] = {}
 _GENERATORS: dict[str, Callable] = {}
@@ -97,22 +108,22 @@ def resolve(ref: str | Callable, kind: str = "method") -> Callable:
     if callable(ref):
         return ref
     registry = _METHODS if kind == "method" else _GENERATORS
-    if ref in registry:
+    if isinstance(ref, str) and ref in registry:
         return registry[ref]
     if isinstance(ref, str) and ":" in ref:
         module, _, attr = ref.partition(":")
         try:
             obj: Any = importlib.import_module(module)
-        except ImportError as exc:
-            raise ValueError(f"{kind} {ref!r}: cannot import module {module!r} ({exc})") from exc
+        except Exception as exc:  # noqa: BLE001 - ImportError, or whatever the module raises on import
+            raise InputError(f"{kind} {ref!r}: cannot import module {module!r} ({type(exc).__name__}: {exc})") from None
         for part in attr.split("."):
             if not hasattr(obj, part):
-                raise ValueError(f"{kind} {ref!r}: module {module!r} has no attribute {attr!r}")
+                raise InputError(f"{kind} {ref!r}: module {module!r} has no attribute {attr!r}")
             obj = getattr(obj, part)
         if not callable(obj):
-            raise ValueError(f"{kind} {ref!r} is not callable")
+            raise InputError(f"{kind} {ref!r} is not callable")
         return obj
-    raise ValueError(f"unknown {kind} {ref!r}: register it with register_{kind}() or write 'module:function'; "
+    raise InputError(f"unknown {kind} {ref!r}: register it with register_{kind}() or write 'module:function'; "
                      f"registered: {sorted(registry)}")
 
 
@@ -278,53 +289,69 @@ class Study:
 
     # ----------------------------------------------------------------------------- checks
     def validate(self) -> None:
-        """Check names, seeds, grid, options and methods; raise ``ValueError`` naming the problem."""
+        """Check names, seeds, grid, options and methods; raise
+        :class:`~hetmtl.exceptions.InputError` (a ``ValueError``) naming the problem."""
         where = f"study {self.name!r}"
         if not isinstance(self.name, str) or not _NAME.match(self.name):
-            raise ValueError(f"study name must be a non-empty identifier (letters, digits, _ . -), got {self.name!r}")
-        if not isinstance(self.n_reps, (int, np.integer)) or isinstance(self.n_reps, bool) or self.n_reps < 1:
-            raise ValueError(f"{where}: n_reps must be a positive integer, got {self.n_reps!r}")
+            raise InputError(f"study name must be a non-empty identifier (letters, digits, _ . -), got {self.name!r}")
+        if (not isinstance(self.n_reps, (int, np.integer)) or isinstance(self.n_reps, bool)
+                or not 1 <= self.n_reps <= MAX_REPS):
+            raise InputError(f"{where}: n_reps must be an integer in [1, {MAX_REPS}], got {self.n_reps!r}")
         if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ValueError(f"{where}: seed must be a non-negative integer, got {self.seed!r}")
+            raise InputError(f"{where}: seed must be a non-negative integer, got {self.seed!r}")
         if self.seed_stride is not None and (not isinstance(self.seed_stride, (int, np.integer))
                                              or isinstance(self.seed_stride, bool) or self.seed_stride < 1):
-            raise ValueError(f"{where}: seed_stride must be a positive integer or None, got {self.seed_stride!r}")
+            raise InputError(f"{where}: seed_stride must be a positive integer or None, got {self.seed_stride!r}")
         if self.timeout is not None and (isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float))
                                          or not self.timeout > 0):
-            raise ValueError(f"{where}: timeout must be a positive number of seconds or None, got {self.timeout!r}")
+            raise InputError(f"{where}: timeout must be a positive number of seconds or None, got {self.timeout!r}")
         if not isinstance(self.grid, Mapping):
-            raise ValueError(f"{where}: grid must map parameter names to lists of values")
+            raise InputError(f"{where}: grid must map parameter names to lists of values")
+        if not isinstance(self.fixed, Mapping):
+            raise InputError(f"{where}: fixed must be a mapping of generator arguments")
+        if not (callable(self.generator) or isinstance(self.generator, str)):
+            raise InputError(f"{where}: generator must be a callable, a registered name or 'module:function', "
+                             f"got {type(self.generator).__name__}")
+        if self.splitter is not None and not (callable(self.splitter) or isinstance(self.splitter, str)):
+            raise InputError(f"{where}: splitter must be a callable, a registered name or 'module:function'")
         for k, values in self.grid.items():
+            if not isinstance(k, str) or not k:
+                raise InputError(f"{where}: grid parameter names must be non-empty strings, got {k!r}")
             if k in RESERVED_NAMES:
-                raise ValueError(f"{where}: grid parameter {k!r} clashes with a results column; reserved names: "
+                raise InputError(f"{where}: grid parameter {k!r} clashes with a results column; reserved names: "
                                  f"{sorted(RESERVED_NAMES)}")
             if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) == 0:
-                raise ValueError(f"{where}: grid parameter {k!r} must have a non-empty list of values, got {values!r}")
+                raise InputError(f"{where}: grid parameter {k!r} must have a non-empty list of values, got {values!r}")
             if k in self.fixed:
-                raise ValueError(f"{where}: parameter {k!r} is both in grid and fixed")
-        if not isinstance(self.fixed, Mapping):
-            raise ValueError(f"{where}: fixed must be a mapping of generator arguments")
+                raise InputError(f"{where}: parameter {k!r} is both in grid and fixed")
         methods = []
+        if isinstance(self.methods, (str, bytes, Mapping)) or not isinstance(self.methods, Sequence):
+            raise InputError(f"{where}: methods must be a list of MethodSpec or dicts")
         for m in self.methods:
             if isinstance(m, Mapping):
-                m = MethodSpec(**m)
+                name = m.get("name", "?")
+                try:
+                    m = MethodSpec(**m)
+                except TypeError as exc:
+                    raise InputError(f"{where}: method {name!r}: {exc}") from None
             if not isinstance(m, MethodSpec):
-                raise ValueError(f"{where}: methods must be MethodSpec or dicts, got {type(m).__name__}")
+                raise InputError(f"{where}: methods must be MethodSpec or dicts, got {type(m).__name__}")
             if not isinstance(m.name, str) or not _METHOD_NAME.match(m.name):
-                raise ValueError(f"{where}: method name must be an identifier (letters, digits, _ . = + -), "
+                raise InputError(f"{where}: method name must be an identifier (letters, digits, _ . = + -), "
                                  f"got {m.name!r}")
             if not isinstance(m.options, Mapping):
-                raise ValueError(f"{where}: options of method {m.name!r} must be a mapping")
+                raise InputError(f"{where}: options of method {m.name!r} must be a mapping")
             methods.append(m)
         if not methods:
-            raise ValueError(f"{where}: needs at least one method")
+            raise InputError(f"{where}: needs at least one method")
         names = [m.name for m in methods]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
-            raise ValueError(f"{where}: duplicate method name(s) {dup}")
+            raise InputError(f"{where}: duplicate method name(s) {dup}")
         self.methods = methods
-        if self.metrics is not None and (isinstance(self.metrics, str) or not all(isinstance(x, str) for x in self.metrics)):
-            raise ValueError(f"{where}: metrics must be a list of column names")
+        if self.metrics is not None and (isinstance(self.metrics, str) or not isinstance(self.metrics, Sequence)
+                                         or not all(isinstance(x, str) for x in self.metrics)):
+            raise InputError(f"{where}: metrics must be a list of column names")
 
     def check_resolvable(self) -> None:
         """Resolve the generator, splitter and every method now (clear error before any job runs)."""
@@ -335,7 +362,7 @@ class Study:
             try:
                 resolve(m.fn, "method")
             except ValueError as exc:
-                raise ValueError(f"study {self.name!r}, method {m.name!r}: {exc}") from None
+                raise InputError(f"study {self.name!r}, method {m.name!r}: {exc}") from None
 
     # ----------------------------------------------------------------------------- grid
     def settings(self) -> list[dict]:
@@ -437,33 +464,33 @@ class Study:
             The validated study.
         """
         if not isinstance(obj, Mapping):
-            raise ValueError(f"{source}: a study description must be a mapping, got {type(obj).__name__}")
+            raise InputError(f"{source}: a study description must be a mapping, got {type(obj).__name__}")
         allowed = {"name", "description", "generator", "grid", "fixed", "n_reps", "seed", "splitter",
                    "methods", "metrics", "reference", "seed_stride", "timeout"}
         unknown = sorted(set(obj) - allowed)
         if unknown:
-            raise ValueError(f"{source}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+            raise InputError(f"{source}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
         missing = [k for k in ("name", "generator", "methods") if k not in obj]
         if missing:
-            raise ValueError(f"{source}: missing key(s) {missing}")
+            raise InputError(f"{source}: missing key(s) {missing}")
         methods = obj["methods"]
         if isinstance(methods, Mapping):  # TOML-friendly form: {label: {fn: ..., options: {...}}}
             methods = [{"name": k, **v} for k, v in methods.items()]
         if not isinstance(methods, list):
-            raise ValueError(f"{source}: methods must be a list or a mapping")
+            raise InputError(f"{source}: methods must be a list or a mapping")
         specs = []
         for i, m in enumerate(methods):
             if not isinstance(m, Mapping) or "name" not in m or "fn" not in m:
-                raise ValueError(f"{source}: method #{i + 1} needs 'name' and 'fn', got {m!r}")
+                raise InputError(f"{source}: method #{i + 1} needs 'name' and 'fn', got {m!r}")
             extra = sorted(set(m) - {"name", "fn", "options"})
             if extra:
-                raise ValueError(f"{source}: method {m['name']!r} has unknown key(s) {extra}")
+                raise InputError(f"{source}: method {m['name']!r} has unknown key(s) {extra}")
             specs.append(MethodSpec(m["name"], m["fn"], dict(m.get("options") or {})))
         kwargs = {k: obj[k] for k in allowed - {"methods"} if k in obj and obj[k] is not None}
         try:
             return cls(methods=specs, **kwargs)
         except ValueError as exc:
-            raise ValueError(f"{source}: {exc}") from None
+            raise InputError(f"{source}: {exc}") from None
 
     @classmethod
     def from_file(cls, path: str | Path) -> "Study":
@@ -479,21 +506,45 @@ class Study:
         Study
             The validated study.
         """
+        import os
+        import stat
+
         path = Path(path)
-        text = path.read_text()
-        if path.suffix.lower() == ".toml":
-            try:
-                import tomllib
-            except ModuleNotFoundError:  # Python 3.10
-                import tomli as tomllib
+        suffix = path.suffix.lower()
+        if suffix not in (".toml", ".yaml", ".yml"):
+            raise InputError(f"{path}: study files must end in .yaml, .yml or .toml")
+        try:
+            st = os.stat(path)  # before opening: a FIFO would block
+        except FileNotFoundError:
+            raise InputError(f"study file {path} does not exist") from None
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read the study file ({exc.strerror or exc})") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"{path}: not a regular file")
+        if st.st_size > MAX_STUDY_FILE_BYTES:
+            raise InputError(f"{path}: {st.st_size} bytes, more than the {MAX_STUDY_FILE_BYTES}-byte limit for a "
+                             f"study file")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"{path}: cannot read the study file ({exc})") from None
+        try:
+            if suffix == ".toml":
+                try:
+                    import tomllib
+                except ModuleNotFoundError:  # Python 3.10
+                    import tomli as tomllib
 
-            obj = tomllib.loads(text)
-        elif path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
+                obj = tomllib.loads(text)
+            else:
+                import yaml
 
-            obj = yaml.safe_load(text)
-        else:
-            raise ValueError(f"{path}: study files must end in .yaml, .yml or .toml")
+                obj = yaml.safe_load(text)
+        except RecursionError:
+            raise InputError(f"{path}: not valid {suffix[1:].upper()} (nested too deeply)") from None
+        except Exception as exc:  # noqa: BLE001 - yaml.YAMLError, tomllib.TOMLDecodeError
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"{path}: not valid {suffix[1:].upper()} ({first[:200]})") from None
         return cls.from_dict(obj, source=str(path))
 
     def to_yaml(self) -> str:
