@@ -213,7 +213,7 @@ def _affordable(params: dict) -> dict:
     """Valid but expensive counts (e.g. max_epochs=10**6) are cut to 50: what is tested is the
     refusal of bad values, not a long fit; values of 2**31 and more still go through."""
     return {k: (50 if k in COSTLY and isinstance(v, (int, float)) and not isinstance(v, bool)
-                and math.isfinite(v) and 50 < v < 2**31 else v) for k, v in params.items()}
+                and 50 < v < 2**31 and math.isfinite(v) else v) for k, v in params.items()}
 
 
 def override(params: list[str]):

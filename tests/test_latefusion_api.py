@@ -293,3 +293,83 @@ def test_treated_level_shown_in_summaries(sim):
     assert site.treated_ == "on"
     with pytest.raises(DataValidationError, match="treated="):
         SiteDML("ate", **LIN).fit(arrays.y, np.where(arrays.d == 1, "on", "off"), arrays.X)
+
+
+# ----------------------------------------------------------------------------- hostile input (fuzz cases)
+@pytest.mark.parametrize("kwargs, exc, name", [
+    (dict(theta=[0.1, 0.2, 0.3], se=[0.1] * 3, level=0.0), ParameterError, "level"),
+    (dict(theta=[0.1, 0.2, 0.3], se=[0.1] * 3, test="t"), ParameterError, "test"),
+    (dict(theta=[], se=[]), DataValidationError, "K >= 2"),
+    (dict(theta=[""], se=[]), DataValidationError, "theta"),
+    (dict(theta=["a", 0.2, 0.3], se=[0.1] * 3), DataValidationError, "theta"),
+    (dict(theta=[1j, 0.2, 0.3], se=[0.1] * 3), DataValidationError, "theta"),
+    (dict(theta=[0.1, 0.2, 0.3, 0.4], se=[]), DataValidationError, "se"),
+    (dict(theta=[0.1, 0.2, 0.3, 0.4], se=[-421.0] * 4, tau2=1.0, test="knha"), DataValidationError, "se of site 0"),
+    (dict(theta=[0.1, 0.2, 0.3], se=[0.1] * 3, tau2="bogus"), ParameterError, "tau2"),
+])
+def test_random_effects_hostile_input(kwargs, exc, name):
+    with pytest.raises(exc, match=name):
+        random_effects(**kwargs)
+
+
+@pytest.mark.parametrize("params, name", [
+    (dict(C_grid="0.1"), "C_grid"), (dict(C_grid=[1j, 2.0]), "C_grid"), (dict(C_grid=[10**400]), "C_grid"),
+    (dict(lambdas=";\x18"), "lambdas"), (dict(lambdas=[1j] * 6), "lambdas"), (dict(lambdas=[10**400] * 6), "lambdas"),
+    (dict(site_covariates="abc"), "site_covariates"), (dict(site_covariates=[1j] * 6), "site_covariates"),
+    (dict(site_covariates=[10**400] * 6), "site_covariates"), (dict(n_jobs="2"), "n_jobs"), (dict(n_jobs=2.5), "n_jobs"),
+])
+def test_latefusion_array_parameters_refused(table, params, name):
+    with pytest.raises(ParameterError, match=name):
+        LateFusion(penalty="squared", **params).fit(table).robust_eb_frame()
+
+
+@pytest.mark.parametrize("column, values", [
+    ("n", [1 + 1j, 221, 300]), ("n", [10**400, 221, 300]), ("n", [1.5, 221, 300]),
+    ("estimate", [1 + 1j, 0.2, 0.3]), ("estimate", [10**400, 0.2, 0.3]), ("se", ["x", 0.1, 0.2]),
+])
+def test_estimates_frame_hostile_cells(column, values):
+    frame = pd.DataFrame({"site": ["a", "b", "c"], "estimate": [0.1, 0.2, 0.3], "se": [0.2] * 3, "n": [100] * 3})
+    frame[column] = values
+    with pytest.raises(SummaryValidationError, match=f"row 1: {column}"):
+        LateFusion(penalty="group").fit(frame)
+
+
+def test_from_estimates_hostile_arrays():
+    with pytest.raises(SummaryValidationError, match="theta is complex"):
+        SummaryTable.from_estimates([1j, 0.2, 0.3], se=[0.1] * 3)
+    with pytest.raises(SummaryValidationError, match="se"):
+        SummaryTable.from_estimates([0.1, 0.2, 0.3], se=["a", 0.1, 0.1])
+    with pytest.raises(SummaryValidationError, match="theta"):
+        SummaryTable.from_estimates([10**400, 0.2, 0.3], se=[0.1] * 3)
+    with pytest.raises(SummaryValidationError, match="n must be"):
+        SummaryTable.from_estimates([0.1, 0.2, 0.3], se=[0.1] * 3, n=[1e300, 10, 10])
+
+
+@pytest.mark.parametrize("param", ["ml_outcome", "ml_treatment"])
+def test_site_dml_non_estimator_learner_named(rng, param):
+    y, d, X = simulate_site(rng, n=60)
+    with pytest.raises(ParameterError, match=param):
+        SiteDML(**{"model": "plr", **LIN, param: float("nan")}).fit(y, d, X)
+
+
+def test_summary_read_cap_at_call_time(rng, tmp_path, monkeypatch):
+    import hetmtl.latefusion.summary as summary_module
+    from hetmtl.latefusion import SiteSummary
+
+    y, d, X = simulate_site(rng, n=60)
+    path = tmp_path / "a.json"
+    SiteDML("ate", **LIN, n_rep=1).fit(y, d, X).to_summary("A").to_json(path)
+    assert SiteSummary.read_json(path).site == "A"
+    monkeypatch.setattr(summary_module, "MAX_FILE_BYTES", 10)
+    with pytest.raises(SummaryValidationError, match="10-byte limit"):
+        SiteSummary.read_json(path)
+    with pytest.raises(SummaryValidationError, match="10-byte limit"):
+        SummaryTable.read_json([path])
+    monkeypatch.setenv("HETMTL_MAX_FILE_BYTES", "20")
+    with pytest.raises(SummaryValidationError, match="20-byte limit"):
+        SiteSummary.read_json(path)
+    monkeypatch.setenv("HETMTL_MAX_FILE_BYTES", "lots")
+    with pytest.raises(SummaryValidationError, match="HETMTL_MAX_FILE_BYTES"):
+        SummaryTable.read_json([path])
+    monkeypatch.delenv("HETMTL_MAX_FILE_BYTES")
+    assert SummaryTable.read_json([path], max_bytes=10**6).sites.tolist() == ["A"]

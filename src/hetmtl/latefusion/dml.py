@@ -654,6 +654,10 @@ class SiteDML(InferenceMixin, BaseEstimator):
         if treatment is None:
             treatment = (default_classifier(seed + 1, rule=rule["propensity"]) if binary_d
                          else default_regressor(seed + 1, rule=rule["treatment"]))
+        for name, learner in (("ml_outcome", outcome), ("ml_treatment", treatment)):
+            if not (callable(getattr(learner, "fit", None)) and callable(getattr(learner, "predict", None))):
+                raise ParameterError(f"{name} must be a learner name (str), None or an estimator with fit and "
+                                     f"predict, got {type(learner).__name__} {learner!r:.60}")
         if is_classifier(treatment) and not binary_d:
             raise DataValidationError("ml_treatment is a classifier but the treatment is not binary 0/1")
         if is_classifier(outcome):

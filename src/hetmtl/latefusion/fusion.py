@@ -59,7 +59,7 @@ from hetmtl._validation import (
     check_level,
     check_random_state,
 )
-from hetmtl.latefusion._params import float_param
+from hetmtl.latefusion._params import array_param, float_param
 from hetmtl.exceptions import ConvergenceWarning, ParameterError, SummaryValidationError
 from hetmtl.inference import _level_names, coef_table, cva_values, ebci_moments, make_summary, robust_ebci
 from hetmtl.inference.joint import check_n_boot, draws_critical_value
@@ -247,6 +247,11 @@ class LateFusion(BaseEstimator):
         return resolve_n_jobs(self.n_jobs)
 
     @property
+    def _max_iter(self) -> int:
+        """max_iter as the int the C++ solver takes (2.0 → 2); validated with its name."""
+        return int(check_int(self.max_iter, "max_iter", low=1, high=10_000_000))  # type: ignore[arg-type]
+
+    @property
     def _n_boot(self) -> int:
         return (1000 if self.ci == "bootstrap" else 0) if self.n_boot is None else int(self.n_boot)
 
@@ -287,7 +292,12 @@ class LateFusion(BaseEstimator):
         if self.random_state is not None and not isinstance(self.random_state, (np.random.Generator, np.random.RandomState)):
             check_random_state(self.random_state)
         if self.C_grid is not None:
-            grid = np.asarray(self.C_grid, dtype=float) if not isinstance(self.C_grid, str) else None
+            try:
+                grid = None if isinstance(self.C_grid, (str, bytes)) else np.asarray(self.C_grid)
+                if grid is not None:
+                    grid = None if grid.dtype.kind in "cmMUSV" else grid.astype(float)
+            except (TypeError, ValueError, OverflowError):  # text, complex, huge integers
+                grid = None
             if grid is None or grid.ndim != 1 or grid.size == 0 or np.any(~(grid >= 0)):
                 raise ParameterError("C_grid must be a non-empty 1-d sequence of values >= 0 (np.inf allowed)")
 
@@ -335,7 +345,7 @@ class LateFusion(BaseEstimator):
         self.lambda_ = C * shape if np.isfinite(C) else np.full(K, np.inf)
         self.problem_ = table.fusion_problem(self.loss_matrix, shape)
         sol = self.problem_.solve(
-            C, self.penalty, self.metric, tol=self.tol, max_iter=self.max_iter, threads=self._threads()
+            C, self.penalty, self.metric, tol=self.tol, max_iter=self._max_iter, threads=self._threads()
         )
         if not sol["converged"]:
             warnings.warn(
@@ -355,7 +365,7 @@ class LateFusion(BaseEstimator):
         """(shape, C, description) with λ_k = C · shape_k."""
         K = table.K
         if self.lambdas is not None:
-            lam = np.asarray(self.lambdas, float)
+            lam = array_param(self.lambdas, "lambdas", ndim=(0, 1, 2))
             if lam.shape != (K,) or not np.all(np.isfinite(lam)) or np.any(lam <= 0):
                 raise ParameterError(f"lambdas must be {K} positive finite numbers")
             return lam, 1.0, "explicit lambdas"
@@ -422,7 +432,7 @@ class LateFusion(BaseEstimator):
             lw = w * f.n_test / test_tot / uses
             losses[r] = prob.path_losses(
                 list(grid), self.penalty, self.metric, f.A, f.b, f.c, lw,
-                tol=max(self.tol, CV_TOL), max_iter=self.max_iter, threads=self._threads(),
+                tol=max(self.tol, CV_TOL), max_iter=self._max_iter, threads=self._threads(),
             )
             bar.update(1)
         bar.close()
@@ -525,7 +535,7 @@ class LateFusion(BaseEstimator):
             with progress_bar(n_boot, "LateFusion bootstrap", self.verbose, unit="draw") as bar:
                 bs = self.problem_.bootstrap(
                     V, self.C_, self.penalty, self.metric, n_boot=n_boot, seed=seed,
-                    tol=max(self.tol, 1e-10), max_iter=self.max_iter, threads=self._threads(),
+                    tol=max(self.tol, 1e-10), max_iter=self._max_iter, threads=self._threads(),
                 )
                 bar.update(n_boot)
             self.boot_theta_ = bs["theta"]
@@ -568,7 +578,7 @@ class LateFusion(BaseEstimator):
     def _site_covariates(self) -> np.ndarray | None:
         if self.site_covariates is None:
             return None
-        X = np.asarray(self.site_covariates, float)
+        X = array_param(self.site_covariates, "site_covariates", ndim=(0, 1, 2, 3))
         X = X[:, None] if X.ndim == 1 else X
         K = len(self.sites_)
         if X.ndim != 2 or X.shape[0] != K or not np.all(np.isfinite(X)):
@@ -870,7 +880,7 @@ class LateFusion(BaseEstimator):
         self._check_fitted()
         grid = default_C_grid() if C_grid is None else np.asarray(C_grid, float)
         out = self.problem_.path(
-            list(grid), self.penalty, self.metric, tol=self.tol, max_iter=self.max_iter, threads=self._threads()
+            list(grid), self.penalty, self.metric, tol=self.tol, max_iter=self._max_iter, threads=self._threads()
         )
         out["C"] = np.asarray(out["C"])
         return out

@@ -48,6 +48,8 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
+from hetmtl._validation import check_array, check_choice, check_level
+from hetmtl.exceptions import DataValidationError, ParameterError
 from hetmtl.inference.tables import _level_names
 
 __all__ = ["RandomEffects", "TAU2_METHODS", "TESTS", "estimate_tau2", "heterogeneity", "random_effects",
@@ -220,75 +222,86 @@ def _site_label(k: int, sites: Sequence | None) -> str:
     return f"site {k}" if sites is None else f"site {k} ({sites[k]!r})"
 
 
+def _real(x, name: str) -> np.ndarray:
+    """``x`` as a float array; text, complex and ragged input refused with DataValidationError."""
+    try:
+        arr = np.asarray(x)
+    except Exception:  # noqa: BLE001  (ragged lists and the like)
+        arr = None
+    if arr is not None and arr.dtype.kind in "biuf":
+        return arr.astype(float)
+    try:
+        return check_array(x, name, ndim=(0, 1, 2, 3), min_rows=0, allow_nan=True)
+    except DataValidationError as exc:  # an inf inside an object array: re-read as floats
+        if arr is not None and arr.dtype.kind == "O" and "infinite" in str(exc):
+            return arr.astype(float)
+        raise
+
+
 def _as_model_inputs(theta, V, se, sites) -> tuple[np.ndarray, np.ndarray, bool]:
     """(theta (K, d), V (K, d, d), scalar) from the accepted input shapes; ValueError otherwise."""
     if (V is None) == (se is None):
-        raise ValueError("give exactly one of V (variances or covariance matrices) and se (standard errors)")
-    theta = np.asarray(theta, dtype=float)
+        raise ParameterError("give exactly one of V (variances or covariance matrices) and se (standard errors)")
+    theta = _real(theta, "theta")
     scalar = theta.ndim == 1
     if theta.ndim not in (1, 2):
-        raise ValueError(f"theta must be (K,) or (K, d), got shape {theta.shape}")
+        raise DataValidationError(f"theta must be (K,) or (K, d), got shape {theta.shape}")
     T = theta[:, None] if scalar else theta
     K, d = T.shape
     if sites is not None and len(sites) != K:
-        raise ValueError(f"sites has {len(sites)} names for K = {K} sites")
+        raise DataValidationError(f"sites has {len(sites)} names for K = {K} sites")
     if K < 2:
-        raise ValueError(f"random_effects needs K >= 2 sites, got K = {K}")
+        raise DataValidationError(f"random_effects needs K >= 2 sites, got K = {K}")
     if d < 1:
-        raise ValueError("theta has no coefficients (d = 0)")
+        raise DataValidationError("theta has no coefficients (d = 0)")
     bad = np.flatnonzero(~np.isfinite(T).all(1))
     if bad.size:
-        raise ValueError(f"theta of {_site_label(int(bad[0]), sites)} is not finite: {T[bad[0]]}")
+        raise DataValidationError(f"theta of {_site_label(int(bad[0]), sites)} is not finite: {T[bad[0]]}")
     if se is not None:
-        M = np.asarray(se, dtype=float)
+        M = _real(se, "se")
         if M.shape not in ((K,), (K, d)) or (M.ndim == 1 and d != 1):
             want: object = (K,) if d == 1 else (K, d)
-            raise ValueError(f"se must have shape {want} to match theta {theta.shape}, got {M.shape}")
+            raise DataValidationError(f"se must have shape {want} to match theta {theta.shape}, got {M.shape}")
         M = M.reshape(K, d)
         bad = np.flatnonzero(~(np.isfinite(M) & (M > 0)).all(1))
         if bad.size:
-            raise ValueError(f"se of {_site_label(int(bad[0]), sites)} must be finite and > 0, got {M[bad[0]]}")
+            raise DataValidationError(f"se of {_site_label(int(bad[0]), sites)} must be finite and > 0, got {M[bad[0]]}")
         Vm = np.einsum("kj,ij->kij", M**2, np.eye(d))
     else:
-        M = np.asarray(V, dtype=float)
+        M = _real(V, "V")
         if M.shape == (K,) and d == 1:
             M = M.reshape(K, 1)
         if M.shape == (K, d):  # variances (diagonal covariance matrices)
             bad = np.flatnonzero(~(np.isfinite(M) & (M > 0)).all(1))
             if bad.size:
-                raise ValueError(f"V of {_site_label(int(bad[0]), sites)} must hold finite variances > 0, "
+                raise DataValidationError(f"V of {_site_label(int(bad[0]), sites)} must hold finite variances > 0, "
                                  f"got {M[bad[0]]}")
             Vm = np.einsum("kj,ij->kij", M, np.eye(d))
         elif M.shape == (K, d, d):
             bad = np.flatnonzero(~np.isfinite(M).all((1, 2)))
             if bad.size:
-                raise ValueError(f"V of {_site_label(int(bad[0]), sites)} is not finite")
+                raise DataValidationError(f"V of {_site_label(int(bad[0]), sites)} is not finite")
             asym = np.abs(M - M.transpose(0, 2, 1)).max((1, 2)) > 1e-10 * np.abs(M).max((1, 2))
             if asym.any():
-                raise ValueError(f"V of {_site_label(int(np.flatnonzero(asym)[0]), sites)} is not symmetric")
+                raise DataValidationError(f"V of {_site_label(int(np.flatnonzero(asym)[0]), sites)} is not symmetric")
             Vm = 0.5 * (M + M.transpose(0, 2, 1))
             ev = np.linalg.eigvalsh(Vm)
             bad = np.flatnonzero(~(ev[:, 0] > 1e-12 * np.maximum(ev[:, -1], 0.0)))
             if bad.size:
-                raise ValueError(f"V of {_site_label(int(bad[0]), sites)} is not positive definite "
+                raise DataValidationError(f"V of {_site_label(int(bad[0]), sites)} is not positive definite "
                                  f"(smallest eigenvalue {ev[bad[0], 0]:.3g})")
         else:
             want = f"(K,) = {(K,)}" if d == 1 else f"(K, d) = {(K, d)} or (K, d, d) = {(K, d, d)}"
-            raise ValueError(f"V must have shape {want} to match theta {theta.shape}, got {M.shape}")
+            raise DataValidationError(f"V must have shape {want} to match theta {theta.shape}, got {M.shape}")
     return T, Vm, scalar
 
 
 def _check_level(level: float) -> float:
-    level = float(level)
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    return level
+    return check_level(level, "level")
 
 
 def _check_test(test: str) -> str:
-    if test not in TESTS:
-        raise ValueError(f"test must be one of {TESTS}, got {test!r}")
-    return test
+    return check_choice(test, "test", TESTS)
 
 
 # ----------------------------------------------------------------------------- result
@@ -498,9 +511,9 @@ def random_effects(
 
     Returns
     -------
-    RandomEffects. Raises ValueError for non-finite estimates, non-positive variances or
-    non-positive-definite V_k (naming the site index and the argument), too few sites, or a bad
-    ``tau2``/``level``/``test``.
+    RandomEffects. Raises DataValidationError for text/complex/non-finite estimates, non-positive
+    variances or non-positive-definite V_k (naming the site index and the argument) or too few
+    sites, and ParameterError for a bad ``tau2``/``level``/``test`` (both are ValueErrors).
     """
     level = _check_level(level)
     test = _check_test(test)
@@ -510,22 +523,22 @@ def random_effects(
     if isinstance(tau2, str):
         method = tau2.lower()
         if method not in TAU2_METHODS:
-            raise ValueError(f"tau2 must be a number >= 0 or one of {TAU2_METHODS}, got {tau2!r}")
+            raise ParameterError(f"tau2 must be a number >= 0 or one of {TAU2_METHODS}, got {tau2!r}")
         if K < 3:
-            raise ValueError(f"estimating tau2 ({method!r}) needs K >= 3 sites, got K = {K}; give a fixed tau2 instead")
+            raise DataValidationError(f"estimating tau2 ({method!r}) needs K >= 3 sites, got K = {K}; give a fixed tau2 instead")
         t2 = _estimate_tau2(T, Vm, method, P)
     else:
         try:
             t2 = float(tau2)
         except (TypeError, ValueError):
-            raise ValueError(f"tau2 must be a number >= 0 or one of {TAU2_METHODS}, got {tau2!r}") from None
+            raise ParameterError(f"tau2 must be a number >= 0 or one of {TAU2_METHODS}, got {tau2!r}") from None
         if not (np.isfinite(t2) and t2 >= 0.0):
-            raise ValueError(f"a fixed tau2 must be finite and >= 0, got {tau2!r}")
+            raise ParameterError(f"a fixed tau2 must be finite and >= 0, got {tau2!r}")
         method = "fixed"
     if coef_names is None:
         coef_names = ["mu"] if d == 1 else [f"mu[{j}]" for j in range(d)]
     if len(coef_names) != d:
-        raise ValueError(f"coef_names has {len(coef_names)} names for d = {d} coefficients")
+        raise ParameterError(f"coef_names has {len(coef_names)} names for d = {d} coefficients")
     sites = list(range(K)) if sites is None else list(sites)
 
     # fixed effect and heterogeneity (τ² = 0)

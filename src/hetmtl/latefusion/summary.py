@@ -9,6 +9,7 @@ edited files. (Never exchange pickles.)
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -437,15 +438,16 @@ class SiteSummary:
             raise SummaryValidationError(f"{source}: inconsistent arrays: {exc}") from None
 
     @classmethod
-    def read_json(cls, path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> "SiteSummary":
+    def read_json(cls, path: str | Path, max_bytes: int | None = None) -> "SiteSummary":
         """Read and validate a summary file written by :meth:`to_json`.
 
         Parameters
         ----------
         path : str or pathlib.Path
             A regular file; directories, FIFOs and other special files are refused.
-        max_bytes : int
-            Largest file accepted.
+        max_bytes : int, optional
+            Largest file accepted; default ``HETMTL_MAX_FILE_BYTES`` from the environment, else
+            :data:`MAX_FILE_BYTES` (both read at call time).
 
         Returns
         -------
@@ -453,7 +455,7 @@ class SiteSummary:
             The validated summary.
         """
         path = Path(path)
-        return cls.from_json(read_text_checked(path, max_bytes, "summary file"), source=str(path))
+        return cls.from_json(read_text_checked(path, summary_max_bytes(max_bytes), "summary file"), source=str(path))
 
     @classmethod
     def from_json(cls, text: str, source: str = "summary") -> "SiteSummary":
@@ -480,6 +482,20 @@ class SiteSummary:
 
 def _refuse_constant(name: str):
     raise ValueError(f"{name} is not a number JSON allows")
+
+
+def summary_max_bytes(max_bytes: int | None = None) -> int:
+    """Size cap for a summary file: ``max_bytes`` if given, else ``HETMTL_MAX_FILE_BYTES`` from the
+    environment (as :func:`hetmtl.serialization.max_file_bytes`), else :data:`MAX_FILE_BYTES`;
+    read at call time. A bad value raises SummaryValidationError naming it."""
+    from hetmtl.serialization import ModelFormatError, max_file_bytes
+
+    if max_bytes is None and os.environ.get("HETMTL_MAX_FILE_BYTES") is None:
+        return int(MAX_FILE_BYTES)
+    try:
+        return max_file_bytes(max_bytes)
+    except ModelFormatError as exc:
+        raise SummaryValidationError(str(exc)) from None
 
 
 def read_text_checked(path: Path, max_bytes: int, what: str) -> str:

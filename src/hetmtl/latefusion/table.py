@@ -26,17 +26,18 @@ import pandas as pd
 
 from hetmtl import _core
 from hetmtl._jsonio import canonical_digest
-from hetmtl.exceptions import SummaryValidationError
+from hetmtl._validation import check_array
+from hetmtl.exceptions import DataValidationError, SummaryValidationError
 from hetmtl.latefusion.summary import (
     ESTIMATES,
     FORMAT,
     MAX_ABS_VALUE,
-    MAX_FILE_BYTES,
     MODELS,
     VERSION,
     CVFold,
     SiteSummary,
     read_text_checked,
+    summary_max_bytes,
 )
 
 CENTRE = "(centre)"
@@ -316,10 +317,11 @@ class SummaryTable:
         )
 
     @classmethod
-    def read_json(cls, paths: Iterable[str | Path], max_bytes: int = MAX_FILE_BYTES) -> "SummaryTable":
+    def read_json(cls, paths: Iterable[str | Path], max_bytes: int | None = None) -> "SummaryTable":
         """Read summary files: size cap, envelope and checksum per file, then the arrays are
         stacked and validated in one vectorised pass. Any file that does not fit the fast path is
         re-read by :meth:`SiteSummary.read_json` (full schema check), so every error names its file."""
+        max_bytes = summary_max_bytes(max_bytes)
         paths = [Path(p) for p in paths]
         if not paths:
             raise SummaryValidationError("no summary files given")
@@ -384,7 +386,7 @@ class SummaryTable:
         (K, d, d) or standard errors ``se`` ((K,) for d = 1; (K, d) gives a diagonal covariance,
         i.e. uncorrelated coefficients). ``n`` (sample sizes) is optional: without it the fusion
         weights come from the covariances alone (model label ``"estimates"``)."""
-        theta = np.asarray(theta, float)
+        theta = _real(theta, "theta")
         if theta.ndim == 1:
             theta = theta[:, None]
         if theta.ndim != 2:
@@ -396,7 +398,8 @@ class SummaryTable:
         if (vcov is None) == (se is None):
             raise SummaryValidationError("give exactly one of vcov (K, d, d) and se (K,) or (K, d)")
         if se is not None:
-            se = np.asarray(se, float).reshape(K, -1) if np.size(se) == K * d else np.asarray(se, float)
+            se = _real(se, "se")
+            se = se.reshape(K, -1) if se.size == K * d else se
             if se.shape != (K, d):
                 raise SummaryValidationError(f"se must have shape ({K},) or ({K}, {d}), got {np.shape(se)}")
             bad = ~(np.isfinite(se) & (se > 0)).all(axis=1)
@@ -406,7 +409,7 @@ class SummaryTable:
             V = np.zeros((K, d, d))
             V[:, np.arange(d), np.arange(d)] = se**2
         else:
-            V = np.asarray(vcov, float)
+            V = _real(vcov, "vcov")
             if d == 1 and V.shape in ((K,), (K, 1)):
                 V = V.reshape(K, 1, 1)
             if V.shape != (K, d, d):
@@ -415,7 +418,8 @@ class SummaryTable:
             n_arr, n_given = np.ones(K, np.int64), False
         else:
             n_raw = np.asarray(n)
-            if n_raw.shape != (K,) or not np.issubdtype(n_raw.dtype, np.number) or np.any(n_raw != np.round(n_raw)):
+            if (n_raw.shape != (K,) or n_raw.dtype.kind not in "iuf" or np.any(n_raw != np.round(n_raw))
+                    or np.any(np.abs(n_raw) > _MAX_N)):
                 raise SummaryValidationError(f"n must be {K} positive integers")
             n_arr, n_given = n_raw.astype(np.int64), True
         names = [f"theta{j}" if d > 1 else "theta" for j in range(d)] if coef_names is None else list(coef_names)
@@ -435,13 +439,16 @@ class SummaryTable:
         if unknown:
             raise SummaryValidationError(f"{source}: unknown column(s) {unknown}")
         df = frame.copy()
-        for col in ("estimate", "se"):
-            values = pd.to_numeric(df[col], errors="coerce")
+        for col in ("estimate", "se") + (("n",) if "n" in df.columns else ()):
+            values = _numeric_column(df[col])
             bad = values.isna() | ~np.isfinite(values)
+            if col == "n":
+                bad |= (values != np.round(values)) | (values < 1) | (values > _MAX_N)
             if bad.any():
                 i = int(np.flatnonzero(bad.to_numpy())[0])
-                raise SummaryValidationError(f"{source}: row {i + 1}: {col} {frame[col].iloc[i]!r} is not a finite number")
-            df[col] = values.astype(float)
+                what = "a positive integer" if col == "n" else "a finite number"
+                raise SummaryValidationError(f"{source}: row {i + 1}: {col} {_short(frame[col].iloc[i])} is not {what}")
+            df[col] = values.astype(np.int64) if col == "n" else values.astype(float)
         df["site"] = df["site"].astype(str)
         if "coefficient" not in df.columns:
             df["coefficient"] = "theta"
@@ -549,6 +556,41 @@ def _fast_payload(path: Path, max_bytes: int) -> dict:
     if not isinstance(payload.get("site"), str) or payload.get("model") not in MODELS:
         raise _SlowPath
     return payload
+
+
+_MAX_N = 2**53  # sample sizes stay exact as floats
+
+
+def _short(v: Any) -> str:
+    text = repr(v.item() if isinstance(v, np.generic) else v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _real(x: Any, name: str) -> np.ndarray:
+    """``x`` as a float array; text, complex, ragged input or huge integers → SummaryValidationError."""
+    try:
+        return check_array(x, name, ndim=(0, 1, 2, 3), min_rows=0, allow_nan=True)
+    except DataValidationError as exc:
+        if "infinite" not in str(exc):
+            raise SummaryValidationError(str(exc)) from None
+        return np.asarray(x, float)  # inf: refused below with the site named
+    except (OverflowError, TypeError, ValueError) as exc:
+        raise SummaryValidationError(f"{name} is not an array of real numbers: {exc}") from None
+
+
+def _numeric_column(col: pd.Series) -> pd.Series:
+    """Column as floats; text, complex and integers too large for a float become NaN (refused by
+    the caller, naming the row)."""
+    def one(v: Any) -> float:
+        if isinstance(v, (bool, np.bool_, complex, np.complexfloating)):
+            return np.nan
+        try:
+            return float(v)
+        except (TypeError, ValueError, OverflowError):
+            return np.nan
+    if col.dtype.kind in "biuf":
+        return col.astype(float)
+    return col.map(one).astype(float)
 
 
 def _no_constant(name: str):
