@@ -277,6 +277,49 @@ def test_forged_export_is_refused_before_building_the_network(sim, split, tmp_pa
         MTLHMB.from_json(path)
 
 
+
+def test_predict_on_zero_rows_is_refused_naming_the_task(sim, split):
+    m = MTLHMB(grid=GRID[:1], hbi_grid=HBI, **{**FAST, "max_epochs": 3, "hbi_max_epochs": 3}).fit(sim.data, split)
+    X = np.hstack([sim.data.x0(0), sim.data.x_private(0)])
+    for method in (m.predict, m.transform):
+        with pytest.raises(DataValidationError, match=rf"task {m.task_names_[0]!r}: X has 0 rows"):
+            method(X[:0], 0)
+        with pytest.raises(DataValidationError, match=rf"task {m.task_names_[0]!r}: X has values beyond"):
+            method(X * 1e300, 0)
+
+
+@pytest.mark.parametrize("edit", ["one_task_name", "task_names_string", "sources_list", "source_key", "source_net",
+                                  "private_source", "n_threads", "imputer_n_threads"])
+def test_forged_export_sizes_and_types_are_refused_at_load(sim, split, tmp_path, edit):
+    from hetmtl.serialization import ModelFormatError, canonical_digest
+
+    m = MTLHMB(grid=GRID[:1], hbi_grid=HBI, **{**FAST, "max_epochs": 3, "hbi_max_epochs": 3}).fit(sim.data, split)
+    obj = json.loads(m.to_json())
+    f = obj["payload"]["fitted"]
+    srcs = f["imputer"]["fitted"]["sources"]
+    if edit == "one_task_name":
+        f["task_names"] = f["task_names"][:1]
+    elif edit == "task_names_string":
+        f["task_names"] = "\u00fb"
+    elif edit == "sources_list":
+        f["imputer"]["fitted"]["sources"] = list(srcs.values())
+    elif edit == "source_key":
+        srcs["\u00fb"] = srcs.pop(next(iter(srcs)))
+    elif edit == "source_net":
+        next(iter(srcs.values()))["net"] = "\u00fb"
+    elif edit == "n_threads":  # torch.set_num_threads(10**6) crashes the process at predict
+        obj["payload"]["params"]["n_threads"] = 10**6
+    elif edit == "imputer_n_threads":
+        f["imputer"]["params"]["n_threads"] = -1
+    else:
+        f["private_source"] = [0] * len(f["private_source"])
+    obj["sha256"] = canonical_digest(obj["payload"])
+    path = tmp_path / "forged_hmb.json"
+    path.write_text(json.dumps(obj))
+    with pytest.raises(ModelFormatError, match=r"forged_hmb\.json"):
+        MTLHMB.from_json(path)
+
+
 # ------------------------------------------------------------------------------ study runner
 def test_study_runner_registers_the_complete_case_lasso():
     from hetmtl.studies.builtin import BLOCKWISE_METHODS, blockwise_method_specs, blockwise_study

@@ -235,6 +235,59 @@ def test_forged_export_is_refused_before_allocation(tmp_path):
         DualEncoderMTL.from_json(json.dumps(obj))
 
 
+
+@pytest.mark.parametrize("key, value", [("best_epoch", "\u00ce\u00bc"), ("best_epoch", None), ("best_epoch", [1.5]),
+                                        ("y_mean", "x"), ("y_scale", -1.0), ("y_mean", None)])
+def test_forged_fitted_scalars_give_model_format_error_naming_the_file(tmp_path, key, value):
+    from hetmtl import serialization as ser
+
+    data = linear_data(R=2, n=20, d=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = DualEncoderMTL(random_state=0, **{**FAST, "max_epochs": 3}).fit(data)
+    obj = json.loads(m.to_json())
+    obj["payload"]["fitted"][key] = value
+    obj["sha256"] = ser.canonical_digest(obj["payload"])
+    path = tmp_path / "forged_scalar.json"
+    path.write_text(json.dumps(obj))
+    with pytest.raises(ser.ModelFormatError, match=rf"forged_scalar\.json.*{key}"):
+        DualEncoderMTL.from_json(path)
+
+
+def test_export_with_half_a_history_is_refused():
+    from hetmtl import serialization as ser
+
+    data = linear_data(R=2, n=20, d=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = DualEncoderMTL(random_state=0, **{**FAST, "max_epochs": 3}).fit(data)
+    obj = json.loads(m.to_json())
+    tensors = obj["payload"]["tensors"]
+    del tensors["history.val_mse_sum"]
+    obj["sha256"] = ser.canonical_digest(obj["payload"])
+    with pytest.raises(ser.ModelFormatError, match="history.train_mse and history.val_mse_sum"):
+        DualEncoderMTL.from_json(json.dumps(obj))
+
+
+def test_unknown_task_is_unknown_task_error_on_every_path():
+    from hetmtl.encoders.estimator import UnknownTaskError
+
+    data = linear_data(R=2, n=20, d=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = DualEncoderMTL(random_state=0, **{**FAST, "max_epochs": 3}).fit(data)
+    X = data["t0"].X
+    for task in ("nope", 5, None, float("nan"), ["t0"] * (len(X) - 1) + ["zz"]):
+        with pytest.raises(UnknownTaskError) as info:
+            m.predict(X, task)
+        assert isinstance(info.value, DataValidationError) and isinstance(info.value, KeyError)
+        if np.ndim(task) == 0:
+            with pytest.raises(UnknownTaskError, match="unknown task"):
+                m.encodings(X, task)
+    with pytest.raises(UnknownTaskError):
+        m.predict(MultiTaskData([X], [data["t0"].y], ["zz"]), None)
+
+
 def test_predict_writes_nothing_and_not_fitted_error():
     data = linear_data()
     with pytest.raises(NotFittedError, match="not fitted"):

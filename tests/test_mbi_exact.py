@@ -11,7 +11,7 @@ import pytest
 
 from hetmtl.blockwise import MBI
 from hetmtl.blockwise.mbi import _core_problem, _prepare
-from hetmtl.exceptions import NotFittedError, ParameterError
+from hetmtl.exceptions import DataValidationError, NotFittedError, ParameterError, TrainingError
 
 
 def _three_group(n_per_group: int, seed: int = 0):
@@ -211,3 +211,27 @@ def test_complex_input_refused():
     X, y, sources = _complete()
     with pytest.raises(Exception, match="complex"):
         MBI(nlam=5).fit(X.astype(complex), y, sources)
+
+
+@pytest.mark.parametrize("scale_x, scale_y, name", [(1e154, 1e154, "X"), (1.0, 1e154, "y"), (1e41, 1.0, "X")])
+def test_data_whose_magnitude_overflows_the_objective_is_refused(scale_x, scale_y, name):
+    X, y, src = _three_group(20)
+    with pytest.raises(DataValidationError, match=rf"^{name} has values beyond"):
+        MBI(nlam=5).fit(X * scale_x, y * scale_y, src)
+    m = MBI(nlam=5).fit(X, y, src)
+    with pytest.raises(DataValidationError, match="^X has values beyond"):
+        m.predict(np.nan_to_num(X) * 1e300)
+    assert np.isfinite(m.predict(np.nan_to_num(X) * 1e3)).all()
+
+
+def test_non_finite_fit_raises_training_error(monkeypatch):
+    X, y, src = _three_group(20)
+    orig = MBI._fit_native
+
+    def poisoned(self, params):
+        orig(self, params)
+        self.coef_path_ = self.coef_path_ * np.nan
+
+    monkeypatch.setattr(MBI, "_fit_native", poisoned)
+    with pytest.raises(TrainingError, match="non-finite coefficients"):
+        MBI(nlam=5).fit(X, y, src)

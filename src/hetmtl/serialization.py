@@ -418,6 +418,8 @@ def _mlp_floor(info: Mapping, what: str) -> int:
     """A lower bound on the parameters of the exported block-wise network (``info`` as written by
     ``export_grid``): its (depth - 1) hidden layers of the declared width hold at least
     width x width weights each; the selected configuration's own width and depth count too."""
+    if not isinstance(info, Mapping):
+        raise ModelFormatError(f"{_where(info, what)}: must be an object, got {type(info).__name__}")
     net, configs, selected = info.get("net"), info.get("configs"), info.get("selected")
     if not isinstance(net, Mapping):
         raise ModelFormatError(f"{_where(info, what)}: the network description must be an object, "

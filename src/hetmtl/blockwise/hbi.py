@@ -274,19 +274,30 @@ class HBImputer(BaseEstimator):
 
         try:
             imp = cls(**params)
+            if "n_threads" in vars(imp):
+                check_int(imp.n_threads, "n_threads", low=1, high=1024, allow_none=True)
             dtype = _dtype(imp.dtype)
-        except (TypeError, KeyError) as exc:
+        except (TypeError, KeyError, ValueError) as exc:
             raise ModelFormatError(f"HBImputer: invalid hyperparameters ({exc})") from None
         require(fitted, ("n_tasks", "source_dims", "private_source", "sources"), "imputer")
         imp.fits_, imp.members_ = {}, {}
-        for key, info in fitted["sources"].items():
-            s = int(key)
-            net = HBINet(**info["net"])
-            imp.fits_[s] = import_grid(info, tensors, f"{prefix}{s}.", net, dtype)
-            imp.members_[s] = imp.fits_[s].member()
-        imp.n_tasks_ = int(fitted["n_tasks"])
-        imp.source_dims_ = [int(v) for v in fitted["source_dims"]]
-        imp.private_source_ = [int(v) for v in fitted["private_source"]]
+        try:
+            if not isinstance(fitted["sources"], dict):
+                raise TypeError(f"sources must be a mapping, got {type(fitted['sources']).__name__}")
+            for key, info in fitted["sources"].items():
+                s = int(key)
+                if not isinstance(info, dict) or not isinstance(info.get("net"), dict):
+                    raise TypeError(f"source {key!r} must hold a mapping with a 'net' mapping")
+                net = HBINet(**info["net"])
+                imp.fits_[s] = import_grid(info, tensors, f"{prefix}{s}.", net, dtype)
+                imp.members_[s] = imp.fits_[s].member()
+            imp.n_tasks_ = int(fitted["n_tasks"])
+            imp.source_dims_ = [int(v) for v in fitted["source_dims"]]
+            imp.private_source_ = [int(v) for v in fitted["private_source"]]
+        except ModelFormatError:
+            raise
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError, RuntimeError, OverflowError) as exc:
+            raise ModelFormatError(f"HBImputer: malformed fitted imputer ({type(exc).__name__}: {exc})") from None
         imp.dtype_ = dtype
         return imp
 

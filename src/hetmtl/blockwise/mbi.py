@@ -92,7 +92,8 @@ from hetmtl._validation import (
     check_n_jobs,
     seed_from,
 )
-from hetmtl.exceptions import ConvergenceWarning, DataValidationError, ParameterError
+from hetmtl.data._arrays import MAX_ABS_DATA
+from hetmtl.exceptions import ConvergenceWarning, DataValidationError, ParameterError, TrainingError
 
 __all__ = ["MBI", "MBILayout", "mbi_layout", "standardize_observed", "fit_imputation",
            "cv_lasso_start"]
@@ -163,6 +164,11 @@ def _validate_xy(X, y=None) -> tuple[np.ndarray, np.ndarray | None]:
         if not np.isfinite(y).all():
             raise DataValidationError(f"y is missing or non-finite at rows "
                                       f"{np.flatnonzero(~np.isfinite(y))[:10].tolist()}")
+    # squared magnitudes beyond ~1e308 overflow the objective and Gram matrices (NaN coefficients)
+    for name, a in (("X", X), ("y", y)):
+        if a is not None and a.size and np.nanmax(np.abs(a), initial=0.0) > MAX_ABS_DATA:
+            raise DataValidationError(f"{name} has values beyond ±{MAX_ABS_DATA:g} (largest "
+                                      f"{np.nanmax(np.abs(a)):.3g}); rescale the data")
     return X, y
 
 
@@ -682,6 +688,10 @@ class MBI(RegressorMixin, BaseEstimator):
             self._fit_native(params)
             self.best_index_ = int(np.argmin(self.bic1_))
             self.stationarity_ = float(self.stationarity_path_[self.best_index_])
+        if not (np.isfinite(self.coef_path_[self.best_index_]).all()
+                and np.isfinite(self.intercept_path_[self.best_index_])):
+            raise TrainingError(f"MBI fit gave non-finite coefficients at lambda index {self.best_index_}; "
+                                "check the scale of X and y")
         self.coef_ = self.coef_path_[self.best_index_].copy()
         self.intercept_ = float(self.intercept_path_[self.best_index_])
         self.lambda_ = float(self.lambdas_[self.best_index_])

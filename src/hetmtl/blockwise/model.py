@@ -30,6 +30,7 @@ from hetmtl.blockwise.hbi import HBImputer, _dtype, export_grid, import_grid
 from hetmtl.blockwise.nets import Step2Net
 from hetmtl.blockwise.selection import (DEFAULT_SELECTION, BlockwiseSplit, check_selection, make_split, rmse_table,
                                         step2_grid)
+from hetmtl.data._arrays import MAX_ABS_DATA
 from hetmtl.data.blockwise import BlockwiseData
 from hetmtl.exceptions import ConvergenceWarning, DataValidationError, ParameterError
 from hetmtl.training import check_trained, torch_threads
@@ -155,8 +156,13 @@ class BlockwiseRegressor(BaseEstimator):
                 f"task {self.task_names_[t]!r}: X must have the task's observed columns [x0 | own block] "
                 f"= {p0} + {pt} = {p0 + pt}, got shape {X.shape}"
             )
+        if X.shape[0] == 0:
+            raise DataValidationError(f"task {self.task_names_[t]!r}: X has 0 rows; pass at least one row")
         if not np.all(np.isfinite(X)):
             raise DataValidationError(f"task {self.task_names_[t]!r}: X has non-finite values")
+        if np.abs(X).max() > MAX_ABS_DATA:
+            raise DataValidationError(f"task {self.task_names_[t]!r}: X has values beyond ±{MAX_ABS_DATA:g} "
+                                      f"(largest {np.abs(X).max():.3g}); rescale the data")
         return X[:, :p0], X[:, p0:]
 
     def predict(self, X, task) -> np.ndarray:
@@ -590,12 +596,40 @@ class MTLHMB(Step1Mixin, BlockwiseRegressor):
         params, fitted, enc = ser.loads(source, cls.__name__)
         where = "model JSON" if isinstance(source, str) and source.lstrip().startswith("{") else str(source)
         try:
-            return cls._from_loaded(params, fitted, enc)
+            model = cls._from_loaded(params, fitted, enc)
+            model._check_loaded()
+            return model
         except ser.ModelFormatError as exc:
             msg = str(exc)
             raise ser.ModelFormatError(msg if msg.startswith(where) else f"{where}: {msg}") from None
-        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError, AttributeError, OverflowError) as exc:
             raise ser.ModelFormatError(f"{where}: malformed {cls.__name__} model ({type(exc).__name__}: {exc})") from None
+
+    def _check_loaded(self) -> None:
+        """Dry run of a loaded model: the declared task/source sizes must fit the stored networks
+        (one zero row per task through the prediction path), so a forged file fails at load time
+        rather than inside torch at the first ``predict``."""
+        from hetmtl.serialization import ModelFormatError
+
+        if len(self.private_source_) != self.n_tasks_ or not self.source_dims_:
+            raise ModelFormatError(f"{self.n_tasks_} tasks but {len(self.private_source_)} private sources "
+                                   f"and {len(self.source_dims_)} source sizes")
+        for t in range(self.n_tasks_):
+            s = self.private_source_[t]
+            if not 0 < s < len(self.source_dims_) or min(self.source_dims_) < 1:
+                raise ModelFormatError(f"task {self.task_names_[t]!r}: private source {s} / source sizes "
+                                       f"{self.source_dims_} are invalid")
+            p = self.source_dims_[0] + self.source_dims_[s]
+            try:
+                with torch_threads(getattr(self, "n_threads", 1)):
+                    out = self._predict_task(t, np.zeros((1, self.source_dims_[0])), np.zeros((1, self.source_dims_[s])))
+            except (RuntimeError, IndexError, ValueError, KeyError, TypeError) as exc:
+                raise ModelFormatError(f"task {self.task_names_[t]!r}: the stored networks do not fit the declared "
+                                       f"sizes ({p} columns; {type(exc).__name__}: {exc})") from None
+            if np.shape(out) != (1,) or not np.all(np.isfinite(out)):
+                raise ModelFormatError(f"task {self.task_names_[t]!r}: the stored networks give "
+                                       f"{'non-finite' if np.shape(out) == (1,) else f'shape {np.shape(out)}'} "
+                                       f"predictions")
 
     @classmethod
     def _from_loaded(cls, params: dict, fitted: dict, enc: dict) -> "MTLHMB":
@@ -605,8 +639,9 @@ class MTLHMB(Step1Mixin, BlockwiseRegressor):
 
         try:
             model = cls(**params)
+            check_training_params(model)  # e.g. a forged n_threads must not reach torch.set_num_threads
             model.dtype_ = _dtype(model.dtype)
-        except (TypeError, KeyError) as exc:
+        except (TypeError, KeyError, ValueError) as exc:
             raise ser.ModelFormatError(f"{cls.__name__} model: invalid hyperparameters ({exc})") from None
         ser.require(fitted, ("task_names", "source_dims", "private_source", "source_names", "step2", "imputer"), "fitted")
         t = {k: ser.decode_tensor(v, k) for k, v in enc.items()}

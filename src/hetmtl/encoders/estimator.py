@@ -1009,6 +1009,8 @@ class DualEncoderMTL(BaseEstimator):
                 f"hidden_specific {v['hidden_specific']}, "
                 f"n_shared {p}, n_specific {q}, linear {v['linear']}): " +
                 ", ".join(f"{k} stored {g} expected {s}" for k, (g, s) in bad.items()))
+        if ("history.train_mse" in enc) != ("history.val_mse_sum" in enc):
+            raise ser.ModelFormatError(f"{where}: history.train_mse and history.val_mse_sum must be stored together")
         for k in ("history.train_mse", "history.val_mse_sum"):
             if k in enc and declared.get(k) != (n_epochs,):
                 raise ser.ModelFormatError(f"{where}: {k} has shape {declared.get(k)}, expected ({n_epochs},)")
@@ -1017,13 +1019,25 @@ class DualEncoderMTL(BaseEstimator):
         model.n_features_in_ = d
         model.feature_names_in_ = np.array(fitted["feature_names_in"], dtype=object)
         model.x_mean_, model.x_scale_ = t["x_mean"].numpy(), t["x_scale"].numpy()
-        model.y_mean_, model.y_scale_ = float(fitted["y_mean"]), float(fitted["y_scale"])
+        try:
+            model.y_mean_ = float(check_float(fitted["y_mean"], "y_mean"))  # type: ignore[arg-type]
+            model.y_scale_ = float(check_float(fitted["y_scale"], "y_scale", low=0, low_open=True))  # type: ignore[arg-type]
+        except (TypeError, ValueError) as exc:
+            raise ser.ModelFormatError(f"{where}: fitted {exc}") from None
         model.task_weights_ = t["task_weights"].numpy()
         lin = {k: t[f"coef.{k}"] for k in ("gamma", "gamma_center") if f"coef.{k}" in t}
         model.coef_ = Coefficients(*(t[f"coef.{k}"] for k in ("alpha", "beta", "b", "alpha_center", "beta_center")), **lin)
         model.n_epochs_ = n_epochs
         best = fitted["best_epoch"]
-        model.best_epoch_ = int(best) if np.ndim(best) == 0 else np.asarray(best, dtype=np.int64)
+        try:
+            if np.ndim(best) == 0:
+                model.best_epoch_ = int(check_int(best, "best_epoch", low=0))  # type: ignore[arg-type]
+            elif np.asarray(best).dtype.kind in "iu":
+                model.best_epoch_ = np.asarray(best, dtype=np.int64)
+            else:
+                raise TypeError(f"best_epoch must be an integer or a list of integers, got {best!r}")
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ser.ModelFormatError(f"{where}: fitted {exc}") from None
         model.history_ = pd.DataFrame({"epoch": np.arange(n_epochs), "train_mse": t["history.train_mse"].numpy(),
                                        "val_mse_sum": t["history.val_mse_sum"].numpy()}) if "history.train_mse" in t else None
         for prefix, attr, n_models, d_out, hid in (("C.", "shared_", 1, p, hidden),
