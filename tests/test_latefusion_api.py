@@ -373,3 +373,15 @@ def test_summary_read_cap_at_call_time(rng, tmp_path, monkeypatch):
         SummaryTable.read_json([path])
     monkeypatch.delenv("HETMTL_MAX_FILE_BYTES")
     assert SummaryTable.read_json([path], max_bytes=10**6).sites.tolist() == ["A"]
+
+
+def test_random_effects_variances_that_underflow_the_weights_are_refused():
+    import warnings
+
+    from hetmtl.exceptions import DataValidationError
+    from hetmtl.latefusion.meta import random_effects
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with pytest.raises(DataValidationError, match="underflows the fixed-effect weights"):
+            random_effects([1e100, 1e100, 9.2e18], se=[1e100, 1e100, 9.2e18], tau2="reml")

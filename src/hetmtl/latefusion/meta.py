@@ -546,6 +546,10 @@ def random_effects(
     vcov_fe = np.linalg.inv(S0)
     df = d * (K - 1)
     denom = _dl_denominator(W0, S0)
+    if not (np.isfinite(denom) and denom > 0):
+        raise DataValidationError("the sampling variances span a range that underflows the fixed-effect weights "
+                                  f"(smallest {float(np.min(np.diagonal(Vm, axis1=1, axis2=2))):g}, largest "
+                                  f"{float(np.max(np.diagonal(Vm, axis1=1, axis2=2))):g}); rescale the estimates")
     v_typ = df / denom  # denom = tr(S₀) − tr(S₀⁻¹ΣW₀²) > 0 for K ≥ 2
     I2_of = lambda t: np.asarray(t, dtype=float) / (np.asarray(t, dtype=float) + v_typ)  # noqa: E731
     I2, H2 = float(I2_of(t2)), (t2 + v_typ) / v_typ
