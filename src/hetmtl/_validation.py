@@ -158,6 +158,15 @@ def check_hidden(hidden: Any, name: str = "hidden") -> tuple[int, ...]:
     return tuple(check_int(h, f"{name}[{i}]", low=1, high=1 << 20) for i, h in enumerate(hidden))  # type: ignore[misc]
 
 
+def refuse_non_real_dtype(arr: np.ndarray, at: str) -> None:
+    """Refuse complex and date/time arrays (never truncated, never turned into day counts)."""
+    kind = arr.dtype.kind
+    if kind == "c":
+        raise DataValidationError(f"{at} is complex; only real numbers are accepted")
+    if kind in "mM":
+        raise DataValidationError(f"{at} holds dates/times; convert them to numbers explicitly")
+
+
 def check_array(X: Any, name: str, *, ndim: int | tuple[int, ...] = 2, n_columns: int | None = None,
                 allow_nan: bool = False, min_rows: int = 1, where: str = "") -> np.ndarray:
     """A float64 array of real numbers with the stated dimensions.
@@ -170,12 +179,8 @@ def check_array(X: Any, name: str, *, ndim: int | tuple[int, ...] = 2, n_columns
         arr = np.asarray(X)
     except Exception as exc:  # noqa: BLE001  (ragged lists and the like)
         raise DataValidationError(f"{at} is not an array of numbers: {exc}") from None
-    kind = arr.dtype.kind
-    if kind == "c":
-        raise DataValidationError(f"{at} is complex; only real numbers are accepted")
-    if kind in "mM":
-        raise DataValidationError(f"{at} holds dates/times; convert them to numbers explicitly")
-    if kind in "OUSV":
+    refuse_non_real_dtype(arr, at)
+    if arr.dtype.kind in "OUSV":
         try:
             arr = arr.astype(float)
         except (TypeError, ValueError):

@@ -6,6 +6,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from hetmtl._validation import refuse_non_real_dtype
 from hetmtl.exceptions import DataValidationError
 
 #: Largest magnitude accepted in the data of the late-fusion family (outcomes, treatments,
@@ -38,11 +39,8 @@ def as_float_array(a, ndim: int, where: str) -> np.ndarray:
         raw = _raw(a)
     except Exception as exc:  # noqa: BLE001  (ragged lists and the like)
         raise DataValidationError(f"{where} must be numeric: {exc}") from None
+    refuse_non_real_dtype(raw, where)
     kind = raw.dtype.kind
-    if kind == "c":
-        raise DataValidationError(f"{where} is complex; only real numbers are accepted")
-    if kind in "mM":
-        raise DataValidationError(f"{where} holds dates/times; convert them to numbers explicitly")
     if kind in "O":
         flat = raw.ravel()
         bad = [v for v in flat[:10_000] if isinstance(v, (complex, np.complexfloating, np.datetime64, np.timedelta64,

@@ -238,6 +238,12 @@ class ResultStore:
         return out
 
     # ----------------------------------------------------------------------------- jobs
+    def _result_rows(self, study: str) -> list[tuple]:
+        """(setting, replicate, method, params, rows, status) of every stored result of a study."""
+        with self._errors("read"):
+            return self._conn.execute("SELECT setting, replicate, method, params, rows, status FROM results "
+                                      "WHERE study = ?", (study,)).fetchall()
+
     def finished(self, study: str) -> set[tuple[str, int, str]]:
         """(setting, replicate, method) already recorded (ok or failed).
 
@@ -251,9 +257,7 @@ class ResultStore:
         set of tuple
             The recorded keys.
         """
-        with self._errors("read"):
-            cur = self._conn.execute("SELECT setting, replicate, method, params, rows, status FROM results "
-                                     "WHERE study = ?", (study,)).fetchall()
+        cur = self._result_rows(study)
         return {(s, r, m) for s, r, m, p, rows, st in cur if _damage(p, rows, st, r) is None}
 
     def damaged(self, study: str) -> list[tuple[str, Any, str, str]]:
@@ -269,9 +273,7 @@ class ResultStore:
         list of tuple
             The damaged rows' keys and the reason.
         """
-        with self._errors("read"):
-            cur = self._conn.execute("SELECT setting, replicate, method, params, rows, status FROM results "
-                                     "WHERE study = ?", (study,)).fetchall()
+        cur = self._result_rows(study)
         out = []
         for s, r, m, p, rows, st in cur:
             why = _damage(p, rows, st, r)
