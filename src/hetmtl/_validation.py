@@ -93,13 +93,40 @@ def check_choice(value: Any, name: str, choices: Iterable[Any]) -> Any:
 
 
 def check_bool(value: Any, name: str) -> bool:
+    """``value`` as a Python bool (True/False only; 0/1 and strings are refused).
+
+    Parameters
+    ----------
+    value : bool
+        The value to check.
+    name : str
+        The parameter name used in the error message.
+
+    Returns
+    -------
+    bool
+        The value.
+    """
     if not isinstance(value, (bool, np.bool_)):
         raise ParameterError(f"{name} must be True or False, got {_describe(value)}")
     return bool(value)
 
 
 def check_level(level: Any, name: str = "level") -> float:
-    """A confidence level strictly inside (0, 1) (0.95, not 95)."""
+    """A confidence level strictly inside (0, 1) (0.95, not 95).
+
+    Parameters
+    ----------
+    level : float
+        The level to check.
+    name : str
+        The parameter name used in the error message.
+
+    Returns
+    -------
+    float
+        The level.
+    """
     v = check_float(level, name)
     if not 0.0 < v < 1.0:  # type: ignore[operator]
         hint = f" (did you mean {v / 100:g}?)" if 1.0 < v < 100.0 else ""  # type: ignore[operator]

@@ -542,9 +542,9 @@ class MBI(RegressorMixin, BaseEstimator):
     objective_path_, qif_path_, converged_ : numpy.ndarray
         Q + SCAD, Q and convergence (stationarity within ``stat_tol``) along the path.
     stationarity_path_, stationarity_ : numpy.ndarray, float
-        Native engine: optimality residual max_j∈support |∂Q/∂β_j + SCAD′_λ(|β_j|) sign(β_j)
-        (+ μ(β_j − β_start,j) where anchored)| (exact gradient, standardised scale) at each λ and
-        at the selected one.
+        Native engine: optimality residual, the largest absolute value over the support of
+        ``dQ/dbeta_j + SCAD'(|beta_j|) sign(beta_j)`` (plus ``mu (beta_j - beta_start_j)`` where
+        anchored), with the exact gradient on the standardised scale, at each λ and at the selected one.
     identified_ : bool
         Native engine: whether the moment conditions identify β (see the module notes), with
         ``beta_start_std_``, ``beta_unpenalized_std_``, ``anchor_mu_`` (0 when identified) and,

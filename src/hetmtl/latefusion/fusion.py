@@ -196,7 +196,7 @@ class LateFusion(BaseEstimator):
     Joint (simultaneous) intervals, ``confint(joint=True)``: fused estimates have no
     per-observation scores, so the sup-t critical value comes from their joint law instead —
     ci="bootstrap": the bootstrap draws (max over sites, coefficients and the centre of
-    |draw − estimate|/bootstrap SD); ci="conditional": simulation from N(0, Cov) of the fused
+    ``|draw - estimate| / bootstrap SD``); ci="conditional": simulation from N(0, Cov) of the fused
     estimates and the centre, Cov the exact delta-method covariance given the site effects (the
     squared-penalty map is linear). Robust EB intervals control average, not simultaneous,
     coverage: ci="robust_eb" has no joint version (a ParameterError says so).
