@@ -140,7 +140,8 @@ def _frame_table(frame: pd.DataFrame, title: str | None) -> SimpleTable:
     index = frame.index
     if not isinstance(index, pd.MultiIndex) and len(index) and all(isinstance(k, tuple) for k in index):
         index = pd.MultiIndex.from_tuples(list(index))
-    names = ["" if n is None or str(n) in frame.columns else str(n) for n in index.names]
+    # an index level named like a column (the coefficient level "coef" beside the "coef" column) is the term
+    names = ["" if n is None else "term" if str(n) in frame.columns else str(n) for n in index.names]
     rows = []
     for key, row in zip(index, frame.itertuples(index=False)):
         keys = key if isinstance(key, tuple) else (key,)
