@@ -210,7 +210,7 @@ def check_array(X: Any, name: str, *, ndim: int | tuple[int, ...] = 2, n_columns
     if arr.dtype.kind in "OUSV":
         try:
             arr = arr.astype(float)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise DataValidationError(f"{at} contains values that are not real numbers") from None
     arr = np.asarray(arr, dtype=float)
     dims = (ndim,) if isinstance(ndim, int) else ndim

@@ -5,17 +5,8 @@ from typing import Any
 
 import numpy as np
 
-from hetmtl._validation import check_array, check_float
+from hetmtl._validation import check_array
 from hetmtl.exceptions import DataValidationError, ParameterError
-
-
-def float_param(value: Any, name: str, **kwargs: Any) -> float | None:
-    """:func:`~hetmtl._validation.check_float` that also refuses, by name, integers too large for
-    a float (``10**400`` raises OverflowError in ``float()``)."""
-    try:
-        return check_float(value, name, **kwargs)
-    except OverflowError:
-        raise ParameterError(f"{name} must be a finite number, got an integer too large for a float") from None
 
 
 def array_param(value: Any, name: str, ndim: int | tuple[int, ...] = 1) -> np.ndarray:
@@ -27,7 +18,5 @@ def array_param(value: Any, name: str, ndim: int | tuple[int, ...] = 1) -> np.nd
         return check_array(value, name, ndim=ndim, min_rows=0)
     except DataValidationError as exc:
         raise ParameterError(str(exc)) from None
-    except OverflowError:
-        raise ParameterError(f"{name} holds an integer too large for a float") from None
     except (TypeError, ValueError) as exc:
         raise ParameterError(f"{name} is not an array of numbers: {exc}") from None

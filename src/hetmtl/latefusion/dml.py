@@ -48,6 +48,7 @@ from hetmtl._validation import (
     check_array,
     check_bool,
     check_choice,
+    check_float,
     check_int,
     check_is_fitted,
     check_level,
@@ -57,7 +58,6 @@ from hetmtl.data.multisite import MultiSiteData, treatment_indicator
 from hetmtl.exceptions import ClippingWarning, DataValidationError, ParameterError, TrainingError
 from hetmtl.inference import InferenceMixin, _level_names, coef_table, make_summary
 from hetmtl.inference.joint import MULTIPLIERS, check_n_boot, multiplier_max_t
-from hetmtl.latefusion._params import float_param
 from hetmtl.latefusion.summary import CVFold, SiteSummary
 
 MODELS = ("plr", "ate", "cate", "blp")
@@ -614,7 +614,7 @@ class SiteDML(InferenceMixin, BaseEstimator):
         check_choice(self.model, "model", MODELS)
         check_int(self.n_folds, "n_folds", low=2, high=100_000)
         check_int(self.n_rep, "n_rep", low=1, high=10_000, allow_none=True)
-        float_param(self.clip, "clip", low=0.0, high=0.5, high_open=True)
+        check_float(self.clip, "clip", low=0.0, high=0.5, high_open=True)
         for name in ("basis_center", "basis_scale"):
             value = getattr(self, name, None)
             if value is not None:

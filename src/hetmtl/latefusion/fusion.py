@@ -54,12 +54,13 @@ from hetmtl._progress import check_verbose, progress_bar
 from hetmtl._validation import (
     check_bool,
     check_choice,
+    check_float,
     check_int,
     check_is_fitted,
     check_level,
     check_random_state,
 )
-from hetmtl.latefusion._params import array_param, float_param
+from hetmtl.latefusion._params import array_param
 from hetmtl.exceptions import ConvergenceWarning, ParameterError, SummaryValidationError
 from hetmtl.inference import _level_names, coef_table, cva_values, ebci_moments, make_summary, robust_ebci
 from hetmtl.inference.joint import check_n_boot, draws_critical_value
@@ -266,11 +267,11 @@ class LateFusion(BaseEstimator):
         if self.ci == "conditional" and self.penalty != "squared":
             raise ParameterError("ci='conditional' (delta method) exists for penalty='squared' only")
         check_choice(self.centre_ci, "centre_ci", CENTRE_CI)
-        float_param(self.kappa, "kappa", low=1.0, allow_none=True, allow_inf=True)
+        check_float(self.kappa, "kappa", low=1.0, allow_none=True, allow_inf=True)
         if isinstance(self.C, str):
             check_choice(self.C, "C", ("cv",))
         else:
-            float_param(self.C, "C", low=0.0, allow_none=True, allow_inf=True)
+            check_float(self.C, "C", low=0.0, allow_none=True, allow_inf=True)
         if self.tau2 is not None:
             if self.penalty != "squared":
                 raise ParameterError("tau2 applies to penalty='squared' only")
@@ -279,14 +280,14 @@ class LateFusion(BaseEstimator):
                 if self.loss_matrix != "vcov":
                     raise ParameterError("estimating tau2 needs loss_matrix='vcov' (the random-effects model)")
             else:
-                float_param(self.tau2, "tau2", low=0.0, allow_inf=True)
+                check_float(self.tau2, "tau2", low=0.0, allow_inf=True)
         if self.n_boot is not None:
             n_boot = check_int(self.n_boot, "n_boot", low=0, high=10_000_000)
             if n_boot == 1:
                 raise ParameterError("n_boot must be 0 (no bootstrap) or >= 2 (a bootstrap SD needs two draws), got 1")
         if self.ci == "bootstrap" and self._n_boot < 2:
             raise ParameterError(f"ci='bootstrap' needs n_boot >= 2, got {self.n_boot!r}")
-        float_param(self.tol, "tol", low=0.0, low_open=True, high=1.0)
+        check_float(self.tol, "tol", low=0.0, low_open=True, high=1.0)
         check_int(self.max_iter, "max_iter", low=1, high=10_000_000)
         check_verbose(self.verbose)
         if self.random_state is not None and not isinstance(self.random_state, (np.random.Generator, np.random.RandomState)):

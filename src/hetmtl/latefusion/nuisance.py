@@ -48,13 +48,13 @@ from hetmtl._validation import (
     check_array,
     check_bool,
     check_choice,
+    check_float,
     check_int,
     check_is_fitted,
     check_random_state,
 )
 from hetmtl.data.multisite import MultiSiteData
 from hetmtl.exceptions import ConvergenceWarning, DataValidationError, ParameterError
-from hetmtl.latefusion._params import float_param
 from hetmtl.latefusion.dml import BINARY_MODELS, MODELS, MultiSiteDML, make_folds
 
 LOSSES = ("squared", "logistic")
@@ -150,11 +150,11 @@ class MultiTaskNuisance(BaseEstimator):
     def _check_params(self) -> None:
         """Validate the parameters (ParameterError naming the parameter)."""
         check_choice(self.loss, "loss", LOSSES)
-        float_param(self.C_eta, "C_eta", low=0.0, allow_none=True, allow_inf=True)
-        float_param(self.alpha, "alpha", low=0.0, allow_none=True)
+        check_float(self.C_eta, "C_eta", low=0.0, allow_none=True, allow_inf=True)
+        check_float(self.alpha, "alpha", low=0.0, allow_none=True)
         check_int(self.n_inner, "n_inner", low=1, allow_none=True)
         check_int(self.max_iter, "max_iter", low=1, high=100_000_000)
-        float_param(self.tol, "tol", low=0.0, low_open=True, high=1.0)
+        check_float(self.tol, "tol", low=0.0, low_open=True, high=1.0)
         check_bool(self.site_intercept, "site_intercept")
         check_verbose(self.verbose)
         if self.random_state is not None and not isinstance(self.random_state, (np.random.Generator, np.random.RandomState)):
