@@ -23,7 +23,8 @@ one profile per (grid, HBI grid, epoch caps, dr_mode, engine), e.g. ``code-code-
 with the two checks of issue 4: MTL-HMB mean <= paper MTL-HMB mean + 1 SE (SE = paper SD / sqrt(20)),
 and MTL-HMB mean < our STL mean; the row's exact Bayes floor RMSE (:func:`hetmtl.blockwise.bayes_floor`)
 over the seeds run and over seeds 0-19, with a flag where the paper's mean lies below it; the authors'
-code printouts of spec §5.6 (``data/mtlhmb_code_printouts.csv``) and our gap to them),
+code printouts of spec §5.6 (``data/mtlhmb_code_printouts.csv``) and our gap to them; HTL refitted with
+the authors' protocol by ``bench_blockwise_htl.py``, read from ``results/blockwise_htl_raw.csv``),
 ``results/blockwise_repro_reference.csv`` (every paper number and code printout with ours, the delta,
 relative delta and delta in SEs) and boxplots ``results/blockwise_repro_<setting>.png``; with
 ``--store-reports`` also each store's ``report/`` (:func:`hetmtl.studies.write_report`; not kept
@@ -309,6 +310,47 @@ def row_floor(setting: str, value, seeds) -> tuple[float, float, np.ndarray]:
 
 
 PAIRED = "MTL-HMB - STL (paired, 95% CI)"
+#: ``bench_blockwise_htl.py``'s HTL refits with the protocol of the authors' code printouts (its raw file
+#: ``blockwise_htl_raw.csv`` in the results directory) and the summary columns that show them
+HTL_RAW = "blockwise_htl_raw.csv"
+HTL_AUTHORS_VARIANT = "code, sum_inside (authors' code)"
+HTL_AUTHORS = "ours HTL (authors' protocol)"
+HTL_AUTHORS_GAP = "gap to code HTL (authors' protocol)"
+
+
+def htl_authors_protocol(results: Path) -> dict[tuple, pd.Series]:
+    """HTL refitted with the authors' protocol (``HTL_AUTHORS_VARIANT`` rows of ``results/HTL_RAW``):
+    :func:`~hetmtl.blockwise.simulate.dgp_key` -> ``rmse_code`` per replicate (index: seed) of the row run
+    with that DGP (the one with the most replicates); {} where the file is absent. Reads the file only."""
+    from hetmtl.blockwise.simulate import dgp_key
+
+    path = Path(results) / HTL_RAW
+    if not path.exists():
+        return {}
+    raw = pd.read_csv(path)
+    out: dict[tuple, pd.Series] = {}
+    settings = _settings()
+    for (setting, value), g in raw[raw.variant == HTL_AUTHORS_VARIANT].groupby(["setting", "value"]):
+        if setting not in settings or _norm(value) not in {_norm(v) for v in settings[setting]["values"]}:
+            continue  # a printout row outside the paper's tables (E 125): in blockwise_htl.md only
+        key = dgp_key(setting, _value(setting, _norm(value)))
+        x = g.set_index("rep")["rmse_code"].sort_index()
+        if key not in out or len(x) > len(out[key]):
+            out[key] = x
+    return out
+
+
+def _add_htl_authors(row: dict, x: pd.Series | None, code_ref: pd.DataFrame) -> None:
+    """Put the authors'-protocol HTL refits ``x`` of the row's DGP, and their gap to the code's HTL
+    printout, into the summary ``row``."""
+    if x is None or x.empty:
+        return
+    sd = f" ({x.std(ddof=1):.3f})" if len(x) > 1 else ""
+    row[HTL_AUTHORS] = f"{x.mean():.3f}{sd} [{len(x)} reps]"
+    ref = code_ref[(code_ref.setting == row["setting"]) & (code_ref.value.map(_norm) == row["value"])
+                   & (code_ref.method == "HTL")]
+    if not ref.empty:
+        row[HTL_AUTHORS_GAP] = round(float(x.mean() - ref["mean"].iloc[0]), 3)
 
 
 def paired_interval(avg: pd.DataFrame, other: str = "stl") -> tuple[float, float, float, int]:
@@ -411,8 +453,11 @@ def summarize(stores: Path = STORES, results: Path = RESULTS, figures: bool = Tr
               store_reports: bool = False) -> pd.DataFrame:
     """Summary (wide, one row per setting row and profile), reference deltas, raw CSV, boxplots;
     ``store_reports``: also each store's ``report/`` (with figures when ``figures``)."""
+    from hetmtl.blockwise.simulate import dgp_key
+
     settings = _settings()
     code_ref = _code_printouts()
+    htl_authors = htl_authors_protocol(results)
     rows, comps, ablations = [], [], []
     loaded: dict[tuple[str, str], tuple] = {}
     for profile, setting, d in _stores(stores):
@@ -446,15 +491,17 @@ def summarize(stores: Path = STORES, results: Path = RESULTS, figures: bool = Tr
                         comps.append(code_comp.assign(setting=setting, profile=profile))
                 rows.append(_summary_row(setting, value, src, res, si, g, summ_all, code_metric, opts, code_ref,
                                          ablations))
+                _add_htl_authors(rows[-1], htl_authors.get(dgp_key(setting, value)), code_ref)
     df = pd.DataFrame(rows)
     if df.empty:
         return df
     first = ["setting", "table", "value", "grid", "hbi_grid", "engine", "max_epochs", "reps", "replicates of"]
-    ours = [f"ours {m}" for m in ORDER if f"ours {m}" in df.columns]
+    ours = [c for m in ORDER for c in (f"ours {m}",) + ((HTL_AUTHORS,) if m == "HTL" else ()) if c in df.columns]
     paper = [f"paper {m}" for m in ("STL", "HTL", "MTL-HMB", "MBI") if f"paper {m}" in df.columns]
     checks = [c for c in ("gap to paper MTL-HMB", "MTL-HMB <= paper + 1 SE", "MTL-HMB < STL", PAIRED) if c in df.columns]
     floor = [c for c in ("floor", "floor per task", "floor (seeds 0-19)", "paper below floor") if c in df.columns]
-    code = [c for m in ("STL", "HTL", "MTL-HMB") for c in (f"code {m}", f"gap to code {m}") if c in df.columns]
+    code = [c for m in ("STL", "HTL", "MTL-HMB")
+            for c in (f"code {m}", f"gap to code {m}") + ((HTL_AUTHORS_GAP,) if m == "HTL" else ()) if c in df.columns]
     code += ["code gap metric"] if "code gap metric" in df.columns else []
     summary = df[first + ours + paper + checks + floor + code].astype(object).fillna("")
     summary.to_csv(results / "blockwise_repro_summary.csv", index=False)
@@ -488,7 +535,17 @@ def summarize(stores: Path = STORES, results: Path = RESULTS, figures: bool = Tr
                  "`data/mtlhmb_code_printouts.csv`); gap to code X = our mean minus it, on `code gap metric` "
                  "(rmse_code = their mean of batch-16 RMSEs when the store has it, else our pooled RMSE, "
                  "about 1-3 % higher). " + PAIRED + " = mean over replicates of the paired difference of the "
-                 "average test RMSE (both methods on the same data and split), with its t-based 95 % CI.\n\n")
+                 "average test RMSE (both methods on the same data and split), with its t-based 95 % CI.\n\n"
+                 "Two HTL columns. ours HTL = HTL as run in the row's profile: the *small* HTL grid (h in {32, 64}, "
+                 "L in {2, 3}), R_dr per task (Eq. 8), `reps` replicates (20; 30 in Figure 8), average test RMSE. "
+                 f"{HTL_AUTHORS} = HTL refitted by `bench_blockwise_htl.py` (variant \"{HTL_AUTHORS_VARIANT}\", "
+                 "raw rows in `blockwise_htl_raw.csv`) with the protocol of the authors' code printouts: the code "
+                 "grid (h in {32, 64, 128}, L in {2, 3, 4}), the task weights summed inside the R_dr norm, "
+                 "lambda_orth = lambda_dr = 1, the configuration with the lowest validation loss, native engine; "
+                 "mean (SD) of rmse_code over the [n reps] replicates run (seeds 0..n-1, the same data and split "
+                 "as this row's replicates; rows with the same DGP share them); "
+                 f"{HTL_AUTHORS_GAP} = its mean minus code HTL. gap to code HTL compares the small-grid "
+                 "column with the same printout.\n\n")
         fh.write(summary.to_markdown(index=False))
         fh.write("\n\n## The issue's checks, by profile\n\n")
         fh.write(check_totals(df).to_markdown(index=False))

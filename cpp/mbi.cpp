@@ -576,6 +576,17 @@ VectorXd Problem::solve(const VectorXd& start, double lambda, const PathOptions&
   VectorXd weight = VectorXd::Zero(p_);
   double t_start = 1.0;  // first trial step, adapted to the last accepted one
   bool stationary = false;
+  // optimality residual on the support (the objective is differentiable there); `grad` is the
+  // gradient of the solver's smooth part (Q plus the anchor term)
+  auto support_residual = [&](const VectorXd& b, const VectorXd& grad) {
+    double r = 0.0;
+    for (int j = 0; j < p_; ++j)
+      if (b(j) != 0.0)
+        r = std::max(r, std::abs(grad(j) + (lambda > 0.0 ? (b(j) > 0 ? 1.0 : -1.0) *
+                                                 scad_derivative(std::abs(b(j)), lambda, opt.a)
+                                                           : 0.0)));
+    return r;
+  };
   for (; it < opt.max_iter; ++it) {
     Evaluation ev = have_next ? std::move(next) : evaluate(beta, true);
     have_next = false;
@@ -584,13 +595,7 @@ VectorXd Problem::solve(const VectorXd& start, double lambda, const PathOptions&
       ev.grad += opt.mu * (beta - opt.anchor);
       H.diagonal().array() += opt.mu;
     }
-    // optimality residual on the support (the objective is differentiable there)
-    double res = 0.0;
-    for (int j = 0; j < p_; ++j)
-      if (beta(j) != 0.0)
-        res = std::max(res, std::abs(ev.grad(j) + (lambda > 0.0 ? (beta(j) > 0 ? 1.0 : -1.0) *
-                                                     scad_derivative(std::abs(beta(j)), lambda, opt.a)
-                                                               : 0.0)));
+    const double res = support_residual(beta, ev.grad);
     stationary = res <= opt.stat_tol;
     const double damp = 1e-7 * std::max(H.diagonal().maxCoeff(), 1e-12) + 1e-12;
     H.diagonal().array() += damp;
@@ -628,22 +633,30 @@ VectorXd Problem::solve(const VectorXd& start, double lambda, const PathOptions&
     for (int j = 0; j < p_; ++j)
       if ((b(j) == 0.0) != (beta(j) == 0.0)) support_change = true;
     // Converged: stationary on the support and no coefficient proposed to enter or leave it.
-    if ((stationary && !support_change) || step_size < 1e-3 * opt.tol) {
+    // (a point that is not stationary keeps taking steps down to the rounding level of beta:
+    // with a large curvature a residual above stat_tol can mean a step below tol)
+    const double step_floor =
+        stationary ? 1e-3 * opt.tol : 1e-14 * (1.0 + beta.cwiseAbs().maxCoeff());
+    if ((stationary && !support_change) || step_size < step_floor) {
       *converged = stationary;
       break;
     }
     double decrease = ev.grad.dot(dir);
     for (int j = 0; j < p_; ++j) decrease += weight(j) * (std::abs(b(j)) - std::abs(beta(j)));
-    if (decrease > -1e-14 * (1.0 + std::abs(F))) {  // no descent predicted
+    // no descent predicted (a predicted decrease at the rounding level of F still gets a trial
+    // step while the point is not stationary: see the residual rule of the line search)
+    if (decrease >= 0.0 || (stationary && decrease > -1e-14 * (1.0 + std::abs(F)))) {
       *converged = stationary;
       break;
     }
     double t = t_start;
     bool accepted = false;
     bool first_try = false;
+    bool by_residual = false;  // accepted at the rounding level of F on a smaller residual
     VectorXd trial;
     double F_trial = F;
-    for (int ls = 0; ls < 60 && t * step_size > 0.1 * opt.tol; ++ls) {
+    const double min_trial = stationary ? 0.1 * opt.tol : step_floor;
+    for (int ls = 0; ls < 60 && t * step_size > min_trial; ++ls) {
       trial = beta + t * dir;
       if (ls == 0) {  // full step usually accepted: its derivatives serve the next iteration
         next = evaluate(trial, true);
@@ -666,6 +679,18 @@ VectorXd Problem::solve(const VectorXd& start, double lambda, const PathOptions&
         first_try = ls == 0;
         break;
       }
+      // Near a smooth minimum the decrease left (about res^2 / curvature) falls below the
+      // rounding of F, so the Armijo test cannot see it: there a full step that keeps F within
+      // rounding and lowers the optimality residual is accepted.
+      if (ls == 0 && !stationary && F_trial <= F + 1e-13 * (1.0 + std::abs(F))) {
+        VectorXd g_trial = next.grad;
+        if (anchored) g_trial += opt.mu * (trial - opt.anchor);
+        if (support_residual(trial, g_trial) < 0.5 * res) {
+          accepted = true;
+          by_residual = true;
+          break;
+        }
+      }
       t *= 0.5;
     }
     if (!accepted) {
@@ -686,7 +711,7 @@ VectorXd Problem::solve(const VectorXd& start, double lambda, const PathOptions&
     // decreases at all (typically against a truncation boundary).
     const bool small = t * step_size < opt.tol || F_old - F <= 1e-10 * (1.0 + std::abs(F));
     const bool stalled = t * step_size < 1e-3 * opt.tol || F_old - F <= 1e-14 * (1.0 + std::abs(F));
-    if ((stationary && small) || stalled) {
+    if ((stationary && small) || (stalled && !by_residual)) {
       ++it;
       *converged = stationary;  // of the previous point; the path reports the final residual
       break;

@@ -45,7 +45,8 @@ def r_best(d, s):
 
 @pytest.fixture(scope="module")
 def fitted():
-    """Native fit on R's own lambda grid of each fixture case and seed (cached per module)."""
+    """Native exact path (MBI's objective minimised, no anchored candidate) on R's own lambda grid
+    of each fixture case and seed (cached per module)."""
     cache = {}
 
     def get(case, s):
@@ -53,7 +54,8 @@ def fitted():
             d, _, sources = load(case)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                cache[(case, s)] = MBI(lambdas=d["lam"][s]).fit(d["X"], d["y"], sources)
+                cache[(case, s)] = MBI(lambdas=d["lam"][s], paths="exact").fit(
+                    d["X"], d["y"], sources)
         return cache[(case, s)]
 
     return get
@@ -147,7 +149,7 @@ def test_manpage_r_stops_near_its_start_native_reaches_lower_qif():
     while the unpenalised QIF has a lower minimum elsewhere; the native engine finds it. This is
     why native and R select different models on this example (see the report)."""
     d, meta, sources = load("manpage_example")
-    est = MBI(nlam=15).fit(d["X"], d["y"], sources)
+    est = MBI(nlam=15, paths="exact").fit(d["X"], d["y"], sources)
     prob = est._native_problem()
     from hetmtl.blockwise.mbi import _initial_beta
 
@@ -400,8 +402,9 @@ def test_complete_data_unpenalised_is_ols_and_selects_truth():
     support = set(est.support_.tolist())
     assert {0, 3, 5} <= support
     np.testing.assert_allclose(est.coef_, beta, atol=0.15)  # false positives stay small
-    # the path ends in the null model, whose bic1 is n log(sum of squares of centred y)
-    np.testing.assert_allclose(est.bic1_[-1], 300 * np.log(np.sum((y - y.mean()) ** 2)))
+    # the exact path ends in the null model, whose bic1 is n log(sum of squares of centred y)
+    np.testing.assert_allclose(est.candidate_paths_["exact"]["bic1"][-1],
+                               300 * np.log(np.sum((y - y.mean()) ** 2)))
 
 
 def test_predict_uses_mbi_imputation():

@@ -28,13 +28,34 @@ the best nonnegative combination of the outward normals of the boundaries within
 complete data) but NOT at most boundary solutions: the solver stops when no descent is left
 across the boundary, while sliding along it could lower the objective further; the residual
 says how far from stationary each λ is, and ``fit`` warns (ConvergenceWarning) when any λ
-exceeds the tolerance. Before accepting a λ the path tries single-coefficient eliminations (the
+exceeds the tolerance. Near a smooth minimum, where the decrease left is below the rounding
+of the objective, a step is accepted when it keeps the objective within rounding and halves
+the residual. Before accepting a λ the path tries single-coefficient eliminations (the
 smallest coefficients, greedily, up to two rounds) and single additions (the zero coefficients
 whose exact derivative exceeds λ), keeping a candidate only when it lowers the objective.
 
-Selection: the λ with the smallest ``bic1`` on a geometric grid of ``nlam`` values (default 100,
-warm starts from the unpenalised fit upwards); benchmarks/results/mbi_grid.md records how the
-selected model's test RMSE varies with nlam.
+Two candidate paths, one selection rule (``paths="both"``, the default). Minimising MBI's
+objective exactly is not what makes MBI accurate in small samples: the QIF is continuously
+updated (its weight matrix moves with β), and with a few hundred rows it has minimisers that
+lower Q by fitting worse (benchmarks/results/mbi_vs_r.md: with 120 rows per group and p = 30–45
+the exact path's selected model had ‖β̂ − β‖ 0.6 above R's on average), while R's optimiser, in
+practice, stays near its start. With more rows the exact minimiser is the better estimator (600
+rows per group: ‖β̂ − β‖ 0.13 against 0.33 for the anchored path). So the native engine
+computes
+
+* the *exact* path: MBI's penalised objective Q + SCAD minimised from the unpenalised QIF
+  minimiser upwards (warm starts, eliminations and additions; ``paths="exact"``), and
+* the *anchored* path: Q + SCAD + μ/2 ‖β − β_start‖² from MBI's start, μ = ``anchor`` × the
+  largest Gauss-Newton curvature of Q at the start (``anchor_mu_``): a move along Q's
+  best-determined direction is halved, weaker directions are damped more, flat ones stay at
+  the start (``paths="anchored"``),
+
+and selects, as MBI does, the λ with the smallest ``bic1`` = n log(RSS₁) + df log(n), now over
+the solutions of both paths (``path_kind_`` says which path the selected model comes from,
+``candidate_paths_`` holds both). The λ grid is geometric with ``nlam`` values (default 100);
+benchmarks/results/mbi_grid.md records how the selected model's test RMSE varies with nlam.
+Where MBI is not identified, or the unpenalised QIF minimiser fits more than twice as badly
+as the start (the spurious region, ``unpenalized_rejected_``), only the anchored path is used.
 
 How native and R differ (measured on the golden fixtures, see benchmarks/results/mbi_speed.md):
 standardisation, imputations, RSS₁/bic1 and intercepts reproduce R to rounding error; R's λ_max
@@ -42,18 +63,17 @@ carries its gradient noise (the native one is the noiseless value).
 
 * Identified case (at least as many retained moments as coefficients, e.g. with a complete
   group): R's optimiser stops near its start (eps2 = 1e-3 with noisy gradients, support frozen
-  once zero), so it does not minimise its own objective; the native path does (per λ: warm
-  start, greedy eliminations), reaching lower penalised objectives and sometimes other models.
+  once zero), so it does not minimise its own objective; the native exact path does (per λ:
+  warm start, greedy eliminations, additions), reaching lower penalised objectives and
+  sometimes other models; the anchored path plays the part of R's early stop.
 * Not identified (no complete group and strongly correlated columns, e.g. the two-task layout
   of the MTL-HMB paper, arXiv 2505.24413: the eigenvalue truncation keeps 2–14 moments for
   30–150 coefficients). Q then has (near-)flat directions and a spurious region where huge
   residuals shrink it; its minimisers are artefacts (test RMSE 1.7–8.7 on that paper's linear
   setting). What R's MBI returns in practice is its start — ``cv.glmnet`` on the copy-averaged
-  rows, then a λ = 0 run — plus small moves. The native engine makes this explicit: ``fit`` warns (``identified_`` is False),
-  starts from the cross-validated lasso on the copy-averaged rows (:func:`cv_lasso_start`), and
-  minimises Q + SCAD + μ/2 ‖β − β_start‖² along the path, μ = ``anchor`` × the largest
-  Gauss-Newton curvature of Q at the start (``anchor_mu_``): a move along Q's best-determined
-  direction is halved, weaker directions are damped more, flat ones stay at the start. Not
+  rows, then a λ = 0 run — plus small moves. The native engine makes this explicit: ``fit``
+  warns (``identified_`` is False) and uses only the anchored path, started from the
+  cross-validated lasso on the copy-averaged rows (:func:`cv_lasso_start`). Not
   reproduced: R's exact start (its CV folds come from R's RNG; with nearly collinear columns the
   lasso's choice among them is unstable) and R's λ = 0 run, which moves further along
   directions that halve Q while raising RSS₁. So native coefficients differ from R's by more
@@ -483,6 +503,10 @@ def _initial_beta(prep: _Prepared, random_state=0) -> np.ndarray:
         return cv_lasso_start(Xs, ys, random_state)
 
 
+#: elimination/addition screening of the native path (see the module notes)
+_PATH_SCREENING = {"screen_iter": 25, "drop_rounds": 2, "drop_candidates": 3, "add_candidates": 3}
+
+
 # ---------------------------------------------------------------------------- estimator
 class MBI(RegressorMixin, BaseEstimator):
     """SCAD-penalised GMM with multiple block-wise imputation (one common β for all groups).
@@ -512,9 +536,13 @@ class MBI(RegressorMixin, BaseEstimator):
     max_iter : int
         Native iteration cap per λ (≥ 1).
     anchor : float
-        Where MBI is not identified (fewer retained moments than coefficients), the native path
-        minimises Q + SCAD + μ/2 ‖β − β_start‖² with μ = ``anchor`` × the largest Gauss-Newton
-        curvature of Q at the start (see the module notes); ignored otherwise (> 0).
+        The anchored path minimises Q + SCAD + μ/2 ‖β − β_start‖² with μ = ``anchor`` × the
+        largest Gauss-Newton curvature of Q at the start (see the module notes; > 0).
+    paths : {"both", "exact", "anchored"}
+        Native engine: the candidate paths computed; ``"both"`` (default) selects by ``bic1``
+        over the exact and the anchored path, ``"exact"`` minimises MBI's objective only (the
+        path compared with R's objective), ``"anchored"`` is the fast path alone. Where MBI is
+        not identified only the anchored path is used.
     random_state : int, numpy Generator or None
         Seed of the lasso-CV folds (start without a complete group; imputations with rows ≤
         predictors). ``None`` draws a fresh seed at each fit (recorded in ``random_seed_``).
@@ -547,11 +575,20 @@ class MBI(RegressorMixin, BaseEstimator):
         anchored), with the exact gradient on the standardised scale, at each λ and at the selected one.
     identified_ : bool
         Native engine: whether the moment conditions identify β (see the module notes), with
-        ``beta_start_std_``, ``beta_unpenalized_std_``, ``anchor_mu_`` (0 when identified) and,
-        when anchored, ``anchored_objective_path_``; ``unpenalized_rejected_`` is True when the
-        unpenalised solution fitted more than twice as badly as the start (RSS₁): the path then
-        starts from the start and is anchored there as in the not identified case; along the path no step goes to a fit with RSS₁ above
-        the null model's (the QIF's spurious region, where huge residuals shrink Q).
+        ``beta_start_std_`` (MBI's start), ``beta_unpenalized_std_`` (the unpenalised solution
+        the selected path starts from) and ``anchor_mu_`` (μ of the anchored path);
+        ``unpenalized_rejected_`` is True when the unpenalised solution fitted more than twice
+        as badly as the start (RSS₁): then only the anchored path is used. Along every path no
+        step goes to a fit with RSS₁ above the null model's (the QIF's spurious region, where
+        huge residuals shrink Q).
+    path_kind_ : str
+        Native engine: ``"exact"`` or ``"anchored"``, the path of the selected model; the
+        ``*_path_`` attributes above describe that path.
+    candidate_paths_ : dict
+        Native engine: per path computed (``"exact"``, ``"anchored"``), a dict of arrays along
+        the λ grid: ``coef_path_std``, ``objective`` (Q + SCAD), ``solver_objective`` (plus the
+        anchor term), ``qif``, ``rss1``, ``bic1``, ``stationarity``, ``converged``, ``n_iter``,
+        and ``beta_unpenalized_std``.
     random_seed_ : int
         The integer seed used (from ``random_state``).
     test_table_ : pandas.DataFrame
@@ -563,7 +600,7 @@ class MBI(RegressorMixin, BaseEstimator):
                  lambda_min_ratio: float | None = None, lambdas: Sequence[float] | None = None,
                  a: float = 3.7, eps1: float = 1e-3, eps3: float = 1e-8, tol: float = 1e-6,
                  stat_tol: float = 1e-6, max_iter: int = 500, anchor: float = 1.0,
-                 random_state=0, r_seed: int = 1, r_args: dict | None = None,
+                 paths: str = "both", random_state=0, r_seed: int = 1, r_args: dict | None = None,
                  n_jobs: int | None = None):
         self.engine = engine
         self.nlam = nlam
@@ -576,6 +613,7 @@ class MBI(RegressorMixin, BaseEstimator):
         self.stat_tol = stat_tol
         self.max_iter = max_iter
         self.anchor = anchor
+        self.paths = paths
         self.random_state = random_state
         self.r_seed = r_seed
         self.r_args = r_args
@@ -597,6 +635,7 @@ class MBI(RegressorMixin, BaseEstimator):
             "stat_tol": check_float(self.stat_tol, "stat_tol", low=0.0, low_open=True),
             "max_iter": check_int(self.max_iter, "max_iter", low=1, high=10_000_000),
             "anchor": check_float(self.anchor, "anchor", low=0.0, low_open=True),
+            "paths": check_choice(self.paths, "paths", ("both", "exact", "anchored")),
             "r_seed": check_int(self.r_seed, "r_seed", low=0, high=2**31 - 1),
             "n_jobs": check_n_jobs(self.n_jobs, "n_jobs"),
             "seed": seed_from(self.random_state, "random_state"),
@@ -709,6 +748,8 @@ class MBI(RegressorMixin, BaseEstimator):
         return self
 
     def _fit_native(self, params: dict):
+        import warnings
+
         threads = params["n_jobs"]
         a, tol, stat_tol, max_iter = params["a"], params["tol"], params["stat_tol"], params["max_iter"]
         prep = self._prep
@@ -719,40 +760,31 @@ class MBI(RegressorMixin, BaseEstimator):
         self.beta_start_std_ = start
         ev0 = problem.evaluate(start)
         self.identified_ = bool(np.sum(ev0["n_retained"]) >= p)
-        self.anchor_mu_ = 0.0
+        # proximal weight of the anchored path: anchor x the largest Gauss-Newton curvature
+        self.anchor_mu_ = float(params["anchor"] * max(np.linalg.eigvalsh(ev0["gn_hessian"])[-1],
+                                                       1e-12))
         if not self.identified_:
-            # Q has (near-)flat directions: keep the solution near MBI's start in them.
-            self.anchor_mu_ = float(params["anchor"] * max(np.linalg.eigvalsh(ev0["gn_hessian"])[-1],
-                                                           1e-12))
-            import warnings
-
             warnings.warn(
                 f"MBI is not identified here: the weight-matrix truncation keeps "
                 f"{int(np.sum(ev0['n_retained']))} moments (of {int(np.sum(ev0['n_moments']))}) "
-                f"for {p} coefficients; the native path is anchored at the cross-validated lasso "
-                f"start (proximal weight {self.anchor_mu_:.3g}), as R's MBI stays near it",
+                f"for {p} coefficients; only the path anchored at the cross-validated lasso start "
+                f"(proximal weight {self.anchor_mu_:.3g}) is used, as R's MBI stays near it",
                 UserWarning)
-        solved, iters, conv = problem.solve(start, 0.0, a, tol, max_iter, self.anchor_mu_, start,
-                                            stat_tol)
-        # The unpenalised QIF can head for its spurious region (huge residuals shrink Q): a
-        # solution fitting more than twice as badly as the start (RSS1) is not used; the path
-        # then starts, as R's in practice does, from the start itself.
-        self.unpenalized_rejected_ = bool(problem.rss1(solved) > 2.0 * problem.rss1(start))
-        if not self.unpenalized_rejected_:
-            start = solved
-        elif self.anchor_mu_ == 0.0:
-            # Q draws the fit away from the data although enough moments are retained: treat it
-            # as not identified (the anchored path below), as R's MBI stays near its start.
-            self.anchor_mu_ = float(params["anchor"] * max(
-                np.linalg.eigvalsh(ev0["gn_hessian"])[-1], 1e-12))
-            import warnings
-
-            warnings.warn(
-                f"MBI: the unpenalised QIF minimiser fits more than twice as badly as the start "
-                f"(RSS1 {problem.rss1(solved):.4g} against {problem.rss1(start):.4g}); the native "
-                f"path is anchored at the start (proximal weight {self.anchor_mu_:.3g})",
-                UserWarning)
-        self.beta_unpenalized_std_ = start
+        kinds = {"both": ["exact", "anchored"], "exact": ["exact"],
+                 "anchored": ["anchored"]}[params["paths"]]
+        self.unpenalized_rejected_ = False
+        if self.identified_ and "exact" in kinds:
+            solved, _, _ = problem.solve(start, 0.0, a, tol, max_iter, 0.0, start, stat_tol)
+            # The unpenalised QIF can head for its spurious region (huge residuals shrink Q): a
+            # solution fitting more than twice as badly as the start (RSS1) is not used.
+            self.unpenalized_rejected_ = bool(problem.rss1(solved) > 2.0 * problem.rss1(start))
+            if self.unpenalized_rejected_:
+                warnings.warn(
+                    f"MBI: the unpenalised QIF minimiser fits more than twice as badly as the "
+                    f"start (RSS1 {problem.rss1(solved):.4g} against {problem.rss1(start):.4g}); "
+                    f"only the path anchored at the start is used", UserWarning)
+        if not self.identified_ or self.unpenalized_rejected_:
+            kinds = ["anchored"]
         lambdas = params["lambdas"]
         if lambdas is None:
             ratio = params["lambda_min_ratio"]
@@ -761,32 +793,54 @@ class MBI(RegressorMixin, BaseEstimator):
             lam_max = problem.lambda_max(np.full(p, 0.01))
             self.lambda_max_ = lam_max
             lambdas = np.exp(np.linspace(np.log(ratio * lam_max), np.log(lam_max), params["nlam"]))
-        res = problem.path(start, lambdas, a, params["eps1"], tol, max_iter,
-                           mu=self.anchor_mu_, anchor=self.beta_start_std_,
-                           threads=threads, stat_tol=stat_tol)
         self.lambdas_ = lambdas
-        self.coef_path_std_ = res["beta"]
-        self.coef_path_ = res["beta"] / prep.scale
+        self.candidate_paths_ = {}
+        for kind in kinds:
+            mu = self.anchor_mu_ if kind == "anchored" else 0.0
+            if kind == "exact":
+                first = solved
+            else:
+                first = problem.solve(start, 0.0, a, tol, max_iter, mu, start, stat_tol)[0]
+                if problem.rss1(first) > 2.0 * problem.rss1(start):  # the spurious region
+                    first = start
+                    if not self.identified_:
+                        self.unpenalized_rejected_ = True
+            res = problem.path(first, lambdas, a, params["eps1"], tol, max_iter, mu=mu,
+                               anchor=start, threads=threads, stat_tol=stat_tol,
+                               **_PATH_SCREENING)
+            df = (res["beta"] != 0).sum(axis=1)
+            self.candidate_paths_[kind] = {
+                "beta_unpenalized_std": first,
+                "coef_path_std": res["beta"],
+                # MBI's own penalised objective Q + SCAD (the anchored path minimised it plus
+                # mu/2 ||beta - start||^2: solver_objective)
+                "objective": np.array([problem.objective(b, lam, a)
+                                       for b, lam in zip(res["beta"], lambdas)]),
+                "solver_objective": res["objective"],
+                "qif": res["qif"], "rss1": res["rss1"],
+                "bic1": n * np.log(res["rss1"]) + df * np.log(n),
+                "stationarity": res["stationarity"],
+                "converged": res["converged"].astype(bool), "n_iter": res["n_iter"]}
+        # MBI's selection rule (bic1) over the solutions of every path computed
+        self.path_kind_ = min(self.candidate_paths_,
+                              key=lambda k: float(np.min(self.candidate_paths_[k]["bic1"])))
+        chosen = self.candidate_paths_[self.path_kind_]
+        self.beta_unpenalized_std_ = chosen["beta_unpenalized_std"]
+        self.coef_path_std_ = chosen["coef_path_std"]
+        self.coef_path_ = chosen["coef_path_std"] / prep.scale
         self.intercept_path_ = prep.y_mean - self.coef_path_ @ prep.center
-        # MBI's own penalised objective Q + SCAD; where anchored, the solver minimised
-        # it plus mu/2 ||beta - start||^2 (anchored_objective_path_)
-        self.objective_path_ = np.array([problem.objective(b, lam, a)
-                                         for b, lam in zip(res["beta"], lambdas)])
-        if self.anchor_mu_ > 0:
-            self.anchored_objective_path_ = res["objective"]
-        self.qif_path_ = res["qif"]
-        self.stationarity_path_ = res["stationarity"]
-        self.converged_ = res["converged"].astype(bool)
-        self.n_iter_ = res["n_iter"]
-        df = (res["beta"] != 0).sum(axis=1)
-        self.bic1_ = n * np.log(res["rss1"]) + df * np.log(n)
+        self.objective_path_ = chosen["objective"]
+        self.qif_path_ = chosen["qif"]
+        self.stationarity_path_ = chosen["stationarity"]
+        self.converged_ = chosen["converged"]
+        self.n_iter_ = chosen["n_iter"]
+        self.bic1_ = chosen["bic1"]
         ev = problem.evaluate(self.coef_path_std_[int(np.argmin(self.bic1_))])
         self.n_moments_retained_ = int(np.sum(ev["n_retained"]))
         if not self.converged_.all():
-            import warnings
-
-            warnings.warn(f"MBI: {int((~self.converged_).sum())} of {lambdas.size} λ values "
-                          f"end with an optimality residual above stat_tol={stat_tol} (largest "
+            warnings.warn(f"MBI: {int((~self.converged_).sum())} of {lambdas.size} λ values of "
+                          f"the selected ({self.path_kind_}) path end with an optimality residual "
+                          f"above stat_tol={stat_tol} (largest "
                           f"{float(np.max(self.stationarity_path_)):.3g}; see stationarity_path_)",
                           ConvergenceWarning)
 
