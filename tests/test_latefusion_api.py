@@ -385,3 +385,20 @@ def test_random_effects_variances_that_underflow_the_weights_are_refused():
         warnings.simplefilter("ignore", RuntimeWarning)
         with pytest.raises(DataValidationError, match="underflows the fixed-effect weights"):
             random_effects([1e100, 1e100, 9.2e18], se=[1e100, 1e100, 9.2e18], tau2="reml")
+
+
+def test_site_fitted_alone_names_columns_and_rows_not_an_internal_site_label():
+    from hetmtl.exceptions import DataValidationError
+    from hetmtl.latefusion import SiteDML
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(100, 3))
+    d = rng.integers(0, 2, 100).astype(float)
+    y = X[:, 0] + d + rng.normal(size=100)
+    X[5, 1] = np.nan
+    with pytest.raises(DataValidationError) as err:
+        SiteDML(model="ate").fit(y, d, X)
+    assert str(err.value).startswith("column 'x2': 1 non-finite value(s)")
+    assert "row(s) 5" in str(err.value) and "site" not in str(err.value)
+    with pytest.raises(DataValidationError, match=r"^column 'd': treatment must be binary"):
+        SiteDML(model="ate").fit(y, 3 * d, np.nan_to_num(X))
