@@ -655,8 +655,13 @@ VectorXd Problem::solve(const VectorXd& start, double lambda, const PathOptions&
     bool by_residual = false;  // accepted at the rounding level of F on a smaller residual
     VectorXd trial;
     double F_trial = F;
-    const double min_trial = stationary ? 0.1 * opt.tol : step_floor;
-    for (int ls = 0; ls < 60 && t * step_size > min_trial; ++ls) {
+    // Rounding regime: not stationary, but the predicted decrease is at the rounding level of F
+    // (a smooth minimum seen through a large curvature). Only the full step is tried there, by
+    // the residual rule; elsewhere the usual backtracking down to steps of 0.1 tol.
+    const bool rounding = !stationary && decrease > -1e-12 * (1.0 + std::abs(F));
+    if (rounding) t = 1.0;
+    const double min_trial = rounding ? 0.0 : 0.1 * opt.tol;
+    for (int ls = 0; ls < (rounding ? 1 : 60) && t * step_size > min_trial; ++ls) {
       trial = beta + t * dir;
       if (ls == 0) {  // full step usually accepted: its derivatives serve the next iteration
         next = evaluate(trial, true);
