@@ -503,10 +503,6 @@ def _initial_beta(prep: _Prepared, random_state=0) -> np.ndarray:
         return cv_lasso_start(Xs, ys, random_state)
 
 
-#: elimination/addition screening of the native path (see the module notes)
-_PATH_SCREENING = {"screen_iter": 25, "drop_rounds": 2, "drop_candidates": 3, "add_candidates": 3}
-
-
 # ---------------------------------------------------------------------------- estimator
 class MBI(RegressorMixin, BaseEstimator):
     """SCAD-penalised GMM with multiple block-wise imputation (one common β for all groups).
@@ -806,8 +802,7 @@ class MBI(RegressorMixin, BaseEstimator):
                     if not self.identified_:
                         self.unpenalized_rejected_ = True
             res = problem.path(first, lambdas, a, params["eps1"], tol, max_iter, mu=mu,
-                               anchor=start, threads=threads, stat_tol=stat_tol,
-                               **_PATH_SCREENING)
+                               anchor=start, threads=threads, stat_tol=stat_tol)
             df = (res["beta"] != 0).sum(axis=1)
             self.candidate_paths_[kind] = {
                 "beta_unpenalized_std": first,
