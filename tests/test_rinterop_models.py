@@ -196,3 +196,22 @@ def test_multisite_dml_bridge_takes_learner_names():
     out = ri.r_call("multisite_dml", dict(y=list(y), d=list(dd), x=flat, nrow=n, x_cols=["x1", "x2"], site=site, z=None,
                                           z_cols=None, y_col="y", d_col="d", n_folds=2, ml_outcome="logistic"))
     assert out["error"]["kind"] == "input" and "ml_outcome: learner 'logistic' is a classifier" in out["error"]["message"]
+
+
+def test_r_na_becomes_a_quiet_nan():
+    """R's NA_real_ is a signalling NaN (payload 1954): arithmetic on it raises numpy's 'invalid
+    value' warning, so every R entry point turns it into a quiet NaN."""
+    import warnings
+
+    from hetmtl import rinterop
+
+    r_na = float(np.frombuffer(np.uint64(0x7FF00000000007A2).tobytes(), dtype=np.float64)[0])
+    with np.errstate(invalid="raise"), pytest.raises(FloatingPointError):
+        np.asarray([r_na, 1.0]) - 1.0  # the problem: a signalling NaN
+    for values in (rinterop.vector([r_na, 2.0, None]), rinterop.matrix([r_na, 1.0, 2.0, 3.0], 2, 2),
+                   rinterop._blockwise_frame({"x": [r_na, 1.0]}, ["a", "a"], [r_na, 0.0])[["x", ".y"]]
+                   .to_numpy()):
+        with np.errstate(invalid="raise"), warnings.catch_warnings():
+            warnings.simplefilter("error")
+            shifted = np.asarray(values, dtype=float) - 1.0
+        assert np.isnan(shifted).sum() == np.isnan(np.asarray(values, dtype=float)).sum() >= 1

@@ -91,18 +91,26 @@ def _check_known(params: dict[str, Any], allowed: Sequence[str], where: str) -> 
                              f"{', '.join(sorted(allowed))}")
 
 
+def _floats(values: Any) -> np.ndarray:
+    """R numbers as a float array; R's NA (a signalling NaN, whose arithmetic raises numpy's
+    'invalid value' warning) and None become a quiet NaN."""
+    out = np.asarray([np.nan if v is None else v for v in values], dtype=float)
+    out[np.isnan(out)] = np.nan
+    return out
+
+
 def matrix(flat: Sequence[float] | None, nrow: int, ncol: int) -> np.ndarray | None:
     """An R matrix sent as ``as.list(m)`` (column-major) back to an (nrow, ncol) array."""
     if flat is None:
         return None
-    values = np.asarray(list(flat), dtype=float)
+    values = _floats(list(flat))
     if values.size != int(nrow) * int(ncol):
         raise ValueError(f"matrix data has {values.size} values for {nrow} x {ncol}")
     return values.reshape(int(ncol), int(nrow)).T.copy()
 
 
 def vector(values: Sequence[float] | None) -> np.ndarray | None:
-    return None if values is None else np.asarray(list(values), dtype=float)
+    return None if values is None else _floats(list(values))
 
 
 def plain(obj: Any) -> Any:
@@ -439,11 +447,10 @@ def simulate_encoders(design: str = "latent", n_test: int = 0, test_seed: int | 
 
 # ---------------------------------------------------------------------------- MTL-HMB
 def _blockwise_frame(columns: dict[str, Sequence[float]], task: Sequence[str], y: Sequence[float] | None) -> pd.DataFrame:
-    df = pd.DataFrame({str(k): np.asarray([np.nan if v is None else v for v in vals], dtype=float)
-                       for k, vals in columns.items()})
+    df = pd.DataFrame({str(k): _floats(vals) for k, vals in columns.items()})
     df.insert(0, ".task", [str(t) for t in task])
     if y is not None:
-        df.insert(1, ".y", np.asarray(list(y), dtype=float))
+        df.insert(1, ".y", _floats(list(y)))
     return df
 
 
