@@ -166,7 +166,7 @@ def test_cli_fuse_estimates_and_option_errors(tmp_path, capsys):
 
 
 def test_reading_refuses_special_and_oversized_files(tmp_path):
-    with pytest.raises(SummaryValidationError, match="not a regular file"):
+    with pytest.raises(SummaryValidationError, match="is a directory, not a summary file"):
         SiteSummary.read_json(tmp_path)
     big = tmp_path / "big.json"
     big.write_text(" " * 2048)

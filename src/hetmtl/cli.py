@@ -32,6 +32,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from hetmtl._jsonio import regular_file
 from hetmtl.exceptions import InputError
 
 #: Exit codes.
@@ -45,19 +46,9 @@ class CliError(InputError):
 
 
 def _input_file(path: str, what: str) -> Path:
-    """An existing regular file, checked with ``os.stat`` before anything opens it (a FIFO or
-    device would block or never end)."""
+    """An existing, readable regular file, checked before anything opens it."""
     p = Path(path)
-    try:
-        st = os.stat(p)
-    except FileNotFoundError:
-        raise CliError(f"{what} {p} does not exist") from None
-    except (OSError, ValueError) as exc:
-        raise CliError(f"{p}: cannot read the {what} ({getattr(exc, 'strerror', None) or exc})") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise CliError(f"{p}: is a directory, not a {what}")
-    if not stat.S_ISREG(st.st_mode):
-        raise CliError(f"{p}: not a regular file (FIFOs and devices are refused); the {what} must be a file")
+    regular_file(p, what, CliError)
     if not os.access(p, os.R_OK):
         raise CliError(f"{p}: cannot read the {what} (permission denied)")
     return p

@@ -36,7 +36,6 @@ import json
 import math
 import os
 import re
-import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -45,7 +44,7 @@ import numpy as np
 
 from hetmtl._optional import require_torch
 
-from hetmtl._jsonio import canonical_digest, write_atomic
+from hetmtl._jsonio import canonical_digest, read_text_capped, write_atomic
 from hetmtl.exceptions import InputError
 
 if TYPE_CHECKING:
@@ -245,29 +244,7 @@ def read_source(source: str | Path, max_bytes: int | None = None) -> tuple[str, 
     if not isinstance(source, (str, Path, os.PathLike)):
         raise ModelFormatError(f"a model source must be JSON text or a file path, got {type(source).__name__}")
     path = Path(source)
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise ModelFormatError(f"model file not found: {path}") from None
-    except (OSError, ValueError) as exc:
-        why = getattr(exc, "strerror", None) or exc
-        raise ModelFormatError(f"{path}: cannot read the model file ({why})") from None
-    if not stat.S_ISREG(st.st_mode):
-        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-        raise ModelFormatError(f"{path}: {kind}; a model file must be a regular file")
-    if st.st_size > cap:
-        raise ModelFormatError(f"{path}: {st.st_size} bytes, more than the {cap}-byte limit for a model file "
-                               f"(hetmtl.serialization.MAX_FILE_BYTES / HETMTL_MAX_FILE_BYTES)")
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(cap + 1)
-        if len(raw) > cap:
-            raise ModelFormatError(f"{path}: more than the {cap}-byte limit for a model file")
-        return raw.decode("utf-8"), str(path)
-    except OSError as exc:
-        raise ModelFormatError(f"{path}: cannot read the model file ({exc.strerror or exc})") from None
-    except UnicodeDecodeError as exc:
-        raise ModelFormatError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return read_text_capped(path, "model file", cap, ModelFormatError), str(path)
 
 
 def _refuse_constant(name: str):

@@ -17,7 +17,7 @@ from typing import Any
 import jsonschema
 import numpy as np
 
-from hetmtl._jsonio import canonical_digest, write_atomic
+from hetmtl._jsonio import canonical_digest, read_text_capped, write_atomic
 from hetmtl.exceptions import SummaryValidationError
 
 FORMAT = "hetmtl.site_summary"
@@ -455,7 +455,8 @@ class SiteSummary:
             The validated summary.
         """
         path = Path(path)
-        return cls.from_json(read_text_checked(path, summary_max_bytes(max_bytes), "summary file"), source=str(path))
+        return cls.from_json(read_text_capped(path, "summary file", summary_max_bytes(max_bytes),
+                                              SummaryValidationError), source=str(path))
 
     @classmethod
     def from_json(cls, text: str, source: str = "summary") -> "SiteSummary":
@@ -496,36 +497,3 @@ def summary_max_bytes(max_bytes: int | None = None) -> int:
         return max_file_bytes(max_bytes)
     except ModelFormatError as exc:
         raise SummaryValidationError(str(exc)) from None
-
-
-def read_text_checked(path: Path, max_bytes: int, what: str) -> str:
-    """Text of a regular file of at most ``max_bytes``; every refusal names the file.
-
-    Parameters
-    ----------
-    path : pathlib.Path
-        The file.
-    max_bytes : int
-        Largest size accepted.
-    what : str
-        What the file is, for messages.
-
-    Returns
-    -------
-    str
-        The file's UTF-8 text.
-    """
-    import stat
-
-    try:
-        st = path.stat()
-    except OSError as exc:
-        raise SummaryValidationError(f"{path}: cannot read the {what} ({exc.strerror})") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise SummaryValidationError(f"{path}: not a regular file")
-    if st.st_size > max_bytes:
-        raise SummaryValidationError(f"{path}: {st.st_size} bytes, more than the {max_bytes}-byte limit for a {what}")
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SummaryValidationError(f"{path}: cannot read the {what} ({exc})") from None

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from hetmtl import _core
-from hetmtl._jsonio import canonical_digest
+from hetmtl._jsonio import canonical_digest, read_text_capped
 from hetmtl._validation import check_array
 from hetmtl.exceptions import DataValidationError, SummaryValidationError
 from hetmtl.latefusion.summary import (
@@ -36,7 +36,6 @@ from hetmtl.latefusion.summary import (
     VERSION,
     CVFold,
     SiteSummary,
-    read_text_checked,
     summary_max_bytes,
 )
 
@@ -541,7 +540,7 @@ _PAYLOAD_KEYS = frozenset({"site", "model", "coef_names", "n", "theta", "J", "Om
 def _fast_payload(path: Path, max_bytes: int) -> dict:
     """The checked payload of one summary file (envelope, checksum, keys); structural detail is
     left to the vectorised validation, and anything unusual goes to the full reader."""
-    text = read_text_checked(path, max_bytes, "summary file")
+    text = read_text_capped(path, "summary file", max_bytes, SummaryValidationError)
     try:
         obj = json.loads(text, parse_constant=_no_constant)
     except (ValueError, RecursionError):

@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from hetmtl._jsonio import regular_file
 from hetmtl.exceptions import InputError
 from hetmtl.studies.runner import STORE_NAME
 from hetmtl.studies.store import ResultStore
@@ -87,15 +88,7 @@ class StudyResults:
 
 def _read_reference(path) -> pd.DataFrame:
     """A reference CSV (a regular file, checked before it is opened); errors name the file."""
-    import os
-    import stat
-
-    try:
-        st = os.stat(path)
-    except (OSError, TypeError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read the reference table ({getattr(exc, 'strerror', None) or exc})") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise InputError(f"{path}: the reference table is not a regular file")
+    regular_file(path, "reference table", InputError)
     try:
         return pd.read_csv(path)
     except (OSError, ValueError, UnicodeDecodeError) as exc:  # pandas' ParserError/EmptyDataError are ValueErrors

@@ -35,6 +35,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from hetmtl._jsonio import read_text_capped
 from hetmtl.exceptions import InputError
 
 #: Most replicates per setting a study may ask for.
@@ -506,28 +507,11 @@ class Study:
         Study
             The validated study.
         """
-        import os
-        import stat
-
         path = Path(path)
         suffix = path.suffix.lower()
         if suffix not in (".toml", ".yaml", ".yml"):
             raise InputError(f"{path}: study files must end in .yaml, .yml or .toml")
-        try:
-            st = os.stat(path)  # before opening: a FIFO would block
-        except FileNotFoundError:
-            raise InputError(f"study file {path} does not exist") from None
-        except OSError as exc:
-            raise InputError(f"{path}: cannot read the study file ({exc.strerror or exc})") from None
-        if not stat.S_ISREG(st.st_mode):
-            raise InputError(f"{path}: not a regular file")
-        if st.st_size > MAX_STUDY_FILE_BYTES:
-            raise InputError(f"{path}: {st.st_size} bytes, more than the {MAX_STUDY_FILE_BYTES}-byte limit for a "
-                             f"study file")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"{path}: cannot read the study file ({exc})") from None
+        text = read_text_capped(path, "study file", MAX_STUDY_FILE_BYTES, InputError)
         try:
             if suffix == ".toml":
                 try:
