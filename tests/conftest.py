@@ -32,3 +32,14 @@ def subprocess_env() -> dict:
 
     package_parent = Path(hetmtl.__file__).resolve().parents[1]
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(package_parent), str(Path(__file__).parent)])}
+
+
+def doubleml_folds(n: int, n_folds: int, n_rep: int, seed: int) -> list:
+    """Random K-fold splits in DoubleML's layout: per repetition, a list of (train, test) index
+    arrays (passed to both DoubleML's ``set_sample_splitting`` and our ``folds=``)."""
+    rng = np.random.default_rng(seed)
+    reps = []
+    for _ in range(n_rep):
+        ids = rng.permutation(np.arange(n) % n_folds)
+        reps.append([(np.flatnonzero(ids != k), np.flatnonzero(ids == k)) for k in range(n_folds)])
+    return reps

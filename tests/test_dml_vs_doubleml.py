@@ -5,7 +5,7 @@ import pytest
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from sklearn.linear_model import LassoCV, LinearRegression, LogisticRegression
 
-from conftest import simulate_site
+from conftest import doubleml_folds, simulate_site
 from hetmtl.latefusion import SiteDML
 
 doubleml = pytest.importorskip("doubleml")
@@ -14,15 +14,6 @@ doubleml = pytest.importorskip("doubleml")
 def _dml_data(y, d, X):
     df = pd.DataFrame(X, columns=[f"x{j}" for j in range(X.shape[1])]).assign(y=y, d=d)
     return doubleml.DoubleMLData(df, "y", "d")
-
-
-def _folds(n, n_folds, n_rep, seed):
-    rng = np.random.default_rng(seed)
-    reps = []
-    for _ in range(n_rep):
-        ids = rng.permutation(np.arange(n) % n_folds)
-        reps.append([(np.flatnonzero(ids != k), np.flatnonzero(ids == k)) for k in range(n_folds)])
-    return reps
 
 
 LEARNERS = {
@@ -39,7 +30,7 @@ LEARNERS = {
 def test_plr_matches_doubleml(rng, learners, n_rep):
     y, d, X = simulate_site(rng, n=300)
     ml_l, ml_m = LEARNERS[learners]
-    folds = _folds(300, 5, n_rep, 7)
+    folds = doubleml_folds(300, 5, n_rep, 7)
     ref = doubleml.DoubleMLPLR(_dml_data(y, d, X), ml_l=ml_l, ml_m=ml_m, n_folds=5, n_rep=n_rep)
     ref.set_sample_splitting(folds)
     ref.fit()
@@ -53,7 +44,7 @@ def test_plr_matches_doubleml(rng, learners, n_rep):
 def test_irm_ate_matches_doubleml(rng, learners):
     y, d, X = simulate_site(rng, n=300)
     ml_g, ml_m = LEARNERS[learners]
-    folds = _folds(300, 4, 1, 8)
+    folds = doubleml_folds(300, 4, 1, 8)
     ref = doubleml.DoubleMLIRM(_dml_data(y, d, X), ml_g=ml_g, ml_m=ml_m, n_folds=4)
     ref.set_sample_splitting(folds)
     ref.fit()
@@ -66,7 +57,7 @@ def test_linear_cate_matches_doubleml_plr_blp(rng):
     """R-learner linear CATE = DoubleML PLR.cate (OLS of Y~ on D~·basis, HC0)."""
     y, d, X = simulate_site(rng, n=400, cate=True)
     Z = X[:, [0, 2]]
-    folds = _folds(400, 5, 1, 9)
+    folds = doubleml_folds(400, 5, 1, 9)
     ml_l, ml_m = LassoCV(cv=3), LogisticRegression()
     ours = SiteDML("cate", ml_outcome=ml_l, ml_treatment=ml_m, n_folds=5).fit(y, d, X, Z, folds=folds)
     ref = doubleml.DoubleMLPLR(_dml_data(y, d, X), ml_l=ml_l, ml_m=ml_m, n_folds=5)
@@ -81,7 +72,7 @@ def test_linear_cate_matches_doubleml_plr_blp(rng):
 def test_dr_blp_matches_doubleml_irm_cate(rng):
     y, d, X = simulate_site(rng, n=400, cate=True)
     Z = X[:, [0]]
-    folds = _folds(400, 5, 1, 10)
+    folds = doubleml_folds(400, 5, 1, 10)
     ml_g, ml_m = LinearRegression(), LogisticRegression()
     ours = SiteDML("blp", ml_outcome=ml_g, ml_treatment=ml_m, n_folds=5).fit(y, d, X, Z, folds=folds)
     ref = doubleml.DoubleMLIRM(_dml_data(y, d, X), ml_g=ml_g, ml_m=ml_m, n_folds=5)
@@ -96,7 +87,7 @@ def test_dr_blp_matches_doubleml_irm_cate(rng):
 def test_external_predictions_match_doubleml(rng):
     """Cross-fitted predictions supplied from outside give DoubleML's external_predictions result."""
     y, d, X = simulate_site(rng, n=300)
-    folds = _folds(300, 5, 1, 12)
+    folds = doubleml_folds(300, 5, 1, 12)
     ml_g, ml_m = LinearRegression(), LogisticRegression()
     fitted = SiteDML("ate", ml_outcome=ml_g, ml_treatment=ml_m, n_folds=5).fit(y, d, X, folds=folds)
     g0, g1, m = np.zeros(300), np.zeros(300), np.zeros(300)

@@ -4,7 +4,7 @@ the delta-method covariance; simultaneous coverage by small simulations."""
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import simulate_site
+from conftest import doubleml_folds, simulate_site
 from sklearn.linear_model import LinearRegression
 
 from hetmtl.data import MultiSiteData
@@ -19,15 +19,6 @@ from hetmtl.latefusion import LateFusion, MultiSiteDML, SiteDML, SummaryTable
 doubleml = pytest.importorskip("doubleml")
 
 
-def _folds(n, n_folds, n_rep, seed):
-    rng = np.random.default_rng(seed)
-    reps = []
-    for _ in range(n_rep):
-        ids = rng.permutation(np.arange(n) % n_folds)
-        reps.append([(np.flatnonzero(ids != k), np.flatnonzero(ids == k)) for k in range(n_folds)])
-    return reps
-
-
 def _doubleml_plr(y, d, X, folds, n_rep):
     df = pd.DataFrame(X, columns=[f"x{j}" for j in range(X.shape[1])]).assign(y=y, d=d)
     ref = doubleml.DoubleMLPLR(doubleml.DoubleMLData(df, "y", "d"), ml_l=LinearRegression(),
@@ -40,7 +31,7 @@ def test_studentised_influence_equals_doubleml_scaled_scores(rng):
     """The bootstrapped quantity T*_j = Σ ξ_i IF_ij/(n se_j) uses exactly DoubleML's per-row terms."""
     y, d, X = simulate_site(rng, n=240)
     d = d + rng.normal(size=240)  # continuous treatment for PLR
-    folds = _folds(240, 4, 2, 3)
+    folds = doubleml_folds(240, 4, 2, 3)
     ref = _doubleml_plr(y, d, X, folds, 2)
     ours = SiteDML("plr", LinearRegression(), LinearRegression(), n_folds=4, n_rep=2).fit(y, d, X, folds=folds)
     fw = ref.framework
@@ -60,7 +51,7 @@ def test_multisite_joint_matches_doubleml_concat(rng):
     X = np.vstack([p[2] for p in parts])
     site = np.repeat(["a", "b", "c"], n)
     data = MultiSiteData(y, d, X, site)
-    folds = {s: _folds(n, 5, 1, 10 + k) for k, s in enumerate("abc")}
+    folds = {s: doubleml_folds(n, 5, 1, 10 + k) for k, s in enumerate("abc")}
     ours = MultiSiteDML("plr", LinearRegression(), LinearRegression(), n_folds=5, n_rep=1, tuning_folds=None,
                         random_state=0).fit(data, folds=folds)
     refs = [_doubleml_plr(y[site == s], d[site == s], X[site == s], folds[s], 1) for s in "abc"]
@@ -84,7 +75,7 @@ def test_multisite_joint_matches_doubleml_concat(rng):
 def test_site_joint_repetitions_use_doubleml_median_rule(rng):
     y, d, X = simulate_site(rng, n=300)
     d = d + rng.normal(size=300)
-    folds = _folds(300, 5, 3, 4)
+    folds = doubleml_folds(300, 5, 3, 4)
     ref = _doubleml_plr(y, d, X, folds, 3)
     ref.bootstrap(n_rep_boot=20000)
     theirs = ref.confint(joint=True).to_numpy()
