@@ -397,7 +397,7 @@ def _mlp_floor(info: Mapping, what: str) -> int:
     width x width weights each; the selected configuration's own width and depth count too."""
     if not isinstance(info, Mapping):
         raise ModelFormatError(f"{_where(info, what)}: must be an object, got {type(info).__name__}")
-    net, configs, selected = info.get("net"), info.get("configs"), info.get("selected")
+    net, configs = info.get("net"), info.get("configs")
     if not isinstance(net, Mapping):
         raise ModelFormatError(f"{_where(info, what)}: the network description must be an object, "
                                f"got {type(net).__name__}")

@@ -6,15 +6,16 @@ reference level). Missing values are refused (nothing is dropped); errors name t
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Sequence
 
 import pandas as pd
 
 from hetmtl.exceptions import DataValidationError, ParameterError
 
 
-def model_frame(formula: str, data: pd.DataFrame, forbidden: Mapping[str, str] | None = None,
-                what: str = "formula") -> tuple[pd.Series | None, str | None, pd.DataFrame]:
+def model_frame(formula: str, data: pd.DataFrame, forbidden: Sequence[tuple[Any, str]] = (),
+                what: str = "formula", outcome: str | None = None
+                ) -> tuple[pd.Series | None, str | None, pd.DataFrame]:
     """(outcome or None, outcome name or None, covariate matrix) of ``formula`` on ``data``.
 
     Parameters
@@ -23,10 +24,14 @@ def model_frame(formula: str, data: pd.DataFrame, forbidden: Mapping[str, str] |
         ``"lhs ~ rhs"`` or a right-hand side alone (``"z1 + z2"``).
     data : pandas.DataFrame
         The rows; every row is kept (missing values raise).
-    forbidden : mapping, optional
-        Column name → role (``{"d": "treatment"}``) that must not appear in the formula.
+    forbidden : sequence of (column, role), optional
+        Columns with their own argument (``[("d", "treatment")]``): each must be a column name of
+        ``data`` and must not appear in the formula.
     what : str
         Name of the formula in messages.
+    outcome : str, optional
+        When given, the formula must have a left side (``"y ~ <outcome>"`` in the message, e.g.
+        ``"covariates"``).
 
     Returns
     -------
@@ -37,14 +42,21 @@ def model_frame(formula: str, data: pd.DataFrame, forbidden: Mapping[str, str] |
     from formulaic import Formula, model_matrix
     from formulaic.errors import FormulaicError
 
+    if not isinstance(data, pd.DataFrame):
+        raise ParameterError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+    for col, role in forbidden:
+        if not isinstance(col, str) or col not in data.columns:
+            raise DataValidationError(f"{role} column {col!r} is not in the data frame")
     if not isinstance(formula, str) or not formula.strip():
         raise ParameterError(f"{what} must be a non-empty formula string, got {formula!r}")
+    if outcome is not None and "~" not in formula:
+        raise DataValidationError(f"{what} {formula!r} needs an outcome: 'y ~ {outcome}'")
     try:
         spec = Formula(formula)
     except (FormulaicError, ValueError, SyntaxError) as exc:
         raise DataValidationError(f"{what} {formula!r} cannot be parsed: {exc}") from None
     used = {str(v) for v in spec.required_variables}
-    for col, role in (forbidden or {}).items():
+    for col, role in forbidden:
         if col in used:
             raise DataValidationError(f"{what} {formula!r} uses the {role} column {col!r}; it has its own argument")
     has_lhs = "~" in formula

@@ -341,21 +341,13 @@ class MultiSiteData:
         """
         from hetmtl.data._formula import model_frame
 
-        if not isinstance(data, pd.DataFrame):
-            raise ParameterError(f"data must be a pandas DataFrame, got {type(data).__name__}")
-        for name, col in (("treatment", treatment), ("site", site)):
-            if not isinstance(col, str) or col not in data.columns:
-                raise DataValidationError(f"{name} column {col!r} is not in the data frame")
-        if not isinstance(formula, str) or not formula.strip():
-            raise ParameterError(f"formula must be a non-empty formula string, got {formula!r}")
-        if "~" not in formula:
-            raise DataValidationError(f"formula {formula!r} needs an outcome: 'y ~ covariates'")
-        y, y_name, X = model_frame(formula, data, forbidden={treatment: "treatment", site: "site"})
+        roles = [(treatment, "treatment"), (site, "site")]
+        y, y_name, X = model_frame(formula, data, forbidden=roles, outcome="covariates")
         assert y is not None and y_name is not None  # a formula with a left side
         Z = None
         if modifiers is not None:
             rhs = modifiers if isinstance(modifiers, str) else " + ".join(f"`{c}`" for c in modifiers)
-            _, _, Z = model_frame(rhs, data, forbidden={treatment: "treatment", site: "site"}, what="modifiers")
+            _, _, Z = model_frame(rhs, data, forbidden=roles, what="modifiers")
             if Z.shape[1] == 0:
                 raise DataValidationError(f"modifiers {modifiers!r} give no columns")
             if modifiers_in_covariates:

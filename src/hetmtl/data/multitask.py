@@ -229,17 +229,8 @@ class MultiTaskData:
             The validated data; ``formula`` holds the formula.
         """
         from hetmtl.data._formula import model_frame
-        from hetmtl.exceptions import ParameterError
 
-        if not isinstance(data, pd.DataFrame):
-            raise ParameterError(f"data must be a pandas DataFrame, got {type(data).__name__}")
-        if not isinstance(task, str) or task not in data.columns:
-            raise DataValidationError(f"task column {task!r} is not in the data frame")
-        if not isinstance(formula, str) or not formula.strip():
-            raise ParameterError(f"formula must be a non-empty formula string, got {formula!r}")
-        if "~" not in formula:
-            raise DataValidationError(f"formula {formula!r} needs an outcome: 'y ~ features'")
-        y, y_name, X = model_frame(formula, data, forbidden={task: "task"})
+        y, y_name, X = model_frame(formula, data, forbidden=[(task, "task")], outcome="features")
         if X.shape[1] == 0:
             raise DataValidationError(f"formula {formula!r} gives no feature columns")
         if data[task].isna().any():
