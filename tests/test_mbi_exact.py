@@ -294,3 +294,12 @@ def test_with_many_rows_bic1_selects_the_exact_path_which_is_closer_to_the_truth
     anchored = est.candidate_paths_["anchored"]
     best_anchored = anchored["coef_path_std"][int(np.argmin(anchored["bic1"]))] / est.scale_x_
     assert np.linalg.norm(est.coef_ - beta) < 0.7 * np.linalg.norm(best_anchored - beta)
+
+
+def test_exact_path_objective_is_mbi_objective_at_each_solution():
+    X, y, sources = _three_group(60, seed=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = MBI(nlam=6, paths="exact").fit(X, y, sources)
+    direct = [est.penalized_objective(b, lam) for b, lam in zip(est.coef_path_, est.lambdas_)]
+    np.testing.assert_allclose(est.objective_path_, direct, rtol=1e-9)

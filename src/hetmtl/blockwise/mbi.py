@@ -95,6 +95,7 @@ Missing-pattern groups come from the NaN pattern (or from ``groups`` labels, che
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -721,7 +722,6 @@ class MBI(RegressorMixin, BaseEstimator):
             self.best_index_ = int(nonzero[np.argmin(self.bic1_[nonzero])])
         else:
             self._fit_native(params)
-            self.best_index_ = int(np.argmin(self.bic1_))
             self.stationarity_ = float(self.stationarity_path_[self.best_index_])
         if not (np.isfinite(self.coef_path_[self.best_index_]).all()
                 and np.isfinite(self.intercept_path_[self.best_index_])):
@@ -744,8 +744,6 @@ class MBI(RegressorMixin, BaseEstimator):
         return self
 
     def _fit_native(self, params: dict):
-        import warnings
-
         threads = params["n_jobs"]
         a, tol, stat_tol, max_iter = params["a"], params["tol"], params["stat_tol"], params["max_iter"]
         prep = self._prep
@@ -807,10 +805,10 @@ class MBI(RegressorMixin, BaseEstimator):
             self.candidate_paths_[kind] = {
                 "beta_unpenalized_std": first,
                 "coef_path_std": res["beta"],
-                # MBI's own penalised objective Q + SCAD (the anchored path minimised it plus
-                # mu/2 ||beta - start||^2: solver_objective)
-                "objective": np.array([problem.objective(b, lam, a)
-                                       for b, lam in zip(res["beta"], lambdas)]),
+                # MBI's own penalised objective Q + SCAD: the exact path's solver objective; the
+                # anchored path minimised it plus mu/2 ||beta - start||^2 (solver_objective)
+                "objective": res["objective"] if mu == 0.0 else np.array(
+                    [problem.objective(b, lam, a) for b, lam in zip(res["beta"], lambdas)]),
                 "solver_objective": res["objective"],
                 "qif": res["qif"], "rss1": res["rss1"],
                 "bic1": n * np.log(res["rss1"]) + df * np.log(n),
@@ -830,7 +828,8 @@ class MBI(RegressorMixin, BaseEstimator):
         self.converged_ = chosen["converged"]
         self.n_iter_ = chosen["n_iter"]
         self.bic1_ = chosen["bic1"]
-        ev = problem.evaluate(self.coef_path_std_[int(np.argmin(self.bic1_))])
+        self.best_index_ = int(np.argmin(self.bic1_))
+        ev = problem.evaluate(self.coef_path_std_[self.best_index_])
         self.n_moments_retained_ = int(np.sum(ev["n_retained"]))
         if not self.converged_.all():
             warnings.warn(f"MBI: {int((~self.converged_).sum())} of {lambdas.size} λ values of "
