@@ -205,6 +205,19 @@ double scad_derivative(double u, double lambda, double a) {
   return 0.0;
 }
 
+// Gradient of the penalised objective on the support: grad_j + sign(beta_j) SCAD'(|beta_j|), 0 off
+// the support (where the objective is not differentiable). `grad` is the smooth part's gradient
+// (Q, plus the anchor term where the solver has one).
+static VectorXd support_gradient(const VectorXd& beta, const VectorXd& grad, double lambda, double a) {
+  VectorXd r = VectorXd::Zero(beta.size());
+  for (Eigen::Index j = 0; j < beta.size(); ++j) {
+    if (beta(j) == 0.0) continue;
+    r(j) = grad(j);
+    if (lambda > 0.0) r(j) += (beta(j) > 0 ? 1.0 : -1.0) * scad_derivative(std::abs(beta(j)), lambda, a);
+  }
+  return r;
+}
+
 Problem::Problem(std::vector<Group> groups, double eps3) : groups_(std::move(groups)), eps3_(eps3) {
   if (groups_.empty()) throw std::invalid_argument("MBI needs at least one group");
   p_ = -1;
@@ -508,14 +521,9 @@ double Problem::rss1(const VectorXd& beta) const {
 double Problem::stationarity_of(const VectorXd& beta, double lambda, const PathOptions& opt,
                                 const Evaluation& ev) const {
   // gradient of the solver's objective on the support
-  VectorXd r = VectorXd::Zero(p_);
-  for (int j = 0; j < p_; ++j) {
-    if (beta(j) == 0.0) continue;
-    r(j) = ev.grad(j);
-    if (lambda > 0.0)
-      r(j) += (beta(j) > 0 ? 1.0 : -1.0) * scad_derivative(std::abs(beta(j)), lambda, opt.a);
-    if (opt.mu > 0.0) r(j) += opt.mu * (beta(j) - opt.anchor(j));
-  }
+  VectorXd r = opt.mu > 0.0
+                   ? support_gradient(beta, ev.grad + opt.mu * (beta - opt.anchor), lambda, opt.a)
+                   : support_gradient(beta, ev.grad, lambda, opt.a);
   // On a truncation boundary the optimality condition is KKT for the piece: the gradient plus a
   // nonnegative combination of the boundaries' outward normals vanishes (min over mu >= 0 of
   // ||r + sum_k mu_k a_k||, coordinate descent on the convex quadratic).
@@ -576,16 +584,9 @@ VectorXd Problem::solve(const VectorXd& start, double lambda, const PathOptions&
   VectorXd weight = VectorXd::Zero(p_);
   double t_start = 1.0;  // first trial step, adapted to the last accepted one
   bool stationary = false;
-  // optimality residual on the support (the objective is differentiable there); `grad` is the
-  // gradient of the solver's smooth part (Q plus the anchor term)
+  // optimality residual on the support (the objective is differentiable there)
   auto support_residual = [&](const VectorXd& b, const VectorXd& grad) {
-    double r = 0.0;
-    for (int j = 0; j < p_; ++j)
-      if (b(j) != 0.0)
-        r = std::max(r, std::abs(grad(j) + (lambda > 0.0 ? (b(j) > 0 ? 1.0 : -1.0) *
-                                                 scad_derivative(std::abs(b(j)), lambda, opt.a)
-                                                           : 0.0)));
-    return r;
+    return p_ > 0 ? support_gradient(b, grad, lambda, opt.a).cwiseAbs().maxCoeff() : 0.0;
   };
   for (; it < opt.max_iter; ++it) {
     Evaluation ev = have_next ? std::move(next) : evaluate(beta, true);
