@@ -402,3 +402,16 @@ def test_site_fitted_alone_names_columns_and_rows_not_an_internal_site_label():
     assert "row(s) 5" in str(err.value) and "site" not in str(err.value)
     with pytest.raises(DataValidationError, match=r"^column 'd': treatment must be binary"):
         SiteDML(model="ate").fit(y, 3 * d, np.nan_to_num(X))
+
+
+def test_multisite_data_with_one_unlabelled_site():
+    from hetmtl.exceptions import DataValidationError
+
+    rng = np.random.default_rng(1)
+    X, d = rng.normal(size=(20, 2)), np.tile([0.0, 1.0], 10)
+    data = MultiSiteData(X[:, 0], d, X, None)
+    assert data.n_sites == 1 and data.n_obs == 20
+    with pytest.raises(DataValidationError, match=r"^column 'd': treatment is constant \(1\) in this site$"):
+        MultiSiteData(X[:, 0], np.ones(20), X, None)
+    with pytest.raises(DataValidationError, match=r"^site 'a', column 'd': treatment is constant"):
+        MultiSiteData(X[:, 0], np.ones(20), X, ["a"] * 20)

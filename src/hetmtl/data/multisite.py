@@ -138,8 +138,9 @@ class MultiSiteData:
         Treatment, shape (n,): binary 0/1 for the ATE and BLP scores, any numeric for PLR and CATE.
     X : array-like
         Covariates (confounders) of the nuisance models, shape (n, p).
-    site : sequence
-        Site label of every row, shape (n,).
+    site : sequence or None
+        Site label of every row, shape (n,); ``None``: all rows are one unlabelled site (messages
+        then name columns and rows only).
     Z : array-like, optional
         Effect modifiers of the linear CATE, shape (n, q).
     x_cols, z_cols : sequence of str, optional
@@ -166,7 +167,7 @@ class MultiSiteData:
         y: np.ndarray,
         d: np.ndarray,
         X: np.ndarray,
-        site: Sequence | np.ndarray,
+        site: Sequence | np.ndarray | None,
         Z: np.ndarray | None = None,
         *,
         x_cols: Sequence[str] | None = None,
@@ -187,7 +188,8 @@ class MultiSiteData:
             self.z_cols: list[str] = []
         else:
             self.z_cols = [f"z{j + 1}" for j in range(self.Z.shape[1])] if z_cols is None else [str(c) for c in z_cols]
-        site = np.asarray(site, dtype=object)
+        self._one_site = site is None
+        site = np.zeros(self.y.shape[0], dtype=int).astype(object) if site is None else np.asarray(site, dtype=object)
         if site.ndim != 1:
             raise DataValidationError(f"site labels must be 1-dimensional, got shape {site.shape}")
         self.site = site
@@ -455,6 +457,11 @@ class MultiSiteData:
         for j, c in enumerate(self.z_cols):
             yield c, self.Z[:, j]  # type: ignore[index]
 
+    def _lead(self, s: Any, column: str | None = None) -> str:
+        """Message lead naming the site (unless the data are one unlabelled site) and column."""
+        parts = ([] if self._one_site else [f"site {s!r}"]) + ([] if column is None else [f"column {column!r}"])
+        return ", ".join(parts) + ": " if parts else ""
+
     def _validate_sites(self) -> None:
         for name, col in self._columns():
             bad = ~np.isfinite(col)
@@ -463,22 +470,23 @@ class MultiSiteData:
                 s = self.site[first[0]]
                 in_site = np.flatnonzero(bad[self._index[s]])
                 raise DataValidationError(
-                    f"site {s!r}, column {name!r}: {int(bad[self._index[s]].sum())} non-finite value(s) "
-                    f"(NaN/inf) at site row(s) {_rows(in_site)}; remove or impute them explicitly"
+                    f"{self._lead(s, name)}{int(bad[self._index[s]].sum())} non-finite value(s) (NaN/inf) "
+                    f"at {'' if self._one_site else 'site '}row(s) {_rows(in_site)}; remove or impute them "
+                    "explicitly"
                 )
             big = np.abs(col) > MAX_ABS_DATA
             if big.any():
                 s = self.site[np.flatnonzero(big)[0]]
                 raise DataValidationError(
-                    f"site {s!r}, column {name!r}: values beyond ±{MAX_ABS_DATA:g} (largest {np.abs(col).max():.3g}); "
+                    f"{self._lead(s, name)}values beyond ±{MAX_ABS_DATA:g} (largest {np.abs(col).max():.3g}); "
                     "rescale the column (score variances grow with its square)"
                 )
         for s, idx in self._index.items():
             if idx.size < 2:
-                raise DataValidationError(f"site {s!r}: only {idx.size} row(s)")
+                raise DataValidationError(f"{self._lead(s)}only {idx.size} row(s)")
             if np.ptp(self.d[idx]) == 0:
                 raise DataValidationError(
-                    f"site {s!r}, column {self.d_col!r}: treatment is constant ({self.d[idx][0]:g}) in this site"
+                    f"{self._lead(s, self.d_col)}treatment is constant ({self.d[idx][0]:g}) in this site"
                 )
 
     def check_binary_treatment(self) -> None:
@@ -487,7 +495,7 @@ class MultiSiteData:
             values = np.unique(self.d[idx])
             if not np.all(np.isin(values, (0.0, 1.0))):
                 raise DataValidationError(
-                    f"site {s!r}, column {self.d_col!r}: treatment must be binary 0/1 for this model, "
+                    f"{self._lead(s, self.d_col)}treatment must be binary 0/1 for this model, "
                     f"found values {values[:6].tolist()}"
                 )
 
@@ -509,7 +517,7 @@ class MultiSiteData:
         for s, idx in self._index.items():
             if idx.size < 2 * n_folds:
                 raise DataValidationError(
-                    f"site {s!r}: {idx.size} rows are too few for {n_folds}-fold cross-fitting "
+                    f"{self._lead(s)}{idx.size} rows are too few for {n_folds}-fold cross-fitting "
                     f"(need at least {2 * n_folds})"
                 )
             if binary:
@@ -517,7 +525,7 @@ class MultiSiteData:
                     count = int(np.sum(self.d[idx] == arm))
                     if count < n_folds:
                         raise DataValidationError(
-                            f"site {s!r}, column {self.d_col!r}: {count} row(s) with treatment {arm:g}, "
+                            f"{self._lead(s, self.d_col)}{count} row(s) with treatment {arm:g}, "
                             f"fewer than the {n_folds} folds"
                         )
 

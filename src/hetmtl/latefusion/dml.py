@@ -25,10 +25,7 @@ Every fit records first-step diagnostics (:func:`first_step_diagnostics`).
 """
 from __future__ import annotations
 
-import re
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -58,8 +55,7 @@ from hetmtl._validation import (
     check_random_state,
 )
 from hetmtl.data.multisite import MultiSiteData, treatment_indicator
-from hetmtl.exceptions import (ClippingWarning, DataValidationError, InputError, ParameterError,
-                                TrainingError)
+from hetmtl.exceptions import ClippingWarning, DataValidationError, ParameterError, TrainingError
 from hetmtl.inference import InferenceMixin, _level_names, coef_table, make_summary
 from hetmtl.inference.joint import MULTIPLIERS, check_n_boot, multiplier_max_t
 from hetmtl.latefusion.summary import CVFold, SiteSummary
@@ -503,19 +499,6 @@ def _aggregate_diagnostics(by_rep: pd.DataFrame) -> dict[str, float]:
     return out
 
 
-@contextmanager
-def _single_site_messages() -> Iterator[None]:
-    """Input errors of a site fitted alone name its columns and rows, not the internal label 0."""
-    try:
-        yield
-    except InputError as exc:
-        msg = str(exc)
-        plain = re.sub(r"^site 0(, |: )", "", msg).replace(" at site row(s) ", " at row(s) ")
-        if plain == msg:
-            raise
-        raise type(exc)(plain) from None
-
-
 class SiteDML(InferenceMixin, BaseEstimator):
     """DML2 estimate at one site with K-fold cross-fitting.
 
@@ -800,16 +783,11 @@ class SiteDML(InferenceMixin, BaseEstimator):
         when ``d`` is not coded 0/1 (strings, categories); stored as ``treated_``.
         Raises a :class:`~hetmtl.exceptions.ClippingWarning` when more than ``CLIP_WARN_SHARE`` (5 %)
         of the propensities are clipped (ate, blp)."""
-        with _single_site_messages():
-            return self._fit_site(y, d, X, Z, folds=folds, predictions=predictions, treated=treated,
-                                  _bar=_bar)
-
-    def _fit_site(self, y, d, X, Z, *, folds, predictions, treated, _bar) -> "SiteDML":
         self._check_params()
         d, self.treated_ = treatment_indicator(d, treated, "d")
         z_cols = list(map(str, Z.columns)) if isinstance(Z, pd.DataFrame) else None
         x_cols = list(map(str, X.columns)) if isinstance(X, pd.DataFrame) else None
-        data = MultiSiteData(y, d, X, np.zeros(np.shape(y)[0], dtype=int), Z, x_cols=x_cols, z_cols=z_cols)
+        data = MultiSiteData(y, d, X, None, Z, x_cols=x_cols, z_cols=z_cols)
         y, d, X, Z = data.y, data.d, data.X, data.Z
         binary = self.model in BINARY_MODELS
         if binary:
